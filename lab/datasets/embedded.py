@@ -120,7 +120,10 @@ def _draw(rng: np.random.Generator, label: int, size: int, channels: int, noise:
         for theta in (np.pi / 6, 5 * np.pi / 6):
             inside &= (u * np.cos(theta) - v * np.sin(theta)) <= radius * 0.5
     elif name == "diamond":
-        inside = np.abs(u) + np.abs(v) <= radius
+        # A rhombus with diagonals 2r and 1.1r. With equal diagonals it would be a square turned
+        # 45 degrees, and since squares are drawn at every angle the two classes could only be
+        # told apart by their (overlapping) sizes.
+        inside = np.abs(u) / radius + np.abs(v) / (0.55 * radius) <= 1.0
     elif name == "cross":
         arm = radius * 0.3
         inside = ((np.abs(u) <= arm) & (np.abs(v) <= radius)) | ((np.abs(v) <= arm) & (np.abs(u) <= radius))
