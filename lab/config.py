@@ -19,7 +19,10 @@ DISTRIBUTE = (None, "mirrored", "multiworker", "tpu")
 
 # Flat fields that are options of the model builders (passed only when not None).
 MODEL_FIELDS = ("depth", "filters", "convs_per_block", "normalization", "dropout_rate", "l2",
-                "dense_units", "hidden_units", "activation")
+                "dense_units", "hidden_units", "activation",
+                # transfer models (lab.models.transfer)
+                "backbone", "input_size", "pooling", "head_units", "head_dropout", "unfreeze", "freeze_batchnorm")
+FEATURE_CACHES = (None, "memory", "disk")
 
 
 @dataclasses.dataclass
@@ -45,6 +48,23 @@ class RunConfig:
             output layer is replaced by a new one for this dataset's classes.
         trainable: with init_from, "all" (fine-tune everything) or "head" (train only the new
             output layer, E5).
+    Transfer models (model="transfer", see lab.models.transfer_model):
+        backbone: a keras.applications or keras-hub backbone name ("resnet50", "vgg16",
+            "efficientnetb0", "convnexttiny", "resnet18", "vit_b16", ...).
+        weights: "imagenet", None (random) or a kit-saved run folder / .keras / .h5 file.
+        input_size: the side images are resized to inside the model (28 px MedMNIST to 224).
+        pooling, head_units (hidden Dense widths, E11: [256]), head_dropout.
+        unfreeze: how many of the backbone's last stages train (0: head only; "all").
+        freeze_batchnorm: keep BatchNorm in inference mode in unfrozen stages too.
+        backbone_lr_factor: the pretrained part's learning rate is learning_rate times this
+            (E12: smaller rates for the pretrained part than for the head).
+        feature_cache: with unfreeze=0, compute the frozen backbone's features once and train
+            the head on them ("memory", "disk" or None); exact, and much faster per epoch.
+        feature_cache_passes: with augmentation the cache is off unless this is > 1: then that
+            many augmented passes are cached and epochs cycle through them.
+        unfreeze_schedule, phase_epochs, phase_lr_factor: progressive unfreezing in one run,
+            e.g. [0, 1, 2] with [3, 3, 3]: head first, then one more stage per phase, each phase
+            at phase_lr_factor times the previous learning rate.
     Training:
         optimizer, learning_rate, momentum (sgd/rmsprop), weight_decay (adamw), epochs,
         batch_size, label_smoothing, class_weighting ("balanced" for imbalanced data),
@@ -88,6 +108,20 @@ class RunConfig:
     activation: str | None = None
     init_from: str | None = None
     trainable: str = "all"
+    backbone: str | None = None
+    weights: str | None = "imagenet"
+    input_size: int | None = None
+    pooling: str | None = None
+    head_units: list[int] | None = None
+    head_dropout: float | None = None
+    unfreeze: int | str | None = None
+    freeze_batchnorm: bool | None = None
+    backbone_lr_factor: float = 1.0
+    feature_cache: str | None = "memory"
+    feature_cache_passes: int = 1
+    unfreeze_schedule: list[int | str] | None = None
+    phase_epochs: list[int] | None = None
+    phase_lr_factor: float = 0.1
     # training
     optimizer: str = "adam"
     learning_rate: float = 1e-3
@@ -142,7 +176,9 @@ class RunConfig:
     def model_options(self) -> dict[str, Any]:
         """The model switches that were set, as the builder's keyword arguments."""
         options = {f: getattr(self, f) for f in MODEL_FIELDS if getattr(self, f) is not None}
-        for key in ("filters", "hidden_units"):
+        if self.model == "transfer":
+            options["weights"] = self.weights  # None is meaningful here: random initialisation
+        for key in ("filters", "hidden_units", "head_units"):
             if isinstance(options.get(key), list):
                 options[key] = tuple(options[key])
         return options
@@ -165,6 +201,7 @@ class RunConfig:
         if self.trainable == "head" and not self.init_from:
             raise ValueError("trainable='head' trains only the output layer of a saved model: set init_from "
                              "to a run folder or a .keras file.")
+        self._validate_transfer()
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"Unknown optimizer {self.optimizer!r}. Available optimizers: {', '.join(OPTIMIZERS)}.")
         _positive("learning_rate", self.learning_rate)
@@ -200,6 +237,49 @@ class RunConfig:
             value = getattr(self, key)
             if value is not None:
                 _positive_int(key, value)
+
+    def _validate_transfer(self) -> None:
+        transfer = self.model == "transfer"
+        if transfer and not self.backbone:
+            from lab.models.backbones import BACKBONES
+
+            raise ValueError(f"model='transfer' needs a backbone, e.g. backbone='resnet50'. Available backbones: "
+                             f"{', '.join(BACKBONES)}.")
+        if transfer:
+            from lab.models.backbones import backbone_spec
+
+            backbone_spec(self.backbone)  # an unknown name lists the valid ones
+            if self.input_scaling == "imagenet":
+                raise ValueError("input_scaling='imagenet' would normalise twice: a transfer model applies its "
+                                 "backbone's own preprocessing inside. Use input_scaling='unit' (or 'none').")
+            if self.init_from:
+                raise ValueError("init_from does not apply to model='transfer': pass the saved model as weights= "
+                                 "(its backbone is reused and a new head is built).")
+        transfer_only = {"backbone_lr_factor": self.backbone_lr_factor != 1.0,
+                         "unfreeze_schedule": self.unfreeze_schedule is not None,
+                         "phase_epochs": self.phase_epochs is not None}
+        for key, is_set in transfer_only.items():
+            if is_set and not transfer:
+                raise ValueError(f"{key} applies to transfer models only (model='transfer'); received model="
+                                 f"{self.model!r}.")
+        _positive("backbone_lr_factor", self.backbone_lr_factor)
+        _positive("phase_lr_factor", self.phase_lr_factor)
+        _positive_int("feature_cache_passes", self.feature_cache_passes)
+        if self.feature_cache not in FEATURE_CACHES:
+            raise ValueError(f"feature_cache must be one of {FEATURE_CACHES}, received {self.feature_cache!r}.")
+        if self.unfreeze_schedule is not None:
+            if not self.unfreeze_schedule or self.phase_epochs is None or \
+                    len(self.phase_epochs) != len(self.unfreeze_schedule):
+                raise ValueError(f"unfreeze_schedule needs phase_epochs of the same length (epochs per phase); "
+                                 f"received unfreeze_schedule={self.unfreeze_schedule}, "
+                                 f"phase_epochs={self.phase_epochs}.")
+            if self.unfreeze is not None:
+                raise ValueError("Set either unfreeze (one policy for the whole run) or unfreeze_schedule "
+                                 "(progressive unfreezing), not both.")
+            for epochs in self.phase_epochs:
+                _positive_int("phase_epochs", epochs)
+        elif self.phase_epochs is not None:
+            raise ValueError("phase_epochs goes with unfreeze_schedule (epochs of each unfreezing phase).")
 
 
 def _positive(key: str, value: float) -> None:

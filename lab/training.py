@@ -25,10 +25,14 @@ from lab.callbacks import DivergenceMonitor, EpochLogLine, EpochTimer, RestoreBe
 from lab.config import RunConfig
 from lab.datasets import Dataset, load_dataset
 from lab.evaluation import classification_metrics, confusion_matrix
+from lab.features import Features, compute_features
 from lab.losses import SparseCategoricalCrossentropy
 from lab.models import build_model
+from lab.models.backbones import find_backbone
+from lab.models.transfer import head_model, set_trainable, transfer_summary
 from lab.pipeline import make_augmenter, make_pipeline
 from lab.records import RunWriter
+from lab.transfer import with_learning_rate_factor
 
 
 @dataclasses.dataclass
@@ -60,18 +64,34 @@ def make_optimizer(name: str, learning_rate: float, *, momentum: float = 0.0,
     raise ValueError(f"Unknown optimizer {name!r}. Available optimizers: adam, sgd, rmsprop, adamw.")
 
 
-def compile_model(model: keras.Model, config: RunConfig) -> keras.Model:
+def compile_model(model: keras.Model, config: RunConfig, *, learning_rate: float | None = None) -> keras.Model:
     """Compiles a model as every run does: the config's optimizer, the (smoothed) sparse
-    cross-entropy, accuracy, XLA and steps per execution. Call it inside the strategy scope."""
+    cross-entropy, accuracy, XLA and steps per execution. Call it inside the strategy scope.
+
+    A transfer model's backbone gets ``config.backbone_lr_factor`` times the learning rate;
+    ``learning_rate`` overrides the config's (a progressive-unfreezing phase)."""
+    optimizer = make_optimizer(config.optimizer, learning_rate or config.learning_rate, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    if config.model == "transfer" and config.backbone_lr_factor != 1.0 and _has_backbone(model):
+        backbone, _ = find_backbone(model)
+        optimizer = with_learning_rate_factor(optimizer, backbone.trainable_weights, config.backbone_lr_factor)
     model.compile(
-        optimizer=make_optimizer(config.optimizer, config.learning_rate, momentum=config.momentum,
-                                 weight_decay=config.weight_decay),
+        optimizer=optimizer,
         loss=SparseCategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
         jit_compile=config.jit_compile,
         steps_per_execution=config.steps_per_execution,
     )
     return model
+
+
+def _has_backbone(model: keras.Model) -> bool:
+    """False for the head-only model the feature cache trains."""
+    try:
+        find_backbone(model)
+    except ValueError:
+        return False
+    return True
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -142,9 +162,9 @@ def train(config: RunConfig | dict[str, Any] | None = None, *, data: Dataset | N
                                "tags": list(config.tags), "created": started}
     model, history = None, pd.DataFrame()
     try:
-        model, history, fit_info = _fit(config, data, input_shape, writer.path)
+        model, history, fit_info, features = _fit(config, data, input_shape, writer.path)
         metrics |= fit_info
-        metrics |= _evaluate_and_plot(model, config, data, history, fit_info, writer.path)
+        metrics |= _evaluate_and_plot(model, config, data, history, fit_info, writer.path, features)
         writer.config["params"] = metrics["params"] = int(model.count_params())
         metrics["trainable_params"] = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     except KeyboardInterrupt:
@@ -179,7 +199,9 @@ def model_from_saved(source: str | Path, num_classes: int, *, trainable: str = "
                                 "(runs save one unless save_model=False) or a .keras file.")
     base = keras.models.load_model(path, compile=False)
     try:
-        features = base.get_layer("predictions").input
+        # A transfer model's softmax follows its "logits" layer: replace both.
+        output = "logits" if any(layer.name == "logits" for layer in base.layers) else "predictions"
+        features = base.get_layer(output).input
     except ValueError as error:
         raise ValueError(f"{path} has no layer named 'predictions' to replace; the kit's builders name "
                          "their output layer so.") from error
@@ -198,20 +220,126 @@ def input_shape_for(data: Dataset, config: RunConfig) -> tuple[int, int, int]:
     return height, width, channels
 
 
+def build_for_run(config: RunConfig, data: Dataset, input_shape) -> keras.Model:
+    """The model a config describes (built, not compiled), for ``data``'s classes."""
+    if config.init_from:
+        return model_from_saved(config.init_from, data.num_classes, trainable=config.trainable)
+    options = config.model_options()
+    if config.model == "transfer":
+        # The model rescales its input to [0, 255] for the backbone's own preprocessing.
+        options["pixel_scale"] = 255.0 if config.input_scaling == "unit" else 1.0
+        if config.unfreeze_schedule:
+            options["unfreeze"] = config.unfreeze_schedule[0]
+    return build_model(config.model, input_shape, data.num_classes, **options)
+
+
 def _fit(config: RunConfig, data: Dataset, input_shape, run_path: Path):
-    """Builds, compiles and fits the model; returns (model, history, fit facts)."""
+    """Builds, compiles and fits the model; returns (model, history, fit facts, features).
+
+    Three ways to fit: on images (the usual), on cached backbone features (a frozen transfer
+    model: the head trains on features computed once), or in phases (progressive unfreezing).
+    """
     strategy = hardware.get_strategy(config.distribute)
     with hardware.precision(config.mixed_precision), strategy.scope():
-        if config.init_from:
-            model = model_from_saved(config.init_from, data.num_classes, trainable=config.trainable)
-        else:
-            model = build_model(config.model, input_shape, data.num_classes, **config.model_options())
+        model = build_for_run(config, data, input_shape)
         compile_model(model, config)
     augmenter = None
     if config.augment:
         augmenter = make_augmenter(flip=config.aug_flip, rotation=config.aug_rotation, zoom=config.aug_zoom,
                                    translation=config.aug_translation, contrast=config.aug_contrast,
                                    seed=config.seed)
+    cache_note = feature_cache_decision(config)
+    features = None
+    if cache_note is None:
+        features = compute_features(model, data, cache=config.feature_cache, passes=config.feature_cache_passes,
+                                    augmenter=augmenter, batch_size=max(config.batch_size, 256),
+                                    input_scaling=config.input_scaling, seed=config.seed)
+        train_ds, val_ds = _feature_pipelines(features, data, config)
+    else:
+        train_ds, val_ds = _image_pipelines(config, data, augmenter)
+
+    timer = EpochTimer()
+    divergence = DivergenceMonitor(baseline_loss=math.log(data.num_classes), patience=config.divergence_patience)
+    best = RestoreBestWeights(monitor="val_loss")
+    callbacks: list[keras.callbacks.Callback] = [timer, divergence, best]
+    if config.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience))
+    if config.save_model and features is None:
+        # With cached features the head model trains; the whole model is saved after fitting.
+        callbacks.append(keras.callbacks.ModelCheckpoint(str(run_path / "model.keras"), monitor="val_loss",
+                                                         save_best_only=True))
+    if config.verbose:
+        callbacks.append(EpochLogLine(config.epochs if not config.phase_epochs else sum(config.phase_epochs)))
+
+    started = time.perf_counter()
+    class_weight = data.class_weights() if config.class_weighting == "balanced" else None
+    phases = []
+    if config.unfreeze_schedule:
+        history, phases = _fit_phases(model, config, strategy, train_ds, val_ds, callbacks, run_path, class_weight)
+    else:
+        fitted = head_model(model) if features is not None else model
+        if features is not None:
+            with strategy.scope():
+                compile_model(fitted, config)
+        csv = keras.callbacks.CSVLogger(str(run_path / "history.csv"))
+        fit = fitted.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=[*callbacks, csv],
+                         verbose=0, shuffle=False, class_weight=class_weight,
+                         steps_per_epoch=_steps_per_epoch(features, config))
+        history = pd.DataFrame(fit.history)
+    if features is not None and config.save_model:
+        model.save(run_path / "model.keras")  # the head's best weights, restored, in the whole model
+    seconds = timer.seconds if not phases else [s for phase in phases for s in phase.pop("seconds")]
+    info = {
+        "status": "diverged" if divergence.diverged else "completed",
+        "divergence_reason": divergence.reason,
+        "epochs_run": len(history),
+        "best_epoch": None if best.best_epoch is None else best.best_epoch + 1,
+        "stopped_early": len(history) < (sum(config.phase_epochs) if phases else config.epochs)
+        and not divergence.diverged,
+        "train_seconds": time.perf_counter() - started,
+        # The first epoch includes tracing and compilation; the steady-state figure excludes it.
+        "seconds_per_epoch": float(np.mean(seconds[1:] if len(seconds) > 1 else seconds)) if seconds else None,
+        "seconds_first_epoch": seconds[0] if seconds else None,
+    }
+    if config.model == "transfer":
+        info["transfer"] = transfer_summary(model)
+        info["feature_cache"] = cache_note or {
+            "mode": config.feature_cache, "hit": features.hit, "passes": config.feature_cache_passes,
+            "seconds": features.seconds, "key": features.key,
+            "note": "head trained on cached backbone features" + (
+                f"; {config.feature_cache_passes} augmented passes, epoch e uses pass e % "
+                f"{config.feature_cache_passes}" if config.feature_cache_passes > 1 else ""),
+        }
+        if features is not None:
+            # Honest timing: what filling the cache cost is part of the training time.
+            info["train_seconds"] += features.seconds
+        if phases:
+            info["phases"] = phases
+    if best.best_epoch is not None:
+        row = history.iloc[best.best_epoch]
+        info |= {f"best_epoch_{k}": float(row[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in row}
+    return model, history, info, features
+
+
+def feature_cache_decision(config: RunConfig) -> str | None:
+    """None when a run trains its head on cached features, otherwise why it does not."""
+    if config.model != "transfer":
+        return "off: not a transfer model"
+    if config.feature_cache is None:
+        return "off: feature_cache=None"
+    if config.unfreeze_schedule or (config.unfreeze or 0) != 0:
+        return "off: backbone stages train, so their features change every step"
+    if config.distribute:
+        return "off: distributed runs pass images through the backbone"
+    if config.augment and config.feature_cache_passes == 1:
+        return ("off: augmentation changes the images every epoch (set feature_cache_passes > 1 to cache "
+                "that many augmented passes)")
+    if config.tfrecord_dir:
+        return "off: streaming from TFRecords"
+    return None
+
+
+def _image_pipelines(config: RunConfig, data: Dataset, augmenter):
     common = dict(batch_size=config.batch_size, image_size=config.image_size, input_scaling=config.input_scaling,
                   seed=config.seed, deterministic=config.deterministic)
     if config.tfrecord_dir:
@@ -221,40 +349,67 @@ def _fit(config: RunConfig, data: Dataset, input_shape, run_path: Path):
         train_ds = make_pipeline(data.x_train, data.y_train, training=True, augmenter=augmenter, cache=cache,
                                  **common)
     val_ds = make_pipeline(data.x_val, data.y_val, training=False, cache=bool(config.cache), **common)
+    return train_ds, val_ds
 
-    timer = EpochTimer()
-    divergence = DivergenceMonitor(baseline_loss=math.log(data.num_classes), patience=config.divergence_patience)
-    best = RestoreBestWeights(monitor="val_loss")
-    callbacks: list[keras.callbacks.Callback] = [timer, divergence, best]
-    if config.early_stopping_patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience))
-    if config.save_model:
-        callbacks.append(keras.callbacks.ModelCheckpoint(str(run_path / "model.keras"), monitor="val_loss",
-                                                         save_best_only=True))
-    callbacks.append(keras.callbacks.CSVLogger(str(run_path / "history.csv")))
-    if config.verbose:
-        callbacks.append(EpochLogLine(config.epochs))
 
-    started = time.perf_counter()
-    fit = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks, verbose=0, shuffle=False,
-                    class_weight=data.class_weights() if config.class_weighting == "balanced" else None)
-    history = pd.DataFrame(fit.history)
-    seconds = timer.seconds
-    info = {
-        "status": "diverged" if divergence.diverged else "completed",
-        "divergence_reason": divergence.reason,
-        "epochs_run": len(history),
-        "best_epoch": None if best.best_epoch is None else best.best_epoch + 1,
-        "stopped_early": len(history) < config.epochs and not divergence.diverged,
-        "train_seconds": time.perf_counter() - started,
-        # The first epoch includes tracing and compilation; the steady-state figure excludes it.
-        "seconds_per_epoch": float(np.mean(seconds[1:] if len(seconds) > 1 else seconds)) if seconds else None,
-        "seconds_first_epoch": seconds[0] if seconds else None,
-    }
-    if best.best_epoch is not None:
-        row = history.iloc[best.best_epoch]
-        info |= {f"best_epoch_{k}": float(row[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in row}
-    return model, history, info
+def _feature_pipelines(features: Features, data: Dataset, config: RunConfig):
+    """Batches of cached features; with several augmented passes, epoch e reads pass e % passes."""
+    passes, count = features.train.shape[:2]
+
+    def one_pass(index):
+        return tf.data.Dataset.from_tensor_slices((features.train[index], features.train_labels[index]))
+
+    if passes == 1:
+        train_ds = one_pass(0).shuffle(count, seed=config.seed, reshuffle_each_iteration=True)
+        train_ds = train_ds.batch(config.batch_size)
+    else:
+        epochs = [one_pass(e % passes).shuffle(count, seed=config.seed + e).batch(config.batch_size)
+                  for e in range(config.epochs)]
+        train_ds = epochs[0]
+        for epoch in epochs[1:]:
+            train_ds = train_ds.concatenate(epoch)
+    val_ds = tf.data.Dataset.from_tensor_slices((features.val, data.y_val)).batch(max(config.batch_size, 256))
+    return train_ds.prefetch(tf.data.AUTOTUNE), val_ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _steps_per_epoch(features: Features | None, config: RunConfig) -> int | None:
+    if features is None or features.train.shape[0] == 1:
+        return None
+    return math.ceil(features.train.shape[1] / config.batch_size)
+
+
+def _fit_phases(model, config: RunConfig, strategy, train_ds, val_ds, callbacks, run_path: Path, class_weight):
+    """Progressive unfreezing: one fit per phase, more stages and a lower learning rate each time.
+
+    The callbacks carry over (the best weights of the whole run are restored at the end); the
+    optimizer is new in each phase, since the set of trained variables changes.
+    """
+    histories, phases, epoch = [], [], 0
+    best = next(c for c in callbacks if isinstance(c, RestoreBestWeights))
+    timer = next(c for c in callbacks if isinstance(c, EpochTimer))
+    overall_best = (math.inf, None, None)  # (val_loss, epoch, weights)
+    for index, (unfreeze, epochs) in enumerate(zip(config.unfreeze_schedule, config.phase_epochs, strict=True)):
+        learning_rate = config.learning_rate * config.phase_lr_factor ** index
+        with strategy.scope():
+            freeze_batchnorm = config.weights is not None if config.freeze_batchnorm is None else config.freeze_batchnorm
+            stages = set_trainable(model, unfreeze, freeze_batchnorm=freeze_batchnorm)
+            compile_model(model, config, learning_rate=learning_rate)
+        csv = keras.callbacks.CSVLogger(str(run_path / "history.csv"), append=index > 0)
+        fit = model.fit(train_ds, validation_data=val_ds, initial_epoch=epoch, epochs=epoch + epochs,
+                        callbacks=[*callbacks, csv], verbose=0, shuffle=False, class_weight=class_weight)
+        phase_history = pd.DataFrame(fit.history).assign(phase=index + 1)
+        histories.append(phase_history)
+        phases.append({"phase": index + 1, "unfreeze": unfreeze, "trainable_stages": stages,
+                       "learning_rate": learning_rate, "epochs": len(phase_history), "seconds": list(timer.seconds)})
+        if best.best_epoch is not None and best.best < overall_best[0]:
+            overall_best = (best.best, best.best_epoch, best.best_weights)  # Keras counts epochs across fits
+        epoch += len(phase_history)
+        if any(getattr(c, "diverged", False) for c in callbacks):
+            break
+    best.best, best.best_epoch, best.best_weights = overall_best
+    if overall_best[2] is not None:
+        model.set_weights(overall_best[2])
+    return pd.concat(histories, ignore_index=True), phases
 
 
 def _tfrecord_training_pipeline(data: Dataset, config: RunConfig, augmenter, common: dict):
@@ -272,20 +427,38 @@ def _tfrecord_training_pipeline(data: Dataset, config: RunConfig, augmenter, com
     return tfrecord.make_tfrecord_pipeline(directory, "train", training=True, augmenter=augmenter, **common)
 
 
-def _evaluate_and_plot(model, config: RunConfig, data: Dataset, history: pd.DataFrame, fit_info, run_path: Path):
-    """Evaluates the restored best model on every split, saves predictions and plots."""
-    common = dict(batch_size=max(config.batch_size, 256), image_size=config.image_size,
+def _evaluate_and_plot(model, config: RunConfig, data: Dataset, history: pd.DataFrame, fit_info, run_path: Path,
+                       features: Features | None = None):
+    """Evaluates the restored best model on every split, saves predictions and plots.
+
+    With cached features the head is evaluated on them: the same numbers as the whole model
+    on the images (the frozen backbone is deterministic in inference mode), without three more
+    passes through it.
+    """
+    batch_size = max(config.batch_size, 256)
+    common = dict(batch_size=batch_size, image_size=config.image_size,
                   input_scaling=config.input_scaling, training=False, cache=False)
+    evaluated = model if features is None else head_model(model)
+    if features is not None:
+        evaluated.compile(loss=SparseCategoricalCrossentropy(label_smoothing=config.label_smoothing),
+                          metrics=["accuracy"])
+
+    def inputs(split: str, labels: bool = True) -> tf.data.Dataset:
+        x, y = data.split(split)
+        if features is None:
+            return make_pipeline(x, y if labels else None, **common)
+        tensors = (features.split(split), y) if labels else features.split(split)
+        return tf.data.Dataset.from_tensor_slices(tensors).batch(batch_size)
+
     results: dict[str, Any] = {}
     for split in ("train", "val", "test"):
-        x, y = data.split(split)
-        loss, accuracy = model.evaluate(make_pipeline(x, y, **common), verbose=0)
+        loss, accuracy = evaluated.evaluate(inputs(split), verbose=0)
         results[f"{split}_loss"], results[f"{split}_accuracy"] = float(loss), float(accuracy)
-    y_prob = model.predict(make_pipeline(data.x_test, **common), verbose=0).astype(np.float32)
+    y_prob = evaluated.predict(inputs("test", labels=False), verbose=0).astype(np.float32)
     y_true = data.y_test
     if np.isfinite(y_prob).all():
         results |= classification_metrics(y_true, y_prob, prefix="test_")
-        val_prob = model.predict(make_pipeline(data.x_val, **common), verbose=0)
+        val_prob = evaluated.predict(inputs("val", labels=False), verbose=0)
         results["val_macro_auc"] = classification_metrics(data.y_val, val_prob)["macro_auc"]
     np.savez_compressed(run_path / "predictions.npz", y_true=y_true, y_prob=y_prob,
                         class_names=np.asarray(data.class_names))

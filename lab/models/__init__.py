@@ -12,15 +12,17 @@ import keras
 
 from lab.models.cnn import basic_cnn, cnn, simple_cnn
 from lab.models.mlp import mlp
+from lab.models.transfer import transfer_model
 
 MODELS: dict[str, Callable[..., keras.Model]] = {
     "simple": simple_cnn,
     "basic": basic_cnn,
     "cnn": cnn,
     "mlp": mlp,
+    "transfer": transfer_model,
 }
 
-__all__ = ["MODELS", "basic_cnn", "build_model", "cnn", "mlp", "model_options", "simple_cnn"]
+__all__ = ["MODELS", "basic_cnn", "build_model", "cnn", "mlp", "model_options", "simple_cnn", "transfer_model"]
 
 
 def model_options(name: str) -> dict[str, Any]:
@@ -37,7 +39,7 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, **optio
     """Builds a registered model.
 
     Args:
-        name: one of ``MODELS`` (``"simple"``, ``"basic"``, ``"cnn"``, ``"mlp"``).
+        name: one of ``MODELS`` (``"simple"``, ``"basic"``, ``"cnn"``, ``"mlp"``, ``"transfer"``).
         input_shape: (height, width, channels).
         num_classes: number of classes.
         **options: the builder's keyword options (see ``model_options(name)``).
