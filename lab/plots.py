@@ -163,3 +163,143 @@ def compare_curves(histories: dict[str, pd.DataFrame],
     if handles:  # one legend for all panels, to the right (saved with bbox_inches="tight")
         figure.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     return figure
+
+
+# -- segmentation and autoencoders ------------------------------------------------------------------
+
+
+def segmentation_curves(history: pd.DataFrame, title: str = "", best_epoch: int | None = None,
+                        metrics: Sequence[str] = ("loss", "accuracy", "mean_iou", "mean_dice")) -> plt.Figure:
+    """Train and validation curves of a segmentation run, one panel per metric (pixel accuracy,
+    mean IoU, mean Dice), with the best epoch marked: accuracy rising while IoU stays flat is E6."""
+    labels = {"loss": "loss", "accuracy": "pixel accuracy", "mean_iou": "mean IoU", "mean_dice": "mean Dice"}
+    metrics = [m for m in metrics if m in history or f"val_{m}" in history]
+    figure, axes = plt.subplots(1, max(len(metrics), 1), figsize=(4.2 * max(len(metrics), 1), 3.6), squeeze=False)
+    epochs = np.arange(1, len(history) + 1)
+    for ax, metric in zip(axes.flat, metrics):
+        for key, style, label in ((metric, "-", "train"), (f"val_{metric}", "--", "validation")):
+            if key in history:
+                ax.plot(epochs, history[key], style, marker="o", markersize=3, label=label)
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch {best_epoch}")
+        ax.set_title(labels.get(metric, metric))
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def mask_colors(num_classes: int) -> np.ndarray:
+    """RGB colours in [0, 1] per class: background black, the others from tab10/tab20."""
+    palette = plt.get_cmap("tab10" if num_classes <= 11 else "tab20")
+    colors = [(0.0, 0.0, 0.0)] + [palette(i % palette.N)[:3] for i in range(num_classes - 1)]
+    return np.asarray(colors, dtype=float)
+
+
+def overlay_mask(image: np.ndarray, mask: np.ndarray, num_classes: int, alpha: float = 0.5) -> np.ndarray:
+    """The image (grayscale or RGB, any range) with non-background classes tinted by ``mask``."""
+    image = np.asarray(image, dtype=float)
+    low, high = image.min(), image.max()
+    image = (image - low) / (high - low + 1e-12)
+    if image.ndim == 2 or image.shape[-1] == 1:
+        image = np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=-1)
+    colors = mask_colors(num_classes)[np.asarray(mask, dtype=int)]
+    foreground = (np.asarray(mask) > 0)[..., None]
+    return np.where(foreground, (1 - alpha) * image + alpha * colors, image)
+
+
+def mask_overlays(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str], *,
+                  count: int = 6, seed: int = 0, title: str = "Predicted masks") -> plt.Figure:
+    """One row per image: the image, the true mask overlaid, the predicted mask overlaid, and the
+    pixels the prediction gets wrong (red). A legend names the colour of every class."""
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(len(images), size=min(count, len(images)), replace=False))
+    num_classes = len(class_names)
+    figure, axes = plt.subplots(len(chosen), 4, figsize=(8.4, 2.1 * len(chosen) + 0.6), squeeze=False)
+    for row, i in enumerate(chosen):
+        wrong = np.asarray(y_true[i]) != np.asarray(y_pred[i])
+        panels = (_unit_image(images[i]), overlay_mask(images[i], y_true[i], num_classes),
+                  overlay_mask(images[i], y_pred[i], num_classes), wrong)
+        for column, panel in enumerate(panels):
+            ax = axes[row, column]
+            ax.imshow(panel, cmap="Reds" if column == 3 else None, vmin=0, vmax=1, interpolation="nearest")
+            ax.axis("off")
+        accuracy = 1.0 - wrong.mean()
+        axes[row, 3].set_title(f"{accuracy:.1%} of pixels right", fontsize=7)
+    for ax, label in zip(axes[0], ("image", "truth", "prediction", "errors")):
+        ax.set_title(label if label != "errors" else f"errors\n{ax.get_title()}", fontsize=8)
+    from matplotlib.patches import Patch
+
+    colors = mask_colors(num_classes)
+    handles = [Patch(color=colors[c], label=name) for c, name in enumerate(class_names)]
+    figure.legend(handles=handles, loc="lower center", ncol=min(num_classes, 7), fontsize=7, frameon=False)
+    figure.suptitle(title)
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
+    return figure
+
+
+def _unit_image(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image, dtype=float)
+    image = (image - image.min()) / (image.max() - image.min() + 1e-12)
+    return image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+
+
+def per_class_scores(metrics: dict, class_names: Sequence[str], *, prefix: str = "test_",
+                     title: str = "IoU and Dice per class") -> plt.Figure:
+    """Bars of each class's IoU and Dice from a segmentation record's metrics (``<prefix>iou_<class>``)."""
+    from lab.segmentation.metrics import metric_key
+
+    rows = []
+    for name in class_names:
+        for score in ("iou", "dice"):
+            value = metrics.get(f"{prefix}{score}_{metric_key(name)}")
+            rows.append({"class": name, "score": "IoU" if score == "iou" else "Dice",
+                         "value": np.nan if value is None else value})
+    frame = pd.DataFrame(rows)
+    figure, ax = plt.subplots(figsize=(max(5, 0.8 * len(class_names) + 2), 3.6))
+    sns.barplot(data=frame, x="class", y="value", hue="score", ax=ax)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("")
+    ax.set_title(title)
+    plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
+    figure.tight_layout()
+    return figure
+
+
+def reconstructions(images: np.ndarray, reconstructed: np.ndarray, *, noisy: np.ndarray | None = None,
+                    count: int = 8, title: str = "Reconstructions") -> plt.Figure:
+    """Rows: the original images, the noisy inputs (denoising), and the reconstructions."""
+    rows = [("original", images)] + ([("noisy input", noisy)] if noisy is not None else []) + \
+        [("reconstruction", reconstructed)]
+    count = min(count, len(images))
+    figure, axes = plt.subplots(len(rows), count, figsize=(1.3 * count, 1.45 * len(rows)), squeeze=False)
+    for r, (label, batch) in enumerate(rows):
+        for c in range(count):
+            ax = axes[r, c]
+            image = np.clip(np.asarray(batch[c], dtype=float), 0, 1)
+            ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None,
+                      vmin=0, vmax=1)
+            ax.axis("off")
+        axes[r, 0].set_title(label, fontsize=8, loc="left")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def latent_grid(decoder, *, steps: int = 8, span: float = 2.0, title: str = "Decoded latent grid") -> plt.Figure:
+    """A VAE decoder's images over a steps x steps grid of its 2-d latent space (-span..span)."""
+    if decoder.input_shape[-1] != 2:
+        raise ValueError(f"latent_grid draws a 2-d latent space; this decoder takes {decoder.input_shape[-1]} values.")
+    values = np.linspace(-span, span, steps, dtype=np.float32)
+    grid = np.array([[x, y] for y in values[::-1] for x in values], dtype=np.float32)
+    decoded = np.asarray(decoder.predict(grid, verbose=0))
+    figure, axes = plt.subplots(steps, steps, figsize=(0.9 * steps, 0.9 * steps))
+    for ax, image in zip(axes.flat, decoded):
+        ax.imshow(image[..., 0] if image.shape[-1] == 1 else np.clip(image, 0, 1), cmap="gray", vmin=0, vmax=1)
+        ax.axis("off")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,520 @@
+"""Segmentation data: images with per-pixel class masks, and the loaders that make them.
+
+``load_segmentation_dataset(name, ...)`` is the registry of segmentation sets:
+
+    shapes                   the embedded shapes with their masks (0 = background, shape's class + 1)
+    tfds:oxford_iiit_pet     Oxford-IIIT Pet trimaps (1 pet, 2 background, 3 border) as classes
+    folder:<path>            image and mask files matched by name (see ``load_mask_folder``)
+
+Images are resized with bilinear interpolation and masks with nearest neighbour only, so a
+mask never holds a class id that is a blend of two others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from lab.datasets.base import SPLITS, Dataset
+from lab.datasets.folders import IMAGE_SUFFIXES
+
+PET_CLASSES = ("background", "pet", "border")
+
+
+@dataclasses.dataclass
+class SegmentationDataset:
+    """Images and class-id masks for the train, validation and test splits.
+
+    Attributes:
+        name: registry name, recorded with every run.
+        x_train, x_val, x_test: NHWC uint8 (or float) images.
+        masks_train, masks_val, masks_test: (N, H, W) uint8 class ids, 0 = background.
+        class_names: the name of every class id, ``class_names[0]`` the background.
+        source: provenance kept in the run record.
+    """
+
+    name: str
+    x_train: np.ndarray
+    masks_train: np.ndarray
+    x_val: np.ndarray
+    masks_val: np.ndarray
+    x_test: np.ndarray
+    masks_test: np.ndarray
+    class_names: list[str]
+    source: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.class_names) < 2:
+            raise ValueError(f"Dataset {self.name!r}: class_names must include the background and at least one "
+                             f"class, received {self.class_names}.")
+        for split in SPLITS:
+            x, masks = getattr(self, f"x_{split}"), np.asarray(getattr(self, f"masks_{split}"))
+            if x.ndim == 3:
+                x = x[..., np.newaxis]
+                setattr(self, f"x_{split}", x)
+            if masks.ndim == 4 and masks.shape[-1] == 1:
+                masks = masks[..., 0]
+            if masks.shape != x.shape[:3]:
+                raise ValueError(f"Dataset {self.name!r}: {split} has images of shape {x.shape} but masks of shape "
+                                 f"{masks.shape}; every image needs a mask of its height and width.")
+            if masks.size and (masks.min() < 0 or masks.max() >= self.num_classes):
+                raise ValueError(f"Dataset {self.name!r}: {split} masks hold class ids from {masks.min()} to "
+                                 f"{masks.max()}, outside [0, {self.num_classes}) for classes {self.class_names}.")
+            setattr(self, f"masks_{split}", masks.astype(np.uint8))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(int(d) for d in self.x_train.shape[1:])  # type: ignore[return-value]
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Returns ``(images, masks)`` of ``"train"``, ``"val"`` or ``"test"``."""
+        if name not in SPLITS:
+            raise ValueError(f"Unknown split {name!r}; expected one of {SPLITS}.")
+        return getattr(self, f"x_{name}"), getattr(self, f"masks_{name}")
+
+    def pixel_counts(self, split: str = "train") -> np.ndarray:
+        """Pixels of each class in ``split``."""
+        return np.bincount(self.split(split)[1].reshape(-1), minlength=self.num_classes)
+
+    def class_weights(self, split: str = "train") -> list[float]:
+        """Balanced per-class weights from pixel counts, ``n / (k * count)`` (0 for absent classes)."""
+        counts = self.pixel_counts(split).astype(np.float64)
+        total, k = counts.sum(), self.num_classes
+        return [float(total / (k * c)) if c else 0.0 for c in counts]
+
+    def summary(self) -> dict[str, Any]:
+        """Shapes, sizes and the share of pixels of each class (the background imbalance)."""
+        return {
+            "name": self.name,
+            "task": "segmentation",
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "sizes": {s: int(len(self.split(s)[0])) for s in SPLITS},
+            "pixel_shares": {s: [round(float(v), 4) for v in self.pixel_counts(s) / max(self.pixel_counts(s).sum(), 1)]
+                             for s in SPLITS},
+        }
+
+    def limit(self, per_split: int | None, seed: int = 0) -> "SegmentationDataset":
+        """Keeps at most ``per_split`` images of each split, drawn by ``seed`` (order kept)."""
+        if per_split is None:
+            return self
+        if not isinstance(per_split, int) or per_split < 1:
+            raise ValueError(f"per_split must be a positive number of images, received {per_split!r}.")
+        rng = np.random.default_rng(seed)
+        arrays: dict[str, Any] = {}
+        for split in SPLITS:
+            x, masks = self.split(split)
+            index = np.sort(rng.choice(len(x), per_split, replace=False)) if len(x) > per_split else np.arange(len(x))
+            arrays[f"x_{split}"], arrays[f"masks_{split}"] = x[index], masks[index]
+        return dataclasses.replace(self, source=dict(self.source, limit=per_split), **arrays)
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset) -> "SegmentationDataset":
+        """Turns a classification Dataset with masks (``shapes``) into a segmentation one.
+
+        Its masks hold 0 for background and ``label + 1`` on the object, so the class names
+        become ``["background", *dataset.class_names]``.
+        """
+        if any(dataset.masks(s) is None for s in SPLITS):
+            raise ValueError(f"Dataset {dataset.name!r} has no masks; only datasets with masks_* can be segmented.")
+        return cls(name=dataset.name, x_train=dataset.x_train, masks_train=dataset.masks_train,
+                   x_val=dataset.x_val, masks_val=dataset.masks_val, x_test=dataset.x_test,
+                   masks_test=dataset.masks_test, class_names=["background", *dataset.class_names],
+                   source=dict(dataset.source))
+
+
+# -- the registry -------------------------------------------------------------------------------
+
+
+def list_segmentation_datasets() -> list[str]:
+    return ["shapes", "tfds:oxford_iiit_pet", "folder:<path>"]
+
+
+def load_segmentation_dataset(
+    name: str,
+    *,
+    size: int | None = None,
+    limit: int | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+    download: bool = True,
+    **options: Any,
+) -> SegmentationDataset:
+    """Loads a segmentation dataset by name, then applies the size limit.
+
+    Args:
+        name: "shapes", "tfds:oxford_iiit_pet" or "folder:<path>".
+        size: image side: for shapes the generated size (default 32, a multiple of 2**5 so a
+            U-Net of depth up to 5 fits), for pets and folders the resize target (pets: 128).
+        limit: keep at most this many images per split (drawn by ``seed``).
+        val_fraction: validation share carved from train where a set has no validation split.
+        seed: the seed of every random choice.
+        data_dir, download: for TFDS (see ``lab.datasets.load_tfds``).
+        **options: passed to the loader (``load_shapes``, ``load_oxford_pets``, ``load_mask_folder``).
+    """
+    lowered = name.strip().lower()
+    if lowered == "shapes":
+        from lab.datasets.embedded import load_shapes
+
+        dataset = SegmentationDataset.from_dataset(load_shapes(seed=seed, image_size=size or 32, **options))
+    elif lowered == "tfds:oxford_iiit_pet":
+        dataset = load_oxford_pets(image_size=size or 128, val_fraction=val_fraction, seed=seed, data_dir=data_dir,
+                                   download=download, **options)
+    elif lowered.startswith("folder:"):
+        dataset = load_mask_folder(name.strip()[7:], **({"image_size": size} if size else {}),
+                                   val_fraction=val_fraction, seed=seed, **options)
+    else:
+        raise ValueError(f"Unknown segmentation dataset {name!r}. Available: "
+                         f"{', '.join(list_segmentation_datasets())}.")
+    return dataset.limit(limit, seed=seed)
+
+
+# -- Oxford-IIIT Pet from TFDS ------------------------------------------------------------------
+
+
+def trimap_to_classes(trimap: np.ndarray, border: str = "class") -> np.ndarray:
+    """Maps Oxford-IIIT Pet trimaps (1 pet, 2 background, 3 border) to class ids.
+
+    Args:
+        trimap: uint8 values 1, 2, 3.
+        border: "class" (background 0, pet 1, border 2), "pet" (the border counted as pet) or
+            "background" (the border counted as background); the last two give two classes.
+    """
+    trimap = np.asarray(trimap)
+    unknown = np.setdiff1d(np.unique(trimap), [1, 2, 3])
+    if unknown.size:
+        raise ValueError(f"Oxford-IIIT Pet trimaps hold 1 (pet), 2 (background) and 3 (border), received the "
+                         f"values {unknown[:10].tolist()}.")
+    border_id = {"class": 2, "pet": 1, "background": 0}
+    if border not in border_id:
+        raise ValueError(f"border must be 'class', 'pet' or 'background', received {border!r}.")
+    lookup = np.array([0, 1, 0, border_id[border]], dtype=np.uint8)
+    return lookup[trimap]
+
+
+def load_oxford_pets(
+    *,
+    image_size: int | tuple[int, int] = 128,
+    border: str = "class",
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+    download: bool = True,
+) -> SegmentationDataset:
+    """Loads TFDS ``oxford_iiit_pet`` (3,680 train, 3,669 test images) with trimap classes.
+
+    Images are resized to ``image_size`` (bilinear), trimaps with nearest neighbour, as the
+    TensorFlow segmentation tutorial does (128x128). Validation is carved from train by ``seed``.
+
+    Args:
+        image_size: final side (or (height, width)).
+        border: what the trimap's border becomes (see ``trimap_to_classes``).
+        val_fraction: share of train held out for validation.
+        seed: draws that split.
+        data_dir: TFDS data_dir (default: ``<data dir>/tensorflow_datasets``).
+        download: let TFDS download and prepare it when missing (about 800 MB).
+    """
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    from lab import paths
+    from lab.download import DatasetNotAvailableError
+
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    trimap_to_classes(np.array([1, 2, 3]), border)  # validates ``border`` before any work
+    data_dir = Path(data_dir) if data_dir else paths.data_dir() / "tensorflow_datasets"
+    builder = tfds.builder("oxford_iiit_pet", data_dir=str(data_dir))
+    if download:
+        try:
+            builder.download_and_prepare()
+        except Exception as error:  # network errors surface as many types inside tfds
+            raise DatasetNotAvailableError(
+                f"Could not download or prepare TFDS 'oxford_iiit_pet' into {data_dir} ({error}). If this machine "
+                f"is offline, prepare it elsewhere with tfds and copy {data_dir / 'oxford_iiit_pet'} here."
+            ) from error
+
+    def to_numpy(split: str) -> tuple[np.ndarray, np.ndarray]:
+        def prepare(example):
+            image = tf.image.resize(example["image"], size, method="bilinear")
+            image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+            mask = tf.image.resize(example["segmentation_mask"], size, method="nearest")
+            return image, mask[..., 0]
+
+        ds = builder.as_dataset(split=split, shuffle_files=False)
+        images, masks = [], []
+        for image, mask in tfds.as_numpy(ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)):
+            images.append(image)
+            masks.append(mask)
+        if not images:
+            raise ValueError(f"TFDS 'oxford_iiit_pet' split {split!r} is empty.")
+        return np.stack(images), trimap_to_classes(np.stack(masks), border)
+
+    x_train, masks_train = to_numpy("train")
+    train_idx, val_idx = _split_indices(len(x_train), val_fraction, seed)
+    x_test, masks_test = to_numpy("test")
+    class_names = list(PET_CLASSES) if border == "class" else ["background", "pet"]
+    return SegmentationDataset(
+        name="tfds:oxford_iiit_pet", x_train=x_train[train_idx], masks_train=masks_train[train_idx],
+        x_val=x_train[val_idx], masks_val=masks_train[val_idx], x_test=x_test, masks_test=masks_test,
+        class_names=class_names,
+        source={"tfds": "oxford_iiit_pet", "version": str(builder.info.version), "image_size": list(size),
+                "border": border, "val": f"carved {val_fraction} seed {seed}"},
+    )
+
+
+# -- image and mask folders ---------------------------------------------------------------------
+
+
+def load_mask_folder(
+    root: str | Path,
+    *,
+    image_size: int | tuple[int, int] | None = None,
+    tile_size: int | None = None,
+    class_values: dict[int, int] | None = None,
+    class_names: Sequence[str] | None = None,
+    images_dir: str = "images",
+    masks_dir: str = "masks",
+    mask_suffix: str = "",
+    color_mode: str = "rgb",
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    val_fraction: float = 0.15,
+    seed: int = 0,
+    name: str | None = None,
+) -> SegmentationDataset:
+    """Loads image and mask files matched by file stem.
+
+    Layouts:
+
+        root/images/<stem>.<any image suffix>, root/masks/<stem><mask_suffix>.png
+            split into train/val/test by ``split_fractions`` (seeded, by image)
+        root/{train,val,test}/images/..., root/{train,val,test}/masks/...
+            the given splits (``val`` is carved from train by ``val_fraction`` if missing)
+
+    Masks are single-channel images (PNG, grayscale or palette) whose values are mapped to
+    class ids by ``class_values``. Without it, masks holding only 0 and 255 become 0 and 1 (a
+    binary mask saved as black and white), and other masks are taken as class ids as they are.
+
+    Images of any size become arrays of one size in one of two ways: ``image_size`` resizes
+    each image (bilinear) and its mask (nearest neighbour), or ``tile_size`` cuts both into
+    square tiles (the last row and column aligned with the border, so nothing is dropped).
+    Tiles are cut after the split, so tiles of one image never land in two splits.
+
+    Args:
+        root: the folder.
+        image_size: resize everything to this side (or (height, width)).
+        tile_size: cut tiles of this side instead (images must be at least this large).
+        class_values: {mask value: class id}, e.g. {0: 0, 255: 1} or {0: 0, 128: 1, 255: 2}.
+        class_names: names of the class ids, background first (default: "background",
+            "foreground" for two classes, else "background", "class_1", ...).
+        images_dir, masks_dir: the sub-folder names.
+        mask_suffix: what mask stems add to image stems (``"_mask"`` for ``cat_mask.png``).
+        color_mode: "rgb" or "grayscale" for the images.
+        split_fractions: train/val/test shares when there are no split folders.
+        val_fraction: share of train for validation when split folders have no val.
+        seed: draws the splits.
+        name: dataset name for records (default: the folder's name).
+
+    Raises:
+        FileNotFoundError: the folder does not exist.
+        ValueError: images without masks or masks without images (named), unreadable files,
+            mask values that ``class_values`` does not map, sizes that do not fit.
+    """
+    from lab.datasets.folders import _first_existing, _SPLIT_DIRS
+
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"Mask folder {root} does not exist.")
+    if image_size is not None and tile_size is not None:
+        raise ValueError("Give image_size (resize) or tile_size (cut tiles), not both.")
+    if color_mode not in ("rgb", "grayscale"):
+        raise ValueError(f"color_mode must be 'rgb' or 'grayscale', received {color_mode!r}.")
+    if tile_size is not None and (not isinstance(tile_size, int) or tile_size < 1):
+        raise ValueError(f"tile_size must be a positive integer, received {tile_size!r}.")
+    size = (image_size, image_size) if isinstance(image_size, int) else (tuple(image_size) if image_size else None)
+
+    split_dirs = {split: _first_existing(root, names) for split, names in _SPLIT_DIRS.items()}
+    if split_dirs["train"] is not None:
+        if split_dirs["test"] is None:
+            raise ValueError(f"{root} has a train folder but no test folder; add {root / 'test'}.")
+        pairs = {split: _pairs(folder, images_dir, masks_dir, mask_suffix)
+                 for split, folder in split_dirs.items() if folder is not None}
+        if "val" not in pairs:
+            train_idx, val_idx = _split_indices(len(pairs["train"]), val_fraction, seed)
+            pairs["val"] = [pairs["train"][i] for i in val_idx]
+            pairs["train"] = [pairs["train"][i] for i in train_idx]
+        layout = "split folders"
+    else:
+        fractions = np.asarray(split_fractions, dtype=float)
+        if fractions.shape != (3,) or (fractions <= 0).any() or not np.isclose(fractions.sum(), 1.0):
+            raise ValueError(f"split_fractions must be three positive shares summing to 1, received {split_fractions}.")
+        everything = _pairs(root, images_dir, masks_dir, mask_suffix)
+        order = np.random.default_rng(seed).permutation(len(everything))
+        n_test = max(1, int(round(fractions[2] * len(order))))
+        n_val = max(1, int(round(fractions[1] * len(order))))
+        if len(order) - n_test - n_val < 1:
+            raise ValueError(f"{root} has {len(order)} image/mask pairs: too few to split into train, val and test.")
+        chosen = {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
+        pairs = {split: [everything[i] for i in np.sort(index)] for split, index in chosen.items()}
+        layout = f"split by fractions {tuple(float(f) for f in fractions)}"
+
+    raw_values: set[int] = set()
+    loaded: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    for split, split_pairs in pairs.items():
+        images, masks = [], []
+        for image_path, mask_path in split_pairs:
+            image, mask = _read_pair(image_path, mask_path, color_mode)
+            raw_values.update(np.unique(mask).tolist())
+            images.append(image)
+            masks.append(mask)
+        loaded[split] = (images, masks)
+
+    mapping = _value_mapping(class_values, raw_values)
+    num_classes = max(mapping.values()) + 1
+    if class_names is None:
+        class_names = ["background", "foreground"] if num_classes == 2 else \
+            ["background", *(f"class_{i}" for i in range(1, num_classes))]
+    if len(class_names) != num_classes:
+        raise ValueError(f"The masks map to {num_classes} classes but class_names has {len(class_names)}: "
+                         f"{list(class_names)}.")
+    lookup = np.zeros(max(max(raw_values), max(mapping)) + 1, dtype=np.uint8)
+    for value, class_id in mapping.items():
+        lookup[value] = class_id
+
+    arrays: dict[str, np.ndarray] = {}
+    for split, (images, masks) in loaded.items():
+        masks = [lookup[m] for m in masks]
+        if tile_size:
+            images, masks = _tiles(images, masks, tile_size, [p[0] for p in pairs[split]])
+        elif size:
+            images, masks = zip(*(_resize_pair(i, m, size) for i, m in zip(images, masks)))
+        shapes = {i.shape for i in images}
+        if len(shapes) > 1:
+            raise ValueError(f"The images under {root} have several sizes ({sorted(shapes)[:3]}...); pass image_size "
+                             "to resize them or tile_size to cut them into tiles.")
+        arrays[f"x_{split}"] = np.stack(images)
+        arrays[f"masks_{split}"] = np.stack(masks)
+    return SegmentationDataset(
+        name=name or root.name, class_names=list(class_names), **arrays,
+        source={"folder": str(root.resolve()), "layout": layout, "image_size": list(size) if size else None,
+                "tile_size": tile_size, "class_values": {int(k): int(v) for k, v in mapping.items()},
+                "split_seed": seed},
+    )
+
+
+def _pairs(folder: Path, images_dir: str, masks_dir: str, mask_suffix: str) -> list[tuple[Path, Path]]:
+    image_folder, mask_folder = folder / images_dir, folder / masks_dir
+    for path in (image_folder, mask_folder):
+        if not path.is_dir():
+            raise ValueError(f"{folder} needs the folders {images_dir}/ and {masks_dir}/; {path} is missing.")
+    images = {p.stem: p for p in sorted(image_folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    masks = {}
+    for path in sorted(mask_folder.iterdir()):
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            stem = path.stem[: len(path.stem) - len(mask_suffix)] if mask_suffix and path.stem.endswith(mask_suffix) \
+                else path.stem
+            masks[stem] = path
+    if not images:
+        raise ValueError(f"No images found in {image_folder}.")
+    lonely_images = sorted(set(images) - set(masks))
+    lonely_masks = sorted(set(masks) - set(images))
+    if lonely_images or lonely_masks:
+        problems = []
+        if lonely_images:
+            problems.append(f"images without a mask: {lonely_images[:5]}")
+        if lonely_masks:
+            problems.append(f"masks without an image: {lonely_masks[:5]}")
+        raise ValueError(f"Images and masks under {folder} are matched by file name (mask_suffix={mask_suffix!r}); "
+                         + "; ".join(problems) + ".")
+    return [(images[stem], masks[stem]) for stem in sorted(images)]
+
+
+def _read_pair(image_path: Path, mask_path: Path, color_mode: str) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(image_path) as image:
+            image_array = np.asarray(image.convert("RGB" if color_mode == "rgb" else "L"), dtype=np.uint8)
+        with Image.open(mask_path) as mask:
+            mask_array = np.asarray(mask)
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ValueError(f"Cannot read {image_path} or {mask_path}: {error}.") from error
+    if image_array.ndim == 2:
+        image_array = image_array[..., np.newaxis]
+    if mask_array.ndim == 3:
+        channels = mask_array[..., :3] if mask_array.shape[-1] >= 3 else mask_array
+        if not (channels == channels[..., :1]).all():
+            raise ValueError(f"Mask {mask_path} is a colour image; masks must be single-channel class values "
+                             "(save them as grayscale or palette PNGs).")
+        mask_array = mask_array[..., 0]
+    mask_array = mask_array.astype(np.int64)
+    if mask_array.shape != image_array.shape[:2]:
+        raise ValueError(f"Mask {mask_path} is {mask_array.shape[0]}x{mask_array.shape[1]} but its image is "
+                         f"{image_array.shape[0]}x{image_array.shape[1]}; a mask must match its image.")
+    return image_array, mask_array
+
+
+def _value_mapping(class_values: dict[int, int] | None, found: set[int]) -> dict[int, int]:
+    if class_values is None:
+        if found <= {0, 255}:
+            return {0: 0, 255: 1}
+        return {int(v): int(v) for v in sorted(found)}
+    mapping = {int(k): int(v) for k, v in class_values.items()}
+    unmapped = sorted(found - set(mapping))
+    if unmapped:
+        raise ValueError(f"The masks hold the values {unmapped[:10]} that class_values {mapping} does not map; "
+                         "add them (e.g. to class 0 to count them as background).")
+    if min(mapping.values()) < 0 or 0 not in mapping.values():
+        raise ValueError(f"class_values must map to class ids 0, 1, ... with 0 the background, received {mapping}.")
+    return mapping
+
+
+def _resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    height, width = size
+    mode = "RGB" if image.shape[-1] == 3 else "L"
+    resized = np.asarray(Image.fromarray(image if mode == "RGB" else image[..., 0], mode)
+                         .resize((width, height), Image.BILINEAR), dtype=np.uint8)
+    resized_mask = np.asarray(Image.fromarray(mask.astype(np.uint8), "L").resize((width, height), Image.NEAREST))
+    return resized.reshape(height, width, image.shape[-1]), resized_mask
+
+
+def _tiles(images: list[np.ndarray], masks: list[np.ndarray], tile: int, paths: list[Path]):
+    """Cuts every image and its mask into tile x tile squares covering the whole image."""
+    out_images, out_masks = [], []
+    for image, mask, path in zip(images, masks, paths):
+        height, width = mask.shape
+        if height < tile or width < tile:
+            raise ValueError(f"Image {path} is {height}x{width}, smaller than tile_size={tile}.")
+        for top in _tile_starts(height, tile):
+            for left in _tile_starts(width, tile):
+                out_images.append(image[top:top + tile, left:left + tile])
+                out_masks.append(mask[top:top + tile, left:left + tile])
+    return out_images, out_masks
+
+
+def _tile_starts(side: int, tile: int) -> list[int]:
+    starts = list(range(0, side - tile + 1, tile))
+    if starts[-1] + tile < side:
+        starts.append(side - tile)  # a last tile flush with the border (overlapping the previous one)
+    return starts
+
+
+def _split_indices(count: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train, val) indices, val holding ``fraction`` of ``count`` (at least one)."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"val_fraction must be between 0 and 1, received {fraction}.")
+    if count < 2:
+        raise ValueError(f"Cannot carve a validation split from {count} image(s).")
+    order = np.random.default_rng(seed).permutation(count)
+    n_val = min(max(1, int(round(fraction * count))), count - 1)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])

@@ -1,0 +1,113 @@
+"""tf.data pipelines for image-and-mask pairs, with augmentation applied to both alike.
+
+The stages follow ``lab.pipeline``: cache, shuffle (training only), batch, scale the images,
+random augmentation (training only), prefetch. Images are scaled exactly as the
+classification pipeline scales them; masks stay integer class ids.
+
+Joint augmentation uses Keras' preprocessing layers (``lab.pipeline.make_augmenter``) called
+on ``{"images": ..., "segmentation_masks": ...}``: each layer draws one random transformation
+per batch and applies it to the images (bilinear) and to the masks with nearest-neighbour
+interpolation, so every mask pixel stays a valid class id and lies where its image pixel went.
+Colour changes (contrast) touch the images only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from lab.pipeline import AUTOTUNE, _scaler, check_batching, make_augmenter
+
+
+def make_joint_augmenter(*, flip: str | None = "horizontal", rotation: float = 0.0, zoom: float = 0.0,
+                         translation: float = 0.0, contrast: float = 0.0, seed: int = 0) -> keras.Sequential:
+    """The classification augmenter's layers, to be applied to images and masks together.
+
+    Same arguments as ``lab.pipeline.make_augmenter``; apply it with ``augment_pair``.
+    """
+    return make_augmenter(flip=flip, rotation=rotation, zoom=zoom, translation=translation, contrast=contrast,
+                          seed=seed)
+
+
+def augment_pair(augmenter: keras.Sequential, images, masks):
+    """Applies each layer of ``augmenter`` once to a batch of images and its masks.
+
+    Args:
+        augmenter: from ``make_joint_augmenter``.
+        images: (batch, H, W, C) floats.
+        masks: (batch, H, W) integer class ids.
+
+    Returns:
+        (images, masks) transformed by the same random draws; masks keep their dtype.
+    """
+    dtype = masks.dtype
+    data = {"images": images, "segmentation_masks": tf.cast(masks[..., tf.newaxis], tf.float32)}
+    for layer in augmenter.layers:
+        data = layer(data, training=True)
+    return data["images"], tf.cast(tf.round(data["segmentation_masks"][..., 0]), dtype)
+
+
+def make_segmentation_pipeline(
+    images: np.ndarray,
+    masks: np.ndarray | None = None,
+    *,
+    training: bool,
+    batch_size: int = 16,
+    input_scaling: str = "unit",
+    cache: bool = True,
+    augmenter: keras.Sequential | None = None,
+    seed: int = 0,
+    deterministic: bool = True,
+    targets: str = "masks",
+) -> tf.data.Dataset:
+    """Turns in-memory images and masks into a batched, prefetched tf.data pipeline.
+
+    Args:
+        images: NHWC uint8 (0-255) or float images.
+        masks: (N, H, W) class ids, or None for an images-only pipeline (prediction, or
+            ``targets="images"``).
+        training: shuffle and augment only when True.
+        batch_size: images per batch.
+        input_scaling: "unit", "imagenet" or "none", as in ``lab.pipeline.make_pipeline``.
+        cache: cache the unbatched arrays in memory.
+        augmenter: joint augmentation for training batches (``make_joint_augmenter``).
+        seed: seeds the shuffle.
+        deterministic: keep the element order fixed across runs.
+        targets: "masks" yields (images, masks); "images" yields (images, images), the
+            autoencoders' pairs (augmentation then moves input and target alike).
+
+    Returns:
+        A ``tf.data.Dataset`` of batches.
+    """
+    check_batching(batch_size, input_scaling)
+    if targets not in ("masks", "images"):
+        raise ValueError(f"targets must be 'masks' or 'images', received {targets!r}.")
+    if targets == "images" and masks is not None:
+        raise ValueError("targets='images' pairs every image with itself: pass masks=None.")
+    if masks is not None and len(images) != len(masks):
+        raise ValueError(f"{len(images)} images but {len(masks)} masks.")
+    uint8_input = images.dtype == np.uint8
+    ds = tf.data.Dataset.from_tensor_slices(images if masks is None else (images, masks))
+    if cache:
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    scale = _scaler(input_scaling, uint8_input)
+    ds = ds.map(lambda x, *m: (scale(x), *m) if m else scale(x), num_parallel_calls=AUTOTUNE,
+                deterministic=deterministic)
+    augment = training and augmenter is not None and augmenter.layers
+    if masks is not None and augment:
+        # One batch at a time, as lab.pipeline does: the layers share one seed state.
+        ds = ds.map(lambda x, m: augment_pair(augmenter, x, m), num_parallel_calls=1 if deterministic else AUTOTUNE,
+                    deterministic=deterministic)
+    elif augment:
+        ds = ds.map(lambda x: augmenter(x, training=True), num_parallel_calls=1 if deterministic else AUTOTUNE,
+                    deterministic=deterministic)
+    if targets == "images":
+        ds = ds.map(lambda x: (x, x), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    options.autotune.enabled = False  # see lab.pipeline: autotune teardown stalls on CPU
+    return ds.with_options(options).prefetch(AUTOTUNE)
