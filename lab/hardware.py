@@ -7,6 +7,8 @@ the only bit-reproducible choice; in Colab a notebook switches them on with flat
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 from typing import Iterator
 
 import keras
@@ -31,19 +33,79 @@ def get_strategy(name: str | None) -> tf.distribute.Strategy:
         name: None (default strategy: one device), ``"mirrored"`` (all local GPUs),
             ``"multiworker"`` (MultiWorkerMirroredStrategy; workers from ``TF_CONFIG``), or
             ``"tpu"`` (a Colab/Cloud TPU found by the cluster resolver).
+
+    With several replicas (two GPUs, two workers) compile with ``steps_per_execution=1``:
+    Keras 3.15's multi-step loop fails under MirroredStrategy and MultiWorkerMirroredStrategy
+    with "You must feed a value for placeholder tensor" (keras-team/keras#19246).
     """
     if name is None:
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        task_info()  # a malformed TF_CONFIG is reported here, not deep inside TensorFlow
+        return KerasMultiWorkerMirroredStrategy()
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
     raise ValueError(f"distribute must be None, 'mirrored', 'multiworker' or 'tpu', received {name!r}.")
+
+
+class KerasMultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """MultiWorkerMirroredStrategy whose ``reduce`` accepts the two calls Keras 3 makes of it.
+
+    Keras 3.15's TensorFlow trainer, with two or more workers, (1) reduces the first batch,
+    an ``(x, y)`` tuple, to read its shapes before training, and (2) reduces scalar metric
+    values with ``axis=0``. MultiWorkerMirroredStrategy refuses both ("Attempt to convert a
+    value (PerReplica...)", "Invalid reduction dimension 0 for input with 0 dimensions":
+    tensorflow/tensorflow#72388), so ``model.fit`` fails on the first step. Here a nested value
+    is reduced leaf by leaf and a scalar across replicas only (axis=None), which is what the
+    calls mean; everything else is the stock strategy.
+    """
+
+    def reduce(self, reduce_op, value, axis):
+        if isinstance(value, (tuple, list, dict)):
+            return tf.nest.map_structure(lambda v: None if v is None else self.reduce(reduce_op, v, axis), value)
+        if axis is not None and self.experimental_local_results(value)[0].shape.rank == 0:
+            axis = None
+        return super().reduce(reduce_op, value, axis)
+
+
+def task_info() -> tuple[str, int] | None:
+    """This process's ``(task type, index)`` in ``TF_CONFIG``, or None without a cluster.
+
+    Raises:
+        ValueError: ``TF_CONFIG`` is set but is not the JSON TensorFlow expects.
+    """
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return None
+    try:
+        config = json.loads(raw)
+        task = config.get("task") or {}
+        return str(task["type"]), int(task.get("index", 0))
+    except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"TF_CONFIG must be JSON like {{\"cluster\": {{\"worker\": [\"host1:port\", \"host2:port\"]}}, "
+                         f"\"task\": {{\"type\": \"worker\", \"index\": 0}}}}; received TF_CONFIG={raw!r}.") from error
+
+
+def is_chief() -> bool:
+    """Whether this process is the one that writes results (run records, checkpoints).
+
+    True without ``TF_CONFIG`` (one process), for the ``chief`` task, and for worker 0 of a
+    cluster that has no chief (MultiWorkerMirroredStrategy's convention). Every worker trains
+    the same model; only the chief should record it.
+    """
+    task = task_info()
+    if task is None:
+        return True
+    kind, index = task
+    if kind == "chief":
+        return True
+    cluster = json.loads(os.environ["TF_CONFIG"]).get("cluster") or {}
+    return kind == "worker" and index == 0 and "chief" not in cluster
 
 
 @contextlib.contextmanager

@@ -1,0 +1,81 @@
+"""One training run on several machines with MultiWorkerMirroredStrategy.
+
+    python -m lab.distributed run.json          # on every machine, with its TF_CONFIG
+
+``run.json`` holds flat RunConfig values with ``"distribute": "multiworker"``. Every worker
+builds the same model, reads the same data (each takes its share of every global batch:
+``batch_size`` is the global batch) and applies the same all-reduced gradients, so every
+worker ends with the same weights. Only the chief (``lab.hardware.is_chief``) keeps its run
+record; the others write theirs into a temporary folder that is deleted afterwards, so a
+run on N machines leaves one record, not N.
+
+``TF_CONFIG`` on machine i of N (the same cluster list everywhere, its own index):
+
+    {"cluster": {"worker": ["host0:12345", "host1:12345"]}, "task": {"type": "worker", "index": i}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from lab import hardware
+from lab.config import RunConfig
+from lab.datasets import Dataset
+from lab.training import RunResult, train
+
+
+def train_worker(config: RunConfig | dict[str, Any], *, data: Dataset | None = None) -> RunResult | None:
+    """Runs this process's part of a multi-worker run; returns the result on the chief, None elsewhere.
+
+    Args:
+        config: the run, with ``distribute="multiworker"`` and ``steps_per_execution=1``
+            (Keras 3.15's multi-step loop fails with several replicas, keras-team/keras#19246).
+        data: an already loaded dataset (the same on every worker).
+
+    Raises:
+        ValueError: ``distribute`` is not "multiworker", or ``steps_per_execution`` is not 1.
+    """
+    config = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
+    if config.distribute != "multiworker":
+        raise ValueError(f"train_worker runs distribute='multiworker' runs, received distribute={config.distribute!r}.")
+    if config.steps_per_execution != 1:
+        raise ValueError("A multi-worker run needs steps_per_execution=1 (Keras 3.15's multi-step loop fails with "
+                         f"several replicas, keras-team/keras#19246); received {config.steps_per_execution}.")
+    if hardware.is_chief():
+        return train(config, data=data)
+    scratch = tempfile.mkdtemp(prefix="lab-worker-")
+    try:
+        train(config.replace(reports_dir=scratch), data=data)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", type=Path, help="a JSON file of flat RunConfig values")
+    args = parser.parse_args(argv)
+    try:
+        values = json.loads(args.config.read_text(encoding="utf-8"))
+        result = train_worker(values)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    task = hardware.task_info()
+    where = f"{task[0]} {task[1]}" if task else "single process"
+    if result is None:
+        print(f"{where}: done (the chief keeps the run record)", flush=True)
+    else:
+        print(f"{where}: {result.status}, val_loss {result.metrics.get('val_loss')}, record {result.run_dir}",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
