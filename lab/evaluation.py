@@ -66,3 +66,23 @@ def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int)
     matrix = confusion_matrix(y_true, y_pred, num_classes).astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.diag(matrix) / matrix.sum(axis=1)
+
+
+def top_confusions(matrix: np.ndarray, class_names: list[str] | tuple[str, ...], k: int = 5):
+    """The ``k`` most frequent confusions between two classes, both directions counted together.
+
+    E8's "usual confusions" (cat/dog, deer/horse, automobile/truck, airplane/bird) read off a
+    confusion matrix: a pandas DataFrame with the two classes, the count each way and the total.
+    """
+    import pandas as pd
+
+    rows = []
+    for i in range(len(matrix)):
+        for j in range(i + 1, len(matrix)):
+            total = int(matrix[i, j] + matrix[j, i])
+            if total:
+                # "first as second": true first class predicted as the second, and the reverse.
+                rows.append({"classes": f"{class_names[i]} / {class_names[j]}", "first as second": int(matrix[i, j]),
+                             "second as first": int(matrix[j, i]), "total": total})
+    frame = pd.DataFrame(rows, columns=["classes", "first as second", "second as first", "total"])
+    return frame.sort_values(["total", "classes"], ascending=[False, True]).head(k).reset_index(drop=True)

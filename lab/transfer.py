@@ -8,13 +8,17 @@ and E8's "seconds of training per 1% of accuracy".
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import keras
 import pandas as pd
 
+from lab.atomic import atomic_path
 from lab.config import RunConfig
 from lab.datasets import Dataset
+from lab.paths import data_dir
 
 
 def with_learning_rate_factor(optimizer: keras.optimizers.Optimizer, variables: Iterable,
@@ -48,6 +52,41 @@ def with_learning_rate_factor(optimizer: keras.optimizers.Optimizer, variables: 
     optimizer.__class__ = ScaledLearningRate
     optimizer.backbone_lr_factor = factor
     return optimizer
+
+
+def pretrain_offline(backbone: str = "resnet18", *, dataset: str = "shapes", input_size: int = 32,
+                     epochs: int = 4, limit: int | None = 600, learning_rate: float = 1e-3, seed: int = 0,
+                     reports_dir: str | None = None) -> Path:
+    """Pretrains a backbone from scratch on an offline dataset and returns its saved model.
+
+    ImageNet weights cannot be downloaded without network, so notebooks and tests prove
+    transfer this way: pretrain here (every layer trains, BatchNorm included), then pass the
+    returned path as ``weights=`` of a transfer model on another dataset.
+
+    The pretraining run is recorded like any other (tag ``pretrain``), and its model is kept
+    under ``data/pretrained/`` by configuration hash, so a second call with the same arguments
+    reuses it instead of training again (same seed, same data: the same weights).
+
+    Returns:
+        The path of the saved ``.keras`` model.
+    """
+    config = RunConfig(model="transfer", backbone=backbone, weights=None, unfreeze="all", input_size=input_size,
+                       dataset=dataset, dataset_size=input_size if dataset == "shapes" else None, limit=limit,
+                       epochs=epochs, learning_rate=learning_rate, early_stopping_patience=None, seed=seed,
+                       verbose=0, name=f"pretrain-{backbone}-{dataset}", tags=["pretrain"], reports_dir=reports_dir)
+    target = data_dir() / "pretrained" / f"{backbone}-{dataset}-{config.config_hash()}.keras"
+    if target.exists():
+        return target
+    from lab.training import train
+
+    result = train(config)
+    if result.status != "completed":
+        raise RuntimeError(f"Pretraining {backbone} on {dataset} ended {result.status}: "
+                           f"{result.metrics.get('divergence_reason')}. See {result.run_dir}.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as temporary:
+        shutil.copyfile(result.run_dir / "model.keras", temporary)
+    return target
 
 
 def compare_unfreezing(config: RunConfig | dict[str, Any], unfreeze: Sequence[int | str] = (0, 1, 2, 3), *,

@@ -160,3 +160,29 @@ def _center_crop(image, size: tuple[int, int]):
         raise ValueError(f"Cannot centre-crop {size} from an image of {height}x{width}; raise resize_to.")
     left, top = (width - size[1]) // 2, (height - size[0]) // 2
     return image.crop((left, top, left + size[1], top + size[0]))
+
+
+def write_image_folder(images: np.ndarray, labels: np.ndarray, class_names: list[str], root: str | Path, *,
+                       suffix: str = ".png") -> Path:
+    """Writes images as ``root/<class>/<index>.png``: the layout ``load_image_folder`` reads.
+
+    For arranging a raw archive into class folders (E11's Flowers-102 from its image files and
+    label list) and for making an offline image-folder dataset from embedded data. Existing
+    files are overwritten; each is written to a temporary name first, then renamed.
+
+    Returns:
+        ``root``.
+    """
+    from PIL import Image
+
+    from lab.atomic import atomic_path
+
+    root = Path(root)
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels.")
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
+        array = np.asarray(image)
+        array = array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array
+        with atomic_path(root / class_names[int(label)] / f"{index:06d}{suffix}") as temporary:
+            Image.fromarray(array.astype(np.uint8)).save(temporary)
+    return root
