@@ -211,28 +211,33 @@ def overlay_mask(image: np.ndarray, mask: np.ndarray, num_classes: int, alpha: f
     return np.where(foreground, (1 - alpha) * image + alpha * colors, image)
 
 
-def mask_overlays(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str], *,
-                  count: int = 6, seed: int = 0, title: str = "Predicted masks") -> plt.Figure:
+def mask_overlays(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray | None, class_names: Sequence[str],
+                  *, count: int = 6, seed: int = 0, title: str = "Predicted masks") -> plt.Figure:
     """One row per image: the image, the true mask overlaid, the predicted mask overlaid, and the
-    pixels the prediction gets wrong (red). A legend names the colour of every class."""
+    pixels the prediction gets wrong (red). Without ``y_pred`` only the image and its true mask.
+    A legend names the colour of every class."""
+    from matplotlib.patches import Patch
+
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(images), size=min(count, len(images)), replace=False))
     num_classes = len(class_names)
-    figure, axes = plt.subplots(len(chosen), 4, figsize=(8.4, 2.1 * len(chosen) + 0.6), squeeze=False)
+    columns = 2 if y_pred is None else 4
+    figure, axes = plt.subplots(len(chosen), columns, figsize=(2.1 * columns, 2.1 * len(chosen) + 0.6), squeeze=False)
     for row, i in enumerate(chosen):
-        wrong = np.asarray(y_true[i]) != np.asarray(y_pred[i])
-        panels = (_unit_image(images[i]), overlay_mask(images[i], y_true[i], num_classes),
-                  overlay_mask(images[i], y_pred[i], num_classes), wrong)
+        panels = [_unit_image(images[i]), overlay_mask(images[i], y_true[i], num_classes)]
+        if y_pred is not None:
+            wrong = np.asarray(y_true[i]) != np.asarray(y_pred[i])
+            panels += [overlay_mask(images[i], y_pred[i], num_classes), wrong]
         for column, panel in enumerate(panels):
             ax = axes[row, column]
-            ax.imshow(panel, cmap="Reds" if column == 3 else None, vmin=0, vmax=1, interpolation="nearest")
+            ax.imshow(panel, cmap="Reds" if column == 3 else ("gray" if panel.ndim == 2 else None), vmin=0, vmax=1,
+                      interpolation="nearest")
             ax.axis("off")
-        accuracy = 1.0 - wrong.mean()
-        axes[row, 3].set_title(f"{accuracy:.1%} of pixels right", fontsize=7)
-    for ax, label in zip(axes[0], ("image", "truth", "prediction", "errors")):
-        ax.set_title(label if label != "errors" else f"errors\n{ax.get_title()}", fontsize=8)
-    from matplotlib.patches import Patch
-
+        if y_pred is not None:
+            axes[row, 3].set_title(f"{1.0 - wrong.mean():.1%} of pixels right", fontsize=7)
+    headers = ("image", "truth", "prediction", "errors")
+    for column, ax in enumerate(axes[0]):
+        ax.set_title(headers[column] + (f"\n{ax.get_title()}" if ax.get_title() else ""), fontsize=8)
     colors = mask_colors(num_classes)
     handles = [Patch(color=colors[c], label=name) for c, name in enumerate(class_names)]
     figure.legend(handles=handles, loc="lower center", ncol=min(num_classes, 7), fontsize=7, frameon=False)

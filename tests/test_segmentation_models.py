@@ -147,3 +147,13 @@ def test_registry_refuses_unknown_models_and_options():
     with pytest.raises(ValueError, match=r"has no option\(s\) \['latent_dim'\]"):
         build_segmentation_model("unet", (32, 32, 3), 3, latent_dim=2)
     assert model_options("unet")["depth"] == 4 and model_options("pretrained_unet")["encoder"] == "mobilenetv2"
+
+
+def test_vae_latent_grid_plot():
+    from lab import plots
+
+    decoder = build_autoencoder("vae", (8, 8, 1), filters=(4,), latent_dim=2).get_layer("decoder")
+    figure = plots.latent_grid(decoder, steps=3)
+    assert len(figure.axes) == 9
+    with pytest.raises(ValueError, match="2-d latent space"):
+        plots.latent_grid(build_autoencoder("vae", (8, 8, 1), filters=(4,), latent_dim=3).get_layer("decoder"))

@@ -103,3 +103,14 @@ def test_configuration_errors_are_clear():
     assert config.model_options() == {"encoder": "vgg16", "weights": None, "decoder_filters": (8, 8, 4, 4)} or \
         config.model_options() == {"encoder": "vgg16", "decoder_filters": (8, 8, 4, 4)}
     assert config.replace(name="x").config_hash() == config.config_hash()
+
+
+def test_balanced_class_weights_reach_the_loss(shapes):
+    from lab.segmentation.training import build_model, compile_model
+
+    config = SegmentationConfig(class_weighting="balanced", loss="crossentropy", **TINY)
+    model = compile_model(build_model(config, shapes), config, shapes)
+    assert model.loss.class_weights == pytest.approx(shapes.class_weights("train"))
+    assert model.loss.class_weights[0] < 1 < model.loss.class_weights[1]
+    with pytest.raises(ValueError, match="has 2 weights but shapes has 7 classes"):
+        compile_model(build_model(config, shapes), config.replace(class_weighting=[1.0, 2.0]), shapes)

@@ -54,7 +54,8 @@ class SegmentationConfig:
     Training:
         loss: segmentation "crossentropy" (per pixel), "dice" (soft Dice, E12) or "combined"
             (crossentropy_weight * CE + dice_weight * Dice); autoencoders "binary_crossentropy"
-            or "mse". None: "crossentropy" or "binary_crossentropy".
+            or "mse". None: "combined" (it reached a mean IoU of 0.9 on shapes in fewer epochs
+            than either alone, benchmarks/segmentation.py) or "binary_crossentropy".
         class_weighting: None, "balanced" (inverse pixel frequency of the training masks) or a
             list of one weight per class, background first (E6's "weight the background down").
         optimizer, learning_rate, momentum, weight_decay, epochs, batch_size,
@@ -166,7 +167,7 @@ class SegmentationConfig:
         """The loss, with None resolved to the task's default."""
         if self.loss is not None:
             return self.loss
-        return "binary_crossentropy" if self.task == "reconstruction" else "crossentropy"
+        return "binary_crossentropy" if self.task == "reconstruction" else "combined"
 
     def model_options(self) -> dict[str, Any]:
         """The model switches that were set, as the builder's keyword arguments."""
