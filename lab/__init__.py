@@ -17,6 +17,7 @@ Modules, one concern each:
     lab.notebooks  canonical notebook JSON, nbval copies, recorded expected outputs
     lab.numpy_mlp  E10's MLP in NumPy with hand-written backpropagation
     lab.hardware   tf.distribute strategies and mixed precision (off by default)
+    lab.segmentation  U-Net/DeepLab/FCN, autoencoders, Dice and IoU, ``train_segmentation``
 """
 
 import os
