@@ -71,10 +71,15 @@ class Run:
             return {k: npz[k] for k in npz.files}
 
     def rescore(self) -> dict[str, float]:
-        """Recomputes the test metrics from the saved predictions."""
+        """Recomputes the test metrics from the saved predictions (segmentation runs: from the masks)."""
         from lab.evaluation import classification_metrics
 
         pred = self.predictions()
+        if "y_prob" not in pred and "y_pred" in pred:  # a segmentation run saves true and predicted masks
+            from lab.segmentation.metrics import segmentation_metrics
+
+            return segmentation_metrics(pred["y_true"], pred["y_pred"], [str(c) for c in pred["class_names"]],
+                                        prefix="test_")
         return classification_metrics(pred["y_true"], pred["y_prob"], prefix="test_")
 
 

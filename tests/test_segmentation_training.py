@@ -46,6 +46,8 @@ def test_a_run_writes_a_full_segmentation_record(shapes, tiny_run):
         assert list(npz["class_names"]) == shapes.class_names
     config = json.loads((result.run_dir / "config.json").read_text())
     assert config["task"] == "segmentation" and config["data"]["num_classes"] == 7
+    rescored = load_run(result.run_dir).rescore()
+    assert rescored["test_mean_iou"] == pytest.approx(metrics["test_mean_iou"])
     # Listed and tabulated like every classification run.
     runs = load_runs(config["reports_dir"], tags=["e6"])
     table = results_table(runs, ["name", "status", "test_mean_iou", "all_background"])
