@@ -27,7 +27,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from lab.atomic import atomic_path
 from lab.datasets import Dataset
@@ -47,12 +46,14 @@ class Features:
     Attributes:
         train: (passes, n_train, dim) features of the training split (one pass per augmentation).
         train_labels: (passes, n_train) labels, in the order of ``train``.
-        val, test: (n, dim) features; their labels are the dataset's.
+        train_clean, val, test: (n, dim) features of the unaugmented images, in the dataset's
+            order (what the train/val/test metrics are computed on).
         key: the cache key; hit: whether they came from the cache; seconds: time to get them.
     """
 
     train: np.ndarray
     train_labels: np.ndarray
+    train_clean: np.ndarray
     val: np.ndarray
     test: np.ndarray
     key: str
@@ -60,12 +61,12 @@ class Features:
     seconds: float
 
     def split(self, name: str) -> np.ndarray:
-        return {"train": self.train[0], "val": self.val, "test": self.test}[name]
+        return {"train": self.train_clean, "val": self.val, "test": self.test}[name]
 
 
 def compute_features(model: keras.Model, data: Dataset, *, cache: str | None = "memory", passes: int = 1,
                      augmenter: keras.Sequential | None = None, batch_size: int = 256,
-                     input_scaling: str = "unit", seed: int = 0) -> Features:
+                     input_scaling: str = "unit", image_size: int | None = None, seed: int = 0) -> Features:
     """Returns the pooled backbone features of every split of ``data``, cached.
 
     Args:
@@ -76,6 +77,7 @@ def compute_features(model: keras.Model, data: Dataset, *, cache: str | None = "
         augmenter: the training augmentation (required when passes > 1).
         batch_size: images per forward pass.
         input_scaling: the pipeline scaling the model was built for.
+        image_size: the pipeline's resize (``RunConfig.image_size``), before the model's own.
         seed: seeds the augmentation passes.
     """
     if cache not in (None, *CACHE_MODES):
@@ -84,25 +86,26 @@ def compute_features(model: keras.Model, data: Dataset, *, cache: str | None = "
         raise ValueError(f"passes={passes}: use 1 without augmentation, or more than 1 with an augmenter.")
     started = time.perf_counter()
     extractor = feature_extractor(model)
-    key = cache_key(extractor, data, passes=passes, augmenter=augmenter, input_scaling=input_scaling, seed=seed)
+    key = cache_key(extractor, data, passes=passes, augmenter=augmenter, input_scaling=input_scaling,
+                    image_size=image_size, seed=seed)
     stored = _load(key, cache)
     hit = stored is not None
     if stored is None:
         stored = _extract(extractor, data, passes=passes, augmenter=augmenter, batch_size=batch_size,
-                          input_scaling=input_scaling, seed=seed)
+                          input_scaling=input_scaling, image_size=image_size, seed=seed)
         _store(key, stored, cache)
-    return Features(stored["train"], stored["train_labels"], stored["val"], stored["test"], key, hit,
-                    time.perf_counter() - started)
+    return Features(stored["train"], stored["train_labels"], stored["train_clean"], stored["val"], stored["test"],
+                    key, hit, time.perf_counter() - started)
 
 
 def cache_key(extractor: keras.Model, data: Dataset, *, passes: int, augmenter, input_scaling: str,
-              seed: int) -> str:
+              image_size: int | None, seed: int) -> str:
     """Hashes everything the features depend on: weights, configuration and images."""
     digest = hashlib.sha256()
     for weight in extractor.weights:
         digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
     layers = [layer.get_config() for layer in extractor.layers if not isinstance(layer, keras.Model)]
-    described = {"layers": layers, "input_scaling": input_scaling, "passes": passes,
+    described = {"layers": layers, "input_scaling": input_scaling, "image_size": image_size, "passes": passes,
                  "augmenter": augmenter.get_config() if augmenter is not None and passes > 1 else None,
                  "seed": seed if passes > 1 else None}
     digest.update(json.dumps(described, sort_keys=True, default=str).encode())
@@ -123,29 +126,23 @@ def feature_cache_dir() -> Path:
     return data_dir() / "features"
 
 
-def _extract(extractor, data: Dataset, *, passes, augmenter, batch_size, input_scaling, seed) -> dict:
-    def run(dataset) -> tuple[np.ndarray, np.ndarray]:
-        features, labels = [], []
-        for images, batch_labels in dataset:
-            features.append(np.asarray(extractor.predict_on_batch(images)))
-            labels.append(batch_labels.numpy())
-        return np.concatenate(features).astype(np.float32), np.concatenate(labels)
+def _extract(extractor, data: Dataset, *, passes, augmenter, batch_size, input_scaling, image_size, seed) -> dict:
+    common = dict(training=False, batch_size=batch_size, input_scaling=input_scaling, image_size=image_size,
+                  cache=False)
 
-    common = dict(batch_size=batch_size, input_scaling=input_scaling, cache=False)
-    train, train_labels = [], []
-    for index in range(passes):
-        if passes == 1:
-            pipeline = make_pipeline(data.x_train, data.y_train, training=False, **common)
-        else:
-            # Each pass is a fresh, seeded draw of the augmentation; the shuffle keeps labels aligned.
-            pipeline = make_pipeline(data.x_train, data.y_train, training=True, augmenter=augmenter,
-                                     seed=seed + index, **common)
-        features, labels = run(pipeline)
-        train.append(features)
-        train_labels.append(labels)
-    val, _ = run(make_pipeline(data.x_val, data.y_val, training=False, **common))
-    test, _ = run(make_pipeline(data.x_test, data.y_test, training=False, **common))
-    return {"train": np.stack(train), "train_labels": np.stack(train_labels), "val": val, "test": test}
+    def run(images: np.ndarray, augment: bool = False) -> np.ndarray:
+        # In data order (no shuffle), so the dataset's labels line up; the head's own pipeline shuffles.
+        dataset = make_pipeline(images, **common)
+        if augment:
+            dataset = dataset.map(lambda batch: augmenter(batch, training=True), num_parallel_calls=1,
+                                  deterministic=True)
+        return np.asarray(extractor.predict(dataset, verbose=0), dtype=np.float32)
+
+    clean = run(data.x_train)
+    # Each augmented pass is a fresh draw from the seeded augmenter (the same draws every time).
+    train = [clean] if passes == 1 else [run(data.x_train, augment=True) for _ in range(passes)]
+    return {"train": np.stack(train), "train_labels": np.stack([data.y_train] * passes), "train_clean": clean,
+            "val": run(data.x_val), "test": run(data.x_test)}
 
 
 def _load(key: str, cache: str | None) -> dict | None:
@@ -156,7 +153,7 @@ def _load(key: str, cache: str | None) -> dict | None:
     if cache == "disk" and path.exists():
         try:
             with np.load(path) as stored:
-                return {name: stored[name] for name in ("train", "train_labels", "val", "test")}
+                return {name: stored[name] for name in ("train", "train_labels", "train_clean", "val", "test")}
         except (OSError, ValueError, KeyError):
             path.unlink(missing_ok=True)  # a damaged cache file is recomputed, never trusted
     return None

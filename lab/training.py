@@ -253,7 +253,8 @@ def _fit(config: RunConfig, data: Dataset, input_shape, run_path: Path):
     if cache_note is None:
         features = compute_features(model, data, cache=config.feature_cache, passes=config.feature_cache_passes,
                                     augmenter=augmenter, batch_size=max(config.batch_size, 256),
-                                    input_scaling=config.input_scaling, seed=config.seed)
+                                    input_scaling=config.input_scaling, image_size=config.image_size,
+                                    seed=config.seed)
         train_ds, val_ds = _feature_pipelines(features, data, config)
     else:
         train_ds, val_ds = _image_pipelines(config, data, augmenter)

@@ -110,6 +110,16 @@ def test_augmentation_turns_the_cache_off_unless_passes_are_cached(small_digits)
     cache = passes.metrics["feature_cache"]
     assert cache["passes"] == 2 and "2 augmented passes" in cache["note"]
     assert passes.status == "completed" and len(passes.history) == 3
+    # Train metrics are on the clean images, in order: the same as the whole model on them.
+    model = passes.model
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    _, accuracy = model.evaluate(small_digits.x_train / 255.0, small_digits.y_train, verbose=0)
+    assert passes.metrics["train_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_feature_cache_applies_the_pipeline_resize(small_digits):
+    result = train(TRANSFER, data=small_digits, image_size=16, epochs=1, save_model=False)
+    assert result.status == "completed" and result.metrics["feature_cache"]["mode"] == "memory"
 
 
 def test_progressive_unfreezing_runs_in_phases_at_lower_learning_rates(small_digits):
