@@ -69,7 +69,11 @@ class Entry:
 
     def decode(self, value: Any) -> Any:
         """The RunConfig value of a keras-tuner value."""
-        return json.loads(value) if self.encoded and isinstance(value, str) else value
+        if self.encoded and isinstance(value, str):
+            return json.loads(value)
+        if self.kind == "float" and self.step is not None and isinstance(value, float):
+            return float(f"{value:.12g}")  # keras-tuner's min + k * step: 0.30000000000000004 -> 0.3
+        return value
 
 
 def parse_space(space: dict[str, Any]) -> list[Entry]:

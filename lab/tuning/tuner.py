@@ -24,6 +24,7 @@ from lab import paths
 from lab.config import RunConfig
 from lab.datasets import Dataset
 from lab.records import load_run, read_index
+from lab.tf_memory import released_graphs
 from lab.training import load_data, train
 from lab.tuning.space import LAB_PREFIX, TUNER_PREFIX, Entry, declare
 
@@ -169,8 +170,12 @@ class RunTuner(keras_tuner.engine.base_tuner.BaseTuner):
         config = config.replace(name=f"{self.search_name}-trial{trial.trial_id}", tags=tags)
         run = self._recorded_run(config, trial.trial_id)
         if run is None:
-            result = train(config, data=self._data_for(config), raise_on_error=False)
+            # released_graphs: without it every trial's traced graphs stay in TensorFlow's
+            # gradient registry and a long search grows by megabytes per trial (lab.tf_memory).
+            with released_graphs():
+                result = train(config, data=self._data_for(config), raise_on_error=False)
             run = load_run(result.run_dir)
+            del result  # the trial's model goes now, not when the next trial replaces it
         else:
             print(f"Trial {trial.trial_id}: reusing its finished run {run.run_id} (the search was stopped before "
                   "keras-tuner recorded it)")
