@@ -17,6 +17,9 @@ Modules, one concern each:
     lab.notebooks  canonical notebook JSON, nbval copies, recorded expected outputs
     lab.numpy_mlp  E10's MLP in NumPy with hand-written backpropagation
     lab.hardware   tf.distribute strategies and mixed precision (off by default)
+    lab.distributed  one training run on several machines (MultiWorkerMirroredStrategy)
+    lab.tuning     keras-tuner searches whose trials are run records; chief/worker tuning
+    lab.tf_memory  freeing a finished run's traced graphs (flat memory over many runs)
     lab.segmentation  U-Net/DeepLab/FCN, autoencoders, Dice and IoU, ``train_segmentation``
 """
 
