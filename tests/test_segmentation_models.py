@@ -157,3 +157,15 @@ def test_vae_latent_grid_plot():
     assert len(figure.axes) == 9
     with pytest.raises(ValueError, match="2-d latent space"):
         plots.latent_grid(build_autoencoder("vae", (8, 8, 1), filters=(4,), latent_dim=3).get_layer("decoder"))
+
+
+def test_mixed_precision_keeps_float32_outputs():
+    from lab import hardware
+
+    x = np.random.default_rng(0).random((2, 16, 16, 3)).astype(np.float32)
+    with hardware.precision(True):
+        segmenter = unet((16, 16, 3), 3, depth=2, filters=4)
+        variational = build_autoencoder("vae", (16, 16, 3), filters=(4,))
+        assert segmenter(x).dtype == "float32"
+        assert variational(x, training=True).dtype == "float32"  # sampling in the compute dtype
+        assert variational.losses[0].dtype == "float32"  # the KL term in float32

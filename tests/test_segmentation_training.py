@@ -101,9 +101,12 @@ def test_configuration_errors_are_clear():
         train_segmentation(model="vae")
     with pytest.raises(ValueError, match="monitor must be one of"):
         SegmentationConfig(monitor="val_iou")
-    config = SegmentationConfig(model="pretrained_unet", encoder="vgg16", encoder_weights=None, decoder_filters=[8, 8, 4, 4])
-    assert config.model_options() == {"encoder": "vgg16", "weights": None, "decoder_filters": (8, 8, 4, 4)} or \
-        config.model_options() == {"encoder": "vgg16", "decoder_filters": (8, 8, 4, 4)}
+    config = SegmentationConfig(model="pretrained_unet", encoder="vgg16", encoder_weights="none",
+                                decoder_filters=[8, 8, 4, 4])
+    assert config.model_options() == {"encoder": "vgg16", "weights": None, "decoder_filters": (8, 8, 4, 4)}
+    assert "weights" not in config.replace(encoder_weights=None).model_options()  # the builder's "imagenet"
+    with pytest.raises(ValueError, match="encoder_weights must be 'imagenet' or 'none'"):
+        config.replace(encoder_weights="random")
     assert config.replace(name="x").config_hash() == config.config_hash()
 
 

@@ -171,11 +171,13 @@ class VAESampling(layers.Layer):
 
     def call(self, inputs, training=False):
         z_mean, z_log_var = inputs
-        kl = -0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=-1)
+        # The KL term in float32, whatever the layer's compute dtype (mixed precision).
+        mean32, log_var32 = ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")
+        kl = -0.5 * ops.sum(1.0 + log_var32 - ops.square(mean32) - ops.exp(log_var32), axis=-1)
         self.add_loss(self.kl_weight * ops.mean(kl))
         if not training:
             return z_mean
-        epsilon = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
+        epsilon = keras.random.normal(ops.shape(z_mean), dtype=z_mean.dtype, seed=self.seed_generator)
         return z_mean + ops.exp(0.5 * z_log_var) * epsilon
 
     def get_config(self):

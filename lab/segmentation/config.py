@@ -50,7 +50,8 @@ class SegmentationConfig:
     Model:
         model: "unet", "pretrained_unet", "deeplab", "fcn" (segmentation) or "autoencoder",
             "denoising_autoencoder", "vae". The switches below take the builder's default
-            when None; ``encoder_weights`` is ``pretrained_unet``'s ``weights``.
+            when None; ``encoder_weights`` is ``pretrained_unet``'s ``weights``: "imagenet"
+            (its default) or "none" (random initialisation).
     Training:
         loss: segmentation "crossentropy" (per pixel), "dice" (soft Dice, E12) or "combined"
             (crossentropy_weight * CE + dice_weight * Dice); autoencoders "binary_crossentropy"
@@ -176,6 +177,8 @@ class SegmentationConfig:
             value = getattr(self, field)
             if value is not None:
                 options[option] = tuple(value) if isinstance(value, list) else value
+        if options.get("weights") == "none":  # None already means "the builder's default" here
+            options["weights"] = None
         return options
 
     def validate(self) -> None:
@@ -189,6 +192,8 @@ class SegmentationConfig:
             if option not in accepted:
                 raise ValueError(f"Model {self.model!r} has no option {fields[option]!r} (received "
                                  f"{fields[option]}={value!r}). Its options: {', '.join(accepted) or 'none'}.")
+        if self.encoder_weights not in (None, "imagenet", "none"):
+            raise ValueError(f"encoder_weights must be 'imagenet' or 'none', received {self.encoder_weights!r}.")
         allowed_losses = RECONSTRUCTION_LOSSES if self.task == "reconstruction" else LOSSES
         if self.loss is not None and self.loss not in allowed_losses:
             raise ValueError(f"loss must be one of {allowed_losses} for {self.task} model {self.model!r}, received "
