@@ -132,12 +132,24 @@ def test_a_failed_run_is_a_failed_trial_not_a_crash():
     assert tuner._report(ok) == {"val_loss": 4.6, "params": 10.0}  # the test split stays out of the search
 
 
+def test_a_worker_with_another_space_than_the_chiefs_stops():
+    from lab.tuning.tuner import RunHyperModel
+
+    tuner = RunTuner.__new__(RunTuner)
+    tuner.hypermodel = RunHyperModel(RunConfig(**BASE), parse_space(SPACE))
+    hp = keras_tuner.HyperParameters()
+    hp.values = {"learning_rate": 1e-3, "filters": 4, "depth": 3, "lab/search_id": "x"}  # the chief tunes depth
+    trial = keras_tuner.engine.trial.Trial(hp, trial_id="0")
+    with pytest.raises(keras_tuner.errors.FatalError, match=r"sets \['depth'\].*same spec"):
+        tuner.run_trial(trial)
+
+
 # -- searches ---------------------------------------------------------------------------------
 
 def test_a_search_records_every_trial_and_exports_the_best(digits_small, isolated_dirs):
-    result = search(BASE, SPACE, max_trials=3, name="lr-filters", data=digits_small, verbose=0)
+    result = search(BASE, SPACE, max_trials=2, name="lr-filters", data=digits_small, verbose=0)
     runs = load_runs(tags=["search:lr-filters"])
-    assert len(runs) == 3 and sorted(_tag(r, "trial:") for r in runs) == ["0", "1", "2"]
+    assert len(runs) == 2 and sorted(_tag(r, "trial:") for r in runs) == ["0", "1"]
     assert all(r.status == "completed" for r in runs) and {_tag(r, "tuner:") for r in runs} == {"tuner0"}
     # the trial's values are in its record's configuration, and the record's metric is its score
     table = result.trials.set_index("trial")
@@ -154,43 +166,40 @@ def test_a_search_records_every_trial_and_exports_the_best(digits_small, isolate
     for name in ("trials.csv", "trials.md", "curves.png", "search.json"):
         assert (folder / name).stat().st_size > 0, name
     assert result.best_config().filters == best["hyperparameters"]["filters"]
-    assert len(result.table(["name", "val_accuracy"])) == 3
+    assert len(result.table(["name", "val_accuracy"])) == 2
 
     # resuming is explicit, and only the same search resumes
     with pytest.raises(ValueError, match="already exists .* Pass resume=True to continue it, or resume=False"):
-        search(BASE, SPACE, max_trials=3, name="lr-filters", data=digits_small)
+        search(BASE, SPACE, max_trials=2, name="lr-filters", data=digits_small)
     with pytest.raises(ValueError, match="was set up differently \\(space: saved"):
-        search(BASE, {**SPACE, "filters": [4, 16]}, max_trials=3, name="lr-filters", data=digits_small, resume=True)
+        search(BASE, {**SPACE, "filters": [4, 16]}, max_trials=2, name="lr-filters", data=digits_small, resume=True)
     with pytest.raises(ValueError, match="base_hash"):
-        search({**BASE, "epochs": 2}, SPACE, max_trials=3, name="lr-filters", data=digits_small, resume=True)
-    again = search(BASE, SPACE, max_trials=3, name="lr-filters", data=digits_small, resume=True, verbose=0)
-    assert len(read_index()) == 3, "a finished search resumed trains nothing"
+        search({**BASE, "epochs": 2}, SPACE, max_trials=2, name="lr-filters", data=digits_small, resume=True)
+    again = search(BASE, SPACE, max_trials=2, name="lr-filters", data=digits_small, resume=True, verbose=0)
+    assert len(read_index()) == 2, "a finished search resumed trains nothing"
     assert again.best["run_id"] == best["run_id"]
 
     fresh = search(BASE, SPACE, max_trials=1, name="lr-filters", data=digits_small, resume=False, verbose=0)
     assert fresh.search_id != result.search_id and len(fresh.runs) == 1
-    assert len(read_index()) == 4, "the old search's records are kept"
+    assert len(read_index()) == 3, "the old search's records are kept"
     replaced = list((isolated_dirs / "reports" / "searches" / ".replaced").iterdir())
     assert len(replaced) == 1 and (replaced[0] / "best_hyperparameters.json").exists()
-    assert len(load_runs(tags=[f"search-id:{result.search_id}"])) == 3
+    assert len(load_runs(tags=[f"search-id:{result.search_id}"])) == 2
 
 
-def test_hyperband_trains_each_trial_for_its_budget_and_bayesian_runs(digits_small, no_plots):
+def test_hyperband_trains_each_trial_for_its_budget(digits_small, no_plots):
     # max_epochs=2, factor=2: two trials of 1 epoch, then the better one again for 2 epochs.
     result = search(BASE, SPACE, tuner="hyperband", max_epochs=2, factor=2, max_trials=3, name="hb",
                     objective="val_loss", data=digits_small, verbose=0)
     assert [r.metrics["epochs_run"] for r in result.runs] == [1, 1, 2]
     first_round = {r.config["learning_rate"] for r in result.runs[:2]}
     assert result.runs[2].config["learning_rate"] in first_round, "the second round continues a first-round trial"
-    bayes = search(BASE, SPACE, tuner="bayesian", max_trials=1, name="bo", objective=("val_macro_auc", "max"),
-                   data=digits_small, verbose=0)
-    assert len(bayes.runs) == 1 and bayes.best["objective"] == "val_macro_auc"
 
 
-def test_a_diverging_trial_is_recorded_and_the_search_goes_on(digits_small, no_plots):
-    space = {"learning_rate": [1e-2, 1e8]}  # 1e8: the loss becomes NaN within the first epoch
-    result = search({**BASE, "epochs": 2}, space, max_trials=2, name="diverge",
-                    objective="val_loss", data=digits_small, verbose=0)
+def test_a_diverging_trial_is_recorded_and_the_bayesian_search_goes_on(digits_small, no_plots):
+    space = {"learning_rate": [1e-2, 1e8]}  # 1e8: the loss becomes NaN in the second epoch
+    result = search({**BASE, "epochs": 2}, space, tuner="bayesian", max_trials=2, name="diverge", objective="val_loss",
+                    data=digits_small, verbose=0)
     runs = {r.config["learning_rate"]: r for r in result.runs}
     assert runs[1e8].status == "diverged" and "nan" in runs[1e8].metrics["divergence_reason"]
     assert runs[1e-2].status == "completed"
@@ -245,7 +254,7 @@ def test_a_search_killed_mid_trial_resumes_without_losing_or_repeating_trials(tm
 
 @pytest.mark.skipif("backbone" not in {f.name for f in dataclasses.fields(RunConfig)},
                     reason="transfer models (RunConfig.backbone) are not in this tree")
-def test_a_transfer_search_runs_a_trial(digits_small):
+def test_a_transfer_search_runs_a_trial(digits_small, no_plots):
     space = transfer_space(backbone=["mobilenetv2"], unfreeze=[0, 1], head_units=[[], [8]])
     base = {k: v for k, v in BASE.items() if k not in ("depth", "filters", "dense_units")}
     result = search({**base, "model": "transfer", "backbone": "mobilenetv2", "weights": None, "input_size": 32,

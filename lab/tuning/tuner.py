@@ -26,7 +26,7 @@ from lab.datasets import Dataset
 from lab.records import load_run, read_index
 from lab.tf_memory import released_graphs
 from lab.training import load_data, train
-from lab.tuning.space import LAB_PREFIX, TUNER_PREFIX, Entry, declare
+from lab.tuning.space import LAB_PREFIX, TUNER_PREFIX, Entry, declare, space_values
 
 TUNERS = ("random", "hyperband", "bayesian")
 SEARCH_ID = LAB_PREFIX + "search_id"  # a Fixed hyperparameter: how workers learn the chief's search
@@ -161,6 +161,12 @@ class RunTuner(keras_tuner.engine.base_tuner.BaseTuner):
     def run_trial(self, trial: keras_tuner.engine.trial.Trial, *args: Any, **kwargs: Any) -> dict[str, float]:
         hp = trial.hyperparameters
         self.search_id = hp.values.get(SEARCH_ID)
+        foreign = sorted(set(space_values(hp.values, [])) - {e.name for e in self.hypermodel.entries})
+        if foreign:
+            # A worker started with another spec than the chief's would train other configurations.
+            raise keras_tuner.errors.FatalError(
+                f"Trial {trial.trial_id} sets {foreign}, which this process's search space does not have: "
+                f"run the chief and every worker with the same spec.")
         try:
             config = self.hypermodel.build(hp)
         except ValueError as error:  # a combination the per-value checks could not see
