@@ -25,8 +25,39 @@ MODEL_FIELDS = ("depth", "filters", "convs_per_block", "normalization", "dropout
 FEATURE_CACHES = (None, "memory", "disk")
 
 
+class FlatConfig:
+    """What every flat run configuration (a dataclass) can do: build from and compare as flat values.
+
+    Shared by ``RunConfig`` and ``lab.segmentation.SegmentationConfig``.
+    """
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        """Builds a config from flat values, refusing unknown keys (a typo must not pass silently)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown configuration key(s) {unknown}. Valid keys: {', '.join(sorted(known))}.")
+        return cls(**values)
+
+    def replace(self, **changes: Any):
+        """Returns a copy with some values changed (validated like a new config)."""
+        return self.from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def config_hash(self) -> str:
+        """A short hash of everything that affects results (not the name, tags or output place)."""
+        relevant = {k: v for k, v in self.to_dict().items() if k not in ("name", "tags", "reports_dir", "verbose")}
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+
 @dataclasses.dataclass
-class RunConfig:
+class RunConfig(FlatConfig):
     """Everything that defines a run. Defaults are the course's settings (E1).
 
     Data:
@@ -146,32 +177,6 @@ class RunConfig:
     reports_dir: str | None = None
     save_model: bool = True
     verbose: int = 1
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    # -- construction --------------------------------------------------------------------------
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
-        """Builds a config from flat values, refusing unknown keys (a typo must not pass silently)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"Unknown configuration key(s) {unknown}. Valid keys: {', '.join(sorted(known))}.")
-        return cls(**values)
-
-    def replace(self, **changes: Any) -> "RunConfig":
-        """Returns a copy with some values changed (validated like a new config)."""
-        return self.from_dict({**self.to_dict(), **changes})
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def config_hash(self) -> str:
-        """A short hash of everything that affects results (not the name, tags or output place)."""
-        relevant = {k: v for k, v in self.to_dict().items() if k not in ("name", "tags", "reports_dir", "verbose")}
-        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
 
     def model_options(self) -> dict[str, Any]:
         """The model switches that were set, as the builder's keyword arguments."""

@@ -154,7 +154,7 @@ def train(config: RunConfig | dict[str, Any] | None = None, *, data: Dataset | N
         "config_hash": config.config_hash(),
         "data": data.summary() | {"source": data.source},
         "input_shape": list(input_shape),
-        "environment": _environment(),
+        "environment": environment(),
     }
     writer = RunWriter(record_config, name=name, reports_dir=config.reports_dir)
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -174,12 +174,12 @@ def train(config: RunConfig | dict[str, Any] | None = None, *, data: Dataset | N
         metrics |= {"status": "failed", "error": f"{type(error).__name__}: {error}",
                     "traceback": traceback.format_exc()}
         history = _read_history(writer.path)
-        run_dir = writer.publish(_finite(metrics))
+        run_dir = writer.publish(finite_metrics(metrics))
         if raise_on_error:
             raise
-        return RunResult(run_dir, config, _finite(metrics), history, None)
-    run_dir = writer.publish(_finite(metrics))
-    return RunResult(run_dir, config, _finite(metrics), history, model)
+        return RunResult(run_dir, config, finite_metrics(metrics), history, None)
+    run_dir = writer.publish(finite_metrics(metrics))
+    return RunResult(run_dir, config, finite_metrics(metrics), history, model)
 
 
 def model_from_saved(source: str | Path, num_classes: int, *, trainable: str = "all") -> keras.Model:
@@ -488,11 +488,12 @@ def _read_history(run_path: Path) -> pd.DataFrame:
         return pd.DataFrame()
 
 
-def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
+def finite_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """NaN and infinity become None, so metrics.json is standard JSON."""
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
 
 
-def _environment() -> dict[str, str]:
+def environment() -> dict[str, str]:
+    """The versions and device a run record names."""
     return {"lab": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
             "numpy": np.__version__, "python": platform.python_version(), "device": hardware.device_summary()}

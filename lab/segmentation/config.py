@@ -8,10 +8,9 @@ switches left at None take the builder's default, and only the switches a model 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from typing import Any
 
+from lab.config import FlatConfig
 from lab.segmentation.losses import LOSSES
 from lab.segmentation.registry import AUTOENCODERS, SEGMENTATION_MODELS, model_options
 
@@ -33,7 +32,7 @@ MODEL_FIELDS = {
 
 
 @dataclasses.dataclass
-class SegmentationConfig:
+class SegmentationConfig(FlatConfig):
     """Everything that defines a segmentation (or autoencoder) run.
 
     Data:
@@ -133,30 +132,6 @@ class SegmentationConfig:
     save_model: bool = True
     verbose: int = 1
     background_flag_ratio: float = 0.1
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "SegmentationConfig":
-        """Builds a config from flat values, refusing unknown keys."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"Unknown configuration key(s) {unknown}. Valid keys: {', '.join(sorted(known))}.")
-        return cls(**values)
-
-    def replace(self, **changes: Any) -> "SegmentationConfig":
-        """Returns a copy with some values changed (validated like a new config)."""
-        return self.from_dict({**self.to_dict(), **changes})
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def config_hash(self) -> str:
-        """A short hash of everything that affects results (not the name, tags or output place)."""
-        relevant = {k: v for k, v in self.to_dict().items() if k not in ("name", "tags", "reports_dir", "verbose")}
-        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
 
     @property
     def task(self) -> str:

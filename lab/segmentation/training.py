@@ -10,9 +10,7 @@ masks, and its plots include predicted masks overlaid next to the truth.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import platform
 import time
 import traceback
 import warnings
@@ -22,9 +20,8 @@ from typing import Any, Callable
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
-from lab import __version__, hardware, plots
+from lab import hardware, plots
 from lab.callbacks import DivergenceMonitor, EpochLogLine, EpochTimer, RestoreBestWeights, format_epoch_line
 from lab.datasets.segmentation import SegmentationDataset, load_segmentation_dataset
 from lab.models.autoencoder import add_noise
@@ -34,22 +31,11 @@ from lab.segmentation.losses import make_loss
 from lab.segmentation.metrics import MeanDice, MeanIoU, PixelAccuracy, pixel_confusion_matrix, segmentation_metrics
 from lab.segmentation.pipeline import make_joint_augmenter, make_segmentation_pipeline
 from lab.segmentation.registry import build_autoencoder, build_segmentation_model
-from lab.training import make_optimizer, seed_everything
+from lab.training import RunResult, environment, finite_metrics, make_optimizer, seed_everything
 
 
-@dataclasses.dataclass
-class SegmentationResult:
-    """What the training functions return: where the record is, and its contents in memory."""
-
-    run_dir: Path
-    config: SegmentationConfig
-    metrics: dict[str, Any]
-    history: pd.DataFrame
-    model: keras.Model | None
-
-    @property
-    def status(self) -> str:
-        return self.metrics["status"]
+# The same result object as classification runs: run_dir, config, metrics, history, model, status.
+SegmentationResult = RunResult
 
 
 def load_data(config: SegmentationConfig) -> SegmentationDataset:
@@ -121,9 +107,7 @@ def _run(config: SegmentationConfig, data: SegmentationDataset | None, raise_on_
         "data": data.summary() | {"source": data.source},
         "input_shape": list(data.input_shape),
         "class_weights": _class_weights(config, data),
-        "environment": {"lab": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
-                        "numpy": np.__version__, "python": platform.python_version(),
-                        "device": hardware.device_summary()},
+        "environment": environment(),
     }
     writer = RunWriter(record_config, name=name, reports_dir=config.reports_dir)
     metrics: dict[str, Any] = {"name": name, "dataset": data.name, "model": config.model, "task": config.task,
@@ -143,12 +127,12 @@ def _run(config: SegmentationConfig, data: SegmentationDataset | None, raise_on_
                     "traceback": traceback.format_exc()}
         history_path = writer.path / "history.csv"
         history = pd.read_csv(history_path) if history_path.exists() and history_path.stat().st_size else history
-        run_dir = writer.publish(_finite(metrics))
+        run_dir = writer.publish(finite_metrics(metrics))
         if raise_on_error:
             raise
-        return SegmentationResult(run_dir, config, _finite(metrics), history, None)
-    run_dir = writer.publish(_finite(metrics))
-    return SegmentationResult(run_dir, config, _finite(metrics), history, model)
+        return SegmentationResult(run_dir, config, finite_metrics(metrics), history, None)
+    run_dir = writer.publish(finite_metrics(metrics))
+    return SegmentationResult(run_dir, config, finite_metrics(metrics), history, model)
 
 
 def _class_weights(config: SegmentationConfig, data: SegmentationDataset) -> list[float] | None:
@@ -373,7 +357,3 @@ def _psnr(mse: float) -> float:
     """Peak signal-to-noise ratio in dB for images in [0, 1]."""
     return float(10.0 * math.log10(1.0 / mse)) if mse > 0 else float("inf")
 
-
-def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
-    """NaN and infinity become None, so metrics.json is standard JSON."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
