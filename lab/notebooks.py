@@ -50,6 +50,7 @@ def canonical(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
                 # nbval treats a cell without an execution count as never run and refuses to
                 # compare its stored outputs, so checked cells get a stable one (their position).
                 cell.execution_count = index
+                cell.outputs = _merge_streams(cell.outputs)
                 for output in cell.outputs:
                     if "execution_count" in output:
                         output.execution_count = index
@@ -58,6 +59,19 @@ def canonical(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
                 cell.outputs = []
     nb.nbformat, nb.nbformat_minor = 4, 5
     return nb
+
+
+def _merge_streams(outputs: list) -> list:
+    """Joins consecutive stdout (or stderr) chunks: how a print is split varies from run to run."""
+    merged: list = []
+    for output in outputs:
+        previous = merged[-1] if merged else None
+        if (output.get("output_type") == "stream" and previous is not None
+                and previous.get("output_type") == "stream" and previous.get("name") == output.get("name")):
+            previous["text"] = previous["text"] + output["text"]
+        else:
+            merged.append(copy.deepcopy(output))
+    return merged
 
 
 def dumps(nb: nbformat.NotebookNode) -> str:
