@@ -147,17 +147,21 @@ def search(
     base = base if isinstance(base, RunConfig) else RunConfig.from_dict(base)
     if tuner not in TUNERS:
         raise ValueError(f"Unknown tuner {tuner!r}. Available tuners: {', '.join(TUNERS)}.")
-    entries = parse_space(space)
-    goal = make_objective(objective)
-    check_against(base, entries)
-    if data is None and not any(e.name in DATA_KEYS for e in entries):
-        data = load_data(base)  # once for every trial, and to check the models below
-    if data is not None:
-        check_against(base, entries, _model_check(data))
     if not isinstance(max_trials, int) or isinstance(max_trials, bool) or max_trials < 1:
         raise ValueError(f"max_trials must be a positive integer, received max_trials={max_trials!r}.")
     if not name or any(c in name for c in "/\\:") or name.startswith("."):
         raise ValueError(f"A search name is a plain folder name (no '/', ':' or leading '.'), received {name!r}.")
+    entries = parse_space(space)
+    goal = make_objective(objective)
+    check_against(base, entries)
+    data_entries = [e.name for e in entries if e.name in DATA_KEYS]
+    if data is not None and data_entries:
+        raise ValueError(f"The space tunes {data_entries}, which choose the data each trial loads, so one dataset "
+                         "cannot be passed as data=: leave data out.")
+    if data is None and not data_entries:
+        data = load_data(base)  # once for every trial, and to check the models below
+    if data is not None:
+        check_against(base, entries, _model_check(data))
     directory = searches_dir(base.reports_dir) / name
     role = _role()
     manifest = {
@@ -175,7 +179,7 @@ def search(
         search_id, overwrite = "worker", True
         tuner_directory = directory.parent / ".workers" / name
     else:
-        search_id, overwrite = _start_or_resume(directory, manifest, resume, max_trials)
+        search_id, overwrite = _start_or_resume(directory, manifest, resume)
     oracle = make_oracle(tuner, goal, max_trials=max_trials, seed=seed, search_id=search_id,
                          max_epochs=max_epochs or base.epochs, factor=factor,
                          hyperband_iterations=hyperband_iterations,
@@ -195,7 +199,6 @@ def search(
     if role == "worker":
         return _worker_result(run_tuner, name, directory, goal, base.reports_dir)
     return export(run_tuner, name, directory, goal, base.reports_dir)
-
 
 
 def searches_dir(reports_dir: str | os.PathLike | None = None) -> Path:
@@ -262,7 +265,7 @@ def _worker_result(run_tuner: RunTuner, name: str, directory: Path, goal: keras_
     return SearchResult(name, directory, run_tuner.search_id or "", goal, table, None, runs)
 
 
-def _start_or_resume(directory: Path, manifest: dict[str, Any], resume: bool | None, max_trials: int) -> tuple[str, bool]:
+def _start_or_resume(directory: Path, manifest: dict[str, Any], resume: bool | None) -> tuple[str, bool]:
     """Decides between a new search and the saved one; returns (new search id, overwrite)."""
     saved_path = directory / MANIFEST
     exists = saved_path.exists() or (directory / "keras_tuner").exists()

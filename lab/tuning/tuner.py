@@ -141,10 +141,11 @@ class RunTuner(keras_tuner.engine.base_tuner.BaseTuner):
     Each trial's record is tagged ``search:<name>``, ``search-id:<id>`` (one per fresh start),
     ``trial:<trial id>`` and ``tuner:<tuner id>`` (``KERASTUNER_TUNER_ID``: the worker), so
     ``lab.records.load_runs(tags=[...])`` finds them and they appear in any results table.
-    The oracle receives the record's numeric metrics, the test split's excepted.
+    The oracle receives the record's numeric metrics, except the test split's.
 
-    A run that fails (an exception) or ends without a finite objective (it diverged before
-    its first epoch ended) is reported to keras-tuner as a failed trial; its record says why.
+    A run that fails (an exception) or ends without a finite value of the objective (a loss
+    that was NaN from the start) is reported to keras-tuner as a failed trial; its record
+    says why.
     A diverged run with a finite objective (its best epoch's weights were restored) is a
     completed trial with that (poor) score. keras-tuner stops the search after
     ``max_consecutive_failed_trials`` failures in a row (usually a broken setup).
