@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import platform
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from lab import __version__, hardware, plots
+from lab import __version__, hardware, plots, tf_memory
 from lab.callbacks import DivergenceMonitor, EpochLogLine, EpochTimer, RestoreBestWeights
 from lab.config import RunConfig
 from lab.datasets import Dataset, load_dataset
@@ -80,7 +81,9 @@ def compile_model(model: keras.Model, config: RunConfig, *, learning_rate: float
         loss=SparseCategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
         jit_compile=config.jit_compile,
-        steps_per_execution=config.steps_per_execution,
+        # Keras 3 fails with several replicas and more than one step per call (keras-team/keras#19246).
+        steps_per_execution=config.steps_per_execution if tf.distribute.get_strategy().num_replicas_in_sync == 1
+        else 1,
     )
     return model
 
@@ -156,13 +159,16 @@ def train(config: RunConfig | dict[str, Any] | None = None, *, data: Dataset | N
         "input_shape": list(input_shape),
         "environment": environment(),
     }
-    writer = RunWriter(record_config, name=name, reports_dir=config.reports_dir)
+    # Every worker of a multi-worker run trains the same model; only the chief keeps the record.
+    reports_dir = config.reports_dir if hardware.is_chief() else tempfile.mkdtemp(prefix="lab-worker-")
+    writer = RunWriter(record_config, name=name, reports_dir=reports_dir)
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     metrics: dict[str, Any] = {"name": name, "dataset": data.name, "model": config.model,
                                "tags": list(config.tags), "created": started}
     model, history = None, pd.DataFrame()
     try:
-        model, history, fit_info, features = _fit(config, data, input_shape, writer.path)
+        with tf_memory.released_graphs():  # TensorFlow would keep every run's traced graphs (lab.tf_memory)
+            model, history, fit_info, features = _fit(config, data, input_shape, writer.path)
         metrics |= fit_info
         metrics |= _evaluate_and_plot(model, config, data, history, fit_info, writer.path, features)
         writer.config["params"] = metrics["params"] = int(model.count_params())

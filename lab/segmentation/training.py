@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from lab import hardware, plots
+from lab import hardware, plots, tf_memory
 from lab.callbacks import DivergenceMonitor, EpochLogLine, EpochTimer, RestoreBestWeights, format_epoch_line
 from lab.datasets.segmentation import SegmentationDataset, load_segmentation_dataset
 from lab.models.autoencoder import add_noise
@@ -114,7 +114,8 @@ def _run(config: SegmentationConfig, data: SegmentationDataset | None, raise_on_
                                "tags": list(config.tags), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     model, history = None, pd.DataFrame()
     try:
-        model, history, fit_info = _fit(config, data, writer.path)
+        with tf_memory.released_graphs():  # TensorFlow would keep every run's traced graphs (lab.tf_memory)
+            model, history, fit_info = _fit(config, data, writer.path)
         metrics |= fit_info
         metrics |= evaluate(model, config, data, history, fit_info, writer.path)
         writer.config["params"] = metrics["params"] = int(model.count_params())
