@@ -226,21 +226,11 @@ def load_oxford_pets(
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
-    from lab import paths
-    from lab.download import DatasetNotAvailableError
+    from lab.datasets.tfds import prepared_builder
 
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     trimap_to_classes(np.array([1, 2, 3]), border)  # validates ``border`` before any work
-    data_dir = Path(data_dir) if data_dir else paths.data_dir() / "tensorflow_datasets"
-    builder = tfds.builder("oxford_iiit_pet", data_dir=str(data_dir))
-    if download:
-        try:
-            builder.download_and_prepare()
-        except Exception as error:  # network errors surface as many types inside tfds
-            raise DatasetNotAvailableError(
-                f"Could not download or prepare TFDS 'oxford_iiit_pet' into {data_dir} ({error}). If this machine "
-                f"is offline, prepare it elsewhere with tfds and copy {data_dir / 'oxford_iiit_pet'} here."
-            ) from error
+    builder = prepared_builder("oxford_iiit_pet", data_dir=data_dir, download=download)
 
     def to_numpy(split: str) -> tuple[np.ndarray, np.ndarray]:
         def prepare(example):

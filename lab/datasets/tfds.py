@@ -39,21 +39,7 @@ def load_tfds(
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
-    data_dir = Path(data_dir) if data_dir else paths.data_dir() / "tensorflow_datasets"
-    try:
-        builder = tfds.builder(name, data_dir=str(data_dir))
-    except Exception as error:  # tfds raises its own DatasetNotFoundError with suggestions
-        raise ValueError(f"TensorFlow Datasets has no dataset {name!r}: {error}") from error
-    if download:
-        try:
-            builder.download_and_prepare()
-        except Exception as error:  # network errors surface as many types inside tfds
-            raise DatasetNotAvailableError(
-                f"Could not download or prepare TFDS dataset {name!r} into {data_dir} ({error}). "
-                f"If this machine is offline, prepare it elsewhere with tfds and copy {data_dir / name} here."
-            ) from error
-    elif not Path(builder.data_dir).exists():
-        raise DatasetNotAvailableError(f"TFDS dataset {name!r} is not prepared under {data_dir}.")
+    builder = prepared_builder(name, data_dir=data_dir, download=download)
 
     # The split names come from the prepared dataset's metadata; when it has none (not prepared,
     # or faked by tfds.testing.mock_data in the tests) assume the usual train and test.
@@ -92,3 +78,30 @@ def load_tfds(
         source={"tfds": name, "version": str(builder.info.version), "image_size": image_size,
                 "val": val_split or f"carved {val_fraction} seed {seed}"},
     )
+
+
+def prepared_builder(name: str, *, data_dir: str | Path | None = None, download: bool = True):
+    """Returns the TFDS builder of ``name``, downloaded and prepared under the kit's data folder.
+
+    Raises:
+        ValueError: TFDS has no such dataset.
+        DatasetNotAvailableError: it is not prepared and cannot be downloaded (offline).
+    """
+    import tensorflow_datasets as tfds
+
+    data_dir = Path(data_dir) if data_dir else paths.data_dir() / "tensorflow_datasets"
+    try:
+        builder = tfds.builder(name, data_dir=str(data_dir))
+    except Exception as error:  # tfds raises its own DatasetNotFoundError with suggestions
+        raise ValueError(f"TensorFlow Datasets has no dataset {name!r}: {error}") from error
+    if download:
+        try:
+            builder.download_and_prepare()
+        except Exception as error:  # network errors surface as many types inside tfds
+            raise DatasetNotAvailableError(
+                f"Could not download or prepare TFDS dataset {name!r} into {data_dir} ({error}). "
+                f"If this machine is offline, prepare it elsewhere with tfds and copy {data_dir / name} here."
+            ) from error
+    elif not Path(builder.data_dir).exists():
+        raise DatasetNotAvailableError(f"TFDS dataset {name!r} is not prepared under {data_dir}.")
+    return builder
