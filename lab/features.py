@@ -36,7 +36,9 @@ from lab.pipeline import make_pipeline
 
 CACHE_MODES = ("memory", "disk")
 _MEMORY: "OrderedDict[str, dict[str, np.ndarray]]" = OrderedDict()
-_MEMORY_ENTRIES = 8  # a notebook's sweep over heads reuses one entry; older ones are dropped
+# A notebook's sweep over heads reuses one entry; older entries are dropped beyond this many bytes
+# (CIFAR-10's ResNet-50 features are about 0.5 GB), the newest is always kept.
+_MEMORY_BYTES = 2 * 1024**3
 
 
 @dataclasses.dataclass
@@ -159,10 +161,14 @@ def _load(key: str, cache: str | None) -> dict | None:
     return None
 
 
+def _memory_bytes() -> int:
+    return sum(array.nbytes for entry in _MEMORY.values() for array in entry.values())
+
+
 def _store(key: str, stored: dict, cache: str | None) -> None:
     if cache == "memory":
         _MEMORY[key] = stored
-        while len(_MEMORY) > _MEMORY_ENTRIES:
+        while len(_MEMORY) > 1 and _memory_bytes() > _MEMORY_BYTES:
             _MEMORY.popitem(last=False)
     elif cache == "disk":
         path = feature_cache_dir() / f"{key}.npz"

@@ -102,6 +102,19 @@ def test_feature_cache_trains_the_same_head_much_faster(small_digits, isolated_d
     assert len(list(feature_cache_dir().glob("*.npz"))) == 1
 
 
+def test_memory_cache_drops_the_oldest_features_beyond_its_budget(monkeypatch):
+    from lab import features
+
+    clear_memory_cache()
+    monkeypatch.setattr(features, "_MEMORY_BYTES", 1000)
+    for key in ("a", "b", "c"):
+        features._store(key, {"train": np.zeros(100, np.float32)}, "memory")  # 400 bytes each
+    assert list(features._MEMORY) == ["b", "c"]
+    features._store("big", {"train": np.zeros(1000, np.float32)}, "memory")
+    assert list(features._MEMORY) == ["big"]  # the newest stays even when alone over budget
+    clear_memory_cache()
+
+
 def test_augmentation_turns_the_cache_off_unless_passes_are_cached(small_digits):
     off = train(TRANSFER, data=small_digits, augment=True, epochs=1, save_model=False)
     assert off.metrics["feature_cache"].startswith("off: augmentation changes the images every epoch")
