@@ -62,7 +62,10 @@ class RunConfig(FlatConfig):
 
     Data:
         dataset: registry name (see ``lab.datasets``).
-        dataset_size: MedMNIST npz size (28/64/128/224) or generated image size.
+        dataset_size: MedMNIST npz size (28/64/128/224) or generated image size; for an image
+            folder, the final (centre-cropped) side.
+        resize_to: an image folder's shorter side is first resized to this, then centre-cropped
+            to dataset_size (E11: 256 then 224).
         num_classes: train on a seeded subset of this many classes (E9).
         limit: at most this many images per split (quick runs).
         val_fraction: validation share carved from train where a dataset has no val split.
@@ -113,6 +116,7 @@ class RunConfig(FlatConfig):
     # data
     dataset: str = "digits"
     dataset_size: int | None = None
+    resize_to: int | None = None
     num_classes: int | None = None
     limit: int | None = None
     val_fraction: float = 0.1
@@ -238,7 +242,10 @@ class RunConfig(FlatConfig):
             )
         if self.distribute not in DISTRIBUTE:
             raise ValueError(f"distribute must be one of {DISTRIBUTE}, received {self.distribute!r}.")
-        for key in ("num_classes", "limit", "image_size", "dataset_size"):
+        if self.resize_to is not None and not self.dataset.lower().startswith("folder:"):
+            raise ValueError(f"resize_to applies to image folders (dataset='folder:<path>'); received dataset="
+                             f"{self.dataset!r}. Use image_size to resize other data in the pipeline.")
+        for key in ("num_classes", "limit", "image_size", "dataset_size", "resize_to"):
             value = getattr(self, key)
             if value is not None:
                 _positive_int(key, value)

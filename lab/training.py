@@ -116,8 +116,9 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 def load_data(config: RunConfig) -> Dataset:
     """Loads the dataset a config names, with its class subset and size limit."""
+    options = {"resize_to": config.resize_to} if config.resize_to else {}
     return load_dataset(config.dataset, size=config.dataset_size, num_classes=config.num_classes,
-                        limit=config.limit, val_fraction=config.val_fraction, seed=config.seed)
+                        limit=config.limit, val_fraction=config.val_fraction, seed=config.seed, **options)
 
 
 def train(config: RunConfig | dict[str, Any] | None = None, *, data: Dataset | None = None,

@@ -184,6 +184,7 @@ def test_transfer_is_proven_offline_pretrain_save_fine_tune(small_digits):
     (dict(model="cnn", backbone_lr_factor=0.1), "transfer models only"),
     (dict(model="cnn", backbone="vgg16"), "has no option 'backbone'"),
     (dict(model="transfer", backbone="vgg16", feature_cache="gpu"), "feature_cache must be one of"),
+    (dict(dataset="cifar10", resize_to=256), "resize_to applies to image folders"),
 ])
 def test_bad_transfer_configs_are_refused(values, message):
     with pytest.raises(ValueError, match=message):
