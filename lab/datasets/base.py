@@ -15,8 +15,20 @@ import numpy as np
 SPLITS = ("train", "val", "test")
 
 
+class ImageSplits:
+    """What every in-memory dataset of the kit answers from its ``class_names`` and ``x_train``."""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(int(d) for d in self.x_train.shape[1:])  # type: ignore[return-value]
+
+
 @dataclasses.dataclass
-class Dataset:
+class Dataset(ImageSplits):
     """Images and integer labels for the train, validation and test splits.
 
     Attributes:
@@ -69,14 +81,6 @@ class Dataset:
                 )
 
     # -- what the data is --------------------------------------------------------------------
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(int(d) for d in self.x_train.shape[1:])  # type: ignore[return-value]
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Returns ``(images, labels)`` of ``"train"``, ``"val"`` or ``"test"``."""

@@ -18,14 +18,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lab.datasets.base import SPLITS, Dataset
+from lab.datasets.base import SPLITS, Dataset, ImageSplits
 from lab.datasets.folders import IMAGE_SUFFIXES
 
 PET_CLASSES = ("background", "pet", "border")
 
 
 @dataclasses.dataclass
-class SegmentationDataset:
+class SegmentationDataset(ImageSplits):
     """Images and class-id masks for the train, validation and test splits.
 
     Attributes:
@@ -64,14 +64,6 @@ class SegmentationDataset:
                 raise ValueError(f"Dataset {self.name!r}: {split} masks hold class ids from {masks.min()} to "
                                  f"{masks.max()}, outside [0, {self.num_classes}) for classes {self.class_names}.")
             setattr(self, f"masks_{split}", masks.astype(np.uint8))
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(int(d) for d in self.x_train.shape[1:])  # type: ignore[return-value]
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Returns ``(images, masks)`` of ``"train"``, ``"val"`` or ``"test"``."""
