@@ -69,8 +69,19 @@ def _application(constructor: str, **extra) -> Callable[[tuple[int, int, int], s
     return build
 
 
+def _keras_hub():
+    try:
+        import keras_hub
+    except ImportError as error:
+        raise ImportError("The resnet18, vit_b16 and deit_* backbones come from keras-hub, which is not installed. "
+                          "`make setup` installs it; elsewhere (Colab) run `pip install --no-deps keras-hub` "
+                          "(its text dependencies are not needed) plus `pip install kagglehub regex rich tokenizers`."
+                          ) from error
+    return keras_hub
+
+
 def _hub_resnet18(input_shape, weights):
-    import keras_hub
+    keras_hub = _keras_hub()
 
     if weights == "imagenet":
         return keras_hub.models.ResNetBackbone.from_preset("resnet_18_imagenet", image_shape=tuple(input_shape))
@@ -83,8 +94,7 @@ def _hub_resnet18(input_shape, weights):
 
 def _hub_transformer(kind: str, preset: str, **architecture):
     def build(input_shape, weights):
-        import keras_hub
-
+        keras_hub = _keras_hub()
         backbone_class = getattr(keras_hub.models, f"{kind}Backbone")
         if weights == "imagenet":
             return backbone_class.from_preset(preset)
