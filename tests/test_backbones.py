@@ -104,3 +104,11 @@ def test_saved_weights_of_another_backbone_are_refused(tmp_path):
         build_backbone("vgg16", 32, weights=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="No saved weights"):
         build_backbone("vgg16", 32, weights=str(tmp_path / "missing.keras"))
+
+
+def test_a_missing_keras_hub_says_how_to_install_it(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "keras_hub", None)  # makes `import keras_hub` fail
+    with pytest.raises(ImportError, match="pip install --no-deps keras-hub"):
+        build_backbone("resnet18", 32, weights=None)
