@@ -277,6 +277,10 @@ class RunConfig(FlatConfig):
         _positive("backbone_lr_factor", self.backbone_lr_factor)
         _positive("phase_lr_factor", self.phase_lr_factor)
         _positive_int("feature_cache_passes", self.feature_cache_passes)
+        if self.feature_cache_passes > 1 and not self.augment:
+            raise ValueError(f"feature_cache_passes={self.feature_cache_passes} caches that many augmented passes: "
+                             "set augment=True, or leave feature_cache_passes=1 (without augmentation one pass is "
+                             "exact).")
         if self.feature_cache not in FEATURE_CACHES:
             raise ValueError(f"feature_cache must be one of {FEATURE_CACHES}, received {self.feature_cache!r}.")
         if self.unfreeze_schedule is not None:

@@ -396,10 +396,12 @@ def _fit_phases(model, config: RunConfig, strategy, train_ds, val_ds, callbacks,
     best = next(c for c in callbacks if isinstance(c, RestoreBestWeights))
     timer = next(c for c in callbacks if isinstance(c, EpochTimer))
     overall_best = (math.inf, None, None)  # (val_loss, epoch, weights)
+    freeze_batchnorm = config.weights is not None if config.freeze_batchnorm is None else config.freeze_batchnorm
+    for unfreeze in config.unfreeze_schedule:  # a bad phase is refused before the first one trains
+        set_trainable(model, unfreeze, freeze_batchnorm=freeze_batchnorm)
     for index, (unfreeze, epochs) in enumerate(zip(config.unfreeze_schedule, config.phase_epochs, strict=True)):
         learning_rate = config.learning_rate * config.phase_lr_factor ** index
         with strategy.scope():
-            freeze_batchnorm = config.weights is not None if config.freeze_batchnorm is None else config.freeze_batchnorm
             stages = set_trainable(model, unfreeze, freeze_batchnorm=freeze_batchnorm)
             compile_model(model, config, learning_rate=learning_rate)
         csv = keras.callbacks.CSVLogger(str(run_path / "history.csv"), append=index > 0)

@@ -109,7 +109,7 @@ def compare_unfreezing(config: RunConfig | dict[str, Any], unfreeze: Sequence[in
     from lab.training import load_data, train
 
     base = RunConfig.from_dict(config) if isinstance(config, dict) else config
-    base = base.replace(model="transfer", **overrides) if overrides or base.model != "transfer" else base
+    base = base.replace(model="transfer", **overrides)
     data = data if data is not None else load_data(base)
     results, rows, histories = [], [], {}
     for policy in unfreeze:
@@ -153,8 +153,10 @@ def efficiency_table(runs: Iterable, *, accuracy: str = "val_accuracy") -> pd.Da
     for run in runs:
         metrics = run.metrics
         config = run.config if isinstance(run.config, dict) else run.config.to_dict()
-        value = metrics.get(f"best_epoch_{accuracy}") if accuracy == "val_accuracy" else metrics.get(accuracy)
-        value = metrics.get(accuracy) if value is None else value
+        # The best epoch's validation accuracy where the run has one, else the final evaluation.
+        value = metrics.get(f"best_epoch_{accuracy}")
+        if value is None:
+            value = metrics.get(accuracy)
         seconds = metrics.get("train_seconds")
         percent = None if value is None else 100.0 * value
         rows.append({

@@ -12,6 +12,7 @@ from lab.datasets import load_dataset
 from lab.features import clear_memory_cache, feature_cache_dir
 from lab.models.backbones import find_backbone
 from lab.models.transfer import set_trainable, stage_names, transfer_model
+from lab.records import load_runs
 from lab.training import compile_model, train
 from lab.transfer import compare_unfreezing, efficiency_table
 
@@ -145,6 +146,13 @@ def test_progressive_unfreezing_runs_in_phases_at_lower_learning_rates(small_dig
     assert len((result.run_dir / "history.csv").read_text().strip().splitlines()) == 4  # header + 3 epochs
 
 
+def test_a_schedule_with_too_many_stages_is_refused_before_any_phase_trains(small_digits):
+    with pytest.raises(ValueError, match=r"resnet18 has 5 stages"):
+        train(TRANSFER, data=small_digits, unfreeze_schedule=[0, 9], phase_epochs=[1, 1], save_model=False)
+    (run,) = load_runs()
+    assert run.status == "failed" and run.history().empty
+
+
 def test_transfer_is_proven_offline_pretrain_save_fine_tune(small_digits):
     """ResNet-18 pretrained on the shapes set, saved, then fine-tuned on digits: the saved features
     beat random ones with the head alone, and unfreezing a stage gains more."""
@@ -185,6 +193,7 @@ def test_transfer_is_proven_offline_pretrain_save_fine_tune(small_digits):
     (dict(model="cnn", backbone="vgg16"), "has no option 'backbone'"),
     (dict(model="transfer", backbone="vgg16", feature_cache="gpu"), "feature_cache must be one of"),
     (dict(dataset="cifar10", resize_to=256), "resize_to applies to image folders"),
+    (dict(model="transfer", backbone="vgg16", feature_cache_passes=2), "set augment=True"),
 ])
 def test_bad_transfer_configs_are_refused(values, message):
     with pytest.raises(ValueError, match=message):

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import keras
+import numpy as np
 from keras import layers
 
 from lab.models.backbones import (BackboneInput, backbone_spec, backbone_stages, build_backbone,
@@ -222,5 +223,5 @@ def transfer_summary(model: keras.Model) -> dict:
         "stages": list(stages),
         "trainable_stages": trainable,
         "backbone_params": int(base.count_params()),
-        "trainable_backbone_params": int(sum(w.numpy().size for w in base.trainable_weights)),
+        "trainable_backbone_params": int(sum(np.prod(w.shape) for w in base.trainable_weights)),
     }
