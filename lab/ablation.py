@@ -25,6 +25,8 @@ import time
 
 from lab import plots
 from lab.config import RunConfig
+from lab.datasets import load_data
+from lab.records import SUMMARY_COLUMNS
 from lab.sweep import SweepResult, run_sweep
 
 # (name, overrides): the report's configurations and learning rates.
@@ -42,16 +44,14 @@ E1_VARIANTS: list[dict] = [
      "learning_rate": 1e-4},
 ]
 
-COLUMNS = ["name", "normalization", "dropout_rate", "l2", "augment", "learning_rate", "status", "best_epoch",
-           "epochs_run", "train_accuracy", "val_accuracy", "val_loss", "test_accuracy", "test_macro_auc",
-           "seconds_per_epoch"]
+# The switches the ablation varies, then the usual classification summary (lab.records).
+COLUMNS = ["name", "normalization", "dropout_rate", "l2", "augment", "learning_rate",
+           *(c for c in SUMMARY_COLUMNS["classification"] if c not in ("val_macro_auc", "test_loss"))]
 
 
 def run_ablation(base: RunConfig, *, name: str = "e1-ablation", variants: list[dict] | None = None,
                  resume: bool = False) -> SweepResult:
     """Runs the E1 ablation on ``base`` and writes its summary and figures."""
-    from lab.training import load_data
-
     data = load_data(base)
     result = run_sweep(base, variants or E1_VARIANTS, name=name, columns=COLUMNS, data=data, resume=resume)
     folder = result.summary_dir
@@ -75,12 +75,11 @@ def notebook_batch_spec(base: RunConfig, variants: list[dict], *, name: str, wor
     from lab.batch import spec_from_dict
     from lab.notebooks import NOTEBOOK_DIR
 
-    shared = {"dataset": base.dataset, "dataset_size": base.dataset_size, "image_size": base.image_size,
+    shared = {"dataset": base.dataset, "dataset_size": base.dataset_size, "pipeline_size": base.pipeline_size,
               "epochs": base.epochs, "early_stopping_patience": base.early_stopping_patience,
               "batch_size": base.batch_size, "seed": base.seed, "normalization": "none", "dropout_rate": 0.0,
               "l2": 0.0, "augment": False, "quick": False}
-    runs = [{"name": v["name"], "run_name": v["name"], **{k: x for k, x in v.items() if k != "name"}}
-            for v in variants]
+    runs = [dict(variant) for variant in variants]  # each job's name becomes its run's name
     return spec_from_dict({"notebook": str(NOTEBOOK_DIR / "01-cnn-regularisation.ipynb"), "name": name,
                            "parameters": shared, "runs": runs, "workers": workers})
 
@@ -88,8 +87,8 @@ def notebook_batch_spec(base: RunConfig, variants: list[dict], *, name: str, wor
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="digits", help="registry name (default: digits, offline)")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="resize images (default: 28 for digits, the data's own size otherwise)")
+    parser.add_argument("--pipeline-size", type=int, default=None,
+                        help="resize images in the pipeline (default: 16 for digits, the data's own size otherwise)")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--patience", type=int, default=8, help="early-stopping patience on val loss")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -105,10 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="notebook engine: forget earlier results, rerun all")
     args = parser.parse_args(argv)
 
-    image_size = args.image_size or (16 if args.dataset == "digits" else None)
+    pipeline_size = args.pipeline_size or (16 if args.dataset == "digits" else None)
     # The switches are set explicitly (not left to the builder's defaults) so that the table
     # shows "none" / 0.0 for the runs that do not use them.
-    base = RunConfig(dataset=args.dataset, image_size=image_size, model="cnn", epochs=args.epochs,
+    base = RunConfig(dataset=args.dataset, pipeline_size=pipeline_size, model="cnn", epochs=args.epochs,
                      normalization="none", dropout_rate=0.0, l2=0.0,
                      early_stopping_patience=args.patience, batch_size=args.batch_size, limit=args.limit,
                      seed=args.seed, aug_rotation=0.1, aug_flip="horizontal" if args.dataset != "digits" else None,

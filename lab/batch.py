@@ -44,13 +44,11 @@ from typing import Any
 import pandas as pd
 
 from lab import atomic, paths, plots
-from lab.records import INDEX_NAME, load_run, read_index, results_table, to_markdown
+from lab.notebooks import parameter_names
+from lab.records import INDEX_NAME, load_run, read_index, results_table, summary_columns, to_markdown
 
 RECORDS_NAME = "batch.jsonl"
 FINISHED = ("completed", "diverged", "failed")
-SUMMARY_METRICS = ["status", "best_epoch", "epochs_run", "train_accuracy", "val_accuracy", "val_loss",
-                   "test_accuracy", "test_macro_auc", "seconds_per_epoch"]
-
 
 @dataclasses.dataclass
 class Job:
@@ -139,13 +137,15 @@ def spec_from_dict(raw: dict[str, Any], *, base_dir: str | os.PathLike = ".", de
         sets = [dict(s) for s in raw["runs"]]
         if not sets or any(not isinstance(s, dict) for s in sets):
             raise ValueError("'runs' must be a non-empty list of parameter dicts.")
+    # A notebook whose parameters include the run's ``name`` gets each job's name as its own.
+    names_runs = "name" in parameter_names(notebook)
     jobs, labels = [], set()
     for i, values in enumerate(sets, start=1):
         label = str(values.pop("name", f"run{i}"))
         if label in labels:
             raise ValueError(f"Two runs of the batch are named {label!r}; names must be unique.")
         labels.add(label)
-        parameters = {**shared, **values}
+        parameters = {**shared, **values, **({"name": label} if names_runs else {})}
         jobs.append(Job(label, parameters, _job_key(notebook, parameters)))
     varied = sorted({k for s in sets for k in s if k in sets[0] and any(x.get(k) != sets[0][k] for x in sets)}
                     | {k for s in sets for k in s if any(k not in x for x in sets)})
@@ -389,25 +389,29 @@ def summarise(spec: BatchSpec, folder: Path, runs_root: Path | None = None) -> B
     runs_root = runs_root or paths.runs_dir()
     committed = latest_records(folder)
     records = [committed[j.key] for j in spec.jobs if j.key in committed]
+    loaded = {record["key"]: [load_run(runs_root / rid) for rid in record["run_ids"] if (runs_root / rid).exists()]
+              for record in records}
+    present = {key for runs in loaded.values() for run in runs for key in run.metrics}
+    metrics = [c for c in summary_columns(run for runs in loaded.values() for run in runs) if c in present]
     rows, histories = [], {}
     for record in records:
-        runs = [load_run(runs_root / rid) for rid in record["run_ids"] if (runs_root / rid).exists()]
+        runs = loaded[record["key"]]
         if not runs:  # a notebook that failed before training: one row saying so
             rows.append({"name": record["name"], **{k: record["parameters"].get(k) for k in spec.varied},
                          "status": record["status"], "error": (record.get("error") or "")[-120:]})
             continue
-        table = results_table(runs, [c for c in SUMMARY_METRICS if c != "status"] + ["status"])
+        table = results_table(runs, [c for c in metrics if c != "status"] + ["status"])
         for run, row in zip(runs, table.to_dict("records")):
             label = record["name"] if len(runs) == 1 else f"{record['name']}/{run.name}"
             rows.append({"name": label, **{k: record["parameters"].get(k) for k in spec.varied}, **row})
             histories[label] = run.history()
     table = pd.DataFrame(rows)
-    # A parameter that only repeats the run's name (a notebook's run_name) adds nothing.
+    # A parameter that only repeats the run's name adds nothing.
     for column in spec.varied:
         if column in table and table[column].astype(str).equals(table["name"].astype(str)):
             table = table.drop(columns=column)
     if not table.empty:
-        ordered = ["name", *spec.varied, *SUMMARY_METRICS, "error"]
+        ordered = ["name", *spec.varied, *metrics, "error"]
         table = table[[c for c in ordered if c in table.columns]]
     with atomic.atomic_path(folder / "summary.csv") as tmp:
         table.to_csv(tmp, index=False)

@@ -1,44 +1,213 @@
-"""The flat run configuration: the same parameters a notebook's ``parameters`` cell holds.
+"""The flat run configurations: the same values a notebook's ``parameters`` cell holds.
 
-One ``RunConfig`` describes one training run completely (data, model, optimiser, training,
-hardware) and is saved beside the run's results. Model switches are flat fields too; those
-left at None take the model builder's default, and only the ones a model has may be set.
+One configuration describes one run completely (data, model, optimiser, training, hardware,
+record) and is saved beside the run's results. ``RunConfig`` is a classification run,
+``SegmentationConfig`` a segmentation or autoencoder run; both extend ``BaseConfig``, which
+holds the fields every run has. Model switches are flat fields too: those left at None take
+the model builder's default, and only the ones a model has may be set.
+
+Importing this module does not import TensorFlow: a batch or a search checks its
+configurations before anything heavy is loaded. (Validating a model's options reads its
+builder's signature, which imports that builder, and with it Keras.)
+
+Size fields are named after where they act:
+
+    dataset_size         the data as loaded: MedMNIST's 28/64/128/224 files, the side shapes are
+                         generated at, the side a TFDS set or an image folder is resized to
+    dataset_resize       an image folder only: the shorter side before a centre crop to
+                         dataset_size (E11: 256, then 224)
+    pipeline_size        resized in the tf.data pipeline (8x8 digits to 32x32)
+    backbone_input_size  resized inside a transfer model, before its backbone (28 to 224 px)
+
+What trains is said one way, ``unfreeze``: 0 trains only the new head (a transfer model's head,
+the new output layer of an ``init_from`` model, a ``pretrained_unet``'s decoder), n also the
+backbone's last n stages, "all" everything. None leaves each model's default.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
-from typing import Any
+from typing import Any, ClassVar
 
-from lab.models import MODELS, model_options
+from lab.models import model_entry, model_options
+from lab.optimizers import OPTIMIZERS
 
-OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 DISTRIBUTE = (None, "mirrored", "multiworker", "tpu")
-
-# Flat fields that are options of the model builders (passed only when not None).
-MODEL_FIELDS = ("depth", "filters", "convs_per_block", "normalization", "dropout_rate", "l2",
-                "dense_units", "hidden_units", "activation",
-                # transfer models (lab.models.transfer)
-                "backbone", "input_size", "pooling", "head_units", "head_dropout", "unfreeze", "freeze_batchnorm")
+INPUT_SCALINGS = ("unit", "imagenet", "none")
 FEATURE_CACHES = (None, "memory", "disk")
+SEGMENTATION_LOSSES = ("crossentropy", "dice", "combined")
+RECONSTRUCTION_LOSSES = ("binary_crossentropy", "mse")
+# What may pick the best epoch (restored, checkpointed, early stopping), and its direction.
+MONITORS = {
+    "classification": {"val_loss": "min", "val_accuracy": "max"},
+    "segmentation": {"val_loss": "min", "val_accuracy": "max", "val_mean_iou": "max", "val_mean_dice": "max"},
+    "reconstruction": {"val_loss": "min"},
+}
+# Old names, refused with the new one, so that an old notebook or batch fails clearly.
+RENAMED = {
+    "image_size": "pipeline_size (resized in the tf.data pipeline)",
+    "input_size": "backbone_input_size (resized inside a transfer model)",
+    "resize_to": "dataset_resize (an image folder's shorter side before the centre crop)",
+    "trainable": "unfreeze (0: only the new output layer; 'all': everything)",
+    "trainable_encoder": "unfreeze (0: frozen encoder; 'all': the encoder trains too)",
+    "encoder_weights": "weights ('imagenet' or None)",
+    "run_name": "name",
+    "run_tags": "tags",
+}
+# Not part of what a run computes, so not part of its hash.
+NOT_HASHED = ("name", "tags", "reports_dir", "verbose")
 
 
-class FlatConfig:
-    """What every flat run configuration (a dataclass) can do: build from and compare as flat values.
+def model_option(name: str | None = None, default: Any = None) -> Any:
+    """A field that is a model builder's keyword option (``name``: the builder's name for it)."""
+    return dataclasses.field(default=default, metadata={"option": name or True})
 
-    Shared by ``RunConfig`` and ``lab.segmentation.SegmentationConfig``.
+
+class _CheckedKeys(type):
+    """Refuses unknown keys before the dataclass sees them: a clear error for a keyword too."""
+
+    def __call__(cls, *args: Any, **values: Any):
+        if args:
+            raise TypeError(f"{cls.__name__} takes keyword arguments only (received {len(args)} positional).")
+        cls.check_keys(values)
+        return super().__call__(**values)
+
+
+@dataclasses.dataclass
+class BaseConfig(metaclass=_CheckedKeys):
+    """The fields every run has. Fields left at None take the task's default (``DEFAULTS``).
+
+    Data:
+        dataset: registry name (see ``lab.datasets``).
+        dataset_size: the side the data is loaded at (see the module docstring).
+        limit: at most this many images per split (quick runs).
+        val_fraction: validation share carved from train where a dataset has no val split.
+        input_scaling: "unit", "imagenet" or "none".
+        cache: cache the decoded images in the pipeline (classification: a folder path caches
+            them in files).
+        augment: random flips/rotations... of training batches (the aug_* values below; for
+            segmentation the same transformation is applied to the image and its mask).
+    Model:
+        model: a registered model of the task (``lab.models.MODELS``); depth, filters,
+            convs_per_block, normalization, dropout_rate, dense_units take the builder's
+            default when None.
+        weights: pretrained weights of a transfer backbone or a pretrained_unet encoder:
+            "imagenet", None (random), a kit-saved run folder / .keras file, or (transfer)
+            "pretrain-offline": a backbone pretrained here on embedded data (``lab.pretraining``).
+        unfreeze: what trains (see the module docstring); freeze_batchnorm keeps BatchNorm in
+            inference mode in the stages that train.
+    Training:
+        optimizer, learning_rate, momentum (sgd/rmsprop), weight_decay (adamw), epochs,
+        batch_size, class_weighting ("balanced", or for segmentation a list of per-class
+        weights), early_stopping_patience (None: off), divergence_patience, seed,
+        deterministic.
+        monitor: what picks the best epoch, which is restored, checkpointed and drives early
+            stopping ("val_loss"; "val_accuracy"; segmentation also "val_mean_iou",
+            "val_mean_dice").
+    Hardware (off by default; for a GPU or TPU in Colab):
+        mixed_precision, jit_compile (XLA), distribute (None, "mirrored", "multiworker", "tpu").
+        steps_per_execution: training steps per compiled call (the callbacks' batch hooks run
+            once per call); runs with several replicas use 1 (keras-team/keras#19246).
+    Record:
+        name: a readable run name; tags: free labels; reports_dir: where runs are written;
+        save_model: keep the best model file; verbose: print the epoch line.
     """
+
+    TASKS: ClassVar[tuple[str, ...]] = ()
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+
+    # data
+    dataset: str | None = None
+    dataset_size: int | None = None
+    limit: int | None = None
+    val_fraction: float = 0.1
+    input_scaling: str = "unit"
+    cache: bool | str = True
+    augment: bool = False
+    aug_flip: str | None = "horizontal"
+    aug_rotation: float | None = None
+    aug_zoom: float = 0.0
+    aug_translation: float = 0.0
+    aug_contrast: float = 0.0
+    # model
+    model: str | None = None
+    depth: int | None = model_option()
+    filters: int | list[int] | None = model_option()
+    convs_per_block: int | None = model_option()
+    normalization: str | None = model_option()
+    dropout_rate: float | None = model_option()
+    dense_units: int | None = model_option()
+    weights: str | None = "imagenet"
+    unfreeze: int | str | None = None
+    freeze_batchnorm: bool | None = model_option()
+    # training
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    momentum: float = 0.0
+    weight_decay: float = 4e-3
+    epochs: int = 30
+    batch_size: int | None = None
+    class_weighting: str | list[float] | None = None
+    early_stopping_patience: int | None = 10
+    divergence_patience: int = 3
+    monitor: str = "val_loss"
+    seed: int = 0
+    deterministic: bool = True
+    # hardware
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    steps_per_execution: int | None = None
+    distribute: str | None = None
+    # record
+    name: str | None = None
+    tags: list[str] = dataclasses.field(default_factory=list)
+    reports_dir: str | None = None
+    save_model: bool = True
+    verbose: int = 1
+
+    # -- building and comparing ------------------------------------------------------------------
+
+    @classmethod
+    def check_keys(cls, values: dict[str, Any]) -> None:
+        """Refuses keys that are not fields: a renamed one names its new name, a typo the closest."""
+        known = cls.field_names()
+        unknown = sorted(set(values) - set(known))
+        problems = []
+        for key in unknown:
+            if key in RENAMED:
+                problems.append(f"{key!r} is now called {RENAMED[key]}")
+            else:
+                close = difflib.get_close_matches(key, known, n=1)
+                problems.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        if problems:
+            raise ValueError(f"Unknown configuration key(s) {unknown}: {'; '.join(problems)}. Valid keys "
+                             f"of {cls.__name__}: {', '.join(sorted(known))}.")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]):
         """Builds a config from flat values, refusing unknown keys (a typo must not pass silently)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"Unknown configuration key(s) {unknown}. Valid keys: {', '.join(sorted(known))}.")
         return cls(**values)
+
+    @classmethod
+    def from_any(cls, config: Any = None, overrides: dict[str, Any] | None = None, **defaults: Any):
+        """A configuration from a config object, a flat dict or None, with ``overrides`` applied
+        (``defaults`` only where neither gives a value): what the ``train`` calls accept."""
+        overrides = overrides or {}
+        if config is None:
+            return cls(**{**defaults, **overrides})
+        if isinstance(config, dict):
+            return cls.from_dict({**config, **overrides})
+        if not isinstance(config, cls):
+            raise TypeError(f"Expected a {cls.__name__}, a dict of its fields or None; received "
+                            f"{type(config).__name__}.")
+        return config.replace(**overrides) if overrides else config
 
     def replace(self, **changes: Any):
         """Returns a copy with some values changed (validated like a new config)."""
@@ -49,47 +218,111 @@ class FlatConfig:
 
     def config_hash(self) -> str:
         """A short hash of everything that affects results (not the name, tags or output place)."""
-        relevant = {k: v for k, v in self.to_dict().items() if k not in ("name", "tags", "reports_dir", "verbose")}
+        relevant = {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
 
     def __post_init__(self) -> None:
+        for key, value in self.DEFAULTS.items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
         self.validate()
+
+    # -- what the run is ---------------------------------------------------------------------------
+
+    @property
+    def task(self) -> str:
+        """"classification", "segmentation" or "reconstruction": which task trains the model."""
+        return model_entry(self.model).task
+
+    @property
+    def monitor_mode(self) -> str:
+        return MONITORS[self.task][self.monitor]
+
+    def model_options(self) -> dict[str, Any]:
+        """The builder's keyword arguments: the model switches that were set, plus the
+        pretrained weights and the freeze policy where the builder takes them."""
+        options = {}
+        for field in dataclasses.fields(self):
+            option, value = field.metadata.get("option"), getattr(self, field.name)
+            if option and value is not None:
+                options[field.name if option is True else option] = tuple(value) if isinstance(value, list) else value
+        accepted = model_options(self.model)
+        if "weights" in accepted:
+            options["weights"] = self.weights  # None is meaningful here: random initialisation
+        if self.unfreeze is not None and "unfreeze" in accepted:
+            options["unfreeze"] = self.unfreeze
+        elif self.unfreeze is not None and "trainable_encoder" in accepted:
+            options["trainable_encoder"] = self.unfreeze != 0
+        return options
+
+    # -- validation ----------------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first invalid value and what is allowed."""
+        model_entry(self.model, *self.TASKS)  # an unknown name lists the valid ones
+        self._validate_model_options()
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"Unknown optimizer {self.optimizer!r}. Available optimizers: {', '.join(OPTIMIZERS)}.")
+        _one_of("input_scaling", self.input_scaling, INPUT_SCALINGS)
+        _one_of("distribute", self.distribute, DISTRIBUTE)
+        _one_of("monitor", self.monitor, tuple(MONITORS[self.task]))
+        _positive("learning_rate", self.learning_rate)
+        for key in ("epochs", "batch_size", "divergence_patience", "steps_per_execution"):
+            _positive_int(key, getattr(self, key))
+        for key in ("limit", "dataset_size", "early_stopping_patience"):
+            if getattr(self, key) is not None:
+                _positive_int(key, getattr(self, key))
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be between 0 and 1, received val_fraction={self.val_fraction}.")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), received momentum={self.momentum}.")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, received weight_decay={self.weight_decay}.")
+        if self.dropout_rate is not None and not 0.0 <= self.dropout_rate < 1.0:
+            raise ValueError(f"dropout_rate must be in [0, 1), received dropout_rate={self.dropout_rate}.")
+        if self.unfreeze is not None and self.unfreeze != "all" and (
+                isinstance(self.unfreeze, bool) or not isinstance(self.unfreeze, int) or self.unfreeze < 0):
+            raise ValueError(f"unfreeze must be 0 (head only), a number of last stages, or 'all'; received "
+                             f"unfreeze={self.unfreeze!r}.")
+        if self.jit_compile and self.deterministic:
+            raise ValueError("jit_compile=True needs deterministic=False: Keras disables XLA while TensorFlow's op "
+                             "determinism is on. Set deterministic=False to compile with XLA (results then vary "
+                             "slightly from run to run).")
+
+    def _validate_model_options(self) -> None:
+        accepted = model_options(self.model)
+        names = {(f.name if f.metadata["option"] is True else f.metadata["option"]): f.name
+                 for f in dataclasses.fields(self) if f.metadata.get("option")}
+        for field in dataclasses.fields(self):
+            option = field.metadata.get("option")
+            value = getattr(self, field.name)
+            builder_name = field.name if option is True else option
+            if option and value is not None and builder_name not in accepted:
+                raise ValueError(f"Model {self.model!r} has no option {field.name!r} (received {field.name}={value!r}). "
+                                 f"Its options: {', '.join(names.get(o, o) for o in accepted) or 'none'}.")
 
 
 @dataclasses.dataclass
-class RunConfig(FlatConfig):
-    """Everything that defines a run. Defaults are the course's settings (E1).
+class RunConfig(BaseConfig):
+    """A classification run. Defaults are the course's settings (E1).
 
-    Data:
-        dataset: registry name (see ``lab.datasets``).
-        dataset_size: MedMNIST npz size (28/64/128/224) or generated image size; for an image
-            folder, the final (centre-cropped) side.
-        resize_to: an image folder's shorter side is first resized to this, then centre-cropped
-            to dataset_size (E11: 256 then 224).
+    Data (besides BaseConfig's):
         num_classes: train on a seeded subset of this many classes (E9).
-        limit: at most this many images per split (quick runs).
-        val_fraction: validation share carved from train where a dataset has no val split.
-        image_size: resize images in the pipeline (e.g. to enlarge 8x8 digits).
-        input_scaling: "unit", "imagenet" or "none".
-        cache: cache the decoded images (True: memory; a path: files).
+        dataset_resize: an image folder's shorter side before the centre crop to dataset_size.
+        pipeline_size: resize images in the pipeline (e.g. to enlarge 8x8 digits).
         tfrecord_dir: stream the training split from TFRecord shards in this folder (exported
             there first if missing), for data that does not fit in memory (E9).
-        augment: random flips/rotations... on training batches (the aug_* values below).
     Model:
-        model: "simple", "basic", "cnn" or "mlp"; the model switches (depth, filters,
-        normalization, dropout_rate, l2, ...) take the builder's default when None.
+        model: "simple", "basic", "cnn", "mlp" or "transfer"; l2, hidden_units, activation are
+            the CNN's and MLP's switches.
         init_from: start from a saved model instead (a run folder or a ``.keras`` file): its
-            output layer is replaced by a new one for this dataset's classes.
-        trainable: with init_from, "all" (fine-tune everything) or "head" (train only the new
-            output layer, E5).
-    Transfer models (model="transfer", see lab.models.transfer_model):
+            output layer is replaced by a new one for this dataset's classes; unfreeze=0 trains
+            only that layer (E5).
+    Transfer models (model="transfer", see ``lab.models.transfer.transfer_model``):
         backbone: a keras.applications or keras-hub backbone name ("resnet50", "vgg16",
             "efficientnetb0", "convnexttiny", "resnet18", "vit_b16", ...).
-        weights: "imagenet", None (random) or a kit-saved run folder / .keras / .h5 file.
-        input_size: the side images are resized to inside the model (28 px MedMNIST to 224).
+        backbone_input_size: the side images are resized to inside the model (28 px to 224).
         pooling, head_units (hidden Dense widths, E11: [256]), head_dropout.
-        unfreeze: how many of the backbone's last stages train (0: head only; "all").
-        freeze_batchnorm: keep BatchNorm in inference mode in unfrozen stages too.
         backbone_lr_factor: the pretrained part's learning rate is learning_rate times this
             (E12: smaller rates for the pretrained part than for the head).
         feature_cache: with unfreeze=0, compute the frozen backbone's features once and train
@@ -100,173 +333,82 @@ class RunConfig(FlatConfig):
             e.g. [0, 1, 2] with [3, 3, 3]: head first, then one more stage per phase, each phase
             at phase_lr_factor times the previous learning rate.
     Training:
-        optimizer, learning_rate, momentum (sgd/rmsprop), weight_decay (adamw), epochs,
-        batch_size, label_smoothing, class_weighting ("balanced" for imbalanced data),
-        early_stopping_patience (None: off), divergence_patience, seed, deterministic.
-    Hardware (off by default; for a GPU or TPU in Colab):
-        mixed_precision, jit_compile (XLA), distribute (None, "mirrored", "multiworker", "tpu").
-        steps_per_execution: training steps per compiled call (Keras runs the callbacks' batch
-            hooks once per call); 16 made the E1 CNN's stall-free CPU epoch about 14% shorter,
-            and fewer calls per epoch help on GPUs too.
-    Record:
-        name: a readable run name; tags: free labels; reports_dir: where runs are written;
-        save_model: keep the best model file; verbose: print the epoch line.
+        label_smoothing (E4).
     """
 
-    # data
-    dataset: str = "digits"
-    dataset_size: int | None = None
-    resize_to: int | None = None
+    TASKS: ClassVar[tuple[str, ...]] = ("classification",)
+    # steps_per_execution 16 made the E1 CNN's stall-free CPU epoch about 14% shorter, and
+    # fewer calls per epoch help on GPUs too.
+    DEFAULTS: ClassVar[dict[str, Any]] = {"dataset": "digits", "model": "cnn", "batch_size": 64,
+                                          "steps_per_execution": 16, "aug_rotation": 0.1}
+
     num_classes: int | None = None
-    limit: int | None = None
-    val_fraction: float = 0.1
-    image_size: int | None = None
-    input_scaling: str = "unit"
-    cache: bool | str = True
+    dataset_resize: int | None = None
+    pipeline_size: int | None = None
     tfrecord_dir: str | None = None
-    augment: bool = False
-    aug_flip: str | None = "horizontal"
-    aug_rotation: float = 0.1
-    aug_zoom: float = 0.0
-    aug_translation: float = 0.0
-    aug_contrast: float = 0.0
-    # model
-    model: str = "cnn"
-    depth: int | None = None
-    filters: int | list[int] | None = None
-    convs_per_block: int | None = None
-    normalization: str | None = None
-    dropout_rate: float | None = None
-    l2: float | None = None
-    dense_units: int | None = None
-    hidden_units: list[int] | None = None
-    activation: str | None = None
+    l2: float | None = model_option()
+    hidden_units: list[int] | None = model_option()
+    activation: str | None = model_option()
     init_from: str | None = None
-    trainable: str = "all"
-    backbone: str | None = None
-    weights: str | None = "imagenet"
-    input_size: int | None = None
-    pooling: str | None = None
-    head_units: list[int] | None = None
-    head_dropout: float | None = None
-    unfreeze: int | str | None = None
-    freeze_batchnorm: bool | None = None
+    backbone: str | None = model_option()
+    backbone_input_size: int | None = model_option("input_size")
+    pooling: str | None = model_option()
+    head_units: list[int] | None = model_option()
+    head_dropout: float | None = model_option()
     backbone_lr_factor: float = 1.0
     feature_cache: str | None = "memory"
     feature_cache_passes: int = 1
     unfreeze_schedule: list[int | str] | None = None
     phase_epochs: list[int] | None = None
     phase_lr_factor: float = 0.1
-    # training
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    momentum: float = 0.0
-    weight_decay: float = 4e-3
-    epochs: int = 30
-    batch_size: int = 64
     label_smoothing: float = 0.0
-    class_weighting: str | None = None
-    early_stopping_patience: int | None = 10
-    divergence_patience: int = 3
-    seed: int = 0
-    deterministic: bool = True
-    # hardware
-    mixed_precision: bool = False
-    jit_compile: bool = False
-    steps_per_execution: int = 16
-    distribute: str | None = None
-    # record
-    name: str | None = None
-    tags: list[str] = dataclasses.field(default_factory=list)
-    reports_dir: str | None = None
-    save_model: bool = True
-    verbose: int = 1
-
-    def model_options(self) -> dict[str, Any]:
-        """The model switches that were set, as the builder's keyword arguments."""
-        options = {f: getattr(self, f) for f in MODEL_FIELDS if getattr(self, f) is not None}
-        if self.model == "transfer":
-            options["weights"] = self.weights  # None is meaningful here: random initialisation
-        for key in ("filters", "hidden_units", "head_units"):
-            if isinstance(options.get(key), list):
-                options[key] = tuple(options[key])
-        return options
-
-    # -- validation ----------------------------------------------------------------------------
 
     def validate(self) -> None:
-        """Raises ValueError naming the first invalid value and what is allowed."""
-        if self.model not in MODELS:
-            raise ValueError(f"Unknown model {self.model!r}. Available models: {', '.join(MODELS)}.")
-        accepted = model_options(self.model)
-        for key, value in self.model_options().items():
-            if key not in accepted:
-                raise ValueError(
-                    f"Model {self.model!r} has no option {key!r} (received {key}={value!r}). "
-                    f"Its options: {', '.join(accepted) or 'none'}."
-                )
-        if self.trainable not in ("all", "head"):
-            raise ValueError(f"trainable must be 'all' or 'head', received trainable={self.trainable!r}.")
-        if self.trainable == "head" and not self.init_from:
-            raise ValueError("trainable='head' trains only the output layer of a saved model: set init_from "
-                             "to a run folder or a .keras file.")
-        self._validate_transfer()
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"Unknown optimizer {self.optimizer!r}. Available optimizers: {', '.join(OPTIMIZERS)}.")
-        _positive("learning_rate", self.learning_rate)
-        _positive_int("epochs", self.epochs)
-        _positive_int("batch_size", self.batch_size)
-        if self.dropout_rate is not None and not 0.0 <= self.dropout_rate < 1.0:
-            raise ValueError(f"dropout_rate must be in [0, 1), received dropout_rate={self.dropout_rate}.")
+        super().validate()
         if self.l2 is not None and self.l2 < 0:
             raise ValueError(f"l2 must be >= 0, received l2={self.l2}.")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), received label_smoothing={self.label_smoothing}.")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), received momentum={self.momentum}.")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, received weight_decay={self.weight_decay}.")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be between 0 and 1, received val_fraction={self.val_fraction}.")
         if self.class_weighting not in (None, "balanced"):
             raise ValueError(f"class_weighting must be None or 'balanced', received {self.class_weighting!r}.")
-        if self.early_stopping_patience is not None:
-            _positive_int("early_stopping_patience", self.early_stopping_patience)
-        _positive_int("divergence_patience", self.divergence_patience)
-        _positive_int("steps_per_execution", self.steps_per_execution)
-        if self.jit_compile and self.deterministic:
-            raise ValueError(
-                "jit_compile=True needs deterministic=False: Keras disables XLA while TensorFlow's op "
-                "determinism is on. Set deterministic=False to compile with XLA (results then vary slightly "
-                "from run to run)."
-            )
-        if self.distribute not in DISTRIBUTE:
-            raise ValueError(f"distribute must be one of {DISTRIBUTE}, received {self.distribute!r}.")
-        if self.resize_to is not None and not self.dataset.lower().startswith("folder:"):
-            raise ValueError(f"resize_to applies to image folders (dataset='folder:<path>'); received dataset="
-                             f"{self.dataset!r}. Use image_size to resize other data in the pipeline.")
-        for key in ("num_classes", "limit", "image_size", "dataset_size", "resize_to"):
-            value = getattr(self, key)
-            if value is not None:
-                _positive_int(key, value)
+        if isinstance(self.cache, str) and not self.cache:
+            raise ValueError("cache must be True, False or a folder path, received an empty string.")
+        if self.dataset_resize is not None and not self.dataset.lower().startswith("folder:"):
+            raise ValueError(f"dataset_resize applies to image folders (dataset='folder:<path>'); received dataset="
+                             f"{self.dataset!r}. Use pipeline_size to resize other data in the pipeline.")
+        for key in ("num_classes", "pipeline_size", "dataset_resize"):
+            if getattr(self, key) is not None:
+                _positive_int(key, getattr(self, key))
+        self._validate_init_from()
+        self._validate_transfer()
+
+    def _validate_init_from(self) -> None:
+        if not self.init_from:
+            return
+        if self.model == "transfer":
+            raise ValueError("init_from does not apply to model='transfer': pass the saved model as weights= "
+                             "(its backbone is reused and a new head is built).")
+        if self.unfreeze not in (None, 0, "all"):
+            raise ValueError(f"A saved model (init_from) has no stages to count: unfreeze must be 0 (only the new "
+                             f"output layer trains) or 'all' (everything trains); received unfreeze={self.unfreeze!r}.")
 
     def _validate_transfer(self) -> None:
         transfer = self.model == "transfer"
-        if transfer and not self.backbone:
-            from lab.models.backbones import BACKBONES
-
-            raise ValueError(f"model='transfer' needs a backbone, e.g. backbone='resnet50'. Available backbones: "
-                             f"{', '.join(BACKBONES)}.")
         if transfer:
-            from lab.models.backbones import backbone_spec
+            from lab.models.backbones import BACKBONES, backbone_spec
 
+            if not self.backbone:
+                raise ValueError(f"model='transfer' needs a backbone, e.g. backbone='resnet50'. Available backbones: "
+                                 f"{', '.join(BACKBONES)}.")
             backbone_spec(self.backbone)  # an unknown name lists the valid ones
             if self.input_scaling == "imagenet":
                 raise ValueError("input_scaling='imagenet' would normalise twice: a transfer model applies its "
                                  "backbone's own preprocessing inside. Use input_scaling='unit' (or 'none').")
-            if self.init_from:
-                raise ValueError("init_from does not apply to model='transfer': pass the saved model as weights= "
-                                 "(its backbone is reused and a new head is built).")
+        elif self.unfreeze is not None and not self.init_from:
+            raise ValueError(f"unfreeze applies to transfer models, to a saved model (init_from) and to "
+                             f"pretrained_unet; model {self.model!r} trains whole. Received unfreeze={self.unfreeze!r}.")
+        if not transfer and self.weights == "pretrain-offline":
+            raise ValueError("weights='pretrain-offline' pretrains a transfer backbone: set model='transfer'.")
         transfer_only = {"backbone_lr_factor": self.backbone_lr_factor != 1.0,
                          "unfreeze_schedule": self.unfreeze_schedule is not None,
                          "phase_epochs": self.phase_epochs is not None}
@@ -281,8 +423,7 @@ class RunConfig(FlatConfig):
             raise ValueError(f"feature_cache_passes={self.feature_cache_passes} caches that many augmented passes: "
                              "set augment=True, or leave feature_cache_passes=1 (without augmentation one pass is "
                              "exact).")
-        if self.feature_cache not in FEATURE_CACHES:
-            raise ValueError(f"feature_cache must be one of {FEATURE_CACHES}, received {self.feature_cache!r}.")
+        _one_of("feature_cache", self.feature_cache, FEATURE_CACHES)
         if self.unfreeze_schedule is not None:
             if not self.unfreeze_schedule or self.phase_epochs is None or \
                     len(self.phase_epochs) != len(self.unfreeze_schedule):
@@ -298,6 +439,99 @@ class RunConfig(FlatConfig):
             raise ValueError("phase_epochs goes with unfreeze_schedule (epochs of each unfreezing phase).")
 
 
+@dataclasses.dataclass
+class SegmentationConfig(BaseConfig):
+    """A segmentation or autoencoder run (E6, E12).
+
+    Data: dataset is "shapes", "tfds:oxford_iiit_pet" or "folder:<path>"; dataset_size the
+        image side (shapes: generated at this size, default 32; pets: resized, default 128;
+        folders: resized).
+    Model: "unet", "pretrained_unet", "deeplab", "fcn" (segmentation) or "autoencoder",
+        "denoising_autoencoder", "vae"; upsampling, output_activation, encoder, decoder_filters,
+        output_stride, atrous_rates, aspp_filters, skip_levels, latent_channels, latent_dim,
+        noise_stddev, kl_weight are their switches (None: the builder's default).
+    Training:
+        loss: segmentation "crossentropy" (per pixel), "dice" (soft Dice, E12) or "combined"
+            (crossentropy_weight * CE + dice_weight * Dice); autoencoders "binary_crossentropy"
+            or "mse". None: "combined" (it reached a mean IoU of 0.9 on shapes in fewer epochs
+            than either alone, benchmarks/segmentation.py) or "binary_crossentropy".
+        class_weighting: None, "balanced" (inverse pixel frequency of the training masks) or a
+            list of one weight per class, background first (E6's "weight the background down").
+    Record:
+        background_flag_ratio: the run is flagged ``all_background`` when its predicted
+            foreground share is below this fraction of the true one (E6).
+    """
+
+    TASKS: ClassVar[tuple[str, ...]] = ("segmentation", "reconstruction")
+    DEFAULTS: ClassVar[dict[str, Any]] = {"dataset": "shapes", "model": "unet", "batch_size": 16,
+                                          "steps_per_execution": 1, "aug_rotation": 0.0}
+
+    upsampling: str | None = model_option()
+    output_activation: str | None = model_option()
+    encoder: str | None = model_option()
+    decoder_filters: list[int] | None = model_option()
+    output_stride: int | None = model_option()
+    atrous_rates: list[int] | None = model_option()
+    aspp_filters: int | None = model_option()
+    skip_levels: int | None = model_option()
+    latent_channels: int | None = model_option()
+    latent_dim: int | None = model_option()
+    noise_stddev: float | None = model_option()
+    kl_weight: float | None = model_option()
+    loss: str | None = None
+    crossentropy_weight: float = 1.0
+    dice_weight: float = 1.0
+    background_flag_ratio: float = 0.1
+
+    @property
+    def loss_name(self) -> str:
+        """The loss, with None resolved to the task's default."""
+        if self.loss is not None:
+            return self.loss
+        return "binary_crossentropy" if self.task == "reconstruction" else "combined"
+
+    def validate(self) -> None:
+        super().validate()
+        reconstruction = self.task == "reconstruction"
+        if self.loss is not None:
+            _one_of("loss", self.loss, RECONSTRUCTION_LOSSES if reconstruction else SEGMENTATION_LOSSES,
+                    f" for {self.task} model {self.model!r}")
+        weighting = self.class_weighting
+        if weighting is not None and not (weighting == "balanced" or isinstance(weighting, (list, tuple))):
+            raise ValueError(f"class_weighting must be None, 'balanced' or a list of per-class weights, received "
+                             f"{weighting!r}.")
+        if isinstance(weighting, (list, tuple)) and (
+                not weighting or any(not isinstance(w, (int, float)) or w < 0 for w in weighting)):
+            raise ValueError(f"class_weighting as a list needs one weight >= 0 per class, received {weighting}.")
+        if weighting is not None and reconstruction:
+            raise ValueError("class_weighting applies to segmentation models only.")
+        if self.crossentropy_weight < 0 or self.dice_weight < 0 or self.crossentropy_weight + self.dice_weight == 0:
+            raise ValueError(f"crossentropy_weight and dice_weight must be >= 0 and not both 0, received "
+                             f"{self.crossentropy_weight} and {self.dice_weight}.")
+        if reconstruction and self.input_scaling != "unit":
+            raise ValueError(f"Autoencoders reconstruct images in [0, 1]: input_scaling must be 'unit', received "
+                             f"{self.input_scaling!r}.")
+        if not isinstance(self.cache, bool):
+            raise ValueError(f"cache must be True or False for {self.task} runs, received cache={self.cache!r}.")
+        if self.weights not in (None, "imagenet"):
+            raise ValueError(f"weights must be 'imagenet' or None (random initialisation) for a segmentation "
+                             f"encoder, received weights={self.weights!r}.")
+        if self.unfreeze not in (None, 0, "all"):
+            raise ValueError(f"unfreeze must be 0 (frozen encoder) or 'all' (the encoder trains too), received "
+                             f"unfreeze={self.unfreeze!r}.")
+        if self.unfreeze is not None and "trainable_encoder" not in model_options(self.model):
+            raise ValueError(f"unfreeze applies to pretrained_unet's encoder; model {self.model!r} trains whole. "
+                             f"Received unfreeze={self.unfreeze!r}.")
+        if not 0.0 < self.background_flag_ratio < 1.0:
+            raise ValueError(f"background_flag_ratio must be between 0 and 1, received {self.background_flag_ratio}.")
+
+
+def _one_of(key: str, value: Any, allowed: tuple, context: str = "") -> None:
+    if value not in allowed:
+        raise ValueError(f"{key} must be one of {', '.join(repr(a) for a in allowed)}{context}, received "
+                         f"{key}={value!r}.")
+
+
 def _positive(key: str, value: float) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
         raise ValueError(f"{key} must be a positive number, received {key}={value!r}.")
@@ -306,3 +540,6 @@ def _positive(key: str, value: float) -> None:
 def _positive_int(key: str, value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{key} must be a positive integer, received {key}={value!r}.")
+
+
+__all__ = ["BaseConfig", "MONITORS", "RENAMED", "RunConfig", "SegmentationConfig"]

@@ -6,8 +6,8 @@
 builds the same model, reads the same data (each takes its share of every global batch:
 ``batch_size`` is the global batch) and applies the same all-reduced gradients, so every
 worker ends with the same weights. Only the chief (``lab.hardware.is_chief``) keeps its run
-record; the others write theirs into a temporary folder that is deleted afterwards, so a
-run on N machines leaves one record, not N.
+record; the others write theirs into a temporary folder that is deleted afterwards (``lab.runner``),
+so a run on N machines leaves one record, not N.
 
 ``TF_CONFIG`` on machine i of N (the same cluster list everywhere, its own index):
 
@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,28 +31,22 @@ from lab.training import RunResult, train
 def train_worker(config: RunConfig | dict[str, Any], *, data: Dataset | None = None) -> RunResult | None:
     """Runs this process's part of a multi-worker run; returns the result on the chief, None elsewhere.
 
+    The runner's policies apply as in any run: only the chief keeps a record (the others'
+    temporary folders are deleted), and with several replicas every step is its own call
+    (keras-team/keras#19246), whatever ``steps_per_execution`` says.
+
     Args:
-        config: the run, with ``distribute="multiworker"`` and ``steps_per_execution=1``
-            (Keras 3.15's multi-step loop fails with several replicas, keras-team/keras#19246).
+        config: the run, with ``distribute="multiworker"``.
         data: an already loaded dataset (the same on every worker).
 
     Raises:
-        ValueError: ``distribute`` is not "multiworker", or ``steps_per_execution`` is not 1.
+        ValueError: ``distribute`` is not "multiworker".
     """
-    config = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
+    config = RunConfig.from_any(config)
     if config.distribute != "multiworker":
         raise ValueError(f"train_worker runs distribute='multiworker' runs, received distribute={config.distribute!r}.")
-    if config.steps_per_execution != 1:
-        raise ValueError("A multi-worker run needs steps_per_execution=1 (Keras 3.15's multi-step loop fails with "
-                         f"several replicas, keras-team/keras#19246); received {config.steps_per_execution}.")
-    if hardware.is_chief():
-        return train(config, data=data)
-    scratch = tempfile.mkdtemp(prefix="lab-worker-")
-    try:
-        train(config.replace(reports_dir=scratch), data=data)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return None
+    result = train(config, data=data)
+    return result if result.run_dir is not None else None
 
 
 def main(argv: list[str] | None = None) -> int:

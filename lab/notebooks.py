@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import sys
 import tempfile
@@ -28,6 +29,17 @@ QUICK = {"quick": True}
 def notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
     """The experiment notebooks, ``NN-topic.ipynb``, in order."""
     return sorted(p for p in directory.glob("[0-9][0-9]-*.ipynb"))
+
+
+def parameter_names(path: Path) -> list[str]:
+    """The names the notebook's ``parameters`` cell assigns, in order (empty without one)."""
+    nb = nbformat.read(str(path), as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            tree = ast.parse(cell.source)
+            return [target.id for node in tree.body if isinstance(node, ast.Assign)
+                    for target in node.targets if isinstance(target, ast.Name)]
+    return []
 
 
 def is_checked(cell) -> bool:

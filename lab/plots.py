@@ -23,6 +23,7 @@ import pandas as pd
 import seaborn as sns
 
 from lab import atomic
+from lab.evaluation import metric_key
 
 RIGHT, WRONG = "#1a7f37", "#cf222e"
 
@@ -255,8 +256,6 @@ def _unit_image(image: np.ndarray) -> np.ndarray:
 def per_class_scores(metrics: dict, class_names: Sequence[str], *, prefix: str = "test_",
                      title: str = "IoU and Dice per class") -> plt.Figure:
     """Bars of each class's IoU and Dice from a segmentation record's metrics (``<prefix>iou_<class>``)."""
-    from lab.segmentation.metrics import metric_key
-
     rows = []
     for name in class_names:
         for score in ("iou", "dice"):

@@ -35,9 +35,24 @@ from lab import atomic, paths
 INDEX_NAME = "index.jsonl"
 PARTIAL_PREFIX = ".partial-"
 
-# Columns a results table shows by default, in this order (those present in the runs).
-DEFAULT_COLUMNS = ["name", "status", "best_epoch", "epochs_run", "train_accuracy", "val_accuracy",
-                   "val_loss", "test_accuracy", "test_loss", "test_macro_auc", "seconds_per_epoch"]
+# The record format. Version 2 renamed configuration fields (lab.config.RENAMED); older records
+# are read with their fields under the new names (``upgrade_config``).
+RECORD_VERSION = 2
+# Version-1 configuration fields and their version-2 names (lab.config.RENAMED says why).
+_V1_FIELDS = {"image_size": "pipeline_size", "input_size": "backbone_input_size", "resize_to": "dataset_resize",
+              "encoder_weights": "weights"}
+
+# The metrics a results table, a sweep, a search or a batch shows for each task, in this order
+# (those present in the runs): the one list of summary columns per task.
+SUMMARY_COLUMNS = {
+    "classification": ["status", "best_epoch", "epochs_run", "train_accuracy", "val_accuracy", "val_loss",
+                       "val_macro_auc", "test_accuracy", "test_loss", "test_macro_auc", "seconds_per_epoch"],
+    "segmentation": ["status", "all_background", "best_epoch", "epochs_run", "val_loss", "val_mean_iou",
+                     "test_pixel_accuracy", "test_mean_iou", "test_mean_dice", "test_foreground_iou",
+                     "seconds_per_epoch"],
+    "reconstruction": ["status", "best_epoch", "epochs_run", "val_loss", "test_loss", "test_mse", "test_psnr",
+                       "test_denoised_psnr", "seconds_per_epoch"],
+}
 
 
 @dataclasses.dataclass
@@ -60,10 +75,13 @@ class Run:
     def status(self) -> str:
         return self.metrics.get("status", "unknown")
 
+    @property
+    def task(self) -> str:
+        return self.config.get("task", "classification")  # version-1 classification records had none
+
     def history(self) -> pd.DataFrame:
         """The per-epoch history (empty if the run failed before its first epoch)."""
-        path = self.path / "history.csv"
-        return pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame()
+        return read_history(self.path)
 
     def predictions(self) -> dict[str, np.ndarray]:
         """``y_true``, ``y_prob`` (and ``class_names``) of the test set."""
@@ -72,12 +90,10 @@ class Run:
 
     def rescore(self) -> dict[str, float]:
         """Recomputes the test metrics from the saved predictions (segmentation runs: from the masks)."""
-        from lab.evaluation import classification_metrics
+        from lab.evaluation import classification_metrics, segmentation_metrics
 
         pred = self.predictions()
         if "y_prob" not in pred and "y_pred" in pred:  # a segmentation run saves true and predicted masks
-            from lab.segmentation.metrics import segmentation_metrics
-
             return segmentation_metrics(pred["y_true"], pred["y_pred"], [str(c) for c in pred["class_names"]],
                                         prefix="test_")
         return classification_metrics(pred["y_true"], pred["y_prob"], prefix="test_")
@@ -119,8 +135,18 @@ class RunWriter:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+def read_history(run_path: Path) -> pd.DataFrame:
+    """A run folder's per-epoch history (empty when the run failed before its first epoch)."""
+    path = Path(run_path) / "history.csv"
+    try:
+        return pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame()
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
 def _index_fields(metrics: dict[str, Any]) -> dict[str, Any]:
-    keys = ("name", "status", "dataset", "model", "created", "tags", *DEFAULT_COLUMNS)
+    keys = ("name", "status", "dataset", "model", "task", "created", "tags",
+            *dict.fromkeys(c for columns in SUMMARY_COLUMNS.values() for c in columns))
     return {k: metrics[k] for k in keys if k in metrics}
 
 
@@ -165,7 +191,23 @@ def load_run(path: str | os.PathLike) -> Run:
         metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
     except FileNotFoundError as error:
         raise FileNotFoundError(f"{path} is not a run folder: {error.filename} is missing.") from error
-    return Run(path=path, config=config, metrics=metrics)
+    return Run(path=path, config=upgrade_config(config), metrics=metrics)
+
+
+def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A recorded configuration under the current field names (older records are kept as written)."""
+    if config.get("record_version", 1) >= RECORD_VERSION:
+        return config
+    upgraded = {_V1_FIELDS.get(key, key): value for key, value in config.items()}
+    if "trainable" in upgraded:  # "head" trained only the new output layer: unfreeze=0
+        trainable = upgraded.pop("trainable")
+        upgraded.setdefault("unfreeze", 0 if trainable == "head" else upgraded.get("unfreeze"))
+    if "trainable_encoder" in upgraded:
+        trainable = upgraded.pop("trainable_encoder")
+        upgraded.setdefault("unfreeze", None if trainable is None else ("all" if trainable else 0))
+    if upgraded.get("weights") == "none":  # version 1 wrote a random segmentation encoder so
+        upgraded["weights"] = None
+    return upgraded
 
 
 def load_runs(
@@ -173,26 +215,37 @@ def load_runs(
     *,
     run_ids: Iterable[str] | None = None,
     tags: Iterable[str] | None = None,
+    config_hash: str | None = None,
+    status: str | Iterable[str] | None = None,
     where: Callable[[Run], bool] | None = None,
 ) -> list[Run]:
-    """Loads the indexed runs, oldest first, optionally filtered.
+    """Loads the indexed runs, oldest first, optionally filtered: the one run lookup that
+    sweeps, searches and batches use.
 
     Args:
         reports_dir: the reports directory (default: the kit's).
         run_ids: keep only these runs.
         tags: keep runs that carry all of these tags.
+        config_hash: keep runs of this configuration (``RunConfig.config_hash()``).
+        status: keep runs with this status, or one of these ("completed", "diverged", "failed").
         where: keep runs for which this returns True.
     """
     root = paths.runs_dir(reports_dir)
     wanted = set(run_ids) if run_ids is not None else None
+    statuses = {status} if isinstance(status, str) else (set(status) if status is not None else None)
+    tags = set(tags or ())
     runs = []
     for entry in read_index(reports_dir):
-        if wanted is not None and entry["run_id"] not in wanted:
+        # The index line holds the run's id, hash, status and tags: filter before reading the folder.
+        if (wanted is not None and entry["run_id"] not in wanted) \
+                or (config_hash is not None and entry.get("config_hash") != config_hash) \
+                or (statuses is not None and entry.get("status") not in statuses) \
+                or (tags and "tags" in entry and not tags <= set(entry["tags"] or [])):
             continue
         if not (root / entry["run_id"]).is_dir():
             continue  # deleted by hand
         run = load_run(root / entry["run_id"])
-        if tags and not set(tags) <= set(run.config.get("tags") or []):
+        if tags and not tags <= set(run.config.get("tags") or []):
             continue
         if where is not None and not where(run):
             continue
@@ -200,20 +253,28 @@ def load_runs(
     return runs
 
 
+def summary_columns(runs: Iterable[Run]) -> list[str]:
+    """The summary columns of the runs' tasks (``SUMMARY_COLUMNS``), in order, without repeats."""
+    tasks = dict.fromkeys(run.task for run in runs) or {"classification": None}
+    return list(dict.fromkeys(c for task in tasks for c in SUMMARY_COLUMNS[task]))
+
+
 def results_table(runs: Iterable[Run], columns: list[str] | None = None) -> pd.DataFrame:
     """One row per run: its name, status and metrics, plus any config columns asked for.
 
     Args:
         runs: runs from ``load_runs`` (or a sweep).
-        columns: metric or config keys to show (default: ``DEFAULT_COLUMNS``).
+        columns: metric or config keys to show (default: the name and ``summary_columns``,
+            those present).
     """
+    runs = list(runs)
     rows = []
     for run in runs:
         rows.append({"run_id": run.run_id, **run.config, **run.metrics, "name": run.name})
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    columns = columns or [c for c in DEFAULT_COLUMNS if c in frame.columns]
+    columns = columns or [c for c in ["name", *summary_columns(runs)] if c in frame.columns]
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"No run has the column(s) {missing}. Available: {', '.join(sorted(frame.columns))}.")

@@ -18,12 +18,9 @@ import pandas as pd
 
 from lab import atomic, paths, plots
 from lab.config import RunConfig
-from lab.datasets import Dataset
-from lab.records import Run, load_run, read_index, results_table, to_markdown
-from lab.training import load_data, train
-
-# Config keys that decide which data a run loads: runs that agree on them share one load.
-DATA_KEYS = ("dataset", "dataset_size", "num_classes", "limit", "val_fraction", "seed")
+from lab.datasets import Dataset, data_key, load_data
+from lab.records import Run, load_run, load_runs, results_table, summary_columns, to_markdown
+from lab.training import train
 
 
 def grid(**values: Sequence[Any]) -> list[dict[str, Any]]:
@@ -72,14 +69,16 @@ def run_sweep(
         A SweepResult. ``summary_dir`` holds ``results.csv``, ``results.md``, ``curves.png``
         and ``sweep.json`` (the run ids and configurations behind every row).
     """
-    base_config = base if isinstance(base, RunConfig) else RunConfig.from_dict(base)
+    base_config = RunConfig.from_any(base)
     variants = [dict(v) for v in variants]
     if not variants:
         raise ValueError("A sweep needs at least one variant (received none).")
     # Validate every configuration before the first run, so a typo in variant 7 does not
     # surface after six runs of training.
     configs = [base_config.replace(**{"tags": [*base_config.tags, name], **v}) for v in variants]
-    finished = _finished_runs(configs[0].reports_dir) if resume else {}
+    # Runs that ended (completed or diverged), by configuration hash: reused on resume.
+    finished = {run.config.get("config_hash"): run for run in
+                load_runs(configs[0].reports_dir, status=("completed", "diverged"))} if resume else {}
     loaded: dict[tuple, Dataset] = {}
     runs: list[Run] = []
     for i, config in enumerate(configs, start=1):
@@ -90,7 +89,7 @@ def run_sweep(
             runs.append(previous)
             continue
         print(f"[{i}/{len(configs)}] {label}")
-        key = tuple(getattr(config, k) for k in DATA_KEYS)
+        key = data_key(config)
         if data is None and key not in loaded:
             loaded[key] = load_data(config)
         result = train(config, data=data if data is not None else loaded[key], raise_on_error=False)
@@ -106,9 +105,8 @@ def write_summary(name: str, runs: list[Run], reports_dir: str | None = None, *,
                   columns: list[str] | None = None, varied: Sequence[str] = ()) -> Path:
     """Writes a sweep's table (CSV and markdown), overlaid curves and provenance."""
     folder = (Path(reports_dir) if reports_dir else paths.reports_dir()) / "sweeps" / name
-    metric_columns = ["status", "best_epoch", "epochs_run", "train_accuracy", "val_accuracy", "val_loss",
-                      "test_accuracy", "test_macro_auc", "seconds_per_epoch"]
-    columns = columns or ["name", *varied, *metric_columns]
+    present = {key for run in runs for key in (*run.config, *run.metrics)}
+    columns = columns or ["name", *varied, *(c for c in summary_columns(runs) if c in present)]
     table = results_table(runs, columns)
     with atomic.atomic_path(folder / "results.csv") as tmp:
         table.to_csv(tmp, index=False)
@@ -120,13 +118,3 @@ def write_summary(name: str, runs: list[Run], reports_dir: str | None = None, *,
                   "config_hash": r.config.get("config_hash")} for r in runs],
     })
     return folder
-
-
-def _finished_runs(reports_dir: str | None) -> dict[str, Run]:
-    """Runs in the index that ended (completed or diverged), by configuration hash."""
-    root = paths.runs_dir(reports_dir)
-    found: dict[str, Run] = {}
-    for entry in read_index(reports_dir):
-        if entry.get("status") in ("completed", "diverged") and (root / entry["run_id"]).is_dir():
-            found[entry.get("config_hash")] = load_run(root / entry["run_id"])
-    return found

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from lab.models.backbones import (BACKBONES, BackboneInput, WeightsNotAvailableError, backbone_stages,
-                                  build_backbone)
+from lab.models.backbones import BACKBONES, WeightsNotAvailableError, backbone_stages, build_backbone
+from lab.models.layers import BackboneInput
 from lab.models.transfer import stage_names, transfer_model
 
 # The smallest input each backbone accepts is what the table builds at (keeps it fast).

@@ -21,7 +21,7 @@ hidden_units = [8]
 extra = {"note": "none"}
 fail = False
 sleep = 0.0
-run_tags = []
+tags = []
 '''
 
 BODY = '''
@@ -33,7 +33,7 @@ if fail:
     raise RuntimeError("this parameter set fails on purpose")
 result = train(dataset="digits", limit=120, model="mlp", hidden_units=hidden_units, epochs=epochs,
                learning_rate=learning_rate, divergence_patience=2, verbose=0, save_model=False,
-               name="tiny", tags=run_tags)
+               name="tiny", tags=tags)
 print(result.status, json.dumps(extra))
 '''
 

@@ -8,8 +8,10 @@ import pytest
 
 from lab.models.autoencoder import add_noise, transposed_conv_output_size
 from lab.models.unet import ENCODERS, pretrained_unet, unet
-from lab.segmentation.registry import (AUTOENCODERS, SEGMENTATION_MODELS, build_autoencoder,
-                                       build_segmentation_model, model_options)
+from lab.models import build_model, model_options, models_for
+
+AUTOENCODERS = models_for("reconstruction")
+SEGMENTATION_MODELS = models_for("segmentation")
 
 SEGMENTERS = [
     ("unet", dict(depth=2, filters=4)),
@@ -31,7 +33,7 @@ def _auto_named(layer) -> bool:
 
 @pytest.mark.parametrize("name, options", SEGMENTERS, ids=lambda v: v if isinstance(v, str) else None)
 def test_segmentation_models_give_one_probability_map_per_class(name, options):
-    model = build_segmentation_model(name, (32, 32, 3), 5, **options)
+    model = build_model(name, (32, 32, 3), 5, **options)
     probabilities = np.asarray(model(np.zeros((2, 32, 32, 3), np.float32)))
     assert probabilities.shape == (2, 32, 32, 5)
     np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-4)
@@ -44,10 +46,10 @@ def test_segmentation_models_give_one_probability_map_per_class(name, options):
 def test_two_classes_with_a_sigmoid_give_one_channel(name):
     options = {"unet": dict(depth=2, filters=4), "fcn": dict(depth=2, filters=4), "deeplab": dict(filters=4),
                "pretrained_unet": dict(weights=None, decoder_filters=(8, 8, 4, 4))}[name]
-    model = build_segmentation_model(name, (32, 32, 3), 2, output_activation="sigmoid", **options)
+    model = build_model(name, (32, 32, 3), 2, output_activation="sigmoid", **options)
     assert model.output.shape == (None, 32, 32, 1)
     with pytest.raises(ValueError, match="needs num_classes=2"):
-        build_segmentation_model(name, (32, 32, 3), 3, output_activation="sigmoid", **options)
+        build_model(name, (32, 32, 3), 3, output_activation="sigmoid", **options)
 
 
 def test_unet_layers_read_like_the_architecture():
@@ -107,7 +109,7 @@ def test_transposed_convolution_output_size_formula(size, kernel, stride):
 
 @pytest.mark.parametrize("name", list(AUTOENCODERS))
 def test_autoencoders_reconstruct_the_input_shape(name):
-    model = build_autoencoder(name, (16, 16, 1), filters=(4, 8))
+    model = build_model(name, (16, 16, 1), filters=(4, 8))
     out = np.asarray(model(np.full((2, 16, 16, 1), 0.5, np.float32)))
     assert out.shape == (2, 16, 16, 1) and (out >= 0).all() and (out <= 1).all()
     assert model.layers[-1].name == "predictions"
@@ -115,19 +117,19 @@ def test_autoencoders_reconstruct_the_input_shape(name):
 
 
 def test_denoising_autoencoder_adds_noise_only_while_training():
-    model = build_autoencoder("denoising_autoencoder", (8, 8, 1), filters=(4,), noise_stddev=0.5)
+    model = build_model("denoising_autoencoder", (8, 8, 1), filters=(4,), noise_stddev=0.5)
     x = np.full((1, 8, 8, 1), 0.5, np.float32)
     np.testing.assert_allclose(model(x, training=False), model(x, training=False))
     assert model.get_layer("noise").stddev == 0.5
     with pytest.raises(ValueError, match="noise_stddev > 0"):
-        build_autoencoder("denoising_autoencoder", (8, 8, 1), noise_stddev=0.0)
+        build_model("denoising_autoencoder", (8, 8, 1), noise_stddev=0.0)
     noisy = add_noise(x, 0.5, seed=1)
     assert noisy.min() >= 0 and noisy.max() <= 1 and not np.allclose(noisy, x)
     np.testing.assert_array_equal(noisy, add_noise(x, 0.5, seed=1))
 
 
 def test_vae_adds_its_kl_term_and_saves(tmp_path):
-    model = build_autoencoder("vae", (8, 8, 1), filters=(4,), latent_dim=2, kl_weight=10.0)
+    model = build_model("vae", (8, 8, 1), filters=(4,), latent_dim=2, kl_weight=10.0)
     x = np.random.default_rng(0).random((4, 8, 8, 1)).astype(np.float32)
     model.compile(optimizer="adam", loss="mse")
     with_kl = model.evaluate(x, x, verbose=0)
@@ -140,23 +142,23 @@ def test_vae_adds_its_kl_term_and_saves(tmp_path):
 
 
 def test_registry_refuses_unknown_models_and_options():
-    with pytest.raises(ValueError, match="Available: unet, pretrained_unet, deeplab, fcn"):
-        build_segmentation_model("segnet", (32, 32, 3), 3)
-    with pytest.raises(ValueError, match="use build_autoencoder"):
-        build_segmentation_model("vae", (32, 32, 3), 3)
+    with pytest.raises(ValueError, match="Unknown model 'segnet'. Available models: simple, .*unet, pretrained_unet"):
+        build_model("segnet", (32, 32, 3), 3)
+    with pytest.raises(ValueError, match="'vae' is an autoencoder: it reconstructs its input and takes no num_classes"):
+        build_model("vae", (32, 32, 3), 3)
     with pytest.raises(ValueError, match=r"has no option\(s\) \['latent_dim'\]"):
-        build_segmentation_model("unet", (32, 32, 3), 3, latent_dim=2)
+        build_model("unet", (32, 32, 3), 3, latent_dim=2)
     assert model_options("unet")["depth"] == 4 and model_options("pretrained_unet")["encoder"] == "mobilenetv2"
 
 
 def test_vae_latent_grid_plot():
     from lab import plots
 
-    decoder = build_autoencoder("vae", (8, 8, 1), filters=(4,), latent_dim=2).get_layer("decoder")
+    decoder = build_model("vae", (8, 8, 1), filters=(4,), latent_dim=2).get_layer("decoder")
     figure = plots.latent_grid(decoder, steps=3)
     assert len(figure.axes) == 9
     with pytest.raises(ValueError, match="2-d latent space"):
-        plots.latent_grid(build_autoencoder("vae", (8, 8, 1), filters=(4,), latent_dim=3).get_layer("decoder"))
+        plots.latent_grid(build_model("vae", (8, 8, 1), filters=(4,), latent_dim=3).get_layer("decoder"))
 
 
 def test_mixed_precision_keeps_float32_outputs():
@@ -165,7 +167,7 @@ def test_mixed_precision_keeps_float32_outputs():
     x = np.random.default_rng(0).random((2, 16, 16, 3)).astype(np.float32)
     with hardware.precision(True):
         segmenter = unet((16, 16, 3), 3, depth=2, filters=4)
-        variational = build_autoencoder("vae", (16, 16, 3), filters=(4,))
+        variational = build_model("vae", (16, 16, 3), filters=(4,))
         assert segmenter(x).dtype == "float32"
         assert variational(x, training=True).dtype == "float32"  # sampling in the compute dtype
         assert variational.losses[0].dtype == "float32"  # the KL term in float32

@@ -101,21 +101,25 @@ def test_configuration_errors_are_clear():
         train_segmentation(model="vae")
     with pytest.raises(ValueError, match="monitor must be one of"):
         SegmentationConfig(monitor="val_iou")
-    config = SegmentationConfig(model="pretrained_unet", encoder="vgg16", encoder_weights="none",
+    config = SegmentationConfig(model="pretrained_unet", encoder="vgg16", weights=None,
                                 decoder_filters=[8, 8, 4, 4])
     assert config.model_options() == {"encoder": "vgg16", "weights": None, "decoder_filters": (8, 8, 4, 4)}
-    assert "weights" not in config.replace(encoder_weights=None).model_options()  # the builder's "imagenet"
-    with pytest.raises(ValueError, match="encoder_weights must be 'imagenet' or 'none'"):
-        config.replace(encoder_weights="random")
+    assert config.replace(weights="imagenet", unfreeze="all").model_options()["trainable_encoder"] is True
+    with pytest.raises(ValueError, match="weights must be 'imagenet' or None"):
+        config.replace(weights="random")
+    with pytest.raises(ValueError, match="'encoder_weights' is now called weights"):
+        config.replace(encoder_weights=None)
+    with pytest.raises(ValueError, match="unfreeze applies to pretrained_unet's encoder"):
+        SegmentationConfig(model="unet", unfreeze=0)
     assert config.replace(name="x").config_hash() == config.config_hash()
 
 
 def test_balanced_class_weights_reach_the_loss(shapes):
-    from lab.segmentation.training import build_model, compile_model
+    from lab.segmentation.tasks import SEGMENTATION
 
     config = SegmentationConfig(class_weighting="balanced", loss="crossentropy", **TINY)
-    model = compile_model(build_model(config, shapes), config, shapes)
+    model = SEGMENTATION.plan(config, shapes).model
     assert model.loss.class_weights == pytest.approx(shapes.class_weights("train"))
     assert model.loss.class_weights[0] < 1 < model.loss.class_weights[1]
     with pytest.raises(ValueError, match="has 2 weights but shapes has 7 classes"):
-        compile_model(build_model(config, shapes), config.replace(class_weighting=[1.0, 2.0]), shapes)
+        SEGMENTATION.plan(config.replace(class_weighting=[1.0, 2.0]), shapes)

@@ -80,9 +80,9 @@ class _Boom(keras.callbacks.Callback):
 
 
 def test_failure_is_recorded_then_raised_or_returned(small_digits, monkeypatch):
-    import lab.training as training
+    import lab.runner as runner
 
-    monkeypatch.setattr(training, "EpochTimer", lambda: _Boom(RuntimeError("disk full")))
+    monkeypatch.setattr(runner, "EpochTimer", lambda: _Boom(RuntimeError("disk full")))
     with pytest.raises(RuntimeError, match="disk full"):
         train(RunConfig(**FAST), data=small_digits)
     result = train(RunConfig(**FAST), data=small_digits, raise_on_error=False)
@@ -91,9 +91,9 @@ def test_failure_is_recorded_then_raised_or_returned(small_digits, monkeypatch):
 
 
 def test_interrupted_run_leaves_nothing_to_trust(small_digits, monkeypatch, isolated_dirs):
-    import lab.training as training
+    import lab.runner as runner
 
-    monkeypatch.setattr(training, "EpochTimer", lambda: _Boom(KeyboardInterrupt()))
+    monkeypatch.setattr(runner, "EpochTimer", lambda: _Boom(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         train(RunConfig(**FAST), data=small_digits)
     runs = isolated_dirs / "reports" / "runs"
@@ -110,7 +110,7 @@ def test_label_smoothing_raises_the_loss_of_confident_predictions(small_digits):
 def test_options_that_change_the_run(small_digits):
     result = train(RunConfig(**{**FAST, "epochs": 2, "optimizer": "sgd", "momentum": 0.9, "augment": True,
                                 "aug_flip": None, "aug_rotation": 0.05, "class_weighting": "balanced",
-                                "image_size": 12, "early_stopping_patience": 1}), data=small_digits)
+                                "pipeline_size": 12, "early_stopping_patience": 1}), data=small_digits)
     assert result.status == "completed"
     assert result.model.input_shape == (None, 12, 12, 1)
 
@@ -140,7 +140,7 @@ def test_last_layer_training_from_a_saved_run(small_digits):
     # a new 10-class output layer on all digits.
     pretrained = train(RunConfig(**FAST), data=small_digits.subset_classes(5, seed=0))
     target = small_digits
-    result = train(RunConfig(**{**FAST, "init_from": str(pretrained.run_dir), "trainable": "head"}), data=target)
+    result = train(RunConfig(**{**FAST, "init_from": str(pretrained.run_dir), "unfreeze": 0}), data=target)
     model = result.model
     assert model.output_shape == (None, 10)
     assert [l.name for l in model.layers if l.trainable_weights] == ["predictions"]
@@ -149,8 +149,10 @@ def test_last_layer_training_from_a_saved_run(small_digits):
     before = keras.models.load_model(pretrained.run_dir / "model.keras", compile=False)
     np.testing.assert_array_equal(before.get_layer("block1_conv1").get_weights()[0],
                                   model.get_layer("block1_conv1").get_weights()[0])
-    with pytest.raises(ValueError, match="trainable='head' trains only the output layer"):
+    with pytest.raises(ValueError, match="'trainable' is now called unfreeze"):
         RunConfig(trainable="head")
+    with pytest.raises(ValueError, match="has no stages to count: unfreeze must be 0"):
+        RunConfig(init_from=str(pretrained.run_dir), unfreeze=2)
     with pytest.raises(FileNotFoundError, match="No saved model"):
         train(RunConfig(**{**FAST, "init_from": "/nonexistent"}), data=target)
 

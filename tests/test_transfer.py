@@ -13,11 +13,12 @@ from lab.features import clear_memory_cache, feature_cache_dir
 from lab.models.backbones import find_backbone
 from lab.models.transfer import set_trainable, stage_names, transfer_model
 from lab.records import load_runs
-from lab.training import compile_model, train
-from lab.transfer import compare_unfreezing, efficiency_table
+from lab.classification import compile_model
+from lab.training import train
+from lab.transfer_studies import compare_unfreezing, efficiency_table
 
 # ResNet-18 (keras-hub) at 32 px: small enough for CPU tests, deep enough to have real stages.
-TRANSFER = dict(model="transfer", backbone="resnet18", weights=None, input_size=32, epochs=3, batch_size=64,
+TRANSFER = dict(model="transfer", backbone="resnet18", weights=None, backbone_input_size=32, epochs=3, batch_size=64,
                 verbose=0, early_stopping_patience=None)
 
 
@@ -132,7 +133,7 @@ def test_augmentation_turns_the_cache_off_unless_passes_are_cached(small_digits)
 
 
 def test_feature_cache_applies_the_pipeline_resize(small_digits):
-    result = train(TRANSFER, data=small_digits, image_size=16, epochs=1, save_model=False)
+    result = train(TRANSFER, data=small_digits, pipeline_size=16, epochs=1, save_model=False)
     assert result.status == "completed" and result.metrics["feature_cache"]["mode"] == "memory"
 
 
@@ -192,7 +193,7 @@ def test_transfer_is_proven_offline_pretrain_save_fine_tune(small_digits):
     (dict(model="cnn", backbone_lr_factor=0.1), "transfer models only"),
     (dict(model="cnn", backbone="vgg16"), "has no option 'backbone'"),
     (dict(model="transfer", backbone="vgg16", feature_cache="gpu"), "feature_cache must be one of"),
-    (dict(dataset="cifar10", resize_to=256), "resize_to applies to image folders"),
+    (dict(dataset="cifar10", dataset_resize=256), "dataset_resize applies to image folders"),
     (dict(model="transfer", backbone="vgg16", feature_cache_passes=2), "set augment=True"),
 ])
 def test_bad_transfer_configs_are_refused(values, message):

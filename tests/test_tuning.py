@@ -257,7 +257,7 @@ def test_a_search_killed_mid_trial_resumes_without_losing_or_repeating_trials(tm
 def test_a_transfer_search_runs_a_trial(digits_small, no_plots):
     space = transfer_space(backbone=["mobilenetv2"], unfreeze=[0, 1], head_units=[[], [8]])
     base = {k: v for k, v in BASE.items() if k not in ("depth", "filters", "dense_units")}
-    result = search({**base, "model": "transfer", "backbone": "mobilenetv2", "weights": None, "input_size": 32,
+    result = search({**base, "model": "transfer", "backbone": "mobilenetv2", "weights": None, "backbone_input_size": 32,
                      "batch_size": 32}, space,
                     max_trials=1, name="transfer", data=digits_small.limit(40), verbose=0)
     [run] = result.runs

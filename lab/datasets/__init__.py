@@ -25,12 +25,17 @@ from lab.datasets.medmnist import flags_2d, load_medmnist
 from lab.datasets.tfds import load_tfds
 
 __all__ = [
-    "Dataset", "SPLITS", "SHAPE_CLASSES", "carve_validation", "from_arrays", "list_datasets",
-    "load_dataset", "load_digits", "load_image_folder", "load_keras_dataset", "load_medmnist",
+    "DATA_FIELDS", "Dataset", "SPLITS", "SHAPE_CLASSES", "carve_validation", "data_key", "from_arrays",
+    "list_datasets", "load_data", "load_dataset", "load_digits", "load_image_folder", "load_keras_dataset", "load_medmnist",
     "load_shapes", "load_tfds",
 ]
 
 EMBEDDED = ("digits", "shapes")
+# The configuration fields that decide which data a run loads, and the loader argument each
+# becomes. ``load_data`` reads exactly these, and ``data_key`` compares exactly these, so runs
+# of a sweep or a search that agree on them can share one load and no others do.
+DATA_FIELDS = {"dataset": "name", "dataset_size": "size", "dataset_resize": "resize_to", "num_classes": "num_classes",
+               "limit": "limit", "val_fraction": "val_fraction", "seed": "seed"}
 KERAS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "cifar100_coarse")
 
 
@@ -93,6 +98,25 @@ def load_dataset(
     if num_classes is not None:
         dataset = dataset.subset_classes(num_classes, seed=seed)
     return dataset.limit(limit, seed=seed)
+
+
+def load_data(config):
+    """Loads the data a run configuration names: a classification ``Dataset`` for a
+    ``RunConfig``, a ``SegmentationDataset`` (images and masks) for a ``SegmentationConfig``.
+    Only the ``DATA_FIELDS`` of the configuration are read."""
+    values = {argument: getattr(config, field) for field, argument in DATA_FIELDS.items()
+              if getattr(config, field, None) is not None}
+    name = values.pop("name")
+    if config.task == "classification":
+        return load_dataset(name, **values)
+    from lab.datasets.segmentation import load_segmentation_dataset
+
+    return load_segmentation_dataset(name, **values)
+
+
+def data_key(config) -> tuple:
+    """What decides the data a configuration loads: equal keys, the same data."""
+    return (config.task == "classification", *(getattr(config, field, None) for field in DATA_FIELDS))
 
 
 def from_arrays(

@@ -21,8 +21,9 @@ from typing import Sequence
 
 import keras
 import numpy as np
-from keras import layers, ops
+from keras import layers
 
+from lab.models.layers import VAESampling
 from lab.models.unet import UPSAMPLINGS, apply_normalization, check_divisible, upsample
 
 
@@ -156,32 +157,6 @@ def vae(
     z = VAESampling(kl_weight=kl_weight, seed=seed, name="sampling")(encoder(inputs))
     outputs = layers.Identity(dtype="float32", name="predictions")(decoder(z))
     return keras.Model(inputs, outputs, name=name)
-
-
-@keras.saving.register_keras_serializable(package="lab")
-class VAESampling(layers.Layer):
-    """Draws ``z = mean + exp(log_var / 2) * eps`` while training (the mean otherwise) and adds
-    ``kl_weight * KL(N(mean, exp(log_var)) || N(0, I))``, averaged over the batch, to the losses."""
-
-    def __init__(self, kl_weight: float = 1.0, seed: int = 0, **kwargs):
-        super().__init__(**kwargs)
-        self.kl_weight = float(kl_weight)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
-
-    def call(self, inputs, training=False):
-        z_mean, z_log_var = inputs
-        # The KL term in float32, whatever the layer's compute dtype (mixed precision).
-        mean32, log_var32 = ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")
-        kl = -0.5 * ops.sum(1.0 + log_var32 - ops.square(mean32) - ops.exp(log_var32), axis=-1)
-        self.add_loss(self.kl_weight * ops.mean(kl))
-        if not training:
-            return z_mean
-        epsilon = keras.random.normal(ops.shape(z_mean), dtype=z_mean.dtype, seed=self.seed_generator)
-        return z_mean + ops.exp(0.5 * z_log_var) * epsilon
-
-    def get_config(self):
-        return {**super().get_config(), "kl_weight": self.kl_weight, "seed": self.seed}
 
 
 def add_noise(images: np.ndarray, stddev: float, seed: int = 0) -> np.ndarray:

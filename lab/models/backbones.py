@@ -21,16 +21,11 @@ from pathlib import Path
 from typing import Callable
 
 import keras
-from keras import layers, ops
+from keras import layers
 
+import lab.models.layers  # noqa: F401  (registers the kit's layers: loading a saved model needs them)
 from lab.download import DatasetNotAvailableError
 
-# Input normalisations, as keras.applications.imagenet_utils names them. "builtin" means the
-# backbone rescales inside (EfficientNet, ConvNeXt, MobileNetV3); inputs stay in [0, 255].
-PREPROCESSING = ("caffe", "tf", "torch", "builtin")
-_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-_TORCH_MEAN = (0.485, 0.456, 0.406)
-_TORCH_STD = (0.229, 0.224, 0.225)
 
 _LAST = "<last>"  # a layer that belongs to the stage before it (ResNetV2's post_bn, DenseNet's bn)
 
@@ -155,7 +150,7 @@ def check_input_size(name: str, size: int) -> None:
     spec = backbone_spec(name)
     if size < spec.min_size:
         raise ValueError(f"Backbone {spec.name!r} needs inputs of at least {spec.min_size}x{spec.min_size} pixels; "
-                         f"received input_size={size}. Set input_size to {spec.min_size} or more (images are "
+                         f"received input_size={size}. Set backbone_input_size to {spec.min_size} or more (images are "
                          "resized inside the model).")
 
 
@@ -179,7 +174,7 @@ def build_backbone(name: str, input_size: int, *, weights: str | None = "imagene
     if spec.fixed_size and weights == "imagenet" and input_size != spec.fixed_size:
         raise ValueError(f"The pretrained {spec.name} takes {spec.fixed_size}x{spec.fixed_size} inputs (its position "
                          f"embeddings are learned for that size); received input_size={input_size}. Set "
-                         f"input_size={spec.fixed_size}.")
+                         f"backbone_input_size={spec.fixed_size}.")
     saved = None if weights in (None, "imagenet") else Path(weights)
     try:
         backbone = spec.build((input_size, input_size, 3), "imagenet" if weights == "imagenet" else None)
@@ -333,53 +328,6 @@ def _transformer_stages(backbone: keras.Model) -> dict[str, list]:
 # -- preprocessing -------------------------------------------------------------------------------
 
 
-@keras.saving.register_keras_serializable(package="lab")
-class BackboneInput(layers.Layer):
-    """Turns the kit's pipeline images into what a backbone expects, inside the model.
-
-    Steps: rescale to [0, 255] (``pixel_scale``), grayscale to RGB, resize to ``size``
-    (bilinear), then the backbone's own normalisation. Doing this in the model keeps cached
-    images small (28 px, not 224 px) and makes a saved model usable on raw images.
-
-    Args:
-        size: output side in pixels.
-        preprocessing: "caffe" (BGR, ImageNet mean subtracted), "tf" ([-1, 1]), "torch"
-            ([0, 1], ImageNet mean/std) or "builtin" (left in [0, 255]; the backbone rescales).
-        pixel_scale: factor taking the input to [0, 255] (255 for the pipeline's "unit" scaling).
-    """
-
-    def __init__(self, size: int, preprocessing: str, pixel_scale: float = 255.0, **kwargs):
-        super().__init__(**kwargs)
-        if preprocessing not in PREPROCESSING:
-            raise ValueError(f"preprocessing must be one of {PREPROCESSING}, received {preprocessing!r}.")
-        self.size = int(size)
-        self.preprocessing = preprocessing
-        self.pixel_scale = float(pixel_scale)
-
-    def call(self, images):
-        x = ops.cast(images, self.compute_dtype) * self.pixel_scale
-        if x.shape[-1] == 1:
-            x = ops.repeat(x, 3, axis=-1)
-        if x.shape[1] != self.size or x.shape[2] != self.size:
-            x = ops.image.resize(x, (self.size, self.size), interpolation="bilinear")
-        if self.preprocessing == "caffe":
-            x = ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=x.dtype)
-        elif self.preprocessing == "tf":
-            x = x / 127.5 - 1.0
-        elif self.preprocessing == "torch":
-            mean = ops.convert_to_tensor(_TORCH_MEAN, dtype=x.dtype)
-            std = ops.convert_to_tensor(_TORCH_STD, dtype=x.dtype)
-            x = (x / 255.0 - mean) / std
-        return x
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.size, self.size, 3)
-
-    def get_config(self):
-        return {**super().get_config(), "size": self.size, "preprocessing": self.preprocessing,
-                "pixel_scale": self.pixel_scale}
-
-
 # -- weights -------------------------------------------------------------------------------------
 
 
@@ -409,8 +357,6 @@ def _load_saved_weights(backbone: keras.Model, spec: BackboneSpec, path: Path) -
         raise FileNotFoundError(f"No saved weights at {path}: weights= takes 'imagenet', None, a run folder with a "
                                 "model.keras, a .keras file, or a .weights.h5/.h5 weights file of the backbone.")
     if path.suffix == ".keras":
-        from lab.models import transfer  # noqa: F401  (registers the kit's layers for loading)
-
         saved_model = keras.models.load_model(path, compile=False)
         saved, saved_spec = find_backbone(saved_model)
         if saved_spec.name != spec.name:

@@ -167,5 +167,5 @@ def _check_min_side(input_shape: Sequence[int], minimum: int, name: str, hint: s
         raise ValueError(
             f"Model {name!r} needs images of at least {minimum}x{minimum} pixels"
             + (f" ({hint})" if hint else "")
-            + f", received {height}x{width}. Resize them in the pipeline (image_size={minimum * 2})."
+            + f", received {height}x{width}. Resize them in the pipeline (pipeline_size={minimum * 2})."
         )

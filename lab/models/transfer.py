@@ -23,8 +23,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from lab.models.backbones import (BackboneInput, backbone_spec, backbone_stages, build_backbone,
-                                  check_input_size, find_backbone)
+from lab.models.backbones import backbone_spec, backbone_stages, build_backbone, check_input_size, find_backbone
+from lab.models.layers import BackboneInput, ClassToken
 
 POOLINGS = ("avg", "max", "flatten", "token")
 
@@ -115,17 +115,6 @@ def _pool(pooling: str) -> layers.Layer:
     if pooling == "flatten":
         return layers.Flatten(name="pool")
     return ClassToken(name="pool")
-
-
-@keras.saving.register_keras_serializable(package="lab")
-class ClassToken(layers.Layer):
-    """A transformer's class token (position 0 of its output sequence), as ViT/DeiT classify."""
-
-    def call(self, sequence):
-        return sequence[:, 0, :]
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], input_shape[-1])
 
 
 def stage_names(model: keras.Model) -> list[str]:

@@ -20,6 +20,8 @@ from typing import Sequence
 import keras
 from keras import layers
 
+from lab.models.layers import EncoderPreprocessing
+
 NORMALIZATIONS = (None, "none", "batch", "layer")
 UPSAMPLINGS = ("transpose", "bilinear", "nearest")
 OUTPUT_ACTIVATIONS = ("softmax", "sigmoid")
@@ -200,31 +202,6 @@ def pretrained_unet(
         x = layers.Conv2D(channels, 1, name="output_conv")(x)
     outputs = layers.Activation(output_activation, dtype="float32", name="predictions")(x)
     return keras.Model(inputs, outputs, name=name or f"unet_{encoder}")
-
-
-@keras.saving.register_keras_serializable(package="lab")
-class EncoderPreprocessing(layers.Layer):
-    """Turns [0, 1] images into what a keras.applications encoder expects.
-
-    ``mode`` is keras.applications' preprocessing mode: "tf" (to [-1, 1]: MobileNet),
-    "caffe" (BGR, ImageNet means subtracted: ResNet, VGG), "torch" (ImageNet mean and std) or
-    None (0-255 as they are: EfficientNet normalises inside).
-    """
-
-    def __init__(self, mode: str | None, **kwargs):
-        super().__init__(**kwargs)
-        if mode not in (None, "tf", "caffe", "torch"):
-            raise ValueError(f"mode must be None, 'tf', 'caffe' or 'torch', received {mode!r}.")
-        self.mode = mode
-
-    def call(self, images):
-        images = keras.ops.cast(images, self.compute_dtype) * 255.0
-        if self.mode is None:
-            return images
-        return keras.applications.imagenet_utils.preprocess_input(images, mode=self.mode)
-
-    def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
 
 
 def _load_application(application: str, input_shape: tuple, weights: str | None) -> keras.Model:

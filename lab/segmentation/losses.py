@@ -20,6 +20,8 @@ from typing import Sequence
 import keras
 from keras import ops
 
+from lab.config import SEGMENTATION_LOSSES
+
 
 def class_probabilities(y_pred):
     """(…, classes) probabilities; one sigmoid channel p becomes the two channels (1 - p, p)."""
@@ -149,7 +151,7 @@ class CombinedLoss(keras.losses.Loss):
                 "smooth": self.smooth}
 
 
-LOSSES = ("crossentropy", "dice", "combined")
+LOSSES = SEGMENTATION_LOSSES  # the names the configuration accepts
 
 
 def make_loss(name: str, *, class_weights: Sequence[float] | None = None, crossentropy_weight: float = 1.0,

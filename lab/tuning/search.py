@@ -35,16 +35,16 @@ import keras_tuner
 import pandas as pd
 
 from lab import atomic, paths, plots
+from lab.classification import input_shape_for
 from lab.config import RunConfig
-from lab.datasets import Dataset
-from lab.records import Run, load_run, load_runs, read_index, results_table, to_markdown
+from lab.datasets import DATA_FIELDS, Dataset, load_data
+from lab.records import SUMMARY_COLUMNS, Run, load_runs, results_table, to_markdown
 from lab.tuning.space import check_against, parse_space, space_values
-from lab.training import input_shape_for, load_data
-from lab.tuning.tuner import DATA_KEYS, SEARCH_ID, TUNERS, RunHyperModel, RunTuner, make_objective, make_oracle
+from lab.tuning.tuner import (SEARCH_ID, TUNERS, RunHyperModel, RunTuner, make_objective, make_oracle,
+                              trial_run)
 
 MANIFEST = "search.json"
-METRIC_COLUMNS = ["status", "best_epoch", "epochs_run", "train_accuracy", "val_accuracy", "val_loss",
-                  "val_macro_auc", "test_accuracy", "seconds_per_epoch"]
+METRIC_COLUMNS = SUMMARY_COLUMNS["classification"]
 
 
 @dataclasses.dataclass
@@ -144,7 +144,7 @@ def search(
             record metrics, an existing search and resume=None, or resume=True with a different
             setup), before any trial runs.
     """
-    base = base if isinstance(base, RunConfig) else RunConfig.from_dict(base)
+    base = RunConfig.from_any(base)
     if tuner not in TUNERS:
         raise ValueError(f"Unknown tuner {tuner!r}. Available tuners: {', '.join(TUNERS)}.")
     if not isinstance(max_trials, int) or isinstance(max_trials, bool) or max_trials < 1:
@@ -154,7 +154,7 @@ def search(
     entries = parse_space(space)
     goal = make_objective(objective)
     check_against(base, entries)
-    data_entries = [e.name for e in entries if e.name in DATA_KEYS]
+    data_entries = [e.name for e in entries if e.name in DATA_FIELDS]
     if data is not None and data_entries:
         raise ValueError(f"The space tunes {data_entries}, which choose the data each trial loads, so one dataset "
                          "cannot be passed as data=: leave data out.")
@@ -205,16 +205,6 @@ def searches_dir(reports_dir: str | os.PathLike | None = None) -> Path:
     """``reports/searches/`` (or under ``reports_dir``)."""
     root = Path(reports_dir).expanduser().resolve() if reports_dir else paths.reports_dir()
     return root / "searches"
-
-
-def trial_run(name: str, search_id: str | None, trial_id: str, reports_dir: str | None = None) -> Run | None:
-    """The run record of one trial of a search (the last, if a trial ran more than once)."""
-    wanted = {f"search:{name}", f"search-id:{search_id}", f"trial:{trial_id}"}
-    root = paths.runs_dir(reports_dir)
-    for entry in reversed(read_index(reports_dir)):
-        if wanted <= set(entry.get("tags") or []) and (root / entry["run_id"]).is_dir():
-            return load_run(root / entry["run_id"])
-    return None
 
 
 def export(run_tuner: RunTuner, name: str, directory: Path, goal: keras_tuner.Objective,

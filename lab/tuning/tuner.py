@@ -20,18 +20,15 @@ from typing import Any
 import keras_tuner
 import numpy as np
 
-from lab import paths
 from lab.config import RunConfig
-from lab.datasets import Dataset
-from lab.records import load_run, read_index
+from lab.datasets import Dataset, data_key, load_data
+from lab.records import Run, load_run, load_runs
 from lab.tf_memory import released_graphs
-from lab.training import load_data, train
+from lab.training import train
 from lab.tuning.space import LAB_PREFIX, TUNER_PREFIX, Entry, declare, space_values
 
 TUNERS = ("random", "hyperband", "bayesian")
 SEARCH_ID = LAB_PREFIX + "search_id"  # a Fixed hyperparameter: how workers learn the chief's search
-# Config keys that decide which data a run loads (as in lab.sweep): trials that agree share one load.
-DATA_KEYS = ("dataset", "dataset_size", "num_classes", "limit", "val_fraction", "seed")
 
 
 def record_metrics() -> list[str]:
@@ -191,18 +188,14 @@ class RunTuner(keras_tuner.engine.base_tuner.BaseTuner):
     def _recorded_run(self, config: RunConfig, trial_id: str):
         """A finished record of this trial already on disk: the process stopped after ``train``
         wrote it and before the oracle saved the trial. Reusing it keeps one record per trial."""
-        wanted = {f"search-id:{self.search_id}", f"trial:{trial_id}"}
-        root = paths.runs_dir(config.reports_dir)
-        for entry in reversed(read_index(config.reports_dir)):
-            if wanted <= set(entry.get("tags") or []) and entry.get("config_hash") == config.config_hash() \
-                    and entry.get("status") in ("completed", "diverged") and (root / entry["run_id"]).is_dir():
-                return load_run(root / entry["run_id"])
-        return None
+        runs = load_runs(config.reports_dir, tags=[f"search-id:{self.search_id}", f"trial:{trial_id}"],
+                         config_hash=config.config_hash(), status=("completed", "diverged"))
+        return runs[-1] if runs else None
 
     def _data_for(self, config: RunConfig) -> Dataset:
         if self.data is not None:
             return self.data
-        key = tuple(getattr(config, k) for k in DATA_KEYS)
+        key = data_key(config)
         if key not in self._loaded:
             self._loaded = {key: load_data(config)}  # keep one: a space may vary the data (limit...)
         return self._loaded[key]
@@ -243,12 +236,16 @@ class RunTuner(keras_tuner.engine.base_tuner.BaseTuner):
         """The best model file of a trial's run (``model.keras`` in its record)."""
         import keras
 
-        from lab.tuning.search import trial_run
-
         run = trial_run(self.search_name, self.search_id, trial.trial_id, self.hypermodel.base.reports_dir)
         if run is None or not (run.path / "model.keras").exists():
             raise FileNotFoundError(f"Trial {trial.trial_id} has no saved model (save_model=False or no record).")
         return keras.models.load_model(run.path / "model.keras")
+
+
+def trial_run(name: str, search_id: str | None, trial_id: str, reports_dir: str | None = None) -> Run | None:
+    """The run record of one trial of a search (the last, if a trial ran more than once)."""
+    runs = load_runs(reports_dir, tags=[f"search:{name}", f"search-id:{search_id}", f"trial:{trial_id}"])
+    return runs[-1] if runs else None
 
 
 def serve_oracle(oracle: keras_tuner.Oracle, poll_seconds: float = 1.0) -> None:

@@ -1,0 +1,328 @@
+"""Classification, as the runner's task: what a classifier's run does that others do not.
+
+The runner (``lab.runner``) owns the life of the run; this module supplies the model (a
+registered builder, a saved model with a new output layer, or a transfer model), the
+cross-entropy and accuracy, the image pipelines, and the evaluation (loss and accuracy on every
+split, macro AUC, the confusion matrix and sample predictions). A transfer model can fit in
+three ways, all as phases of the runner: on images, on cached backbone features (a frozen
+backbone: the head trains on features computed once), or in progressive-unfreezing phases.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from lab import plots
+from lab.config import RunConfig
+from lab.datasets import Dataset, load_data
+from lab.evaluation import classification_metrics, confusion_matrix
+from lab.features import Features, compute_features
+from lab.losses import SparseCategoricalCrossentropy
+from lab.models import build_model
+from lab.models.backbones import find_backbone
+from lab.models.transfer import head_model, set_trainable, transfer_summary
+from lab.optimizers import make_optimizer
+from lab.pipeline import make_augmenter, make_pipeline
+from lab.runner import FitPlan, Phase, compile_options, epoch_line
+
+
+class Classification:
+    """The runner's task for ``RunConfig`` runs (see ``lab.runner.Task``)."""
+
+    def load_data(self, config: RunConfig) -> Dataset:
+        return load_data(config)
+
+    def describe(self, config: RunConfig, data: Dataset) -> dict[str, Any]:
+        return {"input_shape": list(input_shape_for(data, config))}
+
+    def divergence_baseline(self, config: RunConfig, data: Dataset) -> float:
+        return math.log(data.num_classes)
+
+    def log_line(self, epochs: int) -> keras.callbacks.Callback:
+        return epoch_line(epochs)
+
+    def plan(self, config: RunConfig, data: Dataset) -> FitPlan:
+        model = build_for_run(config, data, input_shape_for(data, config))
+        compile_model(model, config)
+        augmenter = None
+        if config.augment:
+            augmenter = make_augmenter(flip=config.aug_flip, rotation=config.aug_rotation, zoom=config.aug_zoom,
+                                       translation=config.aug_translation, contrast=config.aug_contrast,
+                                       seed=config.seed)
+        class_weight = data.class_weights() if config.class_weighting == "balanced" else None
+        cache_note = feature_cache_decision(config)
+        facts: dict[str, Any] = {}
+        if config.model == "transfer":
+            facts["feature_cache"] = cache_note
+        if cache_note is None:
+            return _feature_plan(model, config, data, augmenter, class_weight, facts)
+        train_ds, val_ds = _image_pipelines(config, data, augmenter)
+        if config.unfreeze_schedule:
+            phases = [_unfreezing_phase(model, config, index, unfreeze, epochs) for index, (unfreeze, epochs)
+                      in enumerate(zip(config.unfreeze_schedule, config.phase_epochs, strict=True))]
+            _check_schedule(model, config)
+        else:
+            phases = [Phase(config.epochs, model)]
+        return FitPlan(model, train_ds, val_ds, phases, class_weight=class_weight, facts=facts)
+
+    def evaluate(self, plan: FitPlan, config: RunConfig, data: Dataset, history: pd.DataFrame,
+                 fit_info: dict[str, Any], run_path: Path) -> dict[str, Any]:
+        """Evaluates the restored best model on every split, saves predictions and plots.
+
+        With cached features the head is evaluated on them: the same numbers as the whole model
+        on the images (the frozen backbone is deterministic in inference mode), without three
+        more passes through it.
+        """
+        features: Features | None = plan.state
+        results: dict[str, Any] = {}
+        if config.model == "transfer":
+            results["transfer"] = transfer_summary(plan.model)
+        batch_size = max(config.batch_size, 256)
+        common = dict(batch_size=batch_size, image_size=config.pipeline_size, input_scaling=config.input_scaling,
+                      training=False, cache=False)
+        evaluated = plan.model if features is None else plan.phases[0].fitted
+
+        def inputs(split: str, labels: bool = True) -> tf.data.Dataset:
+            x, y = data.split(split)
+            if features is None:
+                return make_pipeline(x, y if labels else None, **common)
+            tensors = (features.split(split), y) if labels else features.split(split)
+            return tf.data.Dataset.from_tensor_slices(tensors).batch(batch_size)
+
+        for split in ("train", "val", "test"):
+            loss, accuracy = evaluated.evaluate(inputs(split), verbose=0)
+            results[f"{split}_loss"], results[f"{split}_accuracy"] = float(loss), float(accuracy)
+        y_prob = evaluated.predict(inputs("test", labels=False), verbose=0).astype(np.float32)
+        y_true = data.y_test
+        finite = bool(np.isfinite(y_prob).all())
+        if finite:
+            results |= classification_metrics(y_true, y_prob, prefix="test_")
+            val_prob = evaluated.predict(inputs("val", labels=False), verbose=0)
+            results["val_macro_auc"] = classification_metrics(data.y_val, val_prob)["macro_auc"]
+        np.savez_compressed(run_path / "predictions.npz", y_true=y_true, y_prob=y_prob,
+                            class_names=np.asarray(data.class_names))
+        _plot(config, data, history, fit_info, run_path, y_prob.argmax(axis=1) if finite else None)
+        return results
+
+
+CLASSIFICATION = Classification()
+
+
+def _plot(config: RunConfig, data: Dataset, history: pd.DataFrame, fit_info: dict, run_path: Path,
+          y_pred: np.ndarray | None) -> None:
+    title = f"{config.name or config.model} on {data.name}"
+    plot_dir = run_path / "plots"
+    plots.save(plots.learning_curves(history, title=title, best_epoch=fit_info.get("best_epoch")),
+               plot_dir / "learning_curves.png")
+    if y_pred is not None:
+        matrix = confusion_matrix(data.y_test, y_pred, data.num_classes)
+        plots.save(plots.confusion_matrix(matrix, data.class_names, title=f"Test confusion matrix: {title}"),
+                   plot_dir / "confusion_matrix.png")
+        plots.save(plots.sample_predictions(data.x_test, data.y_test, y_pred, data.class_names, seed=config.seed),
+                   plot_dir / "sample_predictions.png")
+    plots.save(plots.class_distribution({s: data.class_counts(s) for s in ("train", "val", "test")},
+                                        data.class_names, title=f"Class distribution: {data.name}"),
+               plot_dir / "class_distribution.png")
+
+
+# -- the model -------------------------------------------------------------------------------------
+
+
+def compile_model(model: keras.Model, config: RunConfig, *, learning_rate: float | None = None) -> keras.Model:
+    """Compiles a model as every classification run does: the config's optimizer, the
+    (smoothed) sparse cross-entropy, accuracy, XLA and steps per call. Call it inside the
+    strategy scope.
+
+    A transfer model's backbone gets ``config.backbone_lr_factor`` times the learning rate;
+    ``learning_rate`` overrides the config's (a progressive-unfreezing phase)."""
+    backbone_variables = None
+    if config.model == "transfer" and config.backbone_lr_factor != 1.0 and _has_backbone(model):
+        backbone_variables = find_backbone(model)[0].trainable_weights
+    optimizer = make_optimizer(config.optimizer, learning_rate or config.learning_rate, momentum=config.momentum,
+                               weight_decay=config.weight_decay, scaled_variables=backbone_variables,
+                               factor=config.backbone_lr_factor)
+    model.compile(optimizer=optimizer, loss=SparseCategoricalCrossentropy(label_smoothing=config.label_smoothing),
+                  metrics=["accuracy"], **compile_options(config))
+    return model
+
+
+def _has_backbone(model: keras.Model) -> bool:
+    """False for the head-only model the feature cache trains."""
+    try:
+        find_backbone(model)
+    except ValueError:
+        return False
+    return True
+
+
+def input_shape_for(data: Dataset, config: RunConfig) -> tuple[int, int, int]:
+    """The model's input shape: the data's, resized to ``config.pipeline_size`` if set."""
+    height, width, channels = data.input_shape
+    if config.pipeline_size:
+        height = width = config.pipeline_size
+    return height, width, channels
+
+
+def build_for_run(config: RunConfig, data: Dataset, input_shape) -> keras.Model:
+    """The model a config describes (built, not compiled), for ``data``'s classes."""
+    if config.init_from:
+        return model_from_saved(config.init_from, data.num_classes, unfreeze=config.unfreeze)
+    options = config.model_options()
+    if config.model == "transfer":
+        # The model rescales its input to [0, 255] for the backbone's own preprocessing.
+        options["pixel_scale"] = 255.0 if config.input_scaling == "unit" else 1.0
+        if config.unfreeze_schedule:
+            options["unfreeze"] = config.unfreeze_schedule[0]
+    return build_model(config.model, input_shape, data.num_classes, **options)
+
+
+def model_from_saved(source: str | Path, num_classes: int, *, unfreeze: int | str | None = "all") -> keras.Model:
+    """Loads a saved model and gives it a new output layer for ``num_classes`` classes.
+
+    Args:
+        source: a run folder (its ``model.keras``) or a ``.keras`` file.
+        num_classes: classes of the new task.
+        unfreeze: "all" (or None) fine-tunes every layer; 0 freezes everything but the new
+            output layer (frozen BatchNorm layers then run in inference mode, as they should).
+    """
+    path = Path(source)
+    if path.is_dir():
+        path = path / "model.keras"
+    if not path.exists():
+        raise FileNotFoundError(f"No saved model at {path}: init_from takes a run folder with a model.keras "
+                                "(runs save one unless save_model=False) or a .keras file.")
+    base = keras.models.load_model(path, compile=False)
+    try:
+        # A transfer model's softmax follows its "logits" layer: replace both.
+        output = "logits" if any(layer.name == "logits" for layer in base.layers) else "predictions"
+        features = base.get_layer(output).input
+    except ValueError as error:
+        raise ValueError(f"{path} has no layer named 'predictions' to replace; the kit's builders name "
+                         "their output layer so.") from error
+    if unfreeze == 0:
+        for layer in base.layers:
+            layer.trainable = False
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(features)
+    return keras.Model(base.inputs, outputs, name=f"{base.name}_retargeted")
+
+
+# -- the three ways to fit --------------------------------------------------------------------------
+
+
+def feature_cache_decision(config: RunConfig) -> str | None:
+    """None when a run trains its head on cached features, otherwise why it does not."""
+    if config.model != "transfer":
+        return "off: not a transfer model"
+    if config.feature_cache is None:
+        return "off: feature_cache=None"
+    if config.unfreeze_schedule or (config.unfreeze or 0) != 0:
+        return "off: backbone stages train, so their features change every step"
+    if config.distribute:
+        return "off: distributed runs pass images through the backbone"
+    if config.augment and config.feature_cache_passes == 1:
+        return ("off: augmentation changes the images every epoch (set feature_cache_passes > 1 to cache "
+                "that many augmented passes)")
+    if config.tfrecord_dir:
+        return "off: streaming from TFRecords"
+    return None
+
+
+def _feature_plan(model: keras.Model, config: RunConfig, data: Dataset, augmenter, class_weight,
+                  facts: dict[str, Any]) -> FitPlan:
+    """The head trains alone on backbone features computed once (exact for a frozen backbone)."""
+    features = compute_features(model, data, cache=config.feature_cache, passes=config.feature_cache_passes,
+                                augmenter=augmenter, batch_size=max(config.batch_size, 256),
+                                input_scaling=config.input_scaling, image_size=config.pipeline_size,
+                                seed=config.seed)
+    head = compile_model(head_model(model), config)
+    train_ds, val_ds = _feature_pipelines(features, data, config)
+    steps = None if features.train.shape[0] == 1 else math.ceil(features.train.shape[1] / config.batch_size)
+    facts["feature_cache"] = {
+        "mode": config.feature_cache, "hit": features.hit, "passes": config.feature_cache_passes,
+        "seconds": features.seconds, "key": features.key,
+        "note": "head trained on cached backbone features" + (
+            f"; {config.feature_cache_passes} augmented passes, epoch e uses pass e % "
+            f"{config.feature_cache_passes}" if config.feature_cache_passes > 1 else ""),
+    }
+    return FitPlan(model, train_ds, val_ds, [Phase(config.epochs, head, steps_per_epoch=steps)],
+                   class_weight=class_weight, checkpoint=False, setup_seconds=features.seconds, facts=facts,
+                   state=features)
+
+
+def _unfreezing_phase(model: keras.Model, config: RunConfig, index: int, unfreeze: int | str, epochs: int) -> Phase:
+    """Progressive unfreezing: each phase trains more stages at a lower learning rate, with a
+    new optimizer (the set of trained variables changes)."""
+    learning_rate = config.learning_rate * config.phase_lr_factor ** index
+
+    def prepare() -> dict[str, Any]:
+        stages = set_trainable(model, unfreeze, freeze_batchnorm=_freeze_batchnorm(config))
+        compile_model(model, config, learning_rate=learning_rate)
+        return {"unfreeze": unfreeze, "trainable_stages": stages, "learning_rate": learning_rate}
+
+    return Phase(epochs, model, prepare=prepare)
+
+
+def _check_schedule(model: keras.Model, config: RunConfig) -> None:
+    """Refuses a bad phase before the first one trains (then restores the first phase's policy)."""
+    for unfreeze in config.unfreeze_schedule:
+        set_trainable(model, unfreeze, freeze_batchnorm=_freeze_batchnorm(config))
+    set_trainable(model, config.unfreeze_schedule[0], freeze_batchnorm=_freeze_batchnorm(config))
+
+
+def _freeze_batchnorm(config: RunConfig) -> bool:
+    return config.weights is not None if config.freeze_batchnorm is None else config.freeze_batchnorm
+
+
+def _image_pipelines(config: RunConfig, data: Dataset, augmenter):
+    common = dict(batch_size=config.batch_size, image_size=config.pipeline_size, input_scaling=config.input_scaling,
+                  seed=config.seed, deterministic=config.deterministic)
+    if config.tfrecord_dir:
+        train_ds = _tfrecord_training_pipeline(data, config, augmenter, common)
+    else:
+        cache = config.cache if config.cache in (True, False) else str(Path(config.cache) / "train")
+        train_ds = make_pipeline(data.x_train, data.y_train, training=True, augmenter=augmenter, cache=cache,
+                                 **common)
+    val_ds = make_pipeline(data.x_val, data.y_val, training=False, cache=bool(config.cache), **common)
+    return train_ds, val_ds
+
+
+def _feature_pipelines(features: Features, data: Dataset, config: RunConfig):
+    """Batches of cached features; with several augmented passes, epoch e reads pass e % passes."""
+    passes, count = features.train.shape[:2]
+
+    def one_pass(index):
+        return tf.data.Dataset.from_tensor_slices((features.train[index], features.train_labels[index]))
+
+    if passes == 1:
+        train_ds = one_pass(0).shuffle(count, seed=config.seed, reshuffle_each_iteration=True)
+        train_ds = train_ds.batch(config.batch_size)
+    else:
+        epochs = [one_pass(e % passes).shuffle(count, seed=config.seed + e).batch(config.batch_size)
+                  for e in range(config.epochs)]
+        train_ds = epochs[0]
+        for epoch in epochs[1:]:
+            train_ds = train_ds.concatenate(epoch)
+    val_ds = tf.data.Dataset.from_tensor_slices((features.val, data.y_val)).batch(max(config.batch_size, 256))
+    return train_ds.prefetch(tf.data.AUTOTUNE), val_ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _tfrecord_training_pipeline(data: Dataset, config: RunConfig, augmenter, common: dict):
+    """Streams the training split from TFRecord shards, exporting them first if missing."""
+    from lab import tfrecord
+
+    directory = Path(config.tfrecord_dir)
+    if not tfrecord.manifest_path(directory, "train").exists():
+        tfrecord.export_dataset(data, directory)
+    manifest = tfrecord.read_manifest(directory, "train")
+    if manifest["num_examples"] != len(data.y_train):
+        raise ValueError(f"The TFRecords in {directory} hold {manifest['num_examples']} training images but "
+                         f"{data.name} has {len(data.y_train)}: they belong to other data. Point tfrecord_dir "
+                         "at an empty folder or delete it.")
+    return tfrecord.make_tfrecord_pipeline(directory, "train", training=True, augmenter=augmenter, **common)

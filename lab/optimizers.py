@@ -1,0 +1,74 @@
+"""Optimizers by name, and a smaller learning rate for part of a model.
+
+Keras is imported when an optimizer is made, not when this module is: the configuration reads
+``OPTIMIZERS`` to check a name without loading TensorFlow.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+# The names a configuration may use, and the Keras class each one makes.
+OPTIMIZERS = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop", "adamw": "AdamW"}
+
+
+def make_optimizer(name: str, learning_rate: float, *, momentum: float = 0.0, weight_decay: float = 4e-3,
+                   scaled_variables: Iterable | None = None, factor: float = 1.0) -> Any:
+    """Returns a fresh Keras optimizer.
+
+    Args:
+        name: one of ``OPTIMIZERS`` (adam, sgd, rmsprop, adamw).
+        learning_rate: the base learning rate.
+        momentum: for sgd and rmsprop.
+        weight_decay: for adamw.
+        scaled_variables, factor: these variables train at ``factor`` times the learning rate
+            (a pretrained backbone under a new head, E12); see ``with_learning_rate_factor``.
+
+    Raises:
+        ValueError: an unknown name, listing the valid ones.
+    """
+    import keras
+
+    if name not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {name!r}. Available optimizers: {', '.join(OPTIMIZERS)}.")
+    options: dict[str, Any] = {}
+    if name in ("sgd", "rmsprop"):
+        options["momentum"] = momentum
+    if name == "adamw":
+        options["weight_decay"] = weight_decay
+    optimizer = getattr(keras.optimizers, OPTIMIZERS[name])(learning_rate, **options)
+    if scaled_variables is not None and factor != 1.0:
+        optimizer = with_learning_rate_factor(optimizer, scaled_variables, factor)
+    return optimizer
+
+
+def with_learning_rate_factor(optimizer: Any, variables: Iterable, factor: float) -> Any:
+    """Makes ``optimizer`` update ``variables`` with ``factor`` times its learning rate.
+
+    E12's "smaller learning rates for the pretrained part than for the head". Keras optimizers
+    take one rate; scaling gradients instead would do nothing for Adam (its steps do not depend
+    on the gradient's scale), so the rate itself is scaled in ``update_step``, per variable.
+
+    Args:
+        optimizer: a fresh (not yet built) Keras optimizer.
+        variables: the variables that get the scaled rate (the backbone's).
+        factor: the multiplier, e.g. 0.1.
+
+    Returns:
+        The same optimizer object, now of a subclass that applies the factor.
+    """
+    if factor == 1.0:
+        return optimizer
+    base = type(optimizer)
+    keys = {optimizer._var_key(variable) for variable in variables}
+
+    class ScaledLearningRate(base):
+        def update_step(self, gradient, variable, learning_rate):
+            if self._var_key(variable) in keys:
+                learning_rate = learning_rate * factor
+            return super().update_step(gradient, variable, learning_rate)
+
+    ScaledLearningRate.__name__ = ScaledLearningRate.__qualname__ = f"{base.__name__}WithBackboneFactor"
+    optimizer.__class__ = ScaledLearningRate
+    optimizer.backbone_lr_factor = factor
+    return optimizer

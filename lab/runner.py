@@ -1,0 +1,338 @@
+"""The life of every run, whatever its task: ``run(config, task)``.
+
+One run reads top to bottom: load the data, seed everything, open a run folder, let the task
+build, compile and plan the fit, fit with the kit's callbacks (timer, divergence, best weights,
+early stopping, checkpoint, the epoch line), restore the best weights, let the task evaluate
+and plot, then publish the record, or record the failure. The task (classification in
+``lab.classification``, segmentation and reconstruction in ``lab.segmentation.tasks``) plugs in
+only what differs: its builder, loss and metrics, pipelines, evaluation and plots.
+
+The policies every run shares live here, once:
+
+* **Record or discard.** A run is written into a partial folder and published whole
+  (``lab.records.RunWriter``); an exception records it as ``failed`` (and re-raises unless the
+  caller goes on); Ctrl-C discards the partial folder.
+* **Chief only.** Every worker of a multi-worker run trains the same model; only the chief
+  keeps the record. The others write into a temporary folder that is deleted when they end.
+* **Steps per call.** Keras 3 fails with several replicas and more than one step per
+  compiled call (keras-team/keras#19246), so such runs compile with one step per call; the
+  record's ``steps_per_execution`` metric says which value was used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import platform
+import shutil
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from lab import __version__, hardware, tf_memory
+from lab.callbacks import DivergenceMonitor, EpochLogLine, EpochTimer, RestoreBestWeights
+from lab.config import BaseConfig
+from lab.records import RECORD_VERSION, RunWriter, read_history
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a run returns: where its record is, and its contents in memory.
+
+    ``run_dir`` is None on a worker of a multi-worker run that is not the chief (its record
+    is not kept).
+    """
+
+    run_dir: Path | None
+    config: BaseConfig
+    metrics: dict[str, Any]
+    history: pd.DataFrame
+    model: keras.Model | None
+
+    @property
+    def status(self) -> str:
+        return self.metrics["status"]
+
+
+@dataclasses.dataclass
+class Phase:
+    """One ``fit`` call: what it trains, for how many epochs, and what to do before it.
+
+    Args:
+        epochs: epochs of this phase.
+        fitted: the model ``fit`` trains: the run's model, or its head alone on cached features.
+        prepare: called inside the strategy scope before the fit (set what trains, compile);
+            returns facts recorded for the phase (stages, learning rate).
+        steps_per_epoch: for datasets that hold several epochs (augmented feature passes).
+    """
+
+    epochs: int
+    fitted: keras.Model
+    prepare: Callable[[], dict[str, Any]] | None = None
+    steps_per_epoch: int | None = None
+
+
+@dataclasses.dataclass
+class FitPlan:
+    """What a task hands the runner to fit.
+
+    Args:
+        model: the run's model (evaluated, saved).
+        train, val: the training and validation pipelines.
+        phases: one or more fits in sequence (progressive unfreezing has several).
+        class_weight: Keras' per-class loss weights, or None.
+        checkpoint: save ``model`` at each best epoch while fitting; False when ``fitted`` is
+            not ``model`` (a head on cached features): the model is saved after fitting.
+        setup_seconds: time spent preparing the fit (filling a feature cache), counted as
+            training time.
+        facts: added to the run's metrics (how the fit was done).
+        state: anything the task's evaluation needs from planning (cached features).
+    """
+
+    model: keras.Model
+    train: tf.data.Dataset
+    val: tf.data.Dataset
+    phases: list[Phase]
+    class_weight: dict[int, float] | None = None
+    checkpoint: bool = True
+    setup_seconds: float = 0.0
+    facts: dict[str, Any] = dataclasses.field(default_factory=dict)
+    state: Any = None
+
+
+class Task(Protocol):
+    """What differs between tasks. The runner calls these in this order."""
+
+    def load_data(self, config: BaseConfig) -> Any:
+        """The data the configuration names."""
+
+    def describe(self, config: BaseConfig, data: Any) -> dict[str, Any]:
+        """Facts for the record's config.json besides the configuration (input shape...)."""
+
+    def plan(self, config: BaseConfig, data: Any) -> FitPlan:
+        """Builds and compiles the model (inside the strategy scope) and makes the pipelines."""
+
+    def divergence_baseline(self, config: BaseConfig, data: Any) -> float | None:
+        """The loss of an uninformed model (chance level), or None to check only for NaN."""
+
+    def log_line(self, epochs: int) -> keras.callbacks.Callback:
+        """The per-epoch line printed when ``verbose``."""
+
+    def evaluate(self, plan: FitPlan, config: BaseConfig, data: Any, history: pd.DataFrame,
+                 fit_info: dict[str, Any], run_path: Path) -> dict[str, Any]:
+        """Scores the restored best model on every split; writes predictions and plots."""
+
+
+def run(config: BaseConfig, task: Task, *, data: Any = None, raise_on_error: bool = True) -> RunResult:
+    """Trains one model as the configuration says and writes its run record.
+
+    Args:
+        config: a validated configuration.
+        task: what differs for this kind of model (see ``Task``).
+        data: already loaded data (otherwise ``task.load_data(config)``).
+        raise_on_error: re-raise an exception during training after recording the run as
+            ``failed`` (sweeps pass False to go on with the next run).
+
+    Returns:
+        A RunResult; ``status`` is "completed", "diverged" (recorded, not raised) or "failed".
+    """
+    if data is None:
+        data = task.load_data(config)
+    name = config.name or f"{config.model}-{data.name}"
+    keras.backend.clear_session()  # free the previous run's graphs and layers (long sweeps)
+    seed_everything(config.seed, config.deterministic)
+    record_config = {
+        **config.to_dict(),
+        "record_version": RECORD_VERSION,
+        "task": config.task,
+        "config_hash": config.config_hash(),
+        "data": data.summary() | {"source": data.source},
+        **task.describe(config, data),
+        "environment": environment(),
+    }
+    metrics: dict[str, Any] = {"name": name, "dataset": data.name, "model": config.model, "task": config.task,
+                               "tags": list(config.tags), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    with _reports_dir(config) as reports_dir:
+        writer = RunWriter(record_config, name=name, reports_dir=reports_dir)
+        try:
+            with tf_memory.released_graphs():  # TensorFlow would keep every run's traced graphs (lab.tf_memory)
+                plan, history, fit_info = _fit(config, task, data, writer.path)
+            metrics |= fit_info
+            metrics |= task.evaluate(plan, config, data, history, fit_info, writer.path)
+            model = plan.model
+            writer.config["params"] = metrics["params"] = int(model.count_params())
+            metrics["trainable_params"] = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+        except KeyboardInterrupt:
+            writer.discard()  # nothing half-written is left for a later run to trust
+            raise
+        except Exception as error:  # recorded as a failed run; re-raised unless the caller goes on
+            metrics |= {"status": "failed", "error": f"{type(error).__name__}: {error}",
+                        "traceback": traceback.format_exc()}
+            history = read_history(writer.path)
+            run_dir = writer.publish(finite_metrics(metrics))
+            if raise_on_error:
+                raise
+            return RunResult(_kept(run_dir, reports_dir, config), config, finite_metrics(metrics), history, None)
+        run_dir = writer.publish(finite_metrics(metrics))
+        return RunResult(_kept(run_dir, reports_dir, config), config, finite_metrics(metrics), history, model)
+
+
+def _fit(config: BaseConfig, task: Task, data: Any, run_path: Path) -> tuple[FitPlan, pd.DataFrame, dict]:
+    """Plans the fit with the task, runs its phases with the kit's callbacks, and restores the
+    best epoch's weights; returns the plan, the history and the facts of the fit."""
+    strategy = hardware.get_strategy(config.distribute)
+    with hardware.precision(config.mixed_precision), strategy.scope():
+        plan = task.plan(config, data)
+        used_steps = steps_per_execution(config)
+    epochs = sum(phase.epochs for phase in plan.phases)
+    timer = EpochTimer()
+    divergence = DivergenceMonitor(baseline_loss=task.divergence_baseline(config, data),
+                                   patience=config.divergence_patience)
+    best = RestoreBestWeights(monitor=config.monitor, mode=config.monitor_mode)
+    callbacks: list[keras.callbacks.Callback] = [timer, divergence, best]
+    if config.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=config.monitor, mode=config.monitor_mode,
+                                                       patience=config.early_stopping_patience))
+    if config.save_model and plan.checkpoint:
+        callbacks.append(keras.callbacks.ModelCheckpoint(str(run_path / "model.keras"), monitor=config.monitor,
+                                                         mode=config.monitor_mode, save_best_only=True))
+    if config.verbose:
+        callbacks.append(task.log_line(epochs))
+
+    started = time.perf_counter()
+    histories, phases, seconds, epoch = [], [], [], 0
+    overall = _Best(config.monitor_mode)
+    phased = len(plan.phases) > 1 or plan.phases[0].prepare is not None  # progressive unfreezing
+    for index, phase in enumerate(plan.phases):
+        facts = {}
+        if phase.prepare is not None:
+            with strategy.scope():
+                facts = phase.prepare() or {}
+        csv = keras.callbacks.CSVLogger(str(run_path / "history.csv"), append=index > 0)
+        fit = phase.fitted.fit(plan.train, validation_data=plan.val, initial_epoch=epoch, epochs=epoch + phase.epochs,
+                               callbacks=[*callbacks, csv], verbose=0, shuffle=False, class_weight=plan.class_weight,
+                               steps_per_epoch=phase.steps_per_epoch)
+        history = pd.DataFrame(fit.history)
+        if phased:
+            history = history.assign(phase=index + 1)
+            phases.append({"phase": index + 1, **facts, "epochs": len(history)})
+        histories.append(history)
+        seconds += timer.seconds
+        overall.update(best)  # Keras numbers epochs across fits, so best_epoch is the run's
+        epoch += len(history)
+        if divergence.diverged:
+            break
+    overall.restore(best, plan.phases[-1].fitted if phased else None)
+    if config.save_model and not plan.checkpoint:
+        plan.model.save(run_path / "model.keras")  # the best weights, restored, in the whole model
+    history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
+    info = {
+        "status": "diverged" if divergence.diverged else "completed",
+        "divergence_reason": divergence.reason,
+        "epochs_run": len(history),
+        "best_epoch": None if best.best_epoch is None else best.best_epoch + 1,
+        "stopped_early": len(history) < epochs and not divergence.diverged,
+        # Honest timing: what preparing the fit cost (a feature cache) is part of training.
+        "train_seconds": time.perf_counter() - started + plan.setup_seconds,
+        # The first epoch includes tracing and compilation; the steady-state figure excludes it.
+        "seconds_per_epoch": float(np.mean(seconds[1:] if len(seconds) > 1 else seconds)) if seconds else None,
+        "seconds_first_epoch": seconds[0] if seconds else None,
+        "steps_per_execution": used_steps,
+        **plan.facts,
+    }
+    if phases:
+        info["phases"] = phases
+    if best.best_epoch is not None:
+        row = history.iloc[best.best_epoch]
+        info |= {f"best_epoch_{key}": float(row[key]) for key in history.columns
+                 if key not in ("epoch", "epoch_seconds", "phase", "learning_rate")}
+    return plan, history, info
+
+
+class _Best:
+    """The best epoch over several fits (each fit restores only its own best)."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.value, self.epoch, self.weights = (math.inf if mode == "min" else -math.inf), None, None
+
+    def update(self, best: RestoreBestWeights) -> None:
+        if best.best_epoch is not None and (best.best < self.value if self.mode == "min" else best.best > self.value):
+            self.value, self.epoch, self.weights = best.best, best.best_epoch, best.best_weights
+
+    def restore(self, best: RestoreBestWeights, model: keras.Model | None) -> None:
+        """Makes ``best`` describe the overall best epoch and, after several fits, loads its weights."""
+        best.best, best.best_epoch, best.best_weights = self.value, self.epoch, self.weights
+        if model is not None and self.weights is not None:
+            model.set_weights(self.weights)
+
+
+def compile_options(config: BaseConfig) -> dict[str, Any]:
+    """The ``model.compile`` arguments every task passes: XLA and steps per call. Call it
+    inside the run's strategy scope."""
+    return {"jit_compile": config.jit_compile, "steps_per_execution": steps_per_execution(config)}
+
+
+def steps_per_execution(config: BaseConfig) -> int:
+    """The configured steps per compiled call, or 1 under a strategy with several replicas
+    (keras-team/keras#19246). Call it inside the run's strategy scope."""
+    return config.steps_per_execution if tf.distribute.get_strategy().num_replicas_in_sync == 1 else 1
+
+
+@contextlib.contextmanager
+def _reports_dir(config: BaseConfig) -> Iterator[str | None]:
+    """The chief's reports directory; a temporary one, deleted afterwards, on other workers."""
+    if hardware.is_chief():
+        yield config.reports_dir
+        return
+    scratch = tempfile.mkdtemp(prefix="lab-worker-")
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _kept(run_dir: Path, reports_dir: str | None, config: BaseConfig) -> Path | None:
+    """The published folder, or None where it is a worker's scratch copy about to be deleted."""
+    return run_dir if reports_dir == config.reports_dir else None
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seeds Python, NumPy, TensorFlow and Keras; optionally makes TF ops deterministic.
+
+    Determinism is what makes "same seed, same data, same result" hold on CPU. It is a
+    process-wide switch, and Keras turns XLA off while it is on.
+    """
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    else:
+        # Not public API, but the only way to switch determinism off again in a process
+        # (a notebook that ran a deterministic run and now wants XLA).
+        from tensorflow.python.framework import config as tf_config
+
+        getattr(tf_config, "disable_op_determinism", lambda: None)()
+
+
+def finite_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """NaN and infinity become None, so metrics.json is standard JSON."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+
+
+def environment() -> dict[str, str]:
+    """The versions and device a run record names."""
+    return {"lab": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "python": platform.python_version(), "device": hardware.device_summary()}
+
+
+def epoch_line(epochs: int) -> keras.callbacks.Callback:
+    """The E4 epoch line, the default ``Task.log_line``."""
+    return EpochLogLine(epochs)

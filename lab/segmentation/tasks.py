@@ -1,0 +1,250 @@
+"""Segmentation and reconstruction, as the runner's tasks (see ``lab.runner.Task``).
+
+A segmentation record adds per-class IoU and Dice, pixel accuracy, mean IoU and Dice, the
+foreground shares and E6's ``all_background`` flag; its ``predictions.npz`` holds the true and
+predicted test masks, and its plots include predicted masks overlaid next to the truth. An
+autoencoder's record holds the reconstruction error (MSE, PSNR) and, for a denoising one, the
+error on noised test images.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+
+from lab import plots
+from lab.callbacks import EpochLogLine, format_epoch_line
+from lab.config import SegmentationConfig
+from lab.datasets import load_data
+from lab.datasets.segmentation import SegmentationDataset
+from lab.evaluation import pixel_confusion_matrix, segmentation_metrics
+from lab.models import build_model
+from lab.models.autoencoder import add_noise
+from lab.optimizers import make_optimizer
+from lab.runner import FitPlan, Phase, compile_options, epoch_line
+from lab.segmentation.losses import make_loss
+from lab.segmentation.metrics import MeanDice, MeanIoU, PixelAccuracy
+from lab.segmentation.pipeline import make_joint_augmenter, make_segmentation_pipeline
+
+
+class _DensePrediction:
+    """What segmentation and reconstruction share: data, building, pipelines."""
+
+    targets = "masks"
+
+    def load_data(self, config: SegmentationConfig) -> SegmentationDataset:
+        return load_data(config)
+
+    def describe(self, config: SegmentationConfig, data: SegmentationDataset) -> dict[str, Any]:
+        return {"input_shape": list(data.input_shape), "class_weights": class_weights(config, data)}
+
+    def plan(self, config: SegmentationConfig, data: SegmentationDataset) -> FitPlan:
+        model = self.build(config, data)
+        model.compile(optimizer=make_optimizer(config.optimizer, config.learning_rate, momentum=config.momentum,
+                                               weight_decay=config.weight_decay),
+                      **self.loss_and_metrics(config, data), **compile_options(config))
+        augmenter = None
+        if config.augment:
+            augmenter = make_joint_augmenter(flip=config.aug_flip, rotation=config.aug_rotation, zoom=config.aug_zoom,
+                                             translation=config.aug_translation, contrast=config.aug_contrast,
+                                             seed=config.seed)
+        masks = self.targets == "masks"
+        common = dict(batch_size=config.batch_size, input_scaling=config.input_scaling, seed=config.seed,
+                      deterministic=config.deterministic, cache=config.cache, targets=self.targets)
+        train_ds = make_segmentation_pipeline(data.x_train, data.masks_train if masks else None, training=True,
+                                              augmenter=augmenter, **common)
+        val_ds = make_segmentation_pipeline(data.x_val, data.masks_val if masks else None, training=False, **common)
+        return FitPlan(model, train_ds, val_ds, [Phase(config.epochs, model)])
+
+    def evaluation_pipeline(self, config: SegmentationConfig, images: np.ndarray, masks=None):
+        return make_segmentation_pipeline(images, masks, batch_size=max(config.batch_size, 64),
+                                          input_scaling=config.input_scaling, training=False, cache=False,
+                                          targets=self.targets)
+
+
+class Segmentation(_DensePrediction):
+    """Per-pixel classification: U-Net, DeepLabV3+, FCN."""
+
+    def build(self, config: SegmentationConfig, data: SegmentationDataset) -> keras.Model:
+        return build_model(config.model, data.input_shape, data.num_classes, **config.model_options())
+
+    def loss_and_metrics(self, config: SegmentationConfig, data: SegmentationDataset) -> dict[str, Any]:
+        loss = make_loss(config.loss_name, class_weights=class_weights(config, data),
+                         crossentropy_weight=config.crossentropy_weight, dice_weight=config.dice_weight)
+        return {"loss": loss, "metrics": [PixelAccuracy(), MeanIoU(data.num_classes), MeanDice(data.num_classes)]}
+
+    def divergence_baseline(self, config: SegmentationConfig, data: SegmentationDataset) -> float | None:
+        # A plain cross-entropy can be judged against chance level, ln(k); other losses only for NaN.
+        plain_crossentropy = config.loss_name == "crossentropy" and config.class_weighting is None
+        return math.log(data.num_classes) if plain_crossentropy else None
+
+    def log_line(self, epochs: int) -> keras.callbacks.Callback:
+        return SegmentationLogLine(epochs)
+
+    def evaluate(self, plan: FitPlan, config: SegmentationConfig, data: SegmentationDataset, history: pd.DataFrame,
+                 fit_info: dict[str, Any], run_path: Path) -> dict[str, Any]:
+        """Evaluates the restored best model on every split; saves masks and plots."""
+        model = plan.model
+        results: dict[str, Any] = {"class_names": list(data.class_names)}
+        for split in ("train", "val", "test"):
+            values = model.evaluate(self.evaluation_pipeline(config, *data.split(split)), verbose=0, return_dict=True)
+            for key in ("loss", "accuracy", "mean_iou", "mean_dice"):
+                if key in values:
+                    results[f"{split}_{key}"] = float(values[key])
+        predicted = {}
+        for split in ("val", "test"):
+            probabilities = model.predict(self.evaluation_pipeline(config, data.split(split)[0]), verbose=0)
+            if not np.isfinite(probabilities).all():
+                return results  # a diverged model: the losses above say so; no masks to score
+            predicted[split] = _classes(probabilities)
+        results |= segmentation_metrics(data.masks_val, predicted["val"], data.class_names, prefix="val_",
+                                        flag_ratio=config.background_flag_ratio)
+        test = segmentation_metrics(data.masks_test, predicted["test"], data.class_names,
+                                    flag_ratio=config.background_flag_ratio)
+        # The E6 flag and its warning are the test split's, under their plain names.
+        for key in ("all_background", "warning", "foreground_fraction_true", "foreground_fraction_predicted"):
+            if key in test:
+                results[key] = test.pop(key)
+        results |= {f"test_{k}": v for k, v in test.items()}
+        results.pop("val_warning", None)
+        if results.get("warning"):
+            warnings.warn(results["warning"], stacklevel=3)
+            if config.verbose:
+                print(results["warning"])
+        np.savez_compressed(run_path / "predictions.npz", y_true=data.masks_test, y_pred=predicted["test"],
+                            class_names=np.asarray(data.class_names))
+        self._plot(config, data, history, fit_info, run_path, results, predicted["test"])
+        return results
+
+    def _plot(self, config, data, history, fit_info, run_path: Path, results, predicted) -> None:
+        title = f"{config.name or config.model} on {data.name}"
+        plot_dir = run_path / "plots"
+        plots.save(plots.learning_curves(history, title=title, best_epoch=fit_info.get("best_epoch")),
+                   plot_dir / "learning_curves.png")
+        plots.save(plots.segmentation_curves(history, title=title, best_epoch=fit_info.get("best_epoch")),
+                   plot_dir / "iou_dice_curves.png")
+        plots.save(plots.mask_overlays(data.x_test, data.masks_test, predicted, data.class_names,
+                                       seed=config.seed, title=f"Test masks: {title}"),
+                   plot_dir / "predicted_masks.png")
+        plots.save(plots.per_class_scores(results, data.class_names, prefix="test_",
+                                          title=f"Test IoU and Dice: {title}"),
+                   plot_dir / "per_class_scores.png")
+        matrix = pixel_confusion_matrix(data.masks_test, predicted, data.num_classes)
+        plots.save(plots.confusion_matrix(matrix, data.class_names, normalize=True,
+                                          title=f"Test pixel confusion matrix (rows sum to 1): {title}"),
+                   plot_dir / "confusion_matrix.png")
+        plots.save(plots.class_distribution({s: data.pixel_counts(s) for s in ("train", "val", "test")},
+                                            data.class_names, title=f"Pixels per class: {data.name}"),
+                   plot_dir / "class_distribution.png")
+
+
+class Reconstruction(_DensePrediction):
+    """Autoencoders (plain, denoising, VAE): the images are the targets."""
+
+    targets = "images"
+
+    def build(self, config: SegmentationConfig, data: SegmentationDataset) -> keras.Model:
+        return build_model(config.model, data.input_shape, **config.model_options())
+
+    def loss_and_metrics(self, config: SegmentationConfig, data: SegmentationDataset) -> dict[str, Any]:
+        return {"loss": config.loss_name, "metrics": ["mse"]}
+
+    def divergence_baseline(self, config: SegmentationConfig, data: SegmentationDataset) -> None:
+        return None  # a reconstruction loss has no chance level: only NaN is divergence
+
+    def log_line(self, epochs: int) -> keras.callbacks.Callback:
+        return epoch_line(epochs)
+
+    def evaluate(self, plan: FitPlan, config: SegmentationConfig, data: SegmentationDataset, history: pd.DataFrame,
+                 fit_info: dict[str, Any], run_path: Path) -> dict[str, Any]:
+        """Reconstruction error on every split; denoising scores; reconstructions plot."""
+        model = plan.model
+        results: dict[str, Any] = {}
+        for split in ("train", "val", "test"):
+            values = model.evaluate(self.evaluation_pipeline(config, data.split(split)[0]), verbose=0,
+                                    return_dict=True)
+            results[f"{split}_loss"] = float(values["loss"])
+            results[f"{split}_mse"] = float(values["mse"])
+            results[f"{split}_psnr"] = _psnr(values["mse"])
+        shown = _unit(data.x_test[:64])
+        reconstructed = model.predict(shown, verbose=0)
+        noisy = None
+        noise_layers = [layer for layer in model.layers if layer.name == "noise"]
+        if noise_layers:
+            # The denoiser is scored on test images noised as in training, against their clean
+            # versions, beside the error of the noisy images themselves (chunked: any set size).
+            stddev = float(noise_layers[0].stddev)
+            noisy_error = denoised_error = 0.0
+            for start in range(0, len(data.x_test), 256):
+                clean = _unit(data.x_test[start:start + 256])
+                noisy_chunk = add_noise(clean, stddev, seed=config.seed + start)
+                denoised = model.predict(noisy_chunk, batch_size=64, verbose=0)
+                noisy_error += float(np.sum((noisy_chunk - clean) ** 2))
+                denoised_error += float(np.sum((denoised - clean) ** 2))
+                if start == 0:
+                    noisy, reconstructed = noisy_chunk[:64], denoised[:64]
+            values = data.x_test.size
+            results |= {"noise_stddev": stddev, "test_noisy_psnr": _psnr(noisy_error / values),
+                        "test_denoised_psnr": _psnr(denoised_error / values)}
+        np.savez_compressed(run_path / "predictions.npz", images=shown, reconstructions=reconstructed,
+                            **({"noisy": noisy} if noisy is not None else {}))
+        title = f"{config.name or config.model} on {data.name}"
+        plots.save(plots.learning_curves(history, title=title, best_epoch=fit_info.get("best_epoch")),
+                   run_path / "plots" / "learning_curves.png")
+        plots.save(plots.reconstructions(shown, reconstructed, noisy=noisy, title=f"Test reconstructions: {title}"),
+                   run_path / "plots" / "reconstructions.png")
+        return results
+
+
+SEGMENTATION = Segmentation()
+RECONSTRUCTION = Reconstruction()
+
+
+class SegmentationLogLine(EpochLogLine):
+    """The E4 epoch line (accuracy is pixel accuracy) with the validation mean IoU added."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        line = format_epoch_line(epoch + 1, self.epochs, logs)
+        if "val_mean_iou" in logs:
+            parts = line.split(" | ")
+            position = len(parts) - 1 if "epoch_seconds" in logs else len(parts)
+            parts.insert(position, f"ValMeanIoU: {float(logs['val_mean_iou']):.4f}")
+            line = " | ".join(parts)
+        self.print_fn(line)
+
+
+def class_weights(config: SegmentationConfig, data: SegmentationDataset) -> list[float] | None:
+    """The per-class loss weights the configuration asks for, checked against the data."""
+    if config.class_weighting is None:
+        return None
+    if config.class_weighting == "balanced":
+        return data.class_weights("train")
+    weights = [float(w) for w in config.class_weighting]
+    if len(weights) != data.num_classes:
+        raise ValueError(f"class_weighting has {len(weights)} weights but {data.name} has {data.num_classes} classes "
+                         f"{data.class_names}: give one per class, background first.")
+    return weights
+
+
+def _classes(probabilities: np.ndarray) -> np.ndarray:
+    if probabilities.shape[-1] == 1:
+        return (probabilities[..., 0] > 0.5).astype(np.uint8)
+    return probabilities.argmax(axis=-1).astype(np.uint8)
+
+
+def _unit(images: np.ndarray) -> np.ndarray:
+    """Images as the "unit" pipeline feeds them: float32 in [0, 1]."""
+    images = np.asarray(images)
+    return images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
+
+
+def _psnr(mse: float) -> float:
+    """Peak signal-to-noise ratio in dB for images in [0, 1]."""
+    return float(10.0 * math.log10(1.0 / mse)) if mse > 0 else float("inf")
