@@ -193,47 +193,15 @@ def _fit(config: BaseConfig, task: Task, data: Any, run_path: Path) -> tuple[Fit
         plan = task.plan(config, data)
         used_steps = steps_per_execution(config)
     epochs = sum(phase.epochs for phase in plan.phases)
-    timer = EpochTimer()
-    divergence = DivergenceMonitor(baseline_loss=task.divergence_baseline(config, data),
-                                   patience=config.divergence_patience)
-    best = RestoreBestWeights(monitor=config.monitor, mode=config.monitor_mode)
-    callbacks: list[keras.callbacks.Callback] = [timer, divergence, best]
-    if config.early_stopping_patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=config.monitor, mode=config.monitor_mode,
-                                                       patience=config.early_stopping_patience))
-    if config.save_model and plan.checkpoint:
-        callbacks.append(keras.callbacks.ModelCheckpoint(str(run_path / "model.keras"), monitor=config.monitor,
-                                                         mode=config.monitor_mode, save_best_only=True))
+    watch = _Watch(config, task.divergence_baseline(config, data))
+    callbacks = watch.callbacks(config, run_path, checkpoint=plan.checkpoint)
     if config.verbose:
         callbacks.append(task.log_line(epochs))
-
     started = time.perf_counter()
-    histories, phases, seconds, epoch = [], [], [], 0
-    overall = _Best(config.monitor_mode)
-    phased = len(plan.phases) > 1 or plan.phases[0].prepare is not None  # progressive unfreezing
-    for index, phase in enumerate(plan.phases):
-        facts = {}
-        if phase.prepare is not None:
-            with strategy.scope():
-                facts = phase.prepare() or {}
-        csv = keras.callbacks.CSVLogger(str(run_path / "history.csv"), append=index > 0)
-        fit = phase.fitted.fit(plan.train, validation_data=plan.val, initial_epoch=epoch, epochs=epoch + phase.epochs,
-                               callbacks=[*callbacks, csv], verbose=0, shuffle=False, class_weight=plan.class_weight,
-                               steps_per_epoch=phase.steps_per_epoch)
-        history = pd.DataFrame(fit.history)
-        if phased:
-            history = history.assign(phase=index + 1)
-            phases.append({"phase": index + 1, **facts, "epochs": len(history)})
-        histories.append(history)
-        seconds += timer.seconds
-        overall.update(best)  # Keras numbers epochs across fits, so best_epoch is the run's
-        epoch += len(history)
-        if divergence.diverged:
-            break
-    overall.restore(best, plan.phases[-1].fitted if phased else None)
+    history, phases = _run_phases(plan, watch, callbacks, strategy, run_path)
     if config.save_model and not plan.checkpoint:
         plan.model.save(run_path / "model.keras")  # the best weights, restored, in the whole model
-    history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
+    best, divergence, seconds = watch.best, watch.divergence, watch.seconds
     info = {
         "status": "diverged" if divergence.diverged else "completed",
         "divergence_reason": divergence.reason,
@@ -255,6 +223,56 @@ def _fit(config: BaseConfig, task: Task, data: Any, run_path: Path) -> tuple[Fit
         info |= {f"best_epoch_{key}": float(row[key]) for key in history.columns
                  if key not in ("epoch", "epoch_seconds", "phase", "learning_rate")}
     return plan, history, info
+
+
+class _Watch:
+    """The callbacks whose state the record reads: the epoch timer, divergence, the best epoch."""
+
+    def __init__(self, config: BaseConfig, baseline_loss: float | None):
+        self.timer = EpochTimer()
+        self.divergence = DivergenceMonitor(baseline_loss=baseline_loss, patience=config.divergence_patience)
+        self.best = RestoreBestWeights(monitor=config.monitor, mode=config.monitor_mode)
+        self.seconds: list[float] = []
+
+    def callbacks(self, config: BaseConfig, run_path: Path, *, checkpoint: bool) -> list[keras.callbacks.Callback]:
+        """These three, plus early stopping and the best-model checkpoint when configured."""
+        callbacks: list[keras.callbacks.Callback] = [self.timer, self.divergence, self.best]
+        if config.early_stopping_patience:
+            callbacks.append(keras.callbacks.EarlyStopping(monitor=config.monitor, mode=config.monitor_mode,
+                                                           patience=config.early_stopping_patience))
+        if config.save_model and checkpoint:
+            callbacks.append(keras.callbacks.ModelCheckpoint(str(run_path / "model.keras"), monitor=config.monitor,
+                                                             mode=config.monitor_mode, save_best_only=True))
+        return callbacks
+
+
+def _run_phases(plan: FitPlan, watch: _Watch, callbacks: list, strategy, run_path: Path) -> tuple[pd.DataFrame, list]:
+    """Fits the plan's phases in turn (one history, epochs numbered across phases) and leaves
+    the model at the best epoch of all; returns the history and, for several phases, their facts."""
+    histories, phases, epoch = [], [], 0
+    overall = _Best(watch.best.mode)
+    phased = len(plan.phases) > 1 or plan.phases[0].prepare is not None  # progressive unfreezing
+    for index, phase in enumerate(plan.phases):
+        facts = {}
+        if phase.prepare is not None:
+            with strategy.scope():
+                facts = phase.prepare() or {}
+        csv = keras.callbacks.CSVLogger(str(run_path / "history.csv"), append=index > 0)
+        fit = phase.fitted.fit(plan.train, validation_data=plan.val, initial_epoch=epoch, epochs=epoch + phase.epochs,
+                               callbacks=[*callbacks, csv], verbose=0, shuffle=False, class_weight=plan.class_weight,
+                               steps_per_epoch=phase.steps_per_epoch)
+        history = pd.DataFrame(fit.history)
+        if phased:
+            history = history.assign(phase=index + 1)
+            phases.append({"phase": index + 1, **facts, "epochs": len(history)})
+        histories.append(history)
+        watch.seconds += watch.timer.seconds
+        overall.update(watch.best)  # Keras numbers epochs across fits, so best_epoch is the run's
+        epoch += len(history)
+        if watch.divergence.diverged:
+            break
+    overall.restore(watch.best, plan.phases[-1].fitted if phased else None)
+    return (pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()), phases
 
 
 class _Best:

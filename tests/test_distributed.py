@@ -93,14 +93,19 @@ def test_is_chief_follows_tf_config(monkeypatch):
 def test_two_multiworker_workers_train_like_one(tmp_path):
     """Two MultiWorkerMirroredStrategy workers (global batch 32, 16 each) end where one worker
     with the same global batch ends, and only the chief writes a run record."""
-    config = {**TINY, "epochs": 2, "distribute": "multiworker", "steps_per_execution": 1, "name": "mwms"}
+    # steps_per_execution is left at its default (16): with two replicas the runner compiles one
+    # step per call (keras-team/keras#19246); the one-worker reference keeps 16.
+    config = {**TINY, "epochs": 2, "distribute": "multiworker", "name": "mwms"}
     (tmp_path / "run.json").write_text(json.dumps(config))
     command = [sys.executable, "-m", "lab.distributed", str(tmp_path / "run.json")]
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     two, one = tmp_path / "two-workers", tmp_path / "one-worker"
+    scratch = tmp_path / "tmp"  # the workers' temporary folders go here
+    scratch.mkdir()
     jobs = [(command, {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
-                       "LAB_REPORTS_DIR": str(two)}, tmp_path / f"worker{i}.log") for i in range(2)]
+                       "LAB_REPORTS_DIR": str(two), "TMPDIR": str(scratch)}, tmp_path / f"worker{i}.log")
+            for i in range(2)]
     # The reference: the same strategy with one worker (no TF_CONFIG). The same strategy, so
     # Keras reads the data the same way (it takes one batch for its shapes first).
     jobs.append((command, {"LAB_REPORTS_DIR": str(one)}, tmp_path / "single.log"))
@@ -110,6 +115,8 @@ def test_two_multiworker_workers_train_like_one(tmp_path):
     [distributed] = load_runs(two)  # one record for the two workers
     [single] = load_runs(one)
     assert distributed.status == single.status == "completed"
+    assert (distributed.metrics["steps_per_execution"], single.metrics["steps_per_execution"]) == (1, 16)
+    assert list(scratch.glob("lab-worker-*")) == [], "the non-chief worker's run folder is deleted"
     for key in ("train_loss", "val_loss", "test_loss", "val_accuracy", "test_accuracy"):
         assert distributed.metrics[key] == pytest.approx(single.metrics[key], abs=1e-4), key
     a = keras.models.load_model(distributed.path / "model.keras", compile=False).get_weights()

@@ -1,0 +1,125 @@
+"""The runner's shared policies, for every task: data keyed by every field that chooses it, the
+chief-only record without leftovers, the steps-per-call policy, and old names refused clearly.
+
+Each of these drifted apart while classification and segmentation had their own training code.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lab.runner as runner
+from lab.config import RunConfig, SegmentationConfig
+from lab.datasets import DATA_FIELDS, data_key, load_dataset
+from lab.datasets.folders import write_image_folder
+from lab.records import load_run, load_runs
+from lab.segmentation import train_autoencoder, train_segmentation
+from lab.sweep import run_sweep
+from lab.training import train
+
+MLP = dict(model="mlp", hidden_units=[8], epochs=1, batch_size=16, early_stopping_patience=None, verbose=0,
+           save_model=False)
+SEGMENTER = dict(dataset="shapes", dataset_size=32, limit=24, model="unet", depth=2, filters=4, epochs=1,
+                 batch_size=8, early_stopping_patience=None, verbose=0, save_model=False)
+
+
+def test_every_data_field_is_in_the_data_key():
+    base = RunConfig(dataset="folder:/x", dataset_size=16)
+    changes = {"dataset": "folder:/y", "dataset_size": 24, "dataset_resize": 40, "num_classes": 3, "limit": 9,
+               "val_fraction": 0.2, "seed": 1}
+    assert set(changes) == set(DATA_FIELDS)
+    for key, value in changes.items():
+        assert data_key(base.replace(**{key: value})) != data_key(base), key
+    assert data_key(base.replace(learning_rate=0.1, name="other")) == data_key(base)
+    # Segmentation and autoencoder runs read the same images and masks; classification does not.
+    assert data_key(SegmentationConfig(model="unet")) == data_key(SegmentationConfig(model="autoencoder"))
+    assert data_key(SegmentationConfig(dataset="shapes")) != data_key(RunConfig(dataset="shapes"))
+
+
+def test_a_sweep_over_dataset_resize_loads_each_variants_data(tmp_path):
+    # One image folder, two resize-then-crop settings: the crops differ, so each run must load its own.
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(30, 48, 48, 3), dtype=np.uint8)
+    folder = write_image_folder(images, np.repeat(np.arange(3), 10), ["a", "b", "c"], tmp_path / "folder")
+    base = RunConfig(dataset=f"folder:{folder}", dataset_size=16, **MLP)
+    result = run_sweep(base, [{"name": "resize-16", "dataset_resize": 16}, {"name": "resize-48", "dataset_resize": 48}],
+                       name="resize")
+    # The record names the data the run trained on: each variant's own resize.
+    assert [run.config["data"]["source"]["resize_to"] for run in result.runs] == [16, 48]
+    first, second = (load_dataset(f"folder:{folder}", size=16, resize_to=r) for r in (16, 48))
+    assert not np.array_equal(first.x_train, second.x_train), "the two settings give different images"
+
+
+@pytest.mark.parametrize("trainer, config", [(train, dict(dataset="digits", limit=60, **MLP)),
+                                             (train_segmentation, SEGMENTER),
+                                             (train_autoencoder, {**{k: v for k, v in SEGMENTER.items() if k != "depth"},
+                                                                  "model": "autoencoder", "filters": [4, 8]})],
+                         ids=["classification", "segmentation", "reconstruction"])
+def test_only_the_chief_keeps_a_record_and_workers_leave_nothing(trainer, config, monkeypatch, tmp_path):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where a worker's temporary folder goes
+    monkeypatch.setattr(runner.hardware, "is_chief", lambda: False)
+    worker = trainer(config)
+    assert worker.status == "completed" and worker.run_dir is None
+    assert load_runs() == [], "a worker's record is not kept"
+    assert list(scratch.glob("lab-worker-*")) == [], "a worker's temporary run folder is deleted"
+    monkeypatch.setattr(runner.hardware, "is_chief", lambda: True)
+    chief = trainer(config)
+    assert [run.run_id for run in load_runs()] == [chief.run_dir.name]
+    assert load_run(chief.run_dir).config["task"] == chief.config.task
+
+
+def test_one_replica_keeps_the_configured_steps_per_call():
+    result = train(dataset="digits", limit=60, steps_per_execution=4, **MLP)
+    assert result.metrics["steps_per_execution"] == 4
+
+
+def test_several_replicas_compile_one_step_per_call(monkeypatch):
+    class TwoReplicas:
+        num_replicas_in_sync = 2
+
+    monkeypatch.setattr(runner.tf.distribute, "get_strategy", lambda: TwoReplicas())
+    assert runner.steps_per_execution(RunConfig(steps_per_execution=16)) == 1
+    assert runner.compile_options(SegmentationConfig(steps_per_execution=8))["steps_per_execution"] == 1
+
+
+@pytest.mark.parametrize("old, new", [("image_size", "pipeline_size"), ("input_size", "backbone_input_size"),
+                                      ("resize_to", "dataset_resize"), ("trainable", "unfreeze"),
+                                      ("run_name", "name"), ("run_tags", "tags")])
+def test_an_old_name_is_refused_with_its_new_name(old, new):
+    for make in (lambda: RunConfig(**{old: 1}), lambda: RunConfig.from_dict({old: 1})):
+        with pytest.raises(ValueError, match=f"'{old}' is now called {new}"):
+            make()
+    with pytest.raises(ValueError, match="did you mean 'learning_rate'"):
+        RunConfig(learnig_rate=0.1)
+
+
+def test_an_empty_history_is_recorded_for_a_run_that_fails_before_its_first_epoch(monkeypatch):
+    class Broken(RuntimeError):
+        pass
+
+    def fail(*args, **kwargs):
+        raise Broken("no epoch")
+
+    monkeypatch.setattr(runner, "_run_phases", fail)
+    result = train(dataset="digits", limit=60, raise_on_error=False, **MLP)
+    assert result.status == "failed" and result.history.empty
+    assert "Broken: no epoch" in load_run(result.run_dir).metrics["error"]
+
+
+def test_old_records_are_read_under_the_new_names(tmp_path):
+    import json
+
+    folder = tmp_path / "old-run"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"image_size": 16, "input_size": 64, "trainable": "head",
+                                                    "model": "cnn"}))
+    (folder / "metrics.json").write_text(json.dumps({"status": "completed"}))
+    config = load_run(folder).config
+    assert (config["pipeline_size"], config["backbone_input_size"], config["unfreeze"]) == (16, 64, 0)
+    assert "image_size" not in config and Path(folder / "config.json").read_text().count("image_size") == 1
