@@ -9,7 +9,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup run test clean-reports
+# Tests run in two processes (pytest-xdist); --dist loadscope keeps each test module, and so each
+# notebook's cells, in order in one process.
+XDIST := -n 2 --dist loadscope
+
+.PHONY: setup run test test-fast clean-reports
 
 setup: $(STAMP)
 
@@ -31,9 +35,14 @@ run: setup
 test: setup
 	rm -rf build/nbval
 	$(PY) -m lab.notebooks prepare build/nbval
-	LAB_REPORTS_DIR=$(CURDIR)/build/nbval-reports $(PY) -m pytest tests build/nbval \
+	LAB_REPORTS_DIR=$(CURDIR)/build/nbval-reports $(PY) -m pytest tests build/nbval $(XDIST) \
 		--nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg --nbval-kernel-name python3 \
 		--nbval-cell-timeout 600
+
+# While working: every module of lab touched in a few minutes; the heavy checks (the backbone
+# table, subprocess batches and workers, kill-and-resume, the notebooks) are left to `make test`.
+test-fast: setup
+	$(PY) -m pytest tests -m "not slow" $(XDIST)
 
 clean-reports:
 	rm -rf reports/runs/.partial-*

@@ -21,7 +21,7 @@ for itself; the validation and test accuracy of both sides and their difference 
 most 0.5).
 
 Without network there are no ImageNet weights: by default each backbone is pretrained here with
-``lab.transfer.pretrain_offline`` (shapes, 32 px; kept under ``data/pretrained/`` and reused), then
+``lab.pretraining.pretrain_offline`` (shapes, 32 px; kept under ``data/pretrained/`` and reused), then
 transferred to the target data. ``--weights none`` uses a random backbone (same speed, lower accuracy).
 
 Run: ``python benchmarks/feature_cache.py`` (about 3-5 minutes on 2 cores, the first time a minute more for
@@ -59,7 +59,7 @@ def main() -> None:
     from lab.datasets import load_dataset
     from lab.features import clear_memory_cache, feature_cache_dir
     from lab.training import train
-    from lab.transfer import pretrain_offline
+    from lab.pretraining import pretrain_offline
 
     data = load_dataset(args.dataset, size=args.dataset_size, limit=limit, seed=args.seed)
     load_before = os.getloadavg()
@@ -74,7 +74,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="feature-cache-bench-") as temporary:
         for backbone in backbones:
             weights = _weights(args, backbone, temporary, pretrain_offline)
-            base = dict(model="transfer", backbone=backbone, weights=weights, input_size=input_size, unfreeze=0,
+            base = dict(model="transfer", backbone=backbone, weights=weights, backbone_input_size=input_size, unfreeze=0,
                         dataset=data.name, epochs=epochs, batch_size=args.batch_size, seed=args.seed,
                         early_stopping_patience=None, save_model=False, verbose=0,
                         reports_dir=str(Path(temporary) / "reports"), name=f"feature-cache-{backbone}")

@@ -42,7 +42,8 @@ def main() -> None:
     from lab.losses import SparseCategoricalCrossentropy
     from lab.models import build_model
     from lab.pipeline import make_augmenter, make_pipeline
-    from lab.training import make_optimizer, seed_everything
+    from lab.optimizers import make_optimizer
+    from lab.runner import seed_everything
 
     config = RunConfig(model="cnn", batch_size=args.batch_size)
     seed_everything(config.seed, config.deterministic)

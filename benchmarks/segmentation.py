@@ -53,7 +53,7 @@ def main() -> int:
         from lab import hardware
         from lab.datasets.segmentation import load_segmentation_dataset
         from lab.segmentation import train_segmentation
-        from lab.segmentation.metrics import metric_key
+        from lab.evaluation import metric_key
 
         print(f"device: {hardware.device_summary()}, {os.cpu_count()} cores")
         rows = []

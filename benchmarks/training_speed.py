@@ -312,7 +312,8 @@ def kit_worker(spec: dict) -> None:
     from lab.config import RunConfig
     from lab.models import build_model
     from lab.pipeline import make_augmenter, make_pipeline
-    from lab.training import compile_model, seed_everything
+    from lab.classification import compile_model
+    from lab.runner import seed_everything
 
     overrides = {key: spec[key] for key in ("jit_compile", "deterministic", "normalization", "steps_per_execution")
                  if key in spec}
@@ -329,7 +330,7 @@ def kit_worker(spec: dict) -> None:
                                    translation=config.aug_translation, contrast=config.aug_contrast,
                                    seed=config.seed)
     train_ds = make_pipeline(images, labels, training=True, batch_size=config.batch_size, augmenter=augmenter,
-                             image_size=config.image_size, input_scaling=config.input_scaling, cache=config.cache,
+                             image_size=config.pipeline_size, input_scaling=config.input_scaling, cache=config.cache,
                              seed=config.seed, deterministic=config.deterministic)
     if spec.get("tfdata"):
         data_options = tf.data.Options()

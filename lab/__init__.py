@@ -1,16 +1,22 @@
 """lab: a Keras/TensorFlow kit for deep-learning coursework experiments.
 
 Modules, one concern each:
-    lab.datasets   one registry of datasets (MedMNIST, Keras, TFDS, folders, embedded)
+    lab.datasets   one registry of datasets (MedMNIST, Keras, TFDS, folders, embedded); the data a
+                   run's configuration names (load_data, data_key)
     lab.pipeline   tf.data pipelines and augmentation
     lab.tfrecord   sharded TFRecord export and streaming reads
-    lab.models     model builders (simple, basic, cnn, mlp)
-    lab.config     the flat run configuration
-    lab.training   ``train(config)``: one run, one record
-    lab.callbacks  epoch log line, timer, divergence monitor
-    lab.records    run folders, the run index, results tables
-    lab.evaluation accuracy, macro AUC, confusion matrices
-    lab.plots      learning curves, confusion matrices, sample grids
+    lab.models     one registry of every model builder (classifiers, segmentation, autoencoders)
+    lab.config     the flat run configurations (RunConfig, SegmentationConfig); no TensorFlow
+    lab.runner     the life of every run: fit, best weights, evaluation, record or discard
+    lab.classification  what a classification run adds to the runner
+    lab.training   ``train(config)``: one classification run, one record
+    lab.optimizers optimizers by name; a smaller learning rate for a pretrained backbone
+    lab.pretraining  backbones pretrained offline (``weights="pretrain-offline"``)
+    lab.transfer_studies  E2's unfreezing comparison, E8's efficiency table
+    lab.callbacks  epoch log line, timer, divergence monitor, best weights
+    lab.records    run folders, the run index and its lookup, results tables
+    lab.evaluation scores from saved predictions (classification and segmentation)
+    lab.plots      learning curves, confusion matrices, sample grids, masks
     lab.sweep      run many configurations; a diverged run never stops a sweep
     lab.ablation   E1's regularisation ablation as one command
     lab.batch      papermill batches of a notebook, resumable after a kill
@@ -20,7 +26,8 @@ Modules, one concern each:
     lab.distributed  one training run on several machines (MultiWorkerMirroredStrategy)
     lab.tuning     keras-tuner searches whose trials are run records; chief/worker tuning
     lab.tf_memory  freeing a finished run's traced graphs (flat memory over many runs)
-    lab.segmentation  U-Net/DeepLab/FCN, autoencoders, Dice and IoU, ``train_segmentation``
+    lab.segmentation  ``train_segmentation``, ``train_autoencoder``: Dice losses, IoU metrics
+The experiments the kit exists for (E1-E12) are described in docs/experiments.md.
 """
 
 import os

@@ -28,6 +28,7 @@ STAGES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TABLE)
 def test_every_backbone_builds_without_weights_and_classifies(name):
     keras.backend.clear_session()

@@ -76,6 +76,7 @@ def test_bad_specs_are_refused(tiny_notebook, raw, message):
         spec_from_dict({"notebook": "missing.ipynb", "runs": [{}]})
 
 
+@pytest.mark.slow
 def test_failed_and_diverged_runs_are_recorded_and_the_batch_goes_on(tiny_notebook, isolated_dirs):
     spec = spec_from_dict({"notebook": str(tiny_notebook), "name": "mixed", "runs": [
         {"name": "fails", "fail": True},
@@ -103,6 +104,7 @@ def test_failed_and_diverged_runs_are_recorded_and_the_batch_goes_on(tiny_notebo
     assert sorted(r["name"] for r in read_records(again.folder)) == ["diverges", "fails", "fails", "learns"]
 
 
+@pytest.mark.slow
 def test_a_killed_batch_resumes_without_losing_or_duplicating(tiny_notebook, isolated_dirs, tmp_path):
     spec_path = tmp_path / "kill.json"
     spec_path.write_text(json.dumps({"notebook": str(tiny_notebook), "name": "kill", "workers": 1,

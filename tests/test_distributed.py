@@ -90,6 +90,7 @@ def test_is_chief_follows_tf_config(monkeypatch):
         hardware.is_chief()
 
 
+@pytest.mark.slow
 def test_two_multiworker_workers_train_like_one(tmp_path):
     """Two MultiWorkerMirroredStrategy workers (global batch 32, 16 each) end where one worker
     with the same global batch ends, and only the chief writes a run record."""
@@ -127,6 +128,7 @@ def test_two_multiworker_workers_train_like_one(tmp_path):
         np.testing.assert_allclose(x, y, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_chief_and_two_workers_finish_one_search(tmp_path):
     """keras-tuner's own distributed mode: a chief serves the oracle, two workers train; every
     trial runs exactly once, on one of the workers, and both workers take part."""
@@ -158,3 +160,13 @@ def test_chief_and_two_workers_finish_one_search(tmp_path):
 
 def _tag(run, prefix: str) -> str | None:
     return next((t[len(prefix):] for t in run.config["tags"] if t.startswith(prefix)), None)
+
+
+def test_the_worker_entry_point_refuses_a_run_that_is_not_multiworker(tmp_path, capsys):
+    from lab.distributed import main, train_worker
+
+    with pytest.raises(ValueError, match="distribute='multiworker'"):
+        train_worker({**TINY, "epochs": 1})
+    (tmp_path / "run.json").write_text(json.dumps({**TINY, "image_size": 16}))
+    assert main([str(tmp_path / "run.json")]) == 2
+    assert "'image_size' is now called pipeline_size" in capsys.readouterr().err

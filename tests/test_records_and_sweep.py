@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from lab import atomic
+from lab.config import RunConfig
 from lab.records import (INDEX_NAME, RunWriter, clean_partial, load_run, load_runs, read_index, rebuild_index,
                          results_table, to_markdown)
 from lab.sweep import grid, run_sweep
@@ -100,3 +101,14 @@ def test_sweep_validates_every_variant_before_training(isolated_dirs):
     assert read_index() == []
     with pytest.raises(ValueError, match="at least one variant"):
         run_sweep(FAST, [], name="empty")
+
+
+def test_the_e1_notebook_batch_names_each_run_after_its_configuration():
+    from lab.ablation import E1_VARIANTS, notebook_batch_spec
+    from lab.notebooks import parameter_names
+
+    spec = notebook_batch_spec(RunConfig(dataset="digits", pipeline_size=16, epochs=2), E1_VARIANTS[:3], name="e1")
+    assert "name" in parameter_names(spec.notebook), "the notebook takes its run's name as a parameter"
+    assert [job.parameters["name"] for job in spec.jobs] == [v["name"] for v in E1_VARIANTS[:3]]
+    assert all(job.parameters["pipeline_size"] == 16 and job.parameters["epochs"] == 2 for job in spec.jobs)
+    assert set(spec.jobs[0].parameters) <= set(parameter_names(spec.notebook)), "every parameter is the notebook's"

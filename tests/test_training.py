@@ -50,6 +50,7 @@ def test_a_run_writes_a_complete_record(small_digits, isolated_dirs, capsys):
     assert keras.models.load_model(result.run_dir / "model.keras").count_params() == metrics["params"]
 
 
+@pytest.mark.slow
 def test_same_seed_same_data_same_metrics(small_digits):
     first = train(RunConfig(**FAST), data=small_digits)
     second = train(RunConfig(**FAST), data=small_digits)
@@ -115,6 +116,7 @@ def test_options_that_change_the_run(small_digits):
     assert result.model.input_shape == (None, 12, 12, 1)
 
 
+@pytest.mark.slow
 def test_mixed_precision_and_xla_switches_work_on_cpu(small_digits):
     with pytest.raises(ValueError, match="jit_compile=True needs deterministic=False"):
         RunConfig(**{**FAST, "jit_compile": True})

@@ -82,6 +82,7 @@ def test_backbone_learning_rate_factor_scales_only_the_pretrained_updates():
         np.testing.assert_allclose(deltas[0.1][path], scale * delta, rtol=1e-3, atol=1e-7, err_msg=path)
 
 
+@pytest.mark.slow
 def test_feature_cache_trains_the_same_head_much_faster(small_digits, isolated_dirs):
     clear_memory_cache()
     through = train(TRANSFER, data=small_digits, feature_cache=None, name="through-backbone", save_model=False)
@@ -117,6 +118,7 @@ def test_memory_cache_drops_the_oldest_features_beyond_its_budget(monkeypatch):
     clear_memory_cache()
 
 
+@pytest.mark.slow
 def test_augmentation_turns_the_cache_off_unless_passes_are_cached(small_digits):
     off = train(TRANSFER, data=small_digits, augment=True, epochs=1, save_model=False)
     assert off.metrics["feature_cache"].startswith("off: augmentation changes the images every epoch")
@@ -154,6 +156,7 @@ def test_a_schedule_with_too_many_stages_is_refused_before_any_phase_trains(smal
     assert run.status == "failed" and run.history().empty
 
 
+@pytest.mark.slow
 def test_transfer_is_proven_offline_pretrain_save_fine_tune(small_digits):
     """ResNet-18 pretrained on the shapes set, saved, then fine-tuned on digits: the saved features
     beat random ones with the head alone, and unfreezing a stage gains more."""

@@ -187,6 +187,7 @@ def test_a_search_records_every_trial_and_exports_the_best(digits_small, isolate
     assert len(load_runs(tags=[f"search-id:{result.search_id}"])) == 2
 
 
+@pytest.mark.slow
 def test_hyperband_trains_each_trial_for_its_budget(digits_small, no_plots):
     # max_epochs=2, factor=2: two trials of 1 epoch, then the better one again for 2 epochs.
     result = search(BASE, SPACE, tuner="hyperband", max_epochs=2, factor=2, max_trials=3, name="hb",
@@ -216,6 +217,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+@pytest.mark.slow
 def test_a_search_killed_mid_trial_resumes_without_losing_or_repeating_trials(tmp_path, isolated_dirs):
     spec = {"base": {**BASE, "limit": 60, "save_model": False}, "space": SPACE, "max_trials": 3, "name": "killed",
             "verbose": 0}
@@ -263,3 +265,15 @@ def test_a_transfer_search_runs_a_trial(digits_small, no_plots):
     [run] = result.runs
     assert run.status == "completed" and run.config["backbone"] == "mobilenetv2"
     assert set(result.best["hyperparameters"]) >= {"backbone", "unfreeze", "head_units", "learning_rate"}
+
+
+def test_the_command_line_refuses_a_bad_spec_before_any_trial(tmp_path, capsys, isolated_dirs):
+    from lab.tuning.__main__ import main
+
+    spec = tmp_path / "search.json"
+    spec.write_text(json.dumps({"base": {"dataset": "digits"}, "space": {"learning_rate": [1e-3]}, "trials": 3}))
+    assert main([str(spec)]) == 2
+    assert "Unknown search spec key(s) ['trials']" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (isolated_dirs / "reports").exists() or not any((isolated_dirs / "reports").rglob("*.json"))
