@@ -145,23 +145,11 @@ def search(
             setup), before any trial runs.
     """
     base = RunConfig.from_any(base)
-    if tuner not in TUNERS:
-        raise ValueError(f"Unknown tuner {tuner!r}. Available tuners: {', '.join(TUNERS)}.")
-    if not isinstance(max_trials, int) or isinstance(max_trials, bool) or max_trials < 1:
-        raise ValueError(f"max_trials must be a positive integer, received max_trials={max_trials!r}.")
-    if not name or any(c in name for c in "/\\:") or name.startswith("."):
-        raise ValueError(f"A search name is a plain folder name (no '/', ':' or leading '.'), received {name!r}.")
+    _check_arguments(tuner, max_trials, name)
     entries = parse_space(space)
     goal = make_objective(objective)
     check_against(base, entries)
-    data_entries = [e.name for e in entries if e.name in DATA_FIELDS]
-    if data is not None and data_entries:
-        raise ValueError(f"The space tunes {data_entries}, which choose the data each trial loads, so one dataset "
-                         "cannot be passed as data=: leave data out.")
-    if data is None and not data_entries:
-        data = load_data(base)  # once for every trial, and to check the models below
-    if data is not None:
-        check_against(base, entries, _model_check(data))
+    data = _shared_data(base, entries, data)
     directory = searches_dir(base.reports_dir) / name
     role = _role()
     manifest = {
@@ -199,6 +187,30 @@ def search(
     if role == "worker":
         return _worker_result(run_tuner, name, directory, goal, base.reports_dir)
     return export(run_tuner, name, directory, goal, base.reports_dir)
+
+
+def _check_arguments(tuner: str, max_trials: int, name: str) -> None:
+    if tuner not in TUNERS:
+        raise ValueError(f"Unknown tuner {tuner!r}. Available tuners: {', '.join(TUNERS)}.")
+    if not isinstance(max_trials, int) or isinstance(max_trials, bool) or max_trials < 1:
+        raise ValueError(f"max_trials must be a positive integer, received max_trials={max_trials!r}.")
+    if not name or any(c in name for c in "/\\:") or name.startswith("."):
+        raise ValueError(f"A search name is a plain folder name (no '/', ':' or leading '.'), received {name!r}.")
+
+
+def _shared_data(base: RunConfig, entries: list, data: Dataset | None) -> Dataset | None:
+    """The dataset every trial shares (loaded once here), or None when the space tunes the data;
+    with a dataset, each candidate model is built once so that a value only its builder refuses
+    stops the search before its first trial."""
+    data_entries = [e.name for e in entries if e.name in DATA_FIELDS]
+    if data is not None and data_entries:
+        raise ValueError(f"The space tunes {data_entries}, which choose the data each trial loads, so one dataset "
+                         "cannot be passed as data=: leave data out.")
+    if data is None and not data_entries:
+        data = load_data(base)
+    if data is not None:
+        check_against(base, entries, _model_check(data))
+    return data
 
 
 def searches_dir(reports_dir: str | os.PathLike | None = None) -> Path:
