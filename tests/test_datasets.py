@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lab.datasets import from_arrays, list_datasets, load_dataset, load_image_folder, load_shapes
+from lab.datasets import Dataset, from_arrays, list_datasets, load_data, load_dataset, load_image_folder, load_shapes
 from lab.datasets import medmnist as mm
 from lab.datasets import keras_datasets as kd
+from lab.datasets.folders import write_image_folder
 from lab.download import ChecksumError, DatasetNotAvailableError
 
 
@@ -66,6 +67,57 @@ def test_limit_is_stratified(digits):
     small = digits.limit(100, seed=0)
     assert len(small.y_train) == 100
     assert (small.class_counts() >= 8).all()
+
+
+def _labelled(train_labels, other_labels=(0, 1)):
+    """A Dataset of 2x2 images whose train labels are ``train_labels`` (val and test: ``other_labels``)."""
+    train, other = np.asarray(train_labels), np.asarray(other_labels)
+    # Every pixel of image i holds i, so a sample can be traced back to the images it kept.
+    images = lambda n: np.broadcast_to(np.arange(n).reshape(n, 1, 1, 1), (n, 2, 2, 1))  # noqa: E731
+    top = int(max(train.max(), other.max())) + 1
+    return Dataset(name="rare", x_train=images(len(train)), y_train=train, x_val=images(len(other)), y_val=other,
+                   x_test=images(len(other)), y_test=other, class_names=[f"c{i}" for i in range(top)])
+
+
+def test_limit_keeps_every_class_even_rare_ones():
+    # One class with 97 images and three with one each: a proportional sample of 10 gives the
+    # rare classes 0.1 image each, which rounds to none.
+    data = _labelled(np.repeat([0, 1, 2, 3], [97, 1, 1, 1]))
+    small = data.limit(10, seed=4)
+    assert len(small.y_train) == 10 and (small.class_counts() >= 1).all()
+    assert small.class_counts()[0] == 7
+    again = data.limit(10, seed=4)
+    assert np.array_equal(small.x_train, again.x_train), "the sample is a function of the seed"
+    # Each kept image still carries its own label.
+    np.testing.assert_array_equal(data.y_train[small.x_train[:, 0, 0, 0]], small.y_train)
+
+
+def test_limit_smaller_than_the_classes_of_a_split_is_refused(digits):
+    with pytest.raises(ValueError, match=r"limit=5 would drop classes: the train split of 'digits' has 10 classes; "
+                                         r"use limit >= 10"):
+        digits.limit(5)
+    with pytest.raises(ValueError, match="limit=5 would drop classes"):
+        load_dataset("digits", limit=5)
+    with pytest.raises(ValueError, match="limit must be a positive number of images per split, received 2.5"):
+        digits.limit(2.5)
+    # Fewer classes on purpose: num_classes first, then a limit that fits them.
+    assert load_dataset("digits", num_classes=3, limit=3).num_classes == 3
+
+
+def test_limit_keeps_the_draws_it_made_before_when_they_kept_every_class(digits):
+    from sklearn.model_selection import train_test_split
+
+    # The scikit-learn draw used before rare classes were guaranteed: same seed, same images.
+    index, _ = train_test_split(np.arange(len(digits.y_train)), train_size=100, random_state=0,
+                                stratify=digits.y_train)
+    np.testing.assert_array_equal(digits.limit(100, seed=0).x_train, digits.x_train[np.sort(index)])
+
+
+def test_limit_close_to_the_split_size_keeps_every_class():
+    # 10 classes of 3 images, keep 28: too few left over for scikit-learn to stratify.
+    data = _labelled(np.repeat(np.arange(10), 3))
+    small = data.limit(28, seed=1)
+    assert len(small.y_train) == 28 and (small.class_counts() >= 2).all()
 
 
 def test_class_weights_balance_counts():
@@ -158,8 +210,30 @@ def test_medmnist_refuses_multilabel_3d_and_bad_sizes():
         load_dataset("chestmnist")
     with pytest.raises(ValueError, match="3D"):
         load_dataset("organmnist3d")
-    with pytest.raises(ValueError, match="size must be one of"):
+    with pytest.raises(ValueError, match=r"size must be one of \(28, 64, 128, 224\), received size=32"):
         load_dataset("bloodmnist", size=32)
+    # size=0 is a size, not "no size": it used to load 28 px in silence.
+    with pytest.raises(ValueError, match="received size=0"):
+        load_dataset("bloodmnist", size=0, download=False)
+
+
+@pytest.mark.parametrize("name,side", [("digits", 8), ("mnist", 28), ("fashion_mnist", 28), ("cifar10", 32),
+                                       ("cifar100", 32), ("cifar100_coarse", 32)])
+def test_fixed_size_datasets_refuse_another_size(name, side):
+    with pytest.raises(ValueError, match=rf"'{name}' has a fixed image size of {side}x{side}, received size=64 "
+                                         r"\(dataset_size\)\. .*set pipeline_size=64"):
+        load_dataset(name, size=64, download=False)
+
+
+def test_fixed_size_is_checked_from_a_run_configuration_and_its_own_size_is_accepted():
+    from lab.config import RunConfig
+
+    with pytest.raises(ValueError, match="'digits' has a fixed image size of 8x8, received size=32"):
+        load_data(RunConfig(dataset="digits", dataset_size=32))
+    assert load_dataset("digits", size=8).input_shape == (8, 8, 1)
+    # mnist at its own size goes on to the download (here refused offline), not to a size error.
+    with pytest.raises(DatasetNotAvailableError):
+        load_dataset("mnist", size=28, download=False)
 
 
 # -- Keras datasets ---------------------------------------------------------------------------
@@ -254,6 +328,76 @@ def test_unreadable_image_is_named(tmp_path):
     bad.write_bytes(b"not an image")
     with pytest.raises(ValueError, match="Cannot read image .*broken.jpg"):
         load_image_folder(tmp_path / "ds", image_size=8)
+
+
+RAMP = np.arange(0, 65536, 257, dtype=np.uint16).reshape(16, 16)  # 0, 257, ..., 65535: 8-bit 0..255 scaled
+
+
+@pytest.mark.parametrize("suffix,image", [
+    (".png", lambda: Image.fromarray(RAMP)),                                           # mode I;16
+    (".tif", lambda: Image.frombytes("I;16B", (16, 16), RAMP.astype(">u2").tobytes())),  # big-endian TIFF
+    (".tif", lambda: Image.fromarray(RAMP.astype(np.int32))),                          # mode I, 16-bit values
+])
+@pytest.mark.parametrize("color_mode", ["grayscale", "rgb"])
+def test_image_folder_scales_16_bit_images(tmp_path, suffix, image, color_mode):
+    for split in ("train", "val", "test"):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
+            image().save(tmp_path / split / name / f"ramp{suffix}")
+    data = load_image_folder(tmp_path, image_size=16, color_mode=color_mode)
+    expected = np.arange(256, dtype=np.uint8).reshape(16, 16)  # clipping would give 0, 255, 255, ...
+    for x in (data.x_train, data.x_val, data.x_test):
+        for channel in range(x.shape[-1]):
+            np.testing.assert_array_equal(x[0, ..., channel], expected)
+
+
+def test_image_folder_refuses_float_and_out_of_range_images_by_name(tmp_path):
+    _write_images(tmp_path / "ds", per_class=2)
+    Image.fromarray((RAMP / 65535).astype(np.float32)).save(tmp_path / "ds" / "dog" / "float.tif")
+    with pytest.raises(ValueError, match=r"Image .*float\.tif holds 32-bit floating-point values \(Pillow mode 'F', "
+                                         r"from 0 to 1\).*round\(value \* 255\)"):
+        load_image_folder(tmp_path / "ds", image_size=8)
+    (tmp_path / "ds" / "dog" / "float.tif").unlink()
+    Image.fromarray(np.full((8, 8), 70000, np.int32)).save(tmp_path / "ds" / "owl" / "wide.tif")
+    with pytest.raises(ValueError, match=r"Image .*wide\.tif holds integers from 70000 to 70000 .*0\.\.65535"):
+        load_image_folder(tmp_path / "ds", image_size=8)
+
+
+def test_empty_class_folder_is_refused_by_name(tmp_path):
+    _write_images(tmp_path / "ds", per_class=4)
+    (tmp_path / "ds" / "zebra").mkdir()
+    (tmp_path / "ds" / "zebra" / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match=r"1 class folder\(s\) hold no images .*ds/zebra\. .*remove the empty "
+                                         r"folder\(s\) or add images"):
+        load_image_folder(tmp_path / "ds", image_size=8)
+
+
+def test_split_folders_need_every_class_in_train_only(tmp_path):
+    _write_images(tmp_path / "ds" / "train", per_class=3)
+    _write_images(tmp_path / "ds" / "test", classes=("cat", "dog"), per_class=2)  # no owl in test: allowed
+    data = load_image_folder(tmp_path / "ds", image_size=8, split_fractions=(0.5, 0.4, 0.1))
+    assert data.class_names == ["cat", "dog", "owl"]
+    assert data.class_counts("test").tolist() == [2, 2, 0] and data.class_counts("train").min() >= 1
+
+    (tmp_path / "ds" / "train" / "yak").mkdir()
+    with pytest.raises(ValueError, match=r"class folder\(s\) hold no images .*train/yak"):
+        load_image_folder(tmp_path / "ds", image_size=8)
+    (tmp_path / "ds" / "train" / "yak").rmdir()
+
+    # A class folder in test that train lacks: its images would have no label.
+    _write_images(tmp_path / "ds" / "test", classes=("yak",), per_class=1)
+    with pytest.raises(ValueError, match=r"test has class folders that the training folder lacks: \['yak'\]"):
+        load_image_folder(tmp_path / "ds", image_size=8)
+
+
+def test_write_image_folder_refuses_values_that_are_not_8_bit(tmp_path):
+    images = np.zeros((2, 4, 4), np.uint16)
+    images[1, 0, 0] = 300  # would wrap to 44 as uint8
+    with pytest.raises(ValueError, match="image 1 holds uint16 values from 0 to 300"):
+        write_image_folder(images, np.array([0, 1]), ["a", "b"], tmp_path / "out")
+    assert not (tmp_path / "out").exists(), "nothing is written when an image is refused"
+    write_image_folder(images.clip(0, 255), np.array([0, 1]), ["a", "b"], tmp_path / "out")
+    assert len(list((tmp_path / "out").rglob("*.png"))) == 2
 
 
 def test_image_folder_errors(tmp_path):

@@ -85,6 +85,91 @@ def test_mask_folder_errors_name_the_problem(tmp_path):
         load_mask_folder(tmp_path / "c")
 
 
+def test_mask_folder_refuses_a_stray_value_naming_the_file(tmp_path):
+    _write_pairs(tmp_path / "set", [(16, 16)] * 5)
+    mask = np.asarray(Image.open(tmp_path / "set" / "masks" / "img3.png")).copy()
+    mask[0, 0] = 128  # one pixel: it would have made a 256-class problem
+    Image.fromarray(mask).save(tmp_path / "set" / "masks" / "img3.png")
+    with pytest.raises(ValueError) as error:
+        load_mask_folder(tmp_path / "set")
+    message = str(error.value)
+    assert "values [128] that are neither a black-and-white mask (only 0 and 255) nor the class ids" in message
+    assert "in 1 file(s): " in message and "img3.png ([128] in 1 pixel(s))" in message
+    assert "img0.png" not in message, "only the files holding the value are named"
+    assert "Values found in all masks: [0, 128, 255]" in message
+    assert "class_values={0: 0, 128: 1, 255: 2}" in message
+    # With the value mapped, the same folder loads.
+    data = load_mask_folder(tmp_path / "set", class_values={0: 0, 128: 0, 255: 1})
+    assert data.num_classes == 2 and sum(int((m == 1).sum()) for m in data.masks_train) > 0
+
+
+def test_mask_folder_takes_class_ids_as_they_are_and_refuses_a_gap(tmp_path):
+    _write_pairs(tmp_path / "ids", [(16, 16)] * 5, value=2)
+    for path in sorted((tmp_path / "ids" / "masks").iterdir())[:2]:
+        mask = np.asarray(Image.open(path)).copy()
+        mask[0, :4] = 1
+        Image.fromarray(mask).save(path)
+    data = load_mask_folder(tmp_path / "ids")
+    assert data.class_names == ["background", "class_1", "class_2"]
+    assert data.source["class_values"] == {0: 0, 1: 1, 2: 2}
+
+    _write_pairs(tmp_path / "gap", [(16, 16)] * 5, value=2)
+    path = tmp_path / "gap" / "masks" / "img4.png"
+    mask = np.asarray(Image.open(path)).copy()
+    mask[0, 0], mask[0, 1] = 1, 7
+    Image.fromarray(mask).save(path)
+    with pytest.raises(ValueError, match=r"values \[7\] that are neither .*/img4\.png \(\[7\] in 1 pixel\(s\)\)"):
+        load_mask_folder(tmp_path / "gap")
+
+
+def test_mask_folder_names_the_files_class_values_leaves_unmapped(tmp_path):
+    _write_pairs(tmp_path / "set", [(16, 16)] * 5, value=128)
+    with pytest.raises(ValueError, match=r"values \[128\] that class_values \{0: 0, 255: 1\} does not map, in 5 "
+                                         r"file\(s\): .*img0\.png \(\[128\] in \d+ pixel\(s\)\).*and 2 more file"):
+        load_mask_folder(tmp_path / "set", class_values={0: 0, 255: 1})
+    with pytest.raises(ValueError, match="class_values must map mask values \\(0 or more\\)"):
+        load_mask_folder(tmp_path / "set", class_values={-1: 1, 0: 0, 128: 1})
+
+
+def test_mask_folder_hints_at_jpeg_masks(tmp_path):
+    _write_pairs(tmp_path / "set", [(16, 16)] * 4)
+    for path in sorted((tmp_path / "set" / "masks").iterdir()):
+        Image.open(path).save(path.with_suffix(".jpg"), quality=50)
+        path.unlink()
+    with pytest.raises(ValueError, match="Masks saved as JPEG pick up in-between values from compression"):
+        load_mask_folder(tmp_path / "set")
+
+
+def test_mask_folder_scales_16_bit_images_but_not_16_bit_masks(tmp_path):
+    ramp = np.arange(0, 65536, 257, dtype=np.uint16).reshape(16, 16)
+    masks = np.zeros((16, 16), np.uint16)
+    masks[4:12, 4:12] = 1  # class ids saved as 16-bit: they must stay 0 and 1, not become 0
+    for folder in ("images", "masks"):
+        (tmp_path / "set" / folder).mkdir(parents=True)
+    for i in range(5):
+        Image.fromarray(ramp).save(tmp_path / "set" / "images" / f"img{i}.png")
+        Image.fromarray(masks).save(tmp_path / "set" / "masks" / f"img{i}.png")
+    assert Image.open(tmp_path / "set" / "masks" / "img0.png").mode == "I;16"
+    data = load_mask_folder(tmp_path / "set", color_mode="grayscale")
+    for split in ("train", "val", "test"):
+        x, m = data.split(split)
+        np.testing.assert_array_equal(x[0, ..., 0], np.arange(256).reshape(16, 16))  # not 0, 255, 255, ...
+        np.testing.assert_array_equal(m[0], masks)
+
+
+def test_mask_folder_refuses_float_images_and_fractional_masks(tmp_path):
+    _write_pairs(tmp_path / "set", [(16, 16)] * 4)
+    Image.fromarray(np.full((16, 16), 0.5, np.float32)).save(tmp_path / "set" / "masks" / "img2.tif")
+    (tmp_path / "set" / "masks" / "img2.png").unlink()
+    with pytest.raises(ValueError, match=r"Mask .*img2\.tif holds fractional values \(from 0\.5 to 0\.5\)"):
+        load_mask_folder(tmp_path / "set")
+    _write_pairs(tmp_path / "float", [(16, 16)] * 4)
+    Image.fromarray(np.zeros((16, 16), np.float32)).save(tmp_path / "float" / "images" / "img1.tif")
+    (tmp_path / "float" / "images" / "img1.png").unlink()
+    with pytest.raises(ValueError, match=r"Image .*img1\.tif holds 32-bit floating-point values"):
+        load_mask_folder(tmp_path / "float")
+
+
 def test_mask_folder_with_split_folders(tmp_path):
     for split, count in (("train", 5), ("test", 2)):
         _write_pairs(tmp_path / "set" / split, [(16, 16)] * count)

@@ -37,6 +37,9 @@ EMBEDDED = ("digits", "shapes")
 DATA_FIELDS = {"dataset": "name", "dataset_size": "size", "dataset_resize": "resize_to", "num_classes": "num_classes",
                "limit": "limit", "val_fraction": "val_fraction", "seed": "seed"}
 KERAS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "cifar100_coarse")
+# The image side of the sets that come in one size. ``size`` cannot change it, so any other
+# ``size`` is refused rather than recorded as if the data had been loaded at it.
+FIXED_SIZES = {"digits": 8, "mnist": 28, "fashion_mnist": 28, "cifar10": 32, "cifar100": 32, "cifar100_coarse": 32}
 
 
 def list_datasets() -> list[str]:
@@ -61,8 +64,9 @@ def load_dataset(
     Args:
         name: a registry name (see the module docstring).
         size: MedMNIST image size (28, 64, 128, 224); image side for tfds and folders;
-            for shapes, the generated image side. Ignored by keras datasets and digits (resize
-            in the pipeline with ``image_size`` instead).
+            for shapes, the generated image side. The keras datasets and digits come in one
+            size (``FIXED_SIZES``): leave it None (or that size) and resize in the pipeline
+            with ``pipeline_size`` instead.
         num_classes: keep only this many classes, drawn by ``seed`` (labels remapped).
         limit: keep at most this many images per split (stratified, by ``seed``).
         val_fraction: share of train held out as validation where a dataset has no val split.
@@ -72,10 +76,17 @@ def load_dataset(
         **options: passed to the specific loader (e.g. ``label_mode``, ``split_fractions``).
 
     Raises:
-        ValueError: an unknown name, listing the valid ones.
+        ValueError: an unknown name, listing the valid ones; a ``size`` the dataset cannot be
+            loaded at; a ``limit`` smaller than the number of classes of a split.
     """
     name = name.strip()
     lowered = name.lower()
+    if size is not None and lowered in FIXED_SIZES and size != FIXED_SIZES[lowered]:
+        side = FIXED_SIZES[lowered]
+        raise ValueError(
+            f"{name!r} has a fixed image size of {side}x{side}, received size={size} (dataset_size). Leave size and "
+            f"dataset_size unset and set pipeline_size={size} to resize the images in the pipeline instead."
+        )
     if lowered == "digits":
         dataset = load_digits(seed=seed, **options)
     elif lowered == "shapes":
@@ -85,7 +96,8 @@ def load_dataset(
         dataset = load_keras_dataset(base, label_mode=label_mode, val_fraction=val_fraction, seed=seed,
                                      data_dir=data_dir, download=download, **options)
     elif lowered in flags_2d() or lowered.endswith("mnist3d") or lowered == "chestmnist":
-        dataset = load_medmnist(lowered, size=size or 28, data_dir=data_dir, download=download, **options)
+        dataset = load_medmnist(lowered, size=28 if size is None else size, data_dir=data_dir, download=download,
+                                **options)
     elif lowered.startswith("tfds:"):
         dataset = load_tfds(name[5:], image_size=size, val_fraction=val_fraction, seed=seed,
                             data_dir=data_dir, download=download, **options)

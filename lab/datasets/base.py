@@ -151,12 +151,24 @@ class Dataset(ImageSplits):
         """Keeps at most ``per_split`` images of each split (a stratified random sample).
 
         Used for quick runs; the sample is drawn by ``seed`` and stratified so that every class
-        keeps its share.
+        keeps its share, and every class present in a split keeps at least one image there.
+
+        Raises:
+            ValueError: ``per_split`` is not a positive integer, or is smaller than the number
+                of classes in a split (some class would vanish from it; to train on fewer
+                classes on purpose, use ``subset_classes`` / ``num_classes``).
         """
         if per_split is None:
             return self
-        if per_split < 1:
-            raise ValueError(f"per_split must be a positive number of images, received {per_split}.")
+        if isinstance(per_split, bool) or not isinstance(per_split, (int, np.integer)) or per_split < 1:
+            raise ValueError(f"limit must be a positive number of images per split, received {per_split!r}.")
+        for split in SPLITS:
+            present = np.count_nonzero(self.class_counts(split))
+            if per_split < present:
+                raise ValueError(
+                    f"limit={per_split} would drop classes: the {split} split of {self.name!r} has {present} "
+                    f"classes; use limit >= {present} (or num_classes to keep fewer classes on purpose)."
+                )
         arrays: dict[str, Any] = {}
         for split in SPLITS:
             x, y = self.split(split)
@@ -195,9 +207,28 @@ def carve_validation(
 
 
 def _stratified_sample(y: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``size`` of the labels ``y`` (``size`` at least the number of classes in
+    ``y``, fewer than ``len(y)``), stratified, with at least one of every class present."""
     from sklearn.model_selection import train_test_split
 
     counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 and size >= np.count_nonzero(counts) else None
+    classes = np.count_nonzero(counts)
+    # scikit-learn stratifies when every class has two images and both sides of the split can
+    # hold one of each class. Its draw comes first so that limits that already kept every class
+    # keep the same images as before (recorded runs stay reproducible).
+    stratify = y if counts[counts > 0].min() >= 2 and classes <= size <= len(y) - classes else None
     index, _ = train_test_split(np.arange(len(y)), train_size=size, random_state=seed, stratify=stratify)
-    return np.sort(index)
+    if np.count_nonzero(np.bincount(y[index])) == classes:
+        return np.sort(index)
+    # A rare class got no image (its share rounded down to 0, or the draw was not stratified):
+    # give every class one image, then share the rest in proportion to what each class has left.
+    present = np.flatnonzero(counts)
+    spare = counts[present] - 1
+    extra = size - classes
+    share = spare * (extra / spare.sum()) if spare.sum() else np.zeros(classes)
+    quota = np.floor(share).astype(np.int64)
+    # Largest remainders first; a class whose share has a remainder has room for one more image.
+    quota[np.argsort(quota - share, kind="stable")[: extra - quota.sum()]] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.choice(np.flatnonzero(y == label), 1 + take, replace=False) for label, take in zip(present, quota)]
+    return np.sort(np.concatenate(chosen))

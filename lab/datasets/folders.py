@@ -8,6 +8,17 @@ Two layouts are understood:
 ``validation`` is accepted for ``val``. With a single level of class folders the images are
 split per class by ``split_fractions`` (E11's 50/25/25) with a seed, so the split is the same
 every time.
+
+Every class folder must hold images (in ``train`` for the split layout): an empty one would be
+a class the model is asked to predict but never sees. With split folders, a class may be
+missing from ``val`` or ``test`` (a rare class with few images), but ``val`` and ``test`` may
+not have class folders that ``train`` lacks, since their images would have no label.
+
+Images are read as 8-bit: 16-bit images (PNG and TIFF, Pillow modes ``I;16``, ``I;16B``...,
+and ``I`` holding values 0..65535) are scaled by their type range, ``round(v * 255 / 65535)``,
+so a 16-bit image keeps its contrast instead of saturating at 255. 32-bit float images (mode
+``F``) are refused: their range is a convention (0..1? 0..255? calibrated units?) that the
+file does not state, and guessing it wrong would give a dataset that looks fine but is not.
 """
 
 from __future__ import annotations
@@ -46,7 +57,9 @@ def load_image_folder(
 
     Raises:
         FileNotFoundError: the folder does not exist.
-        ValueError: no class folders or images, an unreadable image (named), bad fractions.
+        ValueError: no class folders or images, an empty class folder (named), class folders
+            in val/test that train lacks, an unreadable or floating-point image (named), bad
+            fractions.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -61,7 +74,8 @@ def load_image_folder(
         loaded = {}
         for split, folder in split_dirs.items():
             if folder is not None:
-                files, labels = _list_images(folder, class_names)
+                # Only train must hold every class: a small val or test split may lack a rare one.
+                files, labels = _list_images(folder, class_names, every_class=split == "train")
                 loaded[split] = (_read_images(files, size, resize_to, color_mode), labels)
         x_train, y_train = loaded["train"]
         if "val" not in loaded:
@@ -111,15 +125,41 @@ def _class_folders(folder: Path) -> list[str]:
     return classes
 
 
-def _list_images(folder: Path, class_names: list[str]) -> tuple[list[Path], np.ndarray]:
-    files, labels = [], []
+def _images_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+
+
+def _list_images(folder: Path, class_names: list[str], *, every_class: bool = True) -> tuple[list[Path], np.ndarray]:
+    """Lists the images of each class folder of ``folder`` with their labels.
+
+    Args:
+        every_class: refuse a class folder without images (else a missing class is allowed).
+    """
+    files, labels, empty = [], [], []
     for label, name in enumerate(class_names):
-        class_dir = folder / name
-        found = sorted(p for p in class_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if class_dir.is_dir() else []
+        found = _images_under(folder / name)
+        if not found:
+            empty.append(name)
         files += found
         labels += [label] * len(found)
+    suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
     if not files:
-        raise ValueError(f"No images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {folder}.")
+        raise ValueError(f"No images ({suffixes}) found under {folder}.")
+    if every_class and empty:
+        shown = ", ".join(str(folder / name) for name in empty[:5])
+        shown += f" and {len(empty) - 5} more" if len(empty) > 5 else ""
+        raise ValueError(f"{len(empty)} class folder(s) hold no images ({suffixes}): {shown}. A class without images "
+                         "would be a class the model must predict but never sees; remove the empty folder(s) or add "
+                         "images to them, and run again.")
+    # Images in a class folder that the class list lacks would be dropped without a word (they
+    # have no label), so name them instead.
+    unknown = sorted(p.name for p in folder.iterdir()
+                     if p.is_dir() and not p.name.startswith(".") and p.name not in class_names and _images_under(p))
+    if unknown:
+        raise ValueError(f"{folder} has class folders that the training folder lacks: {unknown[:5]}; their images "
+                         f"would have no label. The classes (from train) are {class_names[:10]}"
+                         f"{'...' if len(class_names) > 10 else ''}; add these classes to train, or rename or remove "
+                         "the folders.")
     return files, np.asarray(labels, dtype=np.int64)
 
 
@@ -131,7 +171,7 @@ def _read_images(files: list[Path], size: tuple[int, int], resize_to: int | None
     for i, path in enumerate(files):
         try:
             with Image.open(path) as image:
-                image = image.convert("RGB" if channels == 3 else "L")
+                image = to_8bit(image, path).convert("RGB" if channels == 3 else "L")
                 if resize_to:
                     image = _resize_shorter_side(image, resize_to)
                     image = _center_crop(image, size)
@@ -144,6 +184,45 @@ def _read_images(files: list[Path], size: tuple[int, int], resize_to: int | None
             ) from error
         out[i] = array.reshape(size[0], size[1], channels)
     return out
+
+
+def to_8bit(image, path: Path):
+    """Returns ``image`` with 8-bit values: 16-bit images scaled by their type range, others as they are.
+
+    Pillow's own ``convert("L")`` clips 16-bit values to 255 (a 0..65535 ramp becomes 0, 255,
+    255, ...), so 16-bit images are scaled here first, ``round(v * 255 / 65535)``, for images
+    only: mask values are class values and never pass through this.
+
+    Args:
+        image: an open PIL image.
+        path: its file, named in errors.
+
+    Raises:
+        ValueError: a floating-point image (mode ``F``), or a 32-bit integer image (mode ``I``)
+            with values outside 0..65535.
+    """
+    from PIL import Image
+
+    if image.mode == "F":
+        values = np.asarray(image)
+        raise ValueError(
+            f"Image {path} holds 32-bit floating-point values (Pillow mode 'F', from {values.min():g} to "
+            f"{values.max():g}); the kit reads 8-bit and 16-bit integer images and cannot tell which range floats are "
+            "meant in. Save it as an 8-bit or 16-bit PNG or TIFF (for values in [0, 1]: round(value * 255) as uint8) "
+            "and run again."
+        )
+    # Mode "I" (32-bit integers) is how Pillow opens some 16-bit files; it is read as 16-bit when
+    # its values fit, and refused otherwise rather than scaled by a guessed range.
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        values = np.asarray(image)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(
+                f"Image {path} holds integers from {values.min()} to {values.max()} (Pillow mode {image.mode!r}), "
+                "outside the 16-bit range 0..65535 that the kit scales to 8 bits. Save it as an 8-bit or 16-bit "
+                "PNG or TIFF and run again."
+            )
+        return Image.fromarray(np.round(values.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8))
+    return image
 
 
 def _resize_shorter_side(image, side: int):
@@ -180,6 +259,15 @@ def write_image_folder(images: np.ndarray, labels: np.ndarray, class_names: list
     root = Path(root)
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels.")
+    # Casting to uint8 wraps values above 255 and truncates fractions, so only images whose
+    # values already are 8-bit integers are written; all are checked before the first is written.
+    for index, image in enumerate(images):
+        array = np.asarray(image)
+        if array.dtype != np.uint8 and array.size and (
+                array.min() < 0 or array.max() > 255 or not np.array_equal(array, np.round(array))):
+            raise ValueError(f"write_image_folder writes 8-bit images; image {index} holds {array.dtype} values from "
+                             f"{array.min()} to {array.max()}. Scale the images to integers in 0..255 first "
+                             "(e.g. np.round(images * 255).astype(np.uint8) for values in [0, 1]).")
     for index, (image, label) in enumerate(zip(images, labels, strict=True)):
         array = np.asarray(image)
         array = array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lab.datasets.base import SPLITS, Dataset, ImageSplits
-from lab.datasets.folders import IMAGE_SUFFIXES
+from lab.datasets.folders import IMAGE_SUFFIXES, to_8bit
 
 PET_CLASSES = ("background", "pet", "border")
 
@@ -283,7 +283,13 @@ def load_mask_folder(
 
     Masks are single-channel images (PNG, grayscale or palette) whose values are mapped to
     class ids by ``class_values``. Without it, masks holding only 0 and 255 become 0 and 1 (a
-    binary mask saved as black and white), and other masks are taken as class ids as they are.
+    binary mask saved as black and white), and masks holding the class ids 0, 1, ..., k-1
+    (each of them somewhere) are taken as they are. Any other value is refused, with the files
+    that hold it: one stray value (a pixel of 128 in a black-and-white mask, the in-between
+    values of a mask saved as JPEG) would otherwise become a class of its own.
+
+    Images are read as 8-bit, 16-bit images scaled by their range (see
+    ``lab.datasets.folders.to_8bit``); mask values are class values and are never rescaled.
 
     Images of any size become arrays of one size in one of two ways: ``image_size`` resizes
     each image (bilinear) and its mask (nearest neighbour), or ``tile_size`` cuts both into
@@ -294,7 +300,8 @@ def load_mask_folder(
         root: the folder.
         image_size: resize everything to this side (or (height, width)).
         tile_size: cut tiles of this side instead (images must be at least this large).
-        class_values: {mask value: class id}, e.g. {0: 0, 255: 1} or {0: 0, 128: 1, 255: 2}.
+        class_values: {mask value: class id}, e.g. {0: 0, 255: 1} or {0: 0, 128: 1, 255: 2};
+            it must cover every value the masks hold.
         class_names: names of the class ids, background first (default: "background",
             "foreground" for two classes, else "background", "class_1", ...).
         images_dir, masks_dir: the sub-folder names.
@@ -308,7 +315,8 @@ def load_mask_folder(
     Raises:
         FileNotFoundError: the folder does not exist.
         ValueError: images without masks or masks without images (named), unreadable files,
-            mask values that ``class_values`` does not map, sizes that do not fit.
+            floating-point images, mask values that ``class_values`` (or, without it, the
+            default reading) does not map (with the files that hold them), sizes that do not fit.
     """
     from lab.datasets.folders import _first_existing, _SPLIT_DIRS
 
@@ -348,18 +356,21 @@ def load_mask_folder(
         pairs = {split: [everything[i] for i in np.sort(index)] for split, index in chosen.items()}
         layout = f"split by fractions {tuple(float(f) for f in fractions)}"
 
-    raw_values: set[int] = set()
+    # The values of every mask and their pixel counts, so that unexpected values can be traced
+    # to the files that hold them.
+    mask_values: list[tuple[Path, np.ndarray, np.ndarray]] = []
     loaded: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
     for split, split_pairs in pairs.items():
         images, masks = [], []
         for image_path, mask_path in split_pairs:
             image, mask = _read_pair(image_path, mask_path, color_mode)
-            raw_values.update(np.unique(mask).tolist())
+            mask_values.append((mask_path, *np.unique(mask, return_counts=True)))
             images.append(image)
             masks.append(mask)
         loaded[split] = (images, masks)
 
-    mapping = _value_mapping(class_values, raw_values)
+    mapping = _value_mapping(class_values, mask_values)
+    raw_values = {int(v) for _, values, _ in mask_values for v in values}
     num_classes = max(mapping.values()) + 1
     if class_names is None:
         class_names = ["background", "foreground"] if num_classes == 2 else \
@@ -424,11 +435,17 @@ def _read_pair(image_path: Path, mask_path: Path, color_mode: str) -> tuple[np.n
 
     try:
         with Image.open(image_path) as image:
-            image_array = np.asarray(image.convert("RGB" if color_mode == "rgb" else "L"), dtype=np.uint8)
+            image_array = np.asarray(to_8bit(image, image_path).convert("RGB" if color_mode == "rgb" else "L"),
+                                     dtype=np.uint8)
         with Image.open(mask_path) as mask:
-            mask_array = np.asarray(mask)
+            mask_array = np.asarray(mask)  # as stored: mask values are class values, never rescaled
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"Cannot read {image_path} or {mask_path}: {error}.") from error
+    # Casting fractions to class ids would truncate them without a word.
+    if np.issubdtype(mask_array.dtype, np.floating) and not np.array_equal(mask_array, np.round(mask_array)):
+        raise ValueError(f"Mask {mask_path} holds fractional values (from {mask_array.min():g} to "
+                         f"{mask_array.max():g}); masks must hold whole class values. Save it as an 8-bit (or "
+                         "16-bit) grayscale or palette PNG of class values.")
     if image_array.ndim == 2:
         image_array = image_array[..., np.newaxis]
     if mask_array.ndim == 3:
@@ -444,19 +461,62 @@ def _read_pair(image_path: Path, mask_path: Path, color_mode: str) -> tuple[np.n
     return image_array, mask_array
 
 
-def _value_mapping(class_values: dict[int, int] | None, found: set[int]) -> dict[int, int]:
+def _value_mapping(class_values: dict[int, int] | None,
+                   mask_values: list[tuple[Path, np.ndarray, np.ndarray]]) -> dict[int, int]:
+    """The {mask value: class id} mapping, refusing values it does not cover.
+
+    Args:
+        class_values: the user's mapping, or None for the default reading (0/255 black and
+            white, or class ids 0..k-1 each used).
+        mask_values: (mask file, its values, their pixel counts) of every mask.
+    """
+    found = sorted({int(v) for _, values, _ in mask_values for v in values})
     if class_values is None:
-        if found <= {0, 255}:
+        if set(found) <= {0, 255}:
             return {0: 0, 255: 1}
-        return {int(v): int(v) for v in sorted(found)}
+        if found == list(range(len(found))):
+            return {v: v for v in found}
+        # Name the values that fit neither reading, under the reading they fit best: a pixel of
+        # 128 in a 0/255 mask is the odd one out, not 0 and 255.
+        first_gap = next(i for i in range(len(found) + 1) if i not in found)
+        binary_odd = [v for v in found if v not in (0, 255)]
+        ids_odd = [v for v in found if v < 0 or v > first_gap]
+        unexpected = min(binary_odd, ids_odd, key=len)
+        reason = ("that are neither a black-and-white mask (only 0 and 255) nor the class ids 0, 1, ..., k-1 "
+                  "(each of them used)")
+        raise _unmapped_values_error(unexpected, found, reason, mask_values)
     mapping = {int(k): int(v) for k, v in class_values.items()}
-    unmapped = sorted(found - set(mapping))
+    if not mapping or min(mapping) < 0:
+        raise ValueError(f"class_values must map mask values (0 or more) to class ids, received {class_values}.")
+    if min(mapping.values()) < 0 or max(mapping.values()) > 255 or 0 not in mapping.values():
+        raise ValueError(f"class_values must map to class ids 0, 1, ... (at most 255) with 0 the background, "
+                         f"received {mapping}.")
+    unmapped = [v for v in found if v not in mapping]
     if unmapped:
-        raise ValueError(f"The masks hold the values {unmapped[:10]} that class_values {mapping} does not map; "
-                         "add them (e.g. to class 0 to count them as background).")
-    if min(mapping.values()) < 0 or 0 not in mapping.values():
-        raise ValueError(f"class_values must map to class ids 0, 1, ... with 0 the background, received {mapping}.")
+        raise _unmapped_values_error(unmapped, found, f"that class_values {mapping} does not map", mask_values)
     return mapping
+
+
+def _unmapped_values_error(unexpected: list[int], found: list[int], reason: str,
+                           mask_values: list[tuple[Path, np.ndarray, np.ndarray]]) -> ValueError:
+    """A ValueError naming the unexpected values, a few files that hold them, and the fix."""
+    holders = []
+    for path, values, counts in mask_values:
+        odd = np.isin(values, unexpected)
+        if odd.any():
+            holders.append(f"{path} ({values[odd][:5].tolist()}{'...' if odd.sum() > 5 else ''} in "
+                           f"{int(counts[odd].sum())} pixel(s))")
+    shown = "; ".join(holders[:3]) + (f"; and {len(holders) - 3} more file(s)" if len(holders) > 3 else "")
+    example = ", ".join(f"{value}: {class_id}" for class_id, value in enumerate(found[:8])) + \
+        (", ..." if len(found) > 8 else "")
+    hint = (" Masks saved as JPEG pick up in-between values from compression; save masks as PNG."
+            if any(path.suffix.lower() in (".jpg", ".jpeg") for path, _, _ in mask_values) else "")
+    return ValueError(
+        f"The masks hold the values {unexpected[:10]}{'...' if len(unexpected) > 10 else ''} {reason}, in "
+        f"{len(holders)} file(s): {shown}. Values found in all masks: {found[:20]}{'...' if len(found) > 20 else ''}. "
+        f"Pass class_values={{value: class_id, ...}} giving the class of every value, e.g. class_values={{{example}}} "
+        f"(a stray value goes to the class it belongs to, e.g. to 0 to count it as background).{hint}"
+    )
 
 
 def _resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
