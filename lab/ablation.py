@@ -118,18 +118,24 @@ def main(argv: list[str] | None = None) -> int:
         if not variants:
             parser.error(f"--only matched no configuration; names: {', '.join(v['name'] for v in E1_VARIANTS)}")
     started = time.perf_counter()
+    failed: list[str] = []
     if args.engine == "notebook":
         from lab.batch import run_batch
 
         spec = notebook_batch_spec(base, variants, name=args.name, workers=args.workers)
         batch = run_batch(spec, fresh=args.fresh)
         summary = batch.folder / "summary.md"
+        failed = [record["name"] for record in batch.records if record["status"] == "failed"]
     else:
         result = run_ablation(base, name=args.name, variants=variants, resume=args.resume)
         summary = result.summary_dir / "results.md"
     print()
     print(summary.read_text())
     print(f"Summary, curves and figures: {summary.parent}  ({time.perf_counter() - started:.0f} s)")
+    if failed:  # a script running the ablation must see that a configuration failed (diverged is a result)
+        print(f"{len(failed)} configuration(s) failed: {', '.join(failed)}; see the error column above and the "
+              f"executed notebooks in {summary.parent / 'notebooks'}.")
+        return 1
     return 0
 
 

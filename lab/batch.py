@@ -5,7 +5,9 @@
 A spec (JSON or YAML) names the notebook, the shared parameters, and either a ``grid`` (every
 combination) or a list of ``runs`` (each may carry a ``name``). Each parameter set is executed
 by papermill in its own kernel (named explicitly), with N in parallel, and the executed
-notebook is kept under ``reports/batches/<batch>/notebooks/``.
+notebook is kept under ``reports/batches/<batch>/notebooks/``. A parameter that the notebook's
+``parameters`` cell does not assign is refused before anything runs (papermill would inject it
+and the notebook would never read it).
 
 Nothing is lost or counted twice when a batch is killed at any moment and started again:
 
@@ -19,7 +21,9 @@ Nothing is lost or counted twice when a batch is killed at any moment and starte
 On a restart, committed attempts whose folder still exists are applied again (step 3 is
 idempotent), the folders of uncommitted attempts (killed mid-run) are deleted, and only the
 parameter sets without a commit are run. A failed run is committed too and the batch goes on;
-``--retry-failed`` runs the failed ones again.
+``--retry-failed`` runs the failed ones again. The summary shows a failed job as ``failed`` even
+where its training runs completed, and the command exits with 1 when any job failed (a diverged
+run is a result: exit 0).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
+import difflib
 import hashlib
 import itertools
 import json
@@ -41,6 +46,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import pandas as pd
 
 from lab import atomic, paths, plots
@@ -111,7 +117,13 @@ def load_spec(path: str | os.PathLike) -> BatchSpec:
 
 
 def spec_from_dict(raw: dict[str, Any], *, base_dir: str | os.PathLike = ".", default_name: str = "batch") -> BatchSpec:
-    """Builds a BatchSpec from a dict (see ``load_spec``), refusing anything ambiguous."""
+    """Builds a BatchSpec from a dict (see ``load_spec``), refusing anything ambiguous.
+
+    Raises:
+        ValueError: a malformed spec, or a parameter (shared, in the grid or in a run) that the
+            notebook's ``parameters`` cell does not assign. Nothing is written either way.
+        FileNotFoundError: the notebook does not exist.
+    """
     known = {"notebook", "name", "parameters", "grid", "runs", "workers", "kernel"}
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -126,19 +138,23 @@ def spec_from_dict(raw: dict[str, Any], *, base_dir: str | os.PathLike = ".", de
         raise FileNotFoundError(f"Notebook {raw['notebook']} does not exist (looked in {Path(base_dir)} and .).")
     if ("grid" in raw) == ("runs" in raw):
         raise ValueError("A batch spec needs exactly one of 'grid' (name -> list of values) or 'runs' (a list).")
+    if not isinstance(raw.get("parameters") or {}, dict):
+        raise ValueError(f"'parameters' must map parameter names to values, received {raw['parameters']!r}.")
     shared = dict(raw.get("parameters") or {})
     if "grid" in raw:
         grid = raw["grid"]
-        if not grid or any(not isinstance(v, list) or not v for v in grid.values()):
+        if not isinstance(grid, dict) or not grid or any(not isinstance(v, list) or not v for v in grid.values()):
             raise ValueError(f"'grid' must map each parameter to a non-empty list of values, received {grid}.")
         sets = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
         sets = [{"name": "-".join(f"{k}={v}" for k, v in s.items()), **s} for s in sets]
     else:
+        if not isinstance(raw["runs"], list) or not raw["runs"] or any(not isinstance(s, dict) for s in raw["runs"]):
+            raise ValueError(f"'runs' must be a non-empty list of parameter dicts, received {raw['runs']!r}.")
         sets = [dict(s) for s in raw["runs"]]
-        if not sets or any(not isinstance(s, dict) for s in sets):
-            raise ValueError("'runs' must be a non-empty list of parameter dicts.")
+    defined = _notebook_parameters(notebook)
+    _refuse_unknown_parameters(notebook, defined, shared, raw.get("grid"), raw.get("runs"))
     # A notebook whose parameters include the run's ``name`` gets each job's name as its own.
-    names_runs = "name" in parameter_names(notebook)
+    names_runs = "name" in defined
     jobs, labels = [], set()
     for i, values in enumerate(sets, start=1):
         label = str(values.pop("name", f"run{i}"))
@@ -154,6 +170,67 @@ def spec_from_dict(raw: dict[str, Any], *, base_dir: str | os.PathLike = ".", de
         raise ValueError(f"workers must be at least 1, received {workers}.")
     return BatchSpec(notebook=notebook, name=str(raw.get("name", default_name)), parameters=shared, jobs=jobs,
                      varied=varied, workers=workers, kernel=str(raw.get("kernel", "python3")))
+
+
+def _notebook_parameters(notebook: Path) -> list[str]:
+    """The names the notebook's ``parameters`` cell assigns, as a spec error if it cannot be read."""
+    try:
+        return parameter_names(notebook)
+    except SyntaxError as error:
+        # ``parameter_names`` parses the cell as Python; a magic or a typo there would otherwise
+        # surface as a traceback from deep inside the spec check.
+        raise ValueError(f"The parameters cell of notebook {notebook} is not plain Python ({error.msg}, line "
+                         f"{error.lineno}); it must hold flat assignments such as 'epochs = 10'.") from error
+
+
+def _refuse_unknown_parameters(notebook: Path, defined: list[str], shared: dict[str, Any],
+                               grid: dict[str, Any] | None, runs: list[dict[str, Any]] | None) -> None:
+    """Raises ValueError for any spec parameter the notebook's ``parameters`` cell does not assign.
+
+    Papermill injects whatever it is given, so a misspelt parameter would leave the notebook on its
+    default while the batch ran for minutes and the summary was labelled with a value never used.
+    The ``name`` of a grid point or of a ``runs`` entry is the job's label, not a parameter
+    (``spec_from_dict`` passes it on only to a notebook that defines ``name``).
+    """
+    places: dict[str, list[str]] = {}  # unknown parameter -> where the spec sets it
+    for key in shared:
+        if key not in defined:
+            places.setdefault(key, []).append("'parameters'")
+    for key in grid or {}:
+        if key != "name" and key not in defined:
+            places.setdefault(key, []).append("'grid'")
+    in_runs: dict[str, list[str]] = {}  # unknown parameter -> the labels of the runs that set it
+    for i, run in enumerate(runs or [], start=1):
+        for key in run:
+            if key != "name" and key not in defined:
+                in_runs.setdefault(key, []).append(repr(str(run.get("name", f"run{i}"))))
+    for key, labels in in_runs.items():
+        places.setdefault(key, []).append(f"'runs' {', '.join(labels)}")
+    if not places:
+        return
+    where = ", ".join(f"{key!r} (in {' and '.join(spots)})" for key, spots in places.items())
+    if not defined and not _has_parameters_cell(notebook):
+        raise ValueError(
+            f"The batch spec sets parameter(s) {where}, but notebook {notebook} has no cell tagged "
+            f"'parameters', so papermill would inject them where nothing reads them. Tag the notebook's "
+            f"first code cell 'parameters' (flat assignments of the defaults), or remove them from the spec.")
+    hints = []
+    for key in places:
+        close = difflib.get_close_matches(key, defined, n=1)
+        if close:
+            hints.append(f"{close[0]!r} for {key!r}")
+    suggestion = f" Did you mean {', '.join(hints)}?" if hints else ""
+    raise ValueError(
+        f"Notebook {notebook} does not define the parameter(s) {where}: papermill would inject them, the "
+        f"notebook would never read them, and the summary would be labelled with values that were never used. "
+        f"Valid names (its 'parameters' cell): {', '.join(defined) or '(none)'}.{suggestion} Fix the spec, or "
+        f"add the parameter to the notebook's parameters cell.")
+
+
+def _has_parameters_cell(notebook: Path) -> bool:
+    nb = nbformat.read(str(notebook), as_version=4)
+    return any(cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", [])
+               for cell in nb.cells)
 
 
 def _job_key(notebook: Path, parameters: dict[str, Any]) -> str:
@@ -299,7 +376,7 @@ def _run_job(spec: BatchSpec, job: Job, folder: Path, runs_root: Path, kernel: s
         error = _error_from_log(attempt / "papermill.log", timeout if returncode == -1 else None)
     elif "failed" in statuses:
         status = "failed"
-        error = "a training run in the notebook failed"
+        error = _failed_runs_error(attempt, run_ids, statuses)
     elif "diverged" in statuses:
         status = "diverged"
     else:
@@ -316,6 +393,19 @@ def _run_job(spec: BatchSpec, job: Job, folder: Path, runs_root: Path, kernel: s
 def _attempt_runs(attempt: Path) -> tuple[list[str], list[str]]:
     entries = read_index(attempt / "reports")
     return [e["run_id"] for e in entries], [e.get("status", "unknown") for e in entries]
+
+
+def _failed_runs_error(attempt: Path, run_ids: list[str], statuses: list[str]) -> str:
+    """Names the training runs that failed in a notebook that itself finished, with their errors."""
+    failed = []
+    for run_id, status in zip(run_ids, statuses):
+        if status == "failed":
+            path = attempt / "reports" / "runs" / run_id / "metrics.json"
+            # The index names the run; its metrics hold the error. A missing file must not stop the
+            # batch (this runs before the commit), so then the run id alone is reported.
+            metrics = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+            failed.append(f"{metrics.get('name', run_id)!r} ({metrics.get('error') or 'no error recorded'})")
+    return f"training run(s) failed in the notebook: {'; '.join(failed)}"
 
 
 def _apply(folder: Path, runs_root: Path, record: dict[str, Any]) -> None:
@@ -398,11 +488,18 @@ def summarise(spec: BatchSpec, folder: Path, runs_root: Path | None = None) -> B
         runs = loaded[record["key"]]
         if not runs:  # a notebook that failed before training: one row saying so
             rows.append({"name": record["name"], **{k: record["parameters"].get(k) for k in spec.varied},
-                         "status": record["status"], "error": (record.get("error") or "")[-120:]})
+                         "status": record["status"], "error": _error_tail(record.get("error"))})
             continue
-        table = results_table(runs, [c for c in metrics if c != "status"] + ["status"])
+        # Only the columns these runs have: a run that failed mid-training has no test metrics, and
+        # results_table refuses a column that none of the runs it is given has.
+        table = results_table(runs, [c for c in metrics if c != "status" and any(c in run.metrics for run in runs)]
+                              + ["status"])
         for run, row in zip(runs, table.to_dict("records")):
             label = record["name"] if len(runs) == 1 else f"{record['name']}/{run.name}"
+            if record["status"] == "failed":
+                # The run records only know how training ended; a notebook that raised afterwards
+                # (or one with another run that failed) is a failed job, and its rows say so.
+                row = {**row, "status": "failed", "error": _error_tail(record.get("error"))}
             rows.append({"name": label, **{k: record["parameters"].get(k) for k in spec.varied}, **row})
             histories[label] = run.history()
     table = pd.DataFrame(rows)
@@ -411,7 +508,9 @@ def summarise(spec: BatchSpec, folder: Path, runs_root: Path | None = None) -> B
         if column in table and table[column].astype(str).equals(table["name"].astype(str)):
             table = table.drop(columns=column)
     if not table.empty:
-        ordered = ["name", *spec.varied, *metrics, "error"]
+        # "status" is named here, not only through the metrics: when no job trained anything there
+        # are no metrics, and the failed rows must still say they failed.
+        ordered = ["name", *spec.varied, "status", *(m for m in metrics if m != "status"), "error"]
         table = table[[c for c in ordered if c in table.columns]]
     with atomic.atomic_path(folder / "summary.csv") as tmp:
         table.to_csv(tmp, index=False)
@@ -419,6 +518,13 @@ def summarise(spec: BatchSpec, folder: Path, runs_root: Path | None = None) -> B
     if histories:
         plots.save(plots.compare_curves(histories), folder / "curves.png")
     return BatchResult(spec.name, folder, records, table)
+
+
+def _error_tail(error: str | None, width: int = 120) -> str:
+    """The last line of an error (papermill's ends with the exception), cut to fit a table cell."""
+    lines = [line.strip() for line in (error or "").splitlines() if line.strip()]
+    last = lines[-1] if lines else ""
+    return last if len(last) <= width else "..." + last[-(width - 3):]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -442,6 +548,14 @@ def main(argv: list[str] | None = None) -> int:
     counts = pd.Series([r["status"] for r in result.records]).value_counts().to_dict()
     print(f"{len(result.records)} runs {counts}; summary, curves and notebooks in {result.folder} "
           f"({time.perf_counter() - started:.0f} s)")
+    # A diverged run is a result (the summary says so); a failed one is not, and a script or CI
+    # job running the batch must be able to tell from the exit code.
+    failed = [r["name"] for r in result.records if r["status"] == "failed"]
+    if failed:
+        print(f"{len(failed)} of {len(result.records)} jobs failed ({', '.join(failed)}): see the error column "
+              f"above and the executed notebooks in {result.folder / 'notebooks'}. Once fixed, run only them "
+              f"again with: python -m lab.batch {args.spec} --retry-failed")
+        return 1
     return 0 if result.records else 1
 
 

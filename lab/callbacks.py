@@ -66,35 +66,54 @@ def format_epoch_line(epoch: int, epochs: int, logs: dict) -> str:
 
 
 class DivergenceMonitor(keras.callbacks.Callback):
-    """Stops a run that diverged and says why, instead of letting it crash or waste epochs.
+    """Says, and records, that a run diverged, instead of letting it crash or waste epochs.
 
-    A run has diverged when
-      * its training loss becomes NaN or infinite (checked every batch), or
-      * after ``patience`` epochs its best training loss is still not below
-        ``(1 - min_delta) * baseline_loss``. With ``baseline_loss = ln(k)``, the loss of a
-        uniform guess over k classes, this catches E4's Adam at lr 1e-2 that "never learns"
-        (accuracy stuck at chance, loss stuck at ln 100 = 4.6).
+    A run has diverged only when
+      * its training loss becomes NaN or infinite (checked every batch: training stops), or
+      * it never learns: its validation accuracy is never clearly above chance, where chance is
+        the better of a uniform guess (1/k) and always answering the majority class, and
+        "clearly" means by more than ``accuracy_margin``. A run that learns slowly (its loss
+        still near ln k, its accuracy already above chance) is not diverged.
+
+    "Never" is judged when the run is over: ``finish()``, which the runner calls once after the
+    last fit of a run (progressive unfreezing fits several times). Training stops early only when, after ``patience``
+    epochs, the accuracy is still at chance *and* the training loss has not fallen below
+    ``(1 - min_delta) * baseline_loss`` (ln k, a uniform guess): E4's Adam at lr 1e-2 that
+    "never learns" (accuracy stuck at 1%, loss at ln 100 = 4.6) stops after three epochs.
 
     After training, ``diverged`` is True and ``reason`` explains.
 
     Args:
-        baseline_loss: the loss of an uninformed model (None: only NaN/inf is checked).
-        patience: epochs to wait before judging that the loss never fell.
-        min_delta: the relative improvement over the baseline required by then.
+        chance_accuracy: the accuracy of an uninformed model (None: only NaN/inf is checked).
+        accuracy_margin: how far above chance the validation accuracy must get to count.
+        baseline_loss: the loss of a uniform guess, for stopping early (None: never early).
+        patience: epochs before a run stuck at chance is stopped.
+        min_delta: the relative fall of the loss below the baseline that counts as learning.
+        monitor: the logged validation accuracy.
+
+    Example:
+        >>> DivergenceMonitor(chance_accuracy=0.1, accuracy_margin=0.05, baseline_loss=math.log(10))
     """
 
-    def __init__(self, baseline_loss: float | None = None, patience: int = 3, min_delta: float = 0.02):
+    def __init__(self, chance_accuracy: float | None = None, accuracy_margin: float = 0.0,
+                 baseline_loss: float | None = None, patience: int = 3, min_delta: float = 0.02,
+                 monitor: str = "val_accuracy"):
         super().__init__()
         if patience < 1:
             raise ValueError(f"patience must be at least 1 epoch, received {patience}.")
+        self.chance_accuracy = chance_accuracy
+        self.accuracy_margin = accuracy_margin
         self.baseline_loss = baseline_loss
         self.patience = patience
         self.min_delta = min_delta
+        self.monitor = monitor
 
     def on_train_begin(self, logs=None):
         self.diverged = False
         self.reason: str | None = None
         self.best_loss = math.inf
+        self.best_accuracy = -math.inf
+        self.epochs_seen = 0
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
@@ -102,18 +121,43 @@ class DivergenceMonitor(keras.callbacks.Callback):
             self._stop(f"training loss became {float(loss)} at batch {batch + 1}")
 
     def on_epoch_end(self, epoch, logs=None):
-        loss = float((logs or {}).get("loss", np.nan))
+        logs = logs or {}
+        loss = float(logs.get("loss", np.nan))
         if not math.isfinite(loss):
             self._stop(f"training loss became {loss} in epoch {epoch + 1}")
             return
+        self.epochs_seen += 1
         self.best_loss = min(self.best_loss, loss)
-        if self.baseline_loss is not None and epoch + 1 >= self.patience and not self.diverged:
-            threshold = (1.0 - self.min_delta) * self.baseline_loss
-            if self.best_loss > threshold:
-                self._stop(
-                    f"training loss never fell below {threshold:.4f} (chance level {self.baseline_loss:.4f}) "
-                    f"in {epoch + 1} epochs; best {self.best_loss:.4f}"
-                )
+        accuracy = logs.get(self.monitor)
+        if accuracy is not None and math.isfinite(float(accuracy)):
+            self.best_accuracy = max(self.best_accuracy, float(accuracy))
+        if self.diverged or self.baseline_loss is None or not self._at_chance() or self.epochs_seen < self.patience:
+            return
+        threshold = (1.0 - self.min_delta) * self.baseline_loss
+        if self.best_loss > threshold:
+            self._stop(f"never learned: in {self.epochs_seen} epochs the best {self.monitor} was "
+                       f"{self.best_accuracy:.4f}, not above chance ({self.chance_accuracy:.4f} + margin "
+                       f"{self.accuracy_margin:.4f}), and the training loss never fell below {threshold:.4f} "
+                       f"(chance level {self.baseline_loss:.4f}; best {self.best_loss:.4f})")
+
+    def finish(self, best_accuracy: float | None = None, epochs: int | None = None) -> None:
+        """Judges, once the run is over, whether it ever learned.
+
+        Args:
+            best_accuracy, epochs: over the whole run when it had several fits (each fit resets
+                the callback's own counts); by default this fit's.
+        """
+        best = self.best_accuracy if best_accuracy is None else best_accuracy
+        epochs = self.epochs_seen if epochs is None else epochs
+        if not self.diverged and epochs and self._at_chance(best):
+            self.diverged = True
+            self.reason = (f"never learned: the best {self.monitor} in {epochs} epochs was {best:.4f}, not above "
+                           f"chance ({self.chance_accuracy:.4f}, the better of 1/k and the majority class) by more "
+                           f"than {self.accuracy_margin:.4f}")
+
+    def _at_chance(self, best: float | None = None) -> bool:
+        best = self.best_accuracy if best is None else best
+        return self.chance_accuracy is not None and best <= self.chance_accuracy + self.accuracy_margin
 
     def _stop(self, reason: str) -> None:
         if not self.diverged:

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from lab import plots
 from lab.config import RunConfig
-from lab.datasets import Dataset, load_data
+from lab.datasets import DATA_FIELDS, Dataset, load_data
 from lab.evaluation import classification_metrics, confusion_matrix
 from lab.features import Features, compute_features
 from lab.losses import SparseCategoricalCrossentropy
@@ -42,8 +42,15 @@ class Classification:
     def describe(self, config: RunConfig, data: Dataset) -> dict[str, Any]:
         return {"input_shape": list(input_shape_for(data, config))}
 
-    def divergence_baseline(self, config: RunConfig, data: Dataset) -> float:
-        return math.log(data.num_classes)
+    def chance(self, config: RunConfig, data: Dataset) -> dict[str, float]:
+        """Chance is the better of a uniform guess and the majority class of the validation
+        split; "clearly above" is three binomial standard errors of that accuracy on the
+        validation images (at least 0.01), so a run at chance does not pass by luck."""
+        counts = np.asarray(data.class_counts("val"), dtype=float)
+        total = max(counts.sum(), 1.0)
+        chance = max(1.0 / data.num_classes, counts.max() / total)
+        margin = max(0.01, 3.0 * math.sqrt(chance * (1.0 - chance) / total))
+        return {"chance_accuracy": chance, "accuracy_margin": margin, "baseline_loss": math.log(data.num_classes)}
 
     def log_line(self, epochs: int) -> keras.callbacks.Callback:
         return epoch_line(epochs)
@@ -183,6 +190,18 @@ def build_for_run(config: RunConfig, data: Dataset, input_shape) -> keras.Model:
     return build_model(config.model, input_shape, data.num_classes, **options)
 
 
+def check_model(config: RunConfig, data: Dataset) -> None:
+    """Builds the configuration's model once and throws it away, so that a value only the
+    builder refuses (``normalization="bn"``, a model too deep for the image) stops a sweep or a
+    search before its first run rather than in the middle. Transfer models and saved models are
+    skipped: building a pretrained backbone per candidate costs too much, and their runs are
+    refused before anything is written anyway."""
+    if config.model == "transfer" or config.init_from:
+        return
+    build_model(config.model, input_shape_for(data, config), data.num_classes, **config.model_options())
+    keras.backend.clear_session()
+
+
 def model_from_saved(source: str | Path, num_classes: int, *, unfreeze: int | str | None = "all") -> keras.Model:
     """Loads a saved model and gives it a new output layer for ``num_classes`` classes.
 
@@ -314,15 +333,18 @@ def _feature_pipelines(features: Features, data: Dataset, config: RunConfig):
 
 
 def _tfrecord_training_pipeline(data: Dataset, config: RunConfig, augmenter, common: dict):
-    """Streams the training split from TFRecord shards, exporting them first if missing."""
+    """Streams the training split from TFRecord shards, exporting them first if missing.
+
+    Shards are reused only if they were made from this data: the configuration's data fields
+    (dataset, sizes, class subset, limit, validation fraction, seed) and a hash of the images and
+    labels must match what the manifest recorded at export (``lab.tfrecord.check_provenance``).
+    Shards exported with another seed would otherwise put test images into training.
+    """
     from lab import tfrecord
 
     directory = Path(config.tfrecord_dir)
+    fingerprint = {field: getattr(config, field) for field in DATA_FIELDS}
     if not tfrecord.manifest_path(directory, "train").exists():
-        tfrecord.export_dataset(data, directory)
-    manifest = tfrecord.read_manifest(directory, "train")
-    if manifest["num_examples"] != len(data.y_train):
-        raise ValueError(f"The TFRecords in {directory} hold {manifest['num_examples']} training images but "
-                         f"{data.name} has {len(data.y_train)}: they belong to other data. Point tfrecord_dir "
-                         "at an empty folder or delete it.")
+        tfrecord.export_dataset(data, directory, fingerprint=fingerprint)
+    tfrecord.check_provenance(directory, "train", data, fingerprint=fingerprint)
     return tfrecord.make_tfrecord_pipeline(directory, "train", training=True, augmenter=augmenter, **common)

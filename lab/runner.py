@@ -1,7 +1,8 @@
 """The life of every run, whatever its task: ``run(config, task)``.
 
-One run reads top to bottom: load the data, seed everything, open a run folder, let the task
-build, compile and plan the fit, fit with the kit's callbacks (timer, divergence, best weights,
+One run reads top to bottom: load the data, seed everything, let the task build, compile and
+plan the fit (a configuration it refuses raises here, before anything is written), open a run
+folder, fit with the kit's callbacks (timer, divergence, best weights,
 early stopping, checkpoint, the epoch line), restore the best weights, let the task evaluate
 and plot, then publish the record, or record the failure. The task (classification in
 ``lab.classification``, segmentation and reconstruction in ``lab.segmentation.tasks``) plugs in
@@ -120,8 +121,9 @@ class Task(Protocol):
     def plan(self, config: BaseConfig, data: Any) -> FitPlan:
         """Builds and compiles the model (inside the strategy scope) and makes the pipelines."""
 
-    def divergence_baseline(self, config: BaseConfig, data: Any) -> float | None:
-        """The loss of an uninformed model (chance level), or None to check only for NaN."""
+    def chance(self, config: BaseConfig, data: Any) -> dict[str, float]:
+        """What an uninformed model scores, as ``DivergenceMonitor``'s ``chance_accuracy``,
+        ``accuracy_margin`` and ``baseline_loss`` (empty: only a NaN loss is divergence)."""
 
     def log_line(self, epochs: int) -> keras.callbacks.Callback:
         """The per-epoch line printed when ``verbose``."""
@@ -143,6 +145,10 @@ def run(config: BaseConfig, task: Task, *, data: Any = None, raise_on_error: boo
 
     Returns:
         A RunResult; ``status`` is "completed", "diverged" (recorded, not raised) or "failed".
+
+    Raises:
+        ValueError, FileNotFoundError...: a configuration the task refuses while building the
+            model, before anything is written (whatever ``raise_on_error`` says).
     """
     if data is None:
         data = task.load_data(config)
@@ -158,13 +164,20 @@ def run(config: BaseConfig, task: Task, *, data: Any = None, raise_on_error: boo
         **task.describe(config, data),
         "environment": environment(),
     }
+    # The model is built and compiled (and a feature cache filled) before the run folder exists:
+    # a configuration the builder refuses (an unknown option value, a model too large for its
+    # input, weights that cannot be had) raises here, and a refused configuration writes nothing.
+    strategy = hardware.get_strategy(config.distribute)
+    with tf_memory.released_graphs(), hardware.precision(config.mixed_precision), strategy.scope():
+        plan = task.plan(config, data)
+        plan.facts["steps_per_execution"] = steps_per_execution(config)
     metrics: dict[str, Any] = {"name": name, "dataset": data.name, "model": config.model, "task": config.task,
                                "tags": list(config.tags), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     with _reports_dir(config) as reports_dir:
         writer = RunWriter(record_config, name=name, reports_dir=reports_dir)
         try:
             with tf_memory.released_graphs():  # TensorFlow would keep every run's traced graphs (lab.tf_memory)
-                plan, history, fit_info = _fit(config, task, data, writer.path)
+                history, fit_info = _fit(config, task, data, plan, strategy, writer.path)
             metrics |= fit_info
             metrics |= task.evaluate(plan, config, data, history, fit_info, writer.path)
             model = plan.model
@@ -185,15 +198,12 @@ def run(config: BaseConfig, task: Task, *, data: Any = None, raise_on_error: boo
         return RunResult(_kept(run_dir, reports_dir, config), config, finite_metrics(metrics), history, model)
 
 
-def _fit(config: BaseConfig, task: Task, data: Any, run_path: Path) -> tuple[FitPlan, pd.DataFrame, dict]:
-    """Plans the fit with the task, runs its phases with the kit's callbacks, and restores the
-    best epoch's weights; returns the plan, the history and the facts of the fit."""
-    strategy = hardware.get_strategy(config.distribute)
-    with hardware.precision(config.mixed_precision), strategy.scope():
-        plan = task.plan(config, data)
-        used_steps = steps_per_execution(config)
+def _fit(config: BaseConfig, task: Task, data: Any, plan: FitPlan, strategy, run_path: Path
+         ) -> tuple[pd.DataFrame, dict]:
+    """Runs the plan's phases with the kit's callbacks and restores the best epoch's weights;
+    returns the history and the facts of the fit."""
     epochs = sum(phase.epochs for phase in plan.phases)
-    watch = _Watch(config, task.divergence_baseline(config, data))
+    watch = _Watch(config, task.chance(config, data))
     callbacks = watch.callbacks(config, run_path, checkpoint=plan.checkpoint)
     if config.verbose:
         callbacks.append(task.log_line(epochs))
@@ -213,7 +223,6 @@ def _fit(config: BaseConfig, task: Task, data: Any, run_path: Path) -> tuple[Fit
         # The first epoch includes tracing and compilation; the steady-state figure excludes it.
         "seconds_per_epoch": float(np.mean(seconds[1:] if len(seconds) > 1 else seconds)) if seconds else None,
         "seconds_first_epoch": seconds[0] if seconds else None,
-        "steps_per_execution": used_steps,
         **plan.facts,
     }
     if phases:
@@ -222,15 +231,15 @@ def _fit(config: BaseConfig, task: Task, data: Any, run_path: Path) -> tuple[Fit
         row = history.iloc[best.best_epoch]
         info |= {f"best_epoch_{key}": float(row[key]) for key in history.columns
                  if key not in ("epoch", "epoch_seconds", "phase", "learning_rate")}
-    return plan, history, info
+    return history, info
 
 
 class _Watch:
     """The callbacks whose state the record reads: the epoch timer, divergence, the best epoch."""
 
-    def __init__(self, config: BaseConfig, baseline_loss: float | None):
+    def __init__(self, config: BaseConfig, chance: dict[str, float]):
         self.timer = EpochTimer()
-        self.divergence = DivergenceMonitor(baseline_loss=baseline_loss, patience=config.divergence_patience)
+        self.divergence = DivergenceMonitor(**chance, patience=config.divergence_patience)
         self.best = RestoreBestWeights(monitor=config.monitor, mode=config.monitor_mode)
         self.seconds: list[float] = []
 
@@ -249,7 +258,7 @@ class _Watch:
 def _run_phases(plan: FitPlan, watch: _Watch, callbacks: list, strategy, run_path: Path) -> tuple[pd.DataFrame, list]:
     """Fits the plan's phases in turn (one history, epochs numbered across phases) and leaves
     the model at the best epoch of all; returns the history and, for several phases, their facts."""
-    histories, phases, epoch = [], [], 0
+    histories, phases, epoch, best_accuracy = [], [], 0, -math.inf
     overall = _Best(watch.best.mode)
     phased = len(plan.phases) > 1 or plan.phases[0].prepare is not None  # progressive unfreezing
     for index, phase in enumerate(plan.phases):
@@ -268,9 +277,11 @@ def _run_phases(plan: FitPlan, watch: _Watch, callbacks: list, strategy, run_pat
         histories.append(history)
         watch.seconds += watch.timer.seconds
         overall.update(watch.best)  # Keras numbers epochs across fits, so best_epoch is the run's
+        best_accuracy = max(best_accuracy, watch.divergence.best_accuracy)
         epoch += len(history)
         if watch.divergence.diverged:
             break
+    watch.divergence.finish(best_accuracy, epoch)  # "never learned" is judged over the whole run
     overall.restore(watch.best, plan.phases[-1].fitted if phased else None)
     return (pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()), phases
 

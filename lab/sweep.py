@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from lab import atomic, paths, plots
+from lab.classification import check_model
 from lab.config import RunConfig
 from lab.datasets import Dataset, data_key, load_data
 from lab.records import Run, load_run, load_runs, results_table, summary_columns, to_markdown
@@ -80,6 +81,17 @@ def run_sweep(
     finished = {run.config.get("config_hash"): run for run in
                 load_runs(configs[0].reports_dir, status=("completed", "diverged"))} if resume else {}
     loaded: dict[tuple, Dataset] = {}
+
+    def data_for(config: RunConfig) -> Dataset:  # one load per distinct data setting
+        if data is not None:
+            return data
+        key = data_key(config)
+        if key not in loaded:
+            loaded[key] = load_data(config)
+        return loaded[key]
+
+    for config in configs:  # and every model it will build (a refused configuration writes nothing)
+        check_model(config, data_for(config))
     runs: list[Run] = []
     for i, config in enumerate(configs, start=1):
         label = config.name or f"run{i}"
@@ -89,10 +101,7 @@ def run_sweep(
             runs.append(previous)
             continue
         print(f"[{i}/{len(configs)}] {label}")
-        key = data_key(config)
-        if data is None and key not in loaded:
-            loaded[key] = load_data(config)
-        result = train(config, data=data if data is not None else loaded[key], raise_on_error=False)
+        result = train(config, data=data_for(config), raise_on_error=False)
         if result.status != "completed":
             reason = result.metrics.get("divergence_reason") or result.metrics.get("error")
             print(f"    -> {result.status}: {reason}")

@@ -8,45 +8,75 @@ import sys
 import time
 
 import nbformat
+import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from lab.batch import load_spec, read_records, run_batch, spec_from_dict
+from lab.batch import load_spec, main, read_records, run_batch, spec_from_dict
 from lab.records import read_index
 
 PARAMETERS = '''
-learning_rate = 1e-3
-epochs = 1
+learning_rate = 1e-2
+epochs = 2
 hidden_units = [8]
 extra = {"note": "none"}
 fail = False
 sleep = 0.0
 tags = []
+break_fit = False
+fail_after = False
 '''
 
 BODY = '''
 import json, time
+import keras
 from lab.training import train
 assert isinstance(hidden_units, list) and isinstance(extra, dict), (type(hidden_units), type(extra))
 time.sleep(sleep)
 if fail:
     raise RuntimeError("this parameter set fails on purpose")
-result = train(dataset="digits", limit=120, model="mlp", hidden_units=hidden_units, epochs=epochs,
+if break_fit:
+    # A training run that fails inside a notebook that goes on: keras' own fit raises mid-run.
+    def broken_fit(*args, **kwargs):
+        raise RuntimeError("training breaks on purpose")
+    keras.Model.fit = broken_fit
+result = train(dataset="digits", model="mlp", hidden_units=hidden_units, epochs=epochs,
                learning_rate=learning_rate, divergence_patience=2, verbose=0, save_model=False,
-               name="tiny", tags=tags)
+               name="tiny", tags=tags, raise_on_error=not break_fit)
 print(result.status, json.dumps(extra))
+if fail_after:
+    raise RuntimeError("the notebook fails after training on purpose")
 '''
+
+
+def _write_notebook(path, parameters, body):
+    nb = new_notebook()
+    cells = [new_code_cell(body.strip())]
+    if parameters is not None:
+        cells.insert(0, new_code_cell(parameters.strip()))
+        cells[0].metadata["tags"] = ["parameters"]
+    nb.cells = cells
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
 
 
 @pytest.fixture
 def tiny_notebook(tmp_path):
-    nb = new_notebook()
-    parameters = new_code_cell(PARAMETERS.strip())
-    parameters.metadata["tags"] = ["parameters"]
-    nb.cells = [parameters, new_code_cell(BODY.strip())]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path = tmp_path / "tiny.ipynb"
-    nbformat.write(nb, path)
+    # All of digits, two epochs at 1e-2: clearly above chance, so "learns" is not read as
+    # "never learned" (lab.callbacks.DivergenceMonitor), and still a few seconds a notebook.
+    return _write_notebook(tmp_path / "tiny.ipynb", PARAMETERS, BODY)
+
+
+@pytest.fixture
+def untrained_notebook(tmp_path):
+    """No TensorFlow, no run records: a kernel that starts, maybe raises, and ends (a few seconds)."""
+    return _write_notebook(tmp_path / "untrained.ipynb", "fail = False\nnote = ''",
+                           'if fail:\n    raise RuntimeError("this notebook stops on purpose")\nprint(note)')
+
+
+def _spec_file(path, notebook, runs, name):
+    path.write_text(json.dumps({"notebook": str(notebook), "name": name, "workers": 2, "runs": runs}))
     return path
 
 
@@ -74,6 +104,125 @@ def test_bad_specs_are_refused(tiny_notebook, raw, message):
         spec_from_dict({"notebook": str(tiny_notebook), **raw})
     with pytest.raises(FileNotFoundError):
         spec_from_dict({"notebook": "missing.ipynb", "runs": [{}]})
+
+
+@pytest.mark.parametrize("raw,where", [
+    ({"parameters": {"lerning_rate": 0.1}, "runs": [{}]}, "'lerning_rate' (in 'parameters')"),
+    ({"grid": {"epochs": [1, 2], "lerning_rate": [0.1, 0.01]}}, "'lerning_rate' (in 'grid')"),
+    ({"runs": [{"name": "a", "epochs": 2}, {"name": "b", "lerning_rate": 0.1}]}, "'lerning_rate' (in 'runs' 'b')"),
+])
+def test_a_parameter_the_notebook_does_not_define_is_refused_before_anything_runs(
+        tiny_notebook, isolated_dirs, tmp_path, capsys, raw, where):
+    with pytest.raises(ValueError) as refused:
+        spec_from_dict({"notebook": str(tiny_notebook), **raw})
+    message = str(refused.value)
+    assert where in message and str(tiny_notebook) in message
+    assert "Valid names (its 'parameters' cell): learning_rate, epochs, hidden_units, extra, fail" in message
+    assert "Did you mean 'learning_rate' for 'lerning_rate'?" in message
+    # Through the command: a usage error, and no batch folder (nor reports folder) is made.
+    spec = tmp_path / "typo.json"
+    spec.write_text(json.dumps({"notebook": str(tiny_notebook), "name": "typo", **raw}))
+    with pytest.raises(SystemExit) as exited:
+        main([str(spec)])
+    assert exited.value.code == 2 and "Did you mean 'learning_rate'" in capsys.readouterr().err
+    assert not (isolated_dirs / "reports").exists(), "a refused spec writes nothing"
+
+
+def test_unknown_parameters_are_all_named_and_a_run_name_is_not_a_parameter(tiny_notebook):
+    with pytest.raises(ValueError) as refused:
+        spec_from_dict({"notebook": str(tiny_notebook), "parameters": {"zzz": 1},
+                        "runs": [{"name": "a", "hiden_units": [4]}, {"hiden_units": [8]}]})
+    message = str(refused.value)
+    assert "'zzz' (in 'parameters'), 'hiden_units' (in 'runs' 'a', 'run2')" in message
+    assert "Did you mean 'hidden_units' for 'hiden_units'?" in message and "for 'zzz'" not in message
+    # The tiny notebook defines no ``name``: a run's name labels the job and is not passed on.
+    spec = spec_from_dict({"notebook": str(tiny_notebook), "runs": [{"name": "a", "epochs": 2}]})
+    assert spec.jobs[0].label == "a" and spec.jobs[0].parameters == {"epochs": 2}
+
+
+def test_a_notebook_without_a_parameters_cell_takes_no_parameters(tmp_path):
+    untagged = _write_notebook(tmp_path / "untagged.ipynb", None, "epochs = 1\nprint(epochs)")
+    with pytest.raises(ValueError, match="has no cell tagged 'parameters'") as refused:
+        spec_from_dict({"notebook": str(untagged), "runs": [{"name": "a", "epochs": 2}]})
+    assert "'epochs' (in 'runs' 'a')" in str(refused.value) and str(untagged) in str(refused.value)
+    spec = spec_from_dict({"notebook": str(untagged), "runs": [{"name": "a"}, {"name": "b"}]})
+    assert [job.parameters for job in spec.jobs] == [{}, {}], "named runs without parameters are fine"
+
+
+def test_the_command_exits_1_when_a_job_failed_and_0_when_none_did(untrained_notebook, isolated_dirs, tmp_path,
+                                                                    capsys):
+    spec = _spec_file(tmp_path / "exit.json", untrained_notebook,
+                      [{"name": "stops", "fail": True}, {"name": "passes", "note": "fine"}], name="exit")
+    assert main([str(spec)]) == 1
+    out = capsys.readouterr().out
+    assert "1 of 2 jobs failed (stops)" in out and f"python -m lab.batch {spec} --retry-failed" in out
+    folder = isolated_dirs / "reports" / "batches" / "exit"
+    # No job trained anything, so there are no metrics: the status column must still be there.
+    table = pd.read_csv(folder / "summary.csv").set_index("name")
+    assert table.loc["stops", "status"] == "failed" and table.loc["passes", "status"] == "completed"
+    assert table.loc["stops", "error"] == "RuntimeError: this notebook stops on purpose"
+    markdown = (folder / "summary.md").read_text()
+    assert "failed" in next(line for line in markdown.splitlines() if "stops" in line)
+
+    # A spec of the job that passed: it is not run again, nothing failed, exit 0.
+    passing = _spec_file(tmp_path / "passing.json", untrained_notebook, [{"name": "passes", "note": "fine"}],
+                         name="exit")
+    assert main([str(passing)]) == 0
+    out = capsys.readouterr().out
+    assert "already finished" in out and "failed" not in out
+    assert len(read_records(folder)) == 2
+
+
+@pytest.mark.parametrize("statuses,code", [(["failed", "completed"], 1), (["diverged", "completed"], 0)])
+def test_the_ablation_command_exits_1_when_a_configuration_failed(monkeypatch, tmp_path, capsys, statuses, code):
+    from lab import ablation, batch
+
+    # The E1 notebook takes minutes a configuration, so the batch itself is replaced; the spec is
+    # still built, and its parameters checked, against the real notebook.
+    jobs = []
+
+    def finished_batch(spec, **options):
+        jobs.extend(job.label for job in spec.jobs)
+        (tmp_path / "summary.md").write_text("| name | status |\n")
+        records = [{"name": job.label, "status": status} for job, status in zip(spec.jobs, statuses)]
+        return batch.BatchResult(spec.name, tmp_path, records, pd.DataFrame(records))
+
+    monkeypatch.setattr(batch, "run_batch", finished_batch)
+    assert ablation.main(["--only", "1-plain", "2-batchnorm"]) == code
+    assert jobs == ["1-plain", "2-batchnorm"]
+    assert ("1 configuration(s) failed: 1-plain" in capsys.readouterr().out) == (code == 1)
+
+
+@pytest.mark.slow
+def test_a_failed_job_reads_failed_in_the_summary_even_when_its_runs_completed(tiny_notebook, isolated_dirs,
+                                                                              tmp_path, capsys):
+    spec = _spec_file(tmp_path / "honest.json", tiny_notebook, [
+        {"name": "fails-after-training", "fail_after": True},
+        {"name": "training-breaks", "break_fit": True},
+        {"name": "diverges", "learning_rate": 100.0, "epochs": 3},
+        {"name": "learns"},
+    ], name="honest")
+    assert main([str(spec)]) == 1
+    out = capsys.readouterr().out
+    assert "2 of 4 jobs failed (fails-after-training, training-breaks)" in out and "--retry-failed" in out
+    folder = isolated_dirs / "reports" / "batches" / "honest"
+    records = {r["name"]: r for r in read_records(folder)}
+    trained = read_index()
+    completed = {e["run_id"] for e in trained if e["status"] == "completed"}
+    assert set(records["fails-after-training"]["run_ids"]) <= completed, "its run completed before it raised"
+    assert "'tiny' (RuntimeError: training breaks on purpose)" in records["training-breaks"]["error"]
+
+    table = pd.read_csv(folder / "summary.csv").set_index("name")
+    assert table.loc["fails-after-training", "status"] == "failed"
+    assert "fails after training on purpose" in table.loc["fails-after-training", "error"]
+    assert pd.notna(table.loc["fails-after-training", "val_accuracy"]), "its metrics are still shown"
+    assert table.loc["training-breaks", "status"] == "failed"
+    assert "training breaks on purpose" in table.loc["training-breaks", "error"]
+    assert table.loc["diverges", "status"] == "diverged" and table.loc["learns", "status"] == "completed"
+    assert table.loc[["diverges", "learns"], "error"].isna().all()
+    markdown = (folder / "summary.md").read_text().splitlines()
+    row = next(line for line in markdown if "fails-after-training" in line)
+    assert "failed" in row and "completed" not in row
 
 
 @pytest.mark.slow

@@ -41,22 +41,53 @@ def test_nan_loss_diverges_at_once():
     assert monitor.diverged and monitor.model.stop_training and "batch 4" in monitor.reason
 
 
-def test_loss_stuck_at_chance_diverges_after_patience():
-    # E4: Adam at lr 1e-2 on CIFAR-100, loss stays at ln(100) = 4.605
-    monitor = _monitor(baseline_loss=math.log(100), patience=3)
+def _epochs(monitor, logs):
+    for epoch, (loss, accuracy) in enumerate(logs):
+        monitor.on_epoch_end(epoch, {"loss": loss, "val_accuracy": accuracy})
+    monitor.finish()
+
+
+def test_a_run_stuck_at_chance_diverges_after_patience():
+    # E4: Adam at lr 1e-2 on CIFAR-100: loss stays at ln(100) = 4.605, accuracy at 1%.
+    monitor = _monitor(chance_accuracy=0.01, accuracy_margin=0.005, baseline_loss=math.log(100), patience=3)
     for epoch, loss in enumerate([4.62, 4.606, 4.605]):
         assert not monitor.diverged
-        monitor.on_epoch_end(epoch, {"loss": loss})
-    assert monitor.diverged and "never fell below" in monitor.reason
+        monitor.on_epoch_end(epoch, {"loss": loss, "val_accuracy": 0.01})
+    assert monitor.diverged and monitor.model.stop_training and "never learned" in monitor.reason
+
+
+def test_a_slow_run_whose_accuracy_is_above_chance_is_not_diverged():
+    # The quick E4 batch's Adam at 1e-4: the loss is still near ln(10), the accuracy 0.41 on 10 classes.
+    monitor = _monitor(chance_accuracy=0.1, accuracy_margin=0.06, baseline_loss=math.log(10), patience=2)
+    _epochs(monitor, [(2.300, 0.12), (2.285, 0.30), (2.268, 0.41)])
+    assert not monitor.diverged and monitor.reason is None and not monitor.model.stop_training
+    assert monitor.best_loss > 0.98 * math.log(10), "the old loss-only rule would have called this diverged"
+
+
+def test_chance_is_judged_at_the_end_when_the_loss_falls():
+    # The training loss falls (memorising) but validation never leaves chance: not stopped early,
+    # diverged when training ends.
+    monitor = _monitor(chance_accuracy=0.5, accuracy_margin=0.05, baseline_loss=math.log(2), patience=1)
+    _epochs(monitor, [(0.6, 0.50), (0.4, 0.52), (0.2, 0.53)])
+    assert not monitor.model.stop_training
+    assert monitor.diverged and "not above chance (0.5000" in monitor.reason
+
+
+def test_without_a_chance_level_only_a_nan_loss_diverges():
+    monitor = _monitor(patience=1)
+    _epochs(monitor, [(5.0, 0.0), (5.0, 0.0)])
+    assert not monitor.diverged
+    monitor = _monitor(patience=1)
+    monitor.on_epoch_end(0, {"loss": float("inf")})
+    assert monitor.diverged and "inf" in monitor.reason
 
 
 def test_learning_run_does_not_diverge():
-    monitor = _monitor(baseline_loss=math.log(100), patience=3)
-    for epoch, loss in enumerate([4.3, 3.9, 3.5, 3.2, 3.3]):
-        monitor.on_epoch_end(epoch, {"loss": loss})
+    monitor = _monitor(chance_accuracy=0.01, accuracy_margin=0.005, baseline_loss=math.log(100), patience=3)
+    _epochs(monitor, [(4.3, 0.05), (3.9, 0.1), (3.5, 0.15), (3.2, 0.2), (3.3, 0.21)])
     assert not monitor.diverged and monitor.reason is None
     monitor.on_train_begin()  # reusable: state is reset
-    assert monitor.best_loss == math.inf
+    assert monitor.best_loss == math.inf and monitor.best_accuracy == -math.inf
 
 
 def test_restore_best_weights_restores_even_without_early_stopping():

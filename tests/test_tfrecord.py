@@ -1,3 +1,4 @@
+import hashlib
 import json
 
 import numpy as np
@@ -5,11 +6,11 @@ import pytest
 import tensorflow as tf
 
 from lab import tfrecord
-from lab.datasets import from_arrays
+from lab.datasets import from_arrays, load_dataset
 from lab.pipeline import make_augmenter, make_pipeline
 from lab.tfrecord import (
-    export_dataset, make_tfrecord_pipeline, manifest_path, read_manifest, read_tfrecords,
-    verify_tfrecords, write_tfrecords, write_tfrecords_from_batches,
+    check_provenance, dataset_fingerprint, export_dataset, make_tfrecord_pipeline, manifest_path,
+    read_manifest, read_tfrecords, verify_tfrecords, write_tfrecords, write_tfrecords_from_batches,
 )
 
 
@@ -53,6 +54,9 @@ def test_manifest_records_shards_counts_and_format(tmp_path):
     assert manifest["num_examples"] == 50
     assert [s["file"] for s in manifest["shards"]] == [p.name for p in paths]
     assert [s["bytes"] for s in manifest["shards"]] == [p.stat().st_size for p in paths]
+    assert [s["sha256"] for s in manifest["shards"]] == [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+    assert manifest["version"] == 2 and manifest["provenance"] is None  # bare arrays: no dataset
+    assert len(manifest["content_sha256"]) == 64
     assert all(p.name.startswith("val-") and p.name.endswith(".tfrecord.zlib") for p in paths)
     assert (manifest["shape"], manifest["dtype"], manifest["encoding"], manifest["compression"]) == (
         [8, 8, 3], "uint8", "raw", "ZLIB")
@@ -137,8 +141,12 @@ def test_shard_corrupted_in_place_fails_reading_and_verify_names_it(tmp_path, co
     data = bytearray(paths[2].read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size, damaged bytes: only the checksums can tell
     paths[2].write_bytes(bytes(data))
+    # The shard's sha256 is checked when the dataset is created, so the error names it...
+    with pytest.raises(tf.errors.DataLossError, match=f"{paths[2].name} is corrupt.*changed since it was exported"):
+        read_tfrecords(tmp_path)
+    # ...where TensorFlow, reading it, gives only an offset.
     with pytest.raises(tf.errors.DataLossError):
-        list(read_tfrecords(tmp_path))
+        list(read_tfrecords(tmp_path, verify_checksums=False))
     with pytest.raises(tf.errors.DataLossError, match=f"{paths[2].name} is corrupt"):
         verify_tfrecords(tmp_path)
 
@@ -277,3 +285,163 @@ def test_export_dataset_writes_every_split_with_class_names(tmp_path):
         images, labels = _read_all(tmp_path, split)
         np.testing.assert_array_equal(images, dataset.split(split)[0])
         np.testing.assert_array_equal(labels, dataset.split(split)[1])
+
+
+# -- provenance ---------------------------------------------------------------------------------
+
+
+def _toy(seed=0, size=8, class_names=("w", "x", "y", "z"), name="toy"):
+    rng = np.random.default_rng(seed)
+    return from_arrays(rng.integers(0, 256, (40, size, size, 3), dtype=np.uint8), np.arange(40) % 4,
+                       rng.integers(0, 256, (12, size, size, 3), dtype=np.uint8), np.arange(12) % 4,
+                       class_names=list(class_names), name=name)
+
+
+def test_export_records_provenance_and_the_same_data_passes_the_check(tmp_path):
+    data = load_dataset("digits", limit=120, seed=0)
+    export_dataset(data, tmp_path, num_shards=2)
+    for split in ("train", "val", "test"):
+        manifest = check_provenance(tmp_path, split, load_dataset("digits", limit=120, seed=0))
+        assert manifest == read_manifest(tmp_path, split)
+        assert manifest["provenance"] == {"dataset": "digits", "fingerprint": dataset_fingerprint(data)}
+        assert manifest["provenance"]["fingerprint"]["source"]["split_seed"] == 0
+        assert manifest["provenance"]["fingerprint"]["sizes"] == {"train": 120, "val": 120, "test": 120}
+    custom = tmp_path / "custom"
+    export_dataset(data, custom, fingerprint={"seed": np.int64(0), "limit": 120, "size": (8, 8)})
+    assert read_manifest(custom)["provenance"]["fingerprint"] == {"seed": 0, "limit": 120, "size": [8, 8]}
+    check_provenance(custom, "train", data, fingerprint={"seed": 0, "limit": 120, "size": (8, 8)})
+
+
+def test_content_hash_does_not_depend_on_batching_or_on_the_writer(tmp_path):
+    x, y = _images(count=45)
+    write_tfrecords(x, y, tmp_path / "a", images_per_shard=16)
+    write_tfrecords_from_batches(((x[i:i + 7], y[i:i + 7]) for i in range(0, 45, 7)), tmp_path / "b",
+                                 images_per_shard=10)
+    write_tfrecords(x, y[:, np.newaxis], tmp_path / "c", num_shards=1, encoding="png")
+    hashes = {read_manifest(tmp_path / d)["content_sha256"] for d in "abc"}
+    assert hashes == {tfrecord._content_sha256(x, y)}
+    changed = x.copy()
+    changed[44, 7, 7, 2] ^= 1  # one bit of the last pixel: the hash covers every byte
+    assert tfrecord._content_sha256(changed, y) not in hashes
+    assert tfrecord._content_sha256(x, (y + 1) % 5) not in hashes
+
+
+def test_shards_of_another_seed_are_refused_naming_both_seeds(tmp_path):
+    export_dataset(load_dataset("digits", limit=120, seed=1), tmp_path / "default")
+    run = load_dataset("digits", limit=120, seed=0)
+    with pytest.raises(ValueError, match=r"exported from digits \(source.split_seed 1\) but this run uses "
+                                         r"digits \(source.split_seed 0\): the images or labels differ.*"
+                                         r"Delete the folder or point tfrecord_dir at an empty one"):
+        check_provenance(tmp_path / "default", "train", run)
+    # A caller's own fingerprint, as a training run gives it, is named the same way.
+    export_dataset(load_dataset("digits", limit=120, seed=1), tmp_path / "custom",
+                   fingerprint={"dataset": "digits", "seed": 1, "limit": 120})
+    with pytest.raises(ValueError, match=r"exported from digits \(seed 1\) but this run uses digits \(seed 0\)"):
+        check_provenance(tmp_path / "custom", "train", run, fingerprint={"dataset": "digits", "seed": 0, "limit": 120})
+
+
+def test_shards_of_another_dataset_are_refused_before_tensorflow_reads_them(tmp_path):
+    written = export_dataset(load_dataset("digits", limit=60), tmp_path)
+    for path in written["train"]:  # check_provenance reads only the manifest
+        path.write_bytes(b"\0" * path.stat().st_size)
+    with pytest.raises(ValueError) as error:
+        check_provenance(tmp_path, "train", load_dataset("shapes", limit=60))
+    message = str(error.value)
+    assert "exported from digits but this run uses shapes" in message
+    assert "uint8 images of shape (8, 8, 1) in the TFRecords, uint8 images of shape (28, 28, 3) in this run" in message
+    assert "10 classes in the TFRecords ('0', '1', '2', '3', '4', ...), 6 in this run ('circle'" in message
+    assert "60 images in the TFRecords, 60 in this run" not in message  # equal counts are not differences
+
+
+def test_other_image_shape_class_names_or_count_are_named(tmp_path):
+    export_dataset(_toy(), tmp_path)
+    with pytest.raises(ValueError, match=r"do not hold this run's toy data: uint8 images of shape \(8, 8, 3\) in "
+                                         r"the TFRecords, uint8 images of shape \(16, 16, 3\) in this run\."):
+        check_provenance(tmp_path, "train", _toy(size=16), fingerprint=dataset_fingerprint(_toy()))
+    with pytest.raises(ValueError, match=r"class 2 is 'y' in the TFRecords, 'q' in this run"):
+        check_provenance(tmp_path, "val", _toy(class_names="wxqz"))
+    fewer = _toy().limit(30)
+    with pytest.raises(ValueError, match=r"36 images in the TFRecords, 30 in this run"):
+        check_provenance(tmp_path, "train", fewer, fingerprint=dataset_fingerprint(_toy()))
+    with pytest.raises(ValueError, match=r"exported from toy but this run uses other"):
+        check_provenance(tmp_path, "test", _toy(name="other"))
+
+
+def test_same_description_other_pixels_are_refused(tmp_path):
+    data = _toy()
+    export_dataset(data, tmp_path)
+    data.x_test[5, 0, 0, 0] ^= 1
+    with pytest.raises(ValueError, match=r"do not hold this run's toy data: the images or labels differ "
+                                         r"\(content sha256 [0-9a-f]{16}\.\.\. in the TFRecords, "
+                                         r"[0-9a-f]{16}\.\.\. in this run\)"):
+        check_provenance(tmp_path, "test", data)
+    check_provenance(tmp_path, "train", data)  # the other splits still match
+
+
+def test_legacy_and_bare_array_manifests_are_refused(tmp_path):
+    data = _toy()
+    export_dataset(data, tmp_path, num_shards=2)
+    path = manifest_path(tmp_path, "train")
+    legacy = json.loads(path.read_text())
+    for key in ("content_sha256", "provenance"):
+        del legacy[key]
+    for shard in legacy["shards"]:
+        del shard["sha256"]
+    legacy["version"] = 1
+    path.write_text(json.dumps(legacy))
+    with pytest.raises(ValueError, match=r"were exported before provenance checks: .*train\.manifest\.json \(format "
+                                         r"version 1\) records no fingerprint.*Re-export them"):
+        check_provenance(tmp_path, "train", data)
+    np.testing.assert_array_equal(_read_all(tmp_path)[0], data.x_train)  # still readable, unverified
+    write_tfrecords(data.x_val, data.y_val, tmp_path, split="val", class_names=data.class_names)
+    with pytest.raises(ValueError, match="written by write_tfrecords, which records no dataset fingerprint"):
+        check_provenance(tmp_path, "val", data)
+
+
+@pytest.mark.parametrize("fingerprint, message", [
+    (["seed", 0], "fingerprint must be a dict.*received list"),
+    ({"seed": object()}, "fingerprint must hold only JSON-serialisable values.*object"),
+])
+def test_bad_fingerprint_is_refused_before_anything_is_written(tmp_path, fingerprint, message):
+    with pytest.raises(ValueError, match=message):
+        export_dataset(_toy(), tmp_path / "out", fingerprint=fingerprint)
+    assert not (tmp_path / "out").exists()
+
+
+# -- re-export and damaged shards ---------------------------------------------------------------
+
+
+def test_reexport_with_fewer_shards_leaves_only_the_new_ones(tmp_path):
+    data = _toy()
+    old = export_dataset(data, tmp_path, num_shards=4)
+    assert [len(old[s]) for s in ("train", "val", "test")] == [4, 4, 4]
+    new = export_dataset(data, tmp_path, num_shards=2, compression="GZIP")
+    for split in ("train", "val", "test"):
+        files = sorted(p for p in tmp_path.glob(f"{split}-*"))
+        assert files == sorted(new[split]) and len(files) == 2
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".tfrecord.gz")) == [
+        "test.manifest.json", "train.manifest.json", "val.manifest.json"]  # no .tmp-* left either
+    check_provenance(tmp_path, "train", data)
+    np.testing.assert_array_equal(_read_all(tmp_path)[0], data.x_train)
+
+
+@pytest.mark.parametrize("compression", [None, "GZIP"])
+def test_pipeline_names_a_shard_corrupted_in_place_before_training(tmp_path, compression):
+    x, y = _images(count=64)
+    paths = write_tfrecords(x, y, tmp_path, images_per_shard=16, compression=compression)
+    data = bytearray(paths[1].read_bytes())
+    data[len(data) // 3] ^= 0x01
+    paths[1].write_bytes(bytes(data))
+    with pytest.raises(tf.errors.DataLossError, match=f"TFRecord shard .*{paths[1].name} is corrupt.*Re-export"):
+        make_tfrecord_pipeline(tmp_path, training=True, batch_size=8)
+
+
+def test_a_shard_swapped_for_another_of_the_same_size_is_named(tmp_path):
+    x, y = _images(count=32)
+    paths = write_tfrecords(x, y, tmp_path, images_per_shard=16)
+    assert paths[0].stat().st_size == paths[1].stat().st_size
+    paths[1].write_bytes(paths[0].read_bytes())  # decodes fine: only the sha256 tells
+    for read in (verify_tfrecords, lambda d: make_tfrecord_pipeline(d, training=False)):
+        with pytest.raises(tf.errors.DataLossError, match=f"{paths[1].name} is corrupt"):
+            read(tmp_path)
+    assert len(list(read_tfrecords(tmp_path, verify_checksums=False))) == 32  # silently the wrong images

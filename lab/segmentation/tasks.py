@@ -79,10 +79,11 @@ class Segmentation(_DensePrediction):
                          crossentropy_weight=config.crossentropy_weight, dice_weight=config.dice_weight)
         return {"loss": loss, "metrics": [PixelAccuracy(), MeanIoU(data.num_classes), MeanDice(data.num_classes)]}
 
-    def divergence_baseline(self, config: SegmentationConfig, data: SegmentationDataset) -> float | None:
-        # A plain cross-entropy can be judged against chance level, ln(k); other losses only for NaN.
-        plain_crossentropy = config.loss_name == "crossentropy" and config.class_weighting is None
-        return math.log(data.num_classes) if plain_crossentropy else None
+    def chance(self, config: SegmentationConfig, data: SegmentationDataset) -> dict[str, float]:
+        # Only a NaN loss is divergence. A network that predicts background everywhere has
+        # learned the majority class and nothing else: its record keeps its numbers and says so
+        # with E6's all_background flag (and a warning), which is more useful than "diverged".
+        return {}
 
     def log_line(self, epochs: int) -> keras.callbacks.Callback:
         return SegmentationLogLine(epochs)
@@ -155,8 +156,8 @@ class Reconstruction(_DensePrediction):
     def loss_and_metrics(self, config: SegmentationConfig, data: SegmentationDataset) -> dict[str, Any]:
         return {"loss": config.loss_name, "metrics": ["mse"]}
 
-    def divergence_baseline(self, config: SegmentationConfig, data: SegmentationDataset) -> None:
-        return None  # a reconstruction loss has no chance level: only NaN is divergence
+    def chance(self, config: SegmentationConfig, data: SegmentationDataset) -> dict[str, float]:
+        return {}  # a reconstruction loss has no chance level: only NaN is divergence
 
     def log_line(self, epochs: int) -> keras.callbacks.Callback:
         return epoch_line(epochs)

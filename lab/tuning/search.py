@@ -35,7 +35,7 @@ import keras_tuner
 import pandas as pd
 
 from lab import atomic, paths, plots
-from lab.classification import input_shape_for
+from lab.classification import check_model
 from lab.config import RunConfig
 from lab.datasets import DATA_FIELDS, Dataset, load_data
 from lab.records import SUMMARY_COLUMNS, Run, load_runs, results_table, to_markdown
@@ -209,7 +209,7 @@ def _shared_data(base: RunConfig, entries: list, data: Dataset | None) -> Datase
     if data is None and not data_entries:
         data = load_data(base)
     if data is not None:
-        check_against(base, entries, _model_check(data))
+        check_against(base, entries, lambda config: check_model(config, data))
     return data
 
 
@@ -297,23 +297,6 @@ def _start_or_resume(directory: Path, manifest: dict[str, Any], resume: bool | N
                          "would not be comparable with new ones. Restore the saved settings to continue it, or pass "
                          "resume=False (or another name) to start a new search.")
     return saved.get("search_id", new_id), False
-
-
-def _model_check(data: Dataset):
-    """Builds each candidate's model once (small models only), so that a value only the
-    builder refuses (``normalization="bn"``) stops the search before its first trial."""
-
-    def check(config: RunConfig) -> None:
-        if config.model == "transfer" or config.init_from:
-            return  # pretrained backbones are too costly to build per value; their trials report errors
-        import keras
-
-        from lab.models import build_model
-
-        build_model(config.model, input_shape_for(data, config), data.num_classes, **config.model_options())
-        keras.backend.clear_session()
-
-    return check
 
 
 def _role() -> str:
