@@ -44,5 +44,6 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest tests -m "not slow" $(XDIST)
 
-clean-reports:
-	rm -rf reports/runs/.partial-*
+# Folders of runs killed before they finished, whose process is gone (a live run's is kept).
+clean-reports: setup
+	$(PY) -c "from lab.records import clean_partial; print(clean_partial(), 'interrupted run folder(s) removed')"

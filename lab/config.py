@@ -216,9 +216,16 @@ class BaseConfig(metaclass=_CheckedKeys):
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def config_hash(self) -> str:
-        """A short hash of everything that affects results (not the name, tags or output place)."""
+    def config_hash(self, data: Any = None) -> str:
+        """A short hash of everything that affects results (not the name, tags or output place).
+
+        Args:
+            data: the loaded dataset the run trains on; its content hash is then part of the
+                hash, so runs on different data never share one (a run's record holds this).
+        """
         relevant = {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED}
+        if data is not None:
+            relevant["data_content_sha256"] = data.content_hash()
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
 
     def __post_init__(self) -> None:

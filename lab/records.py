@@ -13,7 +13,9 @@ A run is written into ``.partial-<run_id>`` and renamed to ``<run_id>`` only whe
 then one line is appended to ``index.jsonl``. An interrupted run therefore leaves only a
 ``.partial-*`` folder, which no reader trusts, and the index never names a run that is not
 fully on disk. (If a process dies between the rename and the append, ``rebuild_index`` adds
-the missing line.)
+the missing line.) A partial folder says which process writes it (``owner.json``: host and
+pid); the next run in the same reports directory removes those whose process is gone
+(``clean_partial``), never one that a live process is writing.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import dataclasses
 import json
 import os
 import shutil
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -34,6 +37,7 @@ from lab import atomic, paths
 
 INDEX_NAME = "index.jsonl"
 PARTIAL_PREFIX = ".partial-"
+OWNER_NAME = "owner.json"  # in a partial folder: the host and process writing it
 
 # The record format. Version 2 renamed configuration fields (lab.config.RENAMED); older records
 # are read with their fields under the new names (``upgrade_config``).
@@ -114,7 +118,10 @@ class RunWriter:
         safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:60]
         self.run_id = f"{stamp}-{safe}-{uuid.uuid4().hex[:6]}"
         self.path = self.root / f"{PARTIAL_PREFIX}{self.run_id}"
+        clean_partial(reports_dir)  # leftovers of runs killed before they finished
         (self.path / "plots").mkdir(parents=True)
+        atomic.write_json(self.path / OWNER_NAME, {"host": socket.gethostname(), "pid": os.getpid(),
+                                                   "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
         self.config = config
 
     @property
@@ -125,6 +132,7 @@ class RunWriter:
         """Writes config and metrics, renames the folder to its final name, appends the index."""
         atomic.write_json(self.path / "config.json", self.config)
         atomic.write_json(self.path / "metrics.json", metrics)
+        (self.path / OWNER_NAME).unlink(missing_ok=True)  # a published run has no writer
         os.replace(self.path, self.final_path)
         entry = {"run_id": self.run_id, "config_hash": self.config.get("config_hash"), **_index_fields(metrics)}
         atomic.append_line(self.root / INDEX_NAME, json.dumps(entry, sort_keys=True, default=atomic._json_default))
@@ -170,15 +178,46 @@ def rebuild_index(reports_dir: str | os.PathLike | None = None) -> int:
     return added
 
 
-def clean_partial(reports_dir: str | os.PathLike | None = None, older_than_seconds: float = 0) -> int:
-    """Deletes folders of interrupted runs; returns how many were removed."""
+def clean_partial(reports_dir: str | os.PathLike | None = None, *, unowned_after_seconds: float = 86400) -> int:
+    """Deletes the folders of interrupted runs that no live process is writing; returns how many.
+
+    A folder is removed when its ``owner.json`` names a process of this host that is gone (a
+    run killed with SIGKILL, a machine that rebooted mid-run). One of another host is left alone
+    (its process cannot be asked) unless it has not changed for ``unowned_after_seconds``; so is
+    one without an owner file (an older kit's, or one being created this instant) until then.
+    """
     root = paths.runs_dir(reports_dir)
     removed = 0
     for folder in root.glob(f"{PARTIAL_PREFIX}*"):
-        if time.time() - folder.stat().st_mtime >= older_than_seconds:
+        if _abandoned(folder, unowned_after_seconds):
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1
     return removed
+
+
+def _abandoned(folder: Path, unowned_after_seconds: float) -> bool:
+    try:
+        owner = json.loads((folder / OWNER_NAME).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError, OSError):
+        owner = None
+    if owner and owner.get("host") == socket.gethostname():
+        return not _alive(int(owner.get("pid", -1)))
+    try:
+        return time.time() - folder.stat().st_mtime >= unowned_after_seconds
+    except FileNotFoundError:
+        return False  # published or removed meanwhile
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
 
 
 def load_run(path: str | os.PathLike) -> Run:

@@ -152,6 +152,12 @@ def run(config: BaseConfig, task: Task, *, data: Any = None, raise_on_error: boo
     """
     if data is None:
         data = task.load_data(config)
+    # The record names the data the run trains on. Data passed in (``from_arrays``, a dataset
+    # loaded by hand) may not be what the configuration's ``dataset`` names: the record then
+    # says what it is, and the hash covers its content, so runs on different data never share one.
+    used = data.source.get("loaded_as", data.name)
+    if used != config.dataset:
+        config = config.replace(dataset=used)
     name = config.name or f"{config.model}-{data.name}"
     keras.backend.clear_session()  # free the previous run's graphs and layers (long sweeps)
     seed_everything(config.seed, config.deterministic)
@@ -159,8 +165,8 @@ def run(config: BaseConfig, task: Task, *, data: Any = None, raise_on_error: boo
         **config.to_dict(),
         "record_version": RECORD_VERSION,
         "task": config.task,
-        "config_hash": config.config_hash(),
-        "data": data.summary() | {"source": data.source},
+        "config_hash": config.config_hash(data),
+        "data": data.summary() | {"source": data.source, "content_sha256": data.content_hash()},
         **task.describe(config, data),
         "environment": environment(),
     }

@@ -95,7 +95,7 @@ def run_sweep(
     runs: list[Run] = []
     for i, config in enumerate(configs, start=1):
         label = config.name or f"run{i}"
-        previous = finished.get(config.config_hash())
+        previous = finished.get(config.config_hash(data_for(config)))
         if previous is not None:
             print(f"[{i}/{len(configs)}] {label}: reusing finished run {previous.run_id} ({previous.status})")
             runs.append(previous)

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -44,8 +46,19 @@ def test_rebuild_index_and_clean_partial(isolated_dirs):
     index.unlink()  # as if the process died between the rename and the append
     assert rebuild_index() == 1 and read_index()[0]["run_id"] == final.name
     assert rebuild_index() == 0
-    RunWriter({}, name="interrupted")
-    assert clean_partial() == 1
+    live = RunWriter({}, name="being-written")
+    assert clean_partial() == 0 and live.path.exists(), "a live process's run is never removed"
+    # A run whose process is gone (killed with SIGKILL): removed by the next run in this directory.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = RunWriter({}, name="killed")
+    owner = json.loads((killed.path / "owner.json").read_text())
+    (killed.path / "owner.json").write_text(json.dumps({**owner, "pid": int(dead.stdout)}))
+    unowned = isolated_dirs / "reports" / "runs" / ".partial-older-kit"
+    unowned.mkdir()
+    RunWriter({}, name="next")
+    assert not killed.path.exists() and live.path.exists() and unowned.exists()
+    assert clean_partial(unowned_after_seconds=0) == 1 and not unowned.exists()
+    assert "owner.json" not in {p.name for p in live.publish({"status": "completed"}).iterdir()}
 
 
 def test_results_table_and_filters(isolated_dirs):

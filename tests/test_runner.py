@@ -123,3 +123,54 @@ def test_old_records_are_read_under_the_new_names(tmp_path):
     config = load_run(folder).config
     assert (config["pipeline_size"], config["backbone_input_size"], config["unfreeze"]) == (16, 64, 0)
     assert "image_size" not in config and Path(folder / "config.json").read_text().count("image_size") == 1
+
+
+def test_the_record_names_the_data_the_run_trained_on_and_its_hash_covers_it():
+    from lab.datasets import from_arrays
+
+    rng = np.random.default_rng(0)
+
+    def arrays(seed_shift: int):
+        x = rng.integers(0, 256, size=(80, 8, 8, 1), dtype=np.uint8)
+        y = (np.arange(80) + seed_shift) % 2
+        return from_arrays(x[:60], y[:60], x[60:], y[60:], x_val=x[40:60], y_val=y[40:60], name="coins")
+
+    first, second = arrays(0), arrays(1)
+    assert first.task == "binary-class" and first.source["class_names"] == "inferred"
+    a = train(data=first, **MLP)
+    b = train(data=second, **MLP)
+    record = load_run(a.run_dir).config
+    assert record["dataset"] == "coins" and a.config.dataset == "coins", "not the config's default 'digits'"
+    assert record["data"]["content_sha256"] == first.content_hash() and record["data"]["task"] == "binary-class"
+    assert record["config_hash"] != load_run(b.run_dir).config["config_hash"], "different data, different hash"
+    assert record["config_hash"] == a.config.config_hash(first) != a.config.config_hash()
+    # Data loaded from the registry by hand keeps the configuration's name for it.
+    digits = load_dataset("digits", limit=60)
+    assert load_run(train(data=digits, **MLP).run_dir).config["dataset"] == "digits"
+
+
+@pytest.mark.slow
+def test_a_run_killed_with_sigkill_is_swept_by_the_next_run(isolated_dirs):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    runs = isolated_dirs / "reports" / "runs"
+    code = ("from lab.training import train; train(dataset='digits', model='mlp', hidden_units=[8], epochs=200, "
+            "early_stopping_patience=None, verbose=0)")
+    process = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    try:
+        deadline = time.time() + 120
+        while not (runs.exists() and any((p / "history.csv").exists() for p in runs.glob(".partial-*"))):
+            assert process.poll() is None and time.time() < deadline, "the run should be training"
+            time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    [left] = list(runs.glob(".partial-*"))
+    assert load_runs() == [], "a killed run is not in the index"
+    result = train(dataset="digits", limit=60, **MLP)
+    assert not left.exists(), "the next run removed the killed run's folder"
+    assert [run.run_id for run in load_runs()] == [result.run_dir.name]

@@ -109,7 +109,9 @@ def load_dataset(
         raise ValueError(f"Unknown dataset {name!r}.{hint} Available: {', '.join(list_datasets())}.")
     if num_classes is not None:
         dataset = dataset.subset_classes(num_classes, seed=seed)
-    return dataset.limit(limit, seed=seed)
+    dataset = dataset.limit(limit, seed=seed)
+    dataset.source = {**dataset.source, "loaded_as": name}  # the registry name, which a run record names
+    return dataset
 
 
 def load_data(config):
@@ -144,13 +146,21 @@ def from_arrays(
     seed: int = 0,
     name: str = "arrays",
 ) -> Dataset:
-    """Wraps NumPy arrays as a Dataset, carving a validation split from train if none is given."""
+    """Wraps NumPy arrays as a Dataset, carving a validation split from train if none is given.
+
+    A run on it records ``name`` as its dataset, with the arrays' content hash. Without
+    ``class_names`` the classes are numbered from 0 to the largest label found, which is wrong
+    when the largest classes have no image here: pass the names then (the record says whether
+    they were given or inferred). Two classes make a ``"binary-class"`` task.
+    """
     y_train = np.asarray(y_train).reshape(len(y_train), -1)[:, 0] if np.ndim(y_train) == 2 else np.asarray(y_train)
     if x_val is None or y_val is None:
         x_train, y_train, x_val, y_val = carve_validation(np.asarray(x_train), y_train, val_fraction, seed)
-    if class_names is None:
+    inferred = class_names is None
+    if inferred:
         top = max(int(np.max(y_train)), int(np.max(y_val)), int(np.max(y_test))) + 1
         class_names = [str(i) for i in range(top)]
     return Dataset(name=name, x_train=np.asarray(x_train), y_train=y_train, x_val=np.asarray(x_val),
                    y_val=np.asarray(y_val), x_test=np.asarray(x_test), y_test=np.asarray(y_test),
-                   class_names=list(class_names), source={"origin": "arrays"})
+                   class_names=list(class_names), task="binary-class" if len(class_names) == 2 else "multi-class",
+                   source={"origin": "arrays", "loaded_as": name, "class_names": "inferred" if inferred else "given"})

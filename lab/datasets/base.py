@@ -8,6 +8,7 @@ as ``int64`` class ids), the class names, and where the data came from. Everythi
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,22 @@ SPLITS = ("train", "val", "test")
 
 
 class ImageSplits:
-    """What every in-memory dataset of the kit answers from its ``class_names`` and ``x_train``."""
+    """What every in-memory dataset of the kit answers from its ``class_names`` and its splits."""
+
+    def content_hash(self) -> str:
+        """A sha256 of every split's images and targets (labels or masks), shapes and dtypes:
+        what a run record and a configuration hash name the data by. Computed once per object
+        (about 0.15 s for CIFAR-100's 184 MB)."""
+        cached = self.__dict__.get("_content_hash")
+        if cached is None:
+            digest = hashlib.sha256()
+            for split in SPLITS:
+                for array in self.split(split):
+                    array = np.ascontiguousarray(array)
+                    digest.update(f"{split}{array.shape}{array.dtype.str}".encode())
+                    digest.update(memoryview(array).cast("B"))
+            cached = self.__dict__["_content_hash"] = digest.hexdigest()
+        return cached
 
     @property
     def num_classes(self) -> int:

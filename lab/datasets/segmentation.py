@@ -167,7 +167,9 @@ def load_segmentation_dataset(
     else:
         raise ValueError(f"Unknown segmentation dataset {name!r}. Available: "
                          f"{', '.join(list_segmentation_datasets())}.")
-    return dataset.limit(limit, seed=seed)
+    dataset = dataset.limit(limit, seed=seed)
+    dataset.source = {**dataset.source, "loaded_as": name}  # the registry name, which a run record names
+    return dataset
 
 
 # -- Oxford-IIIT Pet from TFDS ------------------------------------------------------------------

@@ -189,7 +189,7 @@ class RunTuner(keras_tuner.engine.base_tuner.BaseTuner):
         """A finished record of this trial already on disk: the process stopped after ``train``
         wrote it and before the oracle saved the trial. Reusing it keeps one record per trial."""
         runs = load_runs(config.reports_dir, tags=[f"search-id:{self.search_id}", f"trial:{trial_id}"],
-                         config_hash=config.config_hash(), status=("completed", "diverged"))
+                         config_hash=config.config_hash(self._data_for(config)), status=("completed", "diverged"))
         return runs[-1] if runs else None
 
     def _data_for(self, config: RunConfig) -> Dataset:
