@@ -30,6 +30,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+from pathlib import Path
 from typing import Any, ClassVar
 
 from lab.models import model_entry, model_options
@@ -267,6 +268,7 @@ class BaseConfig(metaclass=_CheckedKeys):
     def validate(self) -> None:
         """Raises ValueError naming the first invalid value and what is allowed."""
         model_entry(self.model, *self.TASKS)  # an unknown name lists the valid ones
+        self._validate_types()
         self._validate_model_options()
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"Unknown optimizer {self.optimizer!r}. Available optimizers: {', '.join(OPTIMIZERS)}.")
@@ -295,6 +297,33 @@ class BaseConfig(metaclass=_CheckedKeys):
             raise ValueError("jit_compile=True needs deterministic=False: Keras disables XLA while TensorFlow's op "
                              "determinism is on. Set deterministic=False to compile with XLA (results then vary "
                              "slightly from run to run).")
+
+    def _validate_types(self) -> None:
+        """Values of the wrong kind, refused by name before a builder or a loader trips on them."""
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, received seed={self.seed!r}.")
+        if not isinstance(self.tags, (list, tuple)) or not all(isinstance(t, str) for t in self.tags):
+            hint = f" Write tags=[{self.tags!r}]." if isinstance(self.tags, str) else ""
+            raise ValueError(f"tags must be a list of strings, received tags={self.tags!r}.{hint}")
+        scalars = {"int": int, "str": str}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is None or "list[" not in str(field.type) or isinstance(value, (list, tuple)):
+                continue
+            # A list field may also take a scalar where its type says so (filters: one width for
+            # every block; class_weighting: "balanced").
+            alternatives = [kind.strip() for kind in str(field.type).split("|")]
+            if any(isinstance(value, scalars[kind]) and not isinstance(value, bool)
+                   for kind in alternatives if kind in scalars):
+                continue
+            raise ValueError(f"{field.name} must be a list, received {field.name}={value!r}. Write "
+                             f"{field.name}=[{value!r}] for a single value.")
+        for key in ("cache", "reports_dir"):
+            value = getattr(self, key)
+            if isinstance(value, str) and value and Path(value).expanduser().exists() \
+                    and not Path(value).expanduser().is_dir():
+                raise ValueError(f"{key} must be a folder, but {value} is a file. Choose a folder path (it is "
+                                 "created if missing).")
 
     def _validate_model_options(self) -> None:
         accepted = model_options(self.model)

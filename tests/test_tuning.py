@@ -76,7 +76,7 @@ def test_space_entries_become_keras_tuner_hyperparameters():
 
 @pytest.mark.parametrize("space, message", [
     ({}, "The search space is empty"),
-    ({"learnig_rate": [1e-3]}, r"unknown configuration key\(s\) \['learnig_rate'\]"),
+    ({"learnig_rate": [1e-3]}, r"Unknown configuration key\(s\) \['learnig_rate'\].*did you mean 'learning_rate'"),
     ({"learning_rate": 1e-3}, "A single value belongs in the base configuration"),
     ({"learning_rate": {"min": 1e-2, "max": 1e-3}}, "min < max"),
     ({"learning_rate": {"log": [0.0, 1e-2]}}, "log sampling needs a positive range"),

@@ -122,6 +122,9 @@ def _class_folders(folder: Path) -> list[str]:
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise ValueError(f"{folder} has no class subfolders; expected {folder}/<class name>/<images>.")
+    if set(classes) == {"images", "masks"}:
+        raise ValueError(f"{folder} holds images/ and masks/: that is a segmentation folder, not one folder per "
+                         "class. Train on it with lab.segmentation.train_segmentation(dataset='folder:...').")
     return classes
 
 
@@ -236,7 +239,9 @@ def _resize_shorter_side(image, side: int):
 def _center_crop(image, size: tuple[int, int]):
     width, height = image.size
     if width < size[1] or height < size[0]:
-        raise ValueError(f"Cannot centre-crop {size} from an image of {height}x{width}; raise resize_to.")
+        raise ValueError(f"Cannot centre-crop {size} from an image of {height}x{width}: the shorter side is resized "
+                         f"to resize_to (a run's dataset_resize) first, which must be at least the crop "
+                         f"(dataset_size). Raise dataset_resize, or lower dataset_size.")
     left, top = (width - size[1]) // 2, (height - size[0]) // 2
     return image.crop((left, top, left + size[1], top + size[0]))
 

@@ -86,11 +86,10 @@ def parse_space(space: dict[str, Any]) -> list[Entry]:
     if not isinstance(space, dict) or not space:
         raise ValueError(f"The search space is empty (received {space!r}): give at least one RunConfig field "
                          "to tune, e.g. {'learning_rate': {'log': [1e-4, 1e-2]}}, or use cnn_space().")
-    fields = {f.name for f in dataclasses.fields(RunConfig)}
-    unknown = sorted(k for k in space if k not in fields)
-    if unknown:
-        raise ValueError(f"The search space names unknown configuration key(s) {unknown}. "
-                         f"Valid keys: {', '.join(sorted(fields))}.")
+    try:
+        RunConfig.check_keys(dict(space))  # a renamed key names its new name, a typo the closest
+    except ValueError as error:
+        raise ValueError(f"The search space names a key that is not a configuration field. {error}") from None
     entries: dict[str, Entry] = {}
     for name, spec in space.items():
         if name in ("name", "tags", "reports_dir", "verbose"):

@@ -1,0 +1,556 @@
+"""Bad inputs a student could give the kit: each is refused with a clear error, and leaves nothing.
+
+One table of cases. Each case is
+
+    setup(inputs) -> call      builds the student's files (images, masks, notebooks, shards...)
+                               under ``inputs`` and returns the zero-argument call to refuse;
+    expected exception type;
+    match                      a regex of the phrase that says what was received or what to do.
+
+The shared test body takes a snapshot of the kit's data and reports directories
+(``LAB_DATA_DIR`` and ``LAB_REPORTS_DIR``, fresh per test) and, separately, of the student's own
+inputs, makes the call under ``pytest.raises``, and then checks that the refusal wrote nothing:
+no new file in the data or reports directories (no run folder, no index line, no ``.partial-*``,
+no ``.tmp-*``, no search or batch folder), no changed file there, and the inputs untouched.
+Empty cache folders under the data directory (``data/keras/`` made before a refused download)
+are allowed: they hold nothing a later run could trust.
+
+Every case runs offline: ``urllib.request.urlopen`` (the kit's downloads) and Keras' ``get_file``
+(ImageNet weights, cached or not) fail as they do without network, so no case can reach the
+network and the offline cases see exactly what a student without network sees.
+
+Refusals must come before training. Where a call would train if the kit did not refuse it, its
+settings are tiny (digits, limit 60, a 4-unit MLP, one epoch), so a missing refusal costs a second.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lab import paths
+from lab.batch import load_spec, spec_from_dict
+from lab.config import RunConfig
+from lab.datasets import DATA_FIELDS, load_data, load_dataset
+from lab.datasets import medmnist as mm
+from lab.datasets.folders import write_image_folder
+from lab.datasets.segmentation import load_mask_folder
+from lab.download import ChecksumError, DatasetNotAvailableError
+from lab.models.backbones import WeightsNotAvailableError
+from lab.segmentation import train_autoencoder, train_segmentation
+from lab.tfrecord import export_dataset, make_tfrecord_pipeline, manifest_path
+from lab.training import train
+from lab.tuning import search
+
+# -- settings ---------------------------------------------------------------------------------
+
+# A run that would take a second if it were not refused.
+TINY = dict(dataset="digits", limit=60, model="mlp", hidden_units=[4], epochs=1, verbose=0)
+TINY_SEGMENTATION = dict(dataset="shapes", limit=8, model="unet", depth=2, filters=4, epochs=1, verbose=0)
+# A transfer run on a small backbone, small inputs and random weights: built in about a second.
+TINY_TRANSFER = dict(dataset="digits", limit=60, model="transfer", backbone="mobilenetv2", backbone_input_size=32,
+                     weights=None, epochs=1, verbose=0)
+DROP = object()  # tiny(key=DROP) leaves the key out
+
+
+def tiny(**changes: Any) -> dict[str, Any]:
+    """TINY with some values changed."""
+    return {k: v for k, v in {**TINY, **changes}.items() if v is not DROP}
+
+
+def tiny_transfer(**changes: Any) -> dict[str, Any]:
+    return {k: v for k, v in {**TINY_TRANSFER, **changes}.items() if v is not DROP}
+
+
+def tiny_segmentation(**changes: Any) -> dict[str, Any]:
+    return {**TINY_SEGMENTATION, **changes}
+
+
+def tiny_autoencoder(**changes: Any) -> dict[str, Any]:
+    return {"dataset": "shapes", "limit": 8, "epochs": 1, "verbose": 0, **changes}
+
+
+def call(fn: Callable, *args: Any, **kwargs: Any) -> Callable[[Path], Callable[[], Any]]:
+    """A case that needs no files of its own: ``fn(*args, **kwargs)``."""
+    return lambda inputs: functools.partial(fn, *args, **kwargs)
+
+
+# -- the student's files ----------------------------------------------------------------------
+
+
+def image_folder(inputs: Path, *, classes=("cat", "dog"), per_class: int = 6, side: int = 8) -> Path:
+    """root/<class>/<n>.png, random 8-bit RGB images: the layout ``folder:<path>`` reads."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(per_class * len(classes), side, side, 3), dtype=np.uint8)
+    labels = np.repeat(np.arange(len(classes)), per_class)
+    return write_image_folder(images, labels, list(classes), inputs / "images")
+
+
+def folder_with_empty_class(inputs: Path) -> str:
+    root = image_folder(inputs)
+    (root / "owl").mkdir()
+    return f"folder:{root}"
+
+
+def folder_with_float_tiff(inputs: Path) -> str:
+    from PIL import Image
+
+    root = image_folder(inputs)
+    Image.fromarray(np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8), mode="F").save(root / "cat" / "float.tif")
+    return f"folder:{root}"
+
+
+def folder_with_corrupt_image(inputs: Path) -> str:
+    root = image_folder(inputs)
+    (root / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not the rest of a PNG")
+    return f"folder:{root}"
+
+
+def mask_folder(inputs: Path, *, count: int = 10, stray: bool = False, small_mask: bool = False,
+                lonely_mask: bool = False) -> Path:
+    """root/images/<n>.png and root/masks/<n>.png, black-and-white masks (0 and 255).
+
+    Args:
+        stray: one mask holds a pixel of 128 (a mask saved with anti-aliasing).
+        small_mask: one mask is 8x8 while its image is 16x16.
+        lonely_mask: one mask's name matches no image.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = inputs / "masks_dataset"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for index in range(count):
+        Image.fromarray(rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8)).save(root / "images" / f"{index}.png")
+        mask = np.zeros((16, 16), dtype=np.uint8)
+        mask[4:12, 4:12] = 255
+        if stray and index == 3:
+            mask[0, 0] = 128
+        if small_mask and index == 5:
+            mask = mask[:8, :8]
+        Image.fromarray(mask, mode="L").save(root / "masks" / f"{index}.png")
+    if lonely_mask:
+        (root / "masks" / "9.png").rename(root / "masks" / "9_mask.png")
+    return root
+
+
+def notebook(inputs: Path) -> Path:
+    """A notebook whose parameters cell assigns epochs and learning_rate."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook()
+    nb.cells = [new_code_cell("epochs = 1\nlearning_rate = 0.01"), new_code_cell("print(epochs, learning_rate)")]
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = inputs / "tiny.ipynb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def spec(inputs: Path, **raw: Any) -> dict[str, Any]:
+    """A batch spec dict for the notebook above."""
+    return {"notebook": str(notebook(inputs)), **raw}
+
+
+def not_json_spec(inputs: Path) -> Path:
+    path = inputs / "batch.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('{"notebook": "tiny.ipynb", "runs": [{"epochs": 2},]\n', encoding="utf-8")  # trailing comma
+    return path
+
+
+def exported(inputs: Path, **config: Any) -> Path:
+    """TFRecords exported as a run with these settings exports them (same fingerprint)."""
+    run_config = RunConfig(**tiny(**config))
+    directory = inputs / "records"
+    export_dataset(load_data(run_config), directory,
+                   fingerprint={field: getattr(run_config, field) for field in DATA_FIELDS})
+    return directory
+
+
+def with_damaged_shard(inputs: Path) -> Path:
+    """An export whose first training shard was damaged in place (same size, other bytes)."""
+    directory = exported(inputs)
+    shard = sorted(directory.glob("train-*.tfrecord"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    return directory
+
+
+def without_manifest(inputs: Path) -> Path:
+    directory = exported(inputs)
+    manifest_path(directory, "train").unlink()
+    return directory
+
+
+def a_file(inputs: Path) -> Path:
+    """A plain file where the student meant a folder."""
+    path = inputs / "notes.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("not a folder\n", encoding="utf-8")
+    return path
+
+
+def corrupt_medmnist_cache(flag: str) -> str:
+    """Puts a file at the registry's cache path (in the data directory) that the registry's md5
+    refuses, as an interrupted copy by hand would; returns the flag."""
+    path = mm.npz_path(flag)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    np.savez(path, train_images=rng.integers(0, 256, (4, 28, 28, 3), dtype=np.uint8),
+             train_labels=np.zeros((4, 1), dtype=np.uint8))
+    return flag
+
+
+# -- the table ----------------------------------------------------------------------------------
+# ``later(fn, ...)`` is the call a case makes; a case whose setup builds files is a lambda of
+# ``inputs``, the others use ``call``.
+
+later = functools.partial
+
+CONFIG_NAMES = [
+    pytest.param(call(train, **tiny(learning_rte=0.01)), ValueError,
+                 r"'learning_rte' \(did you mean 'learning_rate'\?\)", id="names-unknown-key-keyword"),
+    pytest.param(call(train, {**tiny(epochs=DROP), "epoch": 1}), ValueError,
+                 r"'epoch' \(did you mean 'epochs'\?\)", id="names-unknown-key-in-dict"),
+    pytest.param(call(train, **tiny(image_size=32)), ValueError,
+                 r"'image_size' is now called pipeline_size", id="names-renamed-image_size"),
+    pytest.param(call(train, **tiny_transfer(input_size=96)), ValueError,
+                 r"'input_size' is now called backbone_input_size", id="names-renamed-input_size"),
+    pytest.param(call(train, **tiny(resize_to=256)), ValueError,
+                 r"'resize_to' is now called dataset_resize", id="names-renamed-resize_to"),
+    pytest.param(call(train, **tiny_transfer(trainable=True)), ValueError,
+                 r"'trainable' is now called unfreeze", id="names-renamed-trainable"),
+    pytest.param(call(train, **tiny(run_name="first")), ValueError,
+                 r"'run_name' is now called name", id="names-renamed-run_name"),
+    pytest.param(call(train_segmentation, **tiny_segmentation(trainable_encoder=False)), ValueError,
+                 r"'trainable_encoder' is now called unfreeze", id="names-renamed-trainable_encoder"),
+    pytest.param(call(train_autoencoder, **tiny_autoencoder(encoder_weights=None)), ValueError,
+                 r"'encoder_weights' is now called weights", id="names-renamed-encoder_weights"),
+    pytest.param(call(train, **tiny(model="resnet")), ValueError,
+                 r"Unknown model 'resnet'\. Available models: .*mlp", id="names-unknown-model"),
+    pytest.param(call(train, **tiny(model="unet")), ValueError,
+                 r"'unet' is a segmentation model: train it with lab\.segmentation\.train_segmentation",
+                 id="names-segmentation-model-in-train"),
+    pytest.param(call(train, **tiny(optimizer="adamax")), ValueError,
+                 r"Unknown optimizer 'adamax'\. Available optimizers: adam, sgd", id="names-unknown-optimizer"),
+    pytest.param(call(train, **tiny_transfer(backbone="resnet51")), ValueError,
+                 r"Unknown backbone 'resnet51'\. Available backbones: .*resnet50", id="names-unknown-backbone"),
+    pytest.param(call(train, **tiny(dataset="cifar_10")), ValueError,
+                 r"Unknown dataset 'cifar_10'\. Did you mean 'cifar10'\?", id="names-unknown-dataset"),
+    pytest.param(call(train, **tiny(dataset="bloodmnst")), ValueError,
+                 r"Unknown dataset 'bloodmnst'\. Did you mean 'bloodmnist'\?", id="names-misspelt-medmnist-flag"),
+]
+
+VALUES = [
+    pytest.param(call(train, **tiny(learning_rate=-0.01)), ValueError,
+                 r"learning_rate must be a positive number, received learning_rate=-0\.01", id="values-negative-lr"),
+    pytest.param(call(train, **tiny(dropout_rate=1.0)), ValueError,
+                 r"dropout_rate must be in \[0, 1\), received dropout_rate=1\.0", id="values-dropout-1"),
+    pytest.param(call(train, **tiny(batch_size=0)), ValueError,
+                 r"batch_size must be a positive integer, received batch_size=0", id="values-batch_size-0"),
+    pytest.param(call(train, **tiny(epochs=2.5)), ValueError,
+                 r"epochs must be a positive integer, received epochs=2\.5", id="values-epochs-2.5"),
+    pytest.param(call(train, **tiny(label_smoothing=1.0)), ValueError,
+                 r"label_smoothing must be in \[0, 1\), received label_smoothing=1\.0", id="values-label_smoothing-1"),
+    pytest.param(call(train, **tiny_transfer(unfreeze=-1)), ValueError,
+                 r"unfreeze must be 0 \(head only\), a number of last stages, or 'all'; received unfreeze=-1",
+                 id="values-unfreeze-negative"),
+    pytest.param(call(train, **tiny_transfer(unfreeze=99)), ValueError,
+                 r"mobilenetv2 has 5 stages .*received unfreeze=99\. Use at most 5, or unfreeze='all'",
+                 id="values-unfreeze-more-stages-than-the-backbone"),
+    pytest.param(call(train, **tiny(jit_compile=True)), ValueError,
+                 r"jit_compile=True needs deterministic=False.*Set deterministic=False", id="values-jit-deterministic"),
+    pytest.param(call(train, **tiny(dataset_resize=256)), ValueError,
+                 r"dataset_resize applies to image folders.*received dataset='digits'.*Use pipeline_size",
+                 id="values-dataset_resize-not-a-folder"),
+    pytest.param(call(train, **tiny_transfer(feature_cache_passes=3)), ValueError,
+                 r"feature_cache_passes=3 .*set augment=True", id="values-feature_cache_passes-without-augment"),
+    pytest.param(call(train, **tiny(filters=[8, 16])), ValueError,
+                 r"Model 'mlp' has no option 'filters' \(received filters=\[8, 16\]\)\. Its options: .*hidden_units",
+                 id="values-option-the-model-lacks"),
+    pytest.param(call(train_autoencoder, **tiny_autoencoder(loss="dice")), ValueError,
+                 r"loss must be one of 'binary_crossentropy', 'mse' for reconstruction model 'autoencoder', "
+                 r"received loss='dice'", id="values-segmentation-loss-for-autoencoder"),
+    pytest.param(call(train_segmentation, **tiny_segmentation(class_weighting=[0.2, 1.0])), ValueError,
+                 r"class_weighting has 2 weights but shapes has 7 classes .*give one per class, background first",
+                 id="values-class_weighting-wrong-length"),
+    pytest.param(call(train, **tiny(val_fraction=1.0)), ValueError,
+                 r"val_fraction must be between 0 and 1, received val_fraction=1\.0", id="values-val_fraction-1"),
+    pytest.param(call(train, **tiny(monitor="val_mean_iou")), ValueError,
+                 r"monitor must be one of 'val_loss', 'val_accuracy'.*received monitor='val_mean_iou'",
+                 id="values-segmentation-monitor-for-classifier"),
+    # A width where a list of widths belongs: today the MLP builder fails on min(4) with a TypeError.
+    pytest.param(call(train, **tiny(hidden_units=4)), ValueError,
+                 r"hidden_units.*received (hidden_units=)?4\b", id="values-hidden_units-not-a-list"),
+    # A string where a list belongs: today it is recorded as tags ['b', 'a', 's', ...] and the run trains.
+    pytest.param(call(train, **tiny(tags="baseline")), ValueError,
+                 r"tags.*received tags='baseline'", id="values-tags-a-string"),
+    # Today scikit-learn's random_state check answers, without naming seed.
+    pytest.param(call(train, **tiny(seed="0")), ValueError,
+                 r"seed.*received seed='0'", id="values-seed-a-string"),
+]
+
+FILES = [
+    pytest.param(lambda inputs: later(train, **tiny(init_from=str(inputs / "runs" / "no-such-run"))),
+                 FileNotFoundError, r"No saved model at .*no-such-run: init_from takes a run folder",
+                 id="files-init_from-missing-folder"),
+    pytest.param(lambda inputs: later(train, **tiny_transfer(weights=str(inputs / "missing.keras"))),
+                 FileNotFoundError, r"No saved weights at .*missing\.keras: weights= takes 'imagenet', None",
+                 id="files-weights-missing-file"),
+    pytest.param(lambda inputs: later(load_spec, not_json_spec(inputs)), ValueError,
+                 r"Batch spec .*batch\.json is not valid JSON", id="files-spec-not-json"),
+    pytest.param(lambda inputs: later(load_spec, inputs / "no-such-spec.json"), FileNotFoundError,
+                 r"Batch spec .*no-such-spec\.json does not exist", id="files-spec-missing"),
+    pytest.param(lambda inputs: later(spec_from_dict, {"notebook": "missing.ipynb", "runs": [{}]}, base_dir=inputs),
+                 FileNotFoundError, r"Notebook missing\.ipynb does not exist \(looked in",
+                 id="files-spec-missing-notebook"),
+    # A file where a folder belongs: the error must name the setting, not only the OS's errno.
+    pytest.param(lambda inputs: later(train, **tiny(cache=str(a_file(inputs)))), (ValueError, OSError),
+                 r"cache", id="files-cache-path-is-a-file"),
+    pytest.param(lambda inputs: later(train, **tiny(reports_dir=str(a_file(inputs)))), (ValueError, OSError),
+                 r"reports_dir", id="files-reports_dir-is-a-file"),
+]
+
+IMAGES = [
+    pytest.param(lambda inputs: later(train, **tiny(dataset=folder_with_empty_class(inputs), dataset_size=8)),
+                 ValueError, r"class folder\(s\) hold no images.*owl.*remove the empty folder\(s\) or add images",
+                 id="images-empty-class-folder"),
+    pytest.param(lambda inputs: later(train, **tiny(dataset=folder_with_float_tiff(inputs), dataset_size=8)),
+                 ValueError, r"float\.tif holds 32-bit floating-point values.*Save it as an 8-bit or 16-bit PNG",
+                 id="images-float32-tiff"),
+    pytest.param(lambda inputs: later(train, **tiny(dataset=folder_with_corrupt_image(inputs), dataset_size=8)),
+                 ValueError, r"Cannot read image .*broken\.png.*Remove or replace this file", id="images-corrupt-file"),
+    pytest.param(lambda inputs: later(train, **tiny(dataset=f"folder:{inputs / 'no-such-folder'}")),
+                 FileNotFoundError, r"Image folder .*no-such-folder does not exist", id="images-missing-folder"),
+    # The crop is larger than the resized image: the message must name the setting the student set
+    # (dataset_resize); today it names the loader's argument resize_to, a renamed configuration key.
+    pytest.param(lambda inputs: later(train, **tiny(dataset=f"folder:{image_folder(inputs)}", dataset_size=32,
+                                                    dataset_resize=16)),
+                 ValueError, r"Cannot centre-crop .*dataset_resize", id="images-dataset_resize-below-dataset_size"),
+    # A segmentation folder (images/ and masks/) given to the classifier: today it silently trains a
+    # two-class classifier whose classes are "images" and "masks".
+    pytest.param(lambda inputs: later(train, **tiny(dataset=f"folder:{mask_folder(inputs)}", dataset_size=8)),
+                 ValueError, r"images/ and masks/.*train_segmentation", id="images-segmentation-folder-in-train"),
+]
+
+MASKS = [
+    pytest.param(lambda inputs: later(load_mask_folder, mask_folder(inputs, stray=True), class_values={0: 0, 255: 1}),
+                 ValueError, r"values \[128\] that class_values \{0: 0, 255: 1\} does not map.*3\.png.*"
+                             r"Pass class_values=", id="masks-stray-value-not-in-class_values"),
+    pytest.param(lambda inputs: later(train_segmentation, **tiny_segmentation(
+                     dataset=f"folder:{mask_folder(inputs, stray=True)}", limit=None)),
+                 ValueError, r"values \[128\] that are neither a black-and-white mask.*Pass class_values=",
+                 id="masks-stray-value-in-a-run"),
+    pytest.param(lambda inputs: later(load_mask_folder, mask_folder(inputs, small_mask=True)),
+                 ValueError, r"Mask .*5\.png is 8x8 but its image is 16x16; a mask must match its image",
+                 id="masks-size-does-not-match-image"),
+    pytest.param(lambda inputs: later(load_mask_folder, mask_folder(inputs, lonely_mask=True)),
+                 ValueError, r"images without a mask: \['9'\]; masks without an image: \['9_mask'\]",
+                 id="masks-names-do-not-match-images"),
+    pytest.param(lambda inputs: later(load_mask_folder, mask_folder(inputs), class_values={0: 0, 255: 1},
+                                      class_names=["background", "cell", "nucleus"]),
+                 ValueError, r"The masks map to 2 classes but class_names has 3", id="masks-class_names-wrong-length"),
+]
+
+DATA = [
+    pytest.param(call(train, **tiny(limit=5)), ValueError,
+                 r"limit=5 would drop classes.*use limit >= 10 \(or num_classes", id="data-limit-below-classes"),
+    pytest.param(call(train, **tiny(dataset_size=32)), ValueError,
+                 r"'digits' has a fixed image size of 8x8, received size=32.*set pipeline_size=32",
+                 id="data-dataset_size-digits"),
+    pytest.param(call(train, **tiny(dataset="cifar10", dataset_size=64)), ValueError,
+                 r"'cifar10' has a fixed image size of 32x32, received size=64.*set pipeline_size=64",
+                 id="data-dataset_size-cifar10"),
+    pytest.param(call(train, **tiny(dataset="bloodmnist", dataset_size=32)), ValueError,
+                 r"size must be one of \(28, 64, 128, 224\), received size=32", id="data-unknown-medmnist-size"),
+    pytest.param(call(train, **tiny(num_classes=11)), ValueError,
+                 r"num_classes must be between 2 and 10 for 'digits', received 11", id="data-num_classes-too-many"),
+    pytest.param(call(train, **tiny(dataset="chestmnist")), ValueError,
+                 r"'chestmnist' is multi-label.*Pick a single-label flag", id="data-multilabel-medmnist"),
+    # The generated shapes need 16 px: the message must name the setting (dataset_size); today it
+    # names the loader's argument image_size, a renamed configuration key.
+    pytest.param(call(train_segmentation, **tiny_segmentation(dataset_size=8)), ValueError,
+                 r"dataset_size.*16", id="data-shapes-dataset_size-too-small"),
+]
+
+TFRECORDS = [
+    pytest.param(lambda inputs: later(train, **tiny(seed=1, tfrecord_dir=str(exported(inputs, seed=0)))),
+                 ValueError, r"were exported from digits \(seed 0\) but this run uses digits \(seed 1\).*"
+                             r"point tfrecord_dir at an empty one", id="tfrecords-another-seed"),
+    pytest.param(lambda inputs: later(train, **tiny(tfrecord_dir=str(exported(inputs, dataset="shapes")))),
+                 ValueError, r"were exported from shapes but this run uses digits.*Delete the folder",
+                 id="tfrecords-another-dataset"),
+    pytest.param(lambda inputs: later(train, **tiny(tfrecord_dir=str(with_damaged_shard(inputs)))),
+                 tf.errors.DataLossError, r"TFRecord shard .*train-.*\.tfrecord is corrupt.*Re-export split 'train'",
+                 id="tfrecords-corrupted-shard"),
+    pytest.param(lambda inputs: later(make_tfrecord_pipeline, without_manifest(inputs), "train", training=True),
+                 FileNotFoundError, r"No TFRecord manifest .*train\.manifest\.json.*Splits found: test, val.*"
+                                    r"Export with lab\.tfrecord", id="tfrecords-missing-manifest"),
+]
+
+BATCHES = [
+    pytest.param(lambda inputs: later(spec_from_dict, spec(inputs, runs=[{"learning_rte": 0.1}])),
+                 ValueError, r"does not define the parameter\(s\) 'learning_rte'.*Did you mean 'learning_rate' for",
+                 id="batches-parameter-not-in-notebook"),
+    pytest.param(lambda inputs: later(spec_from_dict, spec(inputs, grid={"epochs": 3})),
+                 ValueError, r"'grid' must map each parameter to a non-empty list of values, received \{'epochs': 3\}",
+                 id="batches-grid-not-lists"),
+    pytest.param(lambda inputs: later(spec_from_dict, spec(inputs, runs=[{}], grdi={"epochs": [1]})),
+                 ValueError, r"Unknown batch spec key\(s\) \['grdi'\]\. Valid keys: .*grid",
+                 id="batches-unknown-spec-key"),
+    pytest.param(lambda inputs: later(spec_from_dict, spec(inputs, runs=[{}], grid={"epochs": [1]})),
+                 ValueError, r"needs exactly one of 'grid' .* or 'runs'", id="batches-grid-and-runs"),
+    pytest.param(lambda inputs: later(spec_from_dict, spec(inputs, runs=[{}], workers=0)),
+                 ValueError, r"workers must be at least 1, received 0", id="batches-zero-workers"),
+]
+
+SPACE = {"learning_rate": {"log": [1e-3, 1e-2]}}
+TINY_CNN = tiny(model="cnn", hidden_units=DROP, depth=2, filters=4, dense_units=8)
+
+SEARCHES = [
+    pytest.param(call(search, tiny(), SPACE, tuner="grid", verbose=0), ValueError,
+                 r"Unknown tuner 'grid'\. Available tuners: random, hyperband, bayesian", id="searches-unknown-tuner"),
+    pytest.param(call(search, tiny(), SPACE, objective="test_accuracy", verbose=0), ValueError,
+                 r"'test_accuracy' would choose hyperparameters on the test split.*Use a validation metric",
+                 id="searches-test-objective"),
+    pytest.param(call(search, tiny(), {}, verbose=0), ValueError,
+                 r"The search space is empty.*give at least one RunConfig field", id="searches-empty-space"),
+    pytest.param(call(search, tiny(), {"lr": [1e-3, 1e-2]}, verbose=0), ValueError,
+                 r"Unknown configuration key\(s\) \['lr'\].*Valid keys.*learning_rate", id="searches-unknown-key"),
+    # A configuration names a renamed key's new name; a search space should too (today: "unknown").
+    pytest.param(call(search, tiny(), {"image_size": [16, 32]}, verbose=0), ValueError,
+                 r"'image_size' is now called pipeline_size", id="searches-renamed-key"),
+    pytest.param(call(search, TINY_CNN, {"normalization": ["batch", "bn"]}, verbose=0), ValueError,
+                 r"value normalization='bn' makes an invalid configuration.*normalization must be one of",
+                 id="searches-bad-value-in-space"),
+    # Widths where lists of widths belong; today the reason given is "'int' object is not iterable".
+    pytest.param(call(search, tiny(), {"hidden_units": [4, 8]}, verbose=0), ValueError,
+                 r"value hidden_units=4 makes an invalid configuration: .*hidden_units",
+                 id="searches-hidden_units-not-lists"),
+    pytest.param(call(search, tiny(), {"learning_rate": {"log": [0.0, 1e-2]}}, verbose=0), ValueError,
+                 r"log sampling needs a positive range, received \[0\.0, 0\.01\]", id="searches-log-range-from-0"),
+]
+
+OFFLINE = [
+    pytest.param(call(load_dataset, "cifar10"), DatasetNotAvailableError,
+                 r"Download https://www\.cs\.toronto\.edu/.*cifar-10-python\.tar\.gz yourself and put it at "
+                 r".*keras/cifar-10-python\.tar\.gz.*set LAB_DATA_DIR", id="offline-cifar10"),
+    pytest.param(call(load_dataset, "bloodmnist"), DatasetNotAvailableError,
+                 r"Download https://zenodo\.org/.*bloodmnist\.npz.* yourself and put it at .*medmnist/bloodmnist\.npz",
+                 id="offline-bloodmnist"),
+    pytest.param(call(train, **tiny(dataset="cifar10")), DatasetNotAvailableError,
+                 r"put it at .*cifar-10-python\.tar\.gz", id="offline-cifar10-in-a-run"),
+    pytest.param(lambda inputs: later(load_dataset, corrupt_medmnist_cache("bloodmnist")), ChecksumError,
+                 r"Checksum mismatch for .*bloodmnist\.npz: expected md5 .*delete it and run again",
+                 id="offline-medmnist-checksum-mismatch"),
+    pytest.param(call(train, **tiny_transfer(weights="imagenet", backbone_input_size=96)), WeightsNotAvailableError,
+                 r"ImageNet weights of 'mobilenetv2' are not cached.*~/\.keras/models.*use weights=None",
+                 id="offline-imagenet-weights"),
+]
+
+CASES = [*CONFIG_NAMES, *VALUES, *FILES, *IMAGES, *MASKS, *DATA, *TFRECORDS, *BATCHES, *SEARCHES, *OFFLINE]
+
+
+# -- the shared test body -------------------------------------------------------------------------
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every path under ``root``: a file's sha256, or "dir" for a folder."""
+    if not root.exists():
+        return {}
+    return {str(path.relative_to(root)): "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(root.rglob("*"))}
+
+
+def left_behind(before: dict[str, str], after: dict[str, str], *, empty_folders_allowed: bool) -> list[str]:
+    """New or changed paths. Empty folders are allowed where the kit makes cache folders
+    (``data/keras/``): a folder with no file below it holds nothing a later run could trust."""
+    problems = []
+    for path, digest in after.items():
+        if path in before and before[path] == digest:
+            continue
+        if digest == "dir":
+            if path in before:
+                continue
+            holds_files = any(other.startswith(path + "/") and value != "dir" for other, value in after.items())
+            if empty_folders_allowed and not holds_files:
+                continue
+        problems.append(("changed: " if path in before else "new: ") + path)
+    return problems
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No network, as on a student's laptop on a train: the kit's downloads and Keras' get_file fail."""
+    from keras.src.utils import file_utils
+
+    def no_urlopen(url, *args, **kwargs):
+        raise urllib.error.URLError(OSError(-3, "Temporary failure in name resolution"))
+
+    def no_get_file(fname=None, origin=None, *args, **kwargs):
+        raise Exception(f"URL fetch failure on {origin}: None -- [Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_urlopen)
+    monkeypatch.setattr(file_utils, "get_file", no_get_file)
+
+
+@pytest.mark.parametrize("setup,error,match", CASES)
+def test_a_bad_input_is_refused_clearly_and_leaves_nothing(setup, error, match, tmp_path, offline):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    call_under_test = setup(inputs)
+    data, reports = paths.data_dir(), paths.reports_dir()
+    assert data.is_relative_to(tmp_path) and reports.is_relative_to(tmp_path)  # the conftest fixture is active
+    before = {"data": snapshot(data), "reports": snapshot(reports), "inputs": snapshot(inputs)}
+
+    with pytest.raises(error, match=match):
+        call_under_test()
+
+    after = {"data": snapshot(data), "reports": snapshot(reports), "inputs": snapshot(inputs)}
+    problems = {
+        "data": left_behind(before["data"], after["data"], empty_folders_allowed=True),
+        # reports/runs/ itself is the empty folder every run (and RunWriter) makes first; a run
+        # folder, .partial-*, index.jsonl, searches/ or batches/ is something written.
+        "reports": [p for p in left_behind(before["reports"], after["reports"], empty_folders_allowed=False)
+                    if p != "new: runs"],
+        # The student's own files: a refusal neither adds to nor changes nor deletes them.
+        "inputs": left_behind(before["inputs"], after["inputs"], empty_folders_allowed=False)
+                  + [f"removed: {p}" for p in before["inputs"] if p not in after["inputs"]],
+    }
+    assert not any(problems.values()), f"the refused call left things behind: {json.dumps(problems, indent=1)}"
+
+
+def test_the_table_covers_every_category_with_enough_cases():
+    counts = {name: len(group) for name, group in [
+        ("names", CONFIG_NAMES), ("values", VALUES), ("files", FILES), ("images", IMAGES), ("masks", MASKS),
+        ("data", DATA), ("tfrecords", TFRECORDS), ("batches", BATCHES), ("searches", SEARCHES),
+        ("offline", OFFLINE)]}
+    assert sum(counts.values()) >= 45 and min(counts.values()) >= 3, counts
+    ids = [case.id for case in CASES]
+    assert len(ids) == len(set(ids)), "case ids must be unique"
+
+
+def test_left_behind_sees_run_folders_and_temporary_files_but_allows_empty_cache_folders(tmp_path):
+    before = snapshot(tmp_path)
+    (tmp_path / "keras").mkdir()  # an empty cache folder made before a refused download
+    assert left_behind(before, snapshot(tmp_path), empty_folders_allowed=True) == []
+    (tmp_path / "runs" / ".partial-20250101-mlp-abc123" / "plots").mkdir(parents=True)  # RunWriter's first step
+    assert "new: runs/.partial-20250101-mlp-abc123" in left_behind(before, snapshot(tmp_path),
+                                                                  empty_folders_allowed=False)
+    (tmp_path / "keras" / ".tmp-cifar-10-python-x.tar.gz").write_bytes(b"half")
+    assert left_behind(before, snapshot(tmp_path), empty_folders_allowed=True) == [
+        "new: keras", "new: keras/.tmp-cifar-10-python-x.tar.gz"]
