@@ -342,12 +342,13 @@ def _offline_message(spec: BackboneSpec, error: Exception) -> str:
         where = ("keras-hub downloads presets from Kaggle into ~/.cache/kagglehub (or $KAGGLEHUB_CACHE); "
                  "copy that folder from a machine that has it")
     else:
-        where = ("Keras downloads them once into ~/.keras/models (or $KERAS_HOME/models); copy the "
-                 f"'{spec.name}..._notop.h5' file there from a machine with network access, or pass its path as "
-                 "weights=")
+        where = ("Keras downloads them once into ~/.keras/models (or $KERAS_HOME/models); copy the file named "
+                 "at the end of the URL above (the weights without the top) there from a machine with network "
+                 "access, or pass its path as weights=")
     return (f"The ImageNet weights of {spec.name!r} are not cached and could not be downloaded ({error}). "
-            f"{where}. Without network, use weights=None (random initialisation) or weights=<a run folder "
-            "or .keras file the kit saved> (see notebooks/05 for pretraining offline).")
+            f"{where}. Without network, use weights=None (random initialisation), weights='pretrain-offline' "
+            "(a backbone pretrained here on embedded data), or weights=<a run folder or .keras file the kit "
+            "saved>.")
 
 
 def _load_saved_weights(backbone: keras.Model, spec: BackboneSpec, path: Path) -> None:
