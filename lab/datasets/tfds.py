@@ -1,7 +1,37 @@
-"""TensorFlow Datasets by name, cached under the kit's data directory."""
+"""TensorFlow Datasets by name, cached under the kit's data directory.
+
+Versions. TFDS keeps each prepared dataset in ``<data_dir>/<name>[/<config>]/<version>/`` with
+its own ``dataset_info.json`` (version, splits, example counts, download checksums). The kit
+asks for the version the installed TFDS release defines for the dataset (its canonical
+version), or the one the name pins (``"mnist:3.0.1"``, ``"mnist:3.*.*"``: TFDS's syntax), and
+records in ``Dataset.source`` the name, the config, the version and the splits actually read,
+so a run record (and the fingerprint of a TFRecord export) says which data it used.
+
+A prepared folder of another version is never used in its place. What TFDS 4.9 guarantees
+itself (read in ``tensorflow_datasets/core/load.py``, ``dataset_builder.py``,
+``dataset_info.py`` and ``utils/file_utils.py``), and what the kit adds:
+
+- No version pinned: TFDS builds the dataset's code builder at its canonical version and,
+  with an explicit ``data_dir`` (the kit always passes one), reads only
+  ``<data_dir>/<name>/<config>/<canonical version>/`` (``get_data_dir_and_dataset_dir``
+  searches no other folder). If that folder's ``dataset_info.json`` holds another version (a
+  folder renamed by hand), ``DatasetInfo.read_from_directory`` raises an ``AssertionError``
+  ("Builder version: ... Proto version: ..."), which ``prepared_builder`` turns into a
+  ``ValueError`` naming the folder and both versions.
+- A version pinned: TFDS first tries a read-only builder made from the prepared files
+  (``read_only_builder.builder_from_files``). That builder takes its version from the
+  folder's ``dataset_info.json`` and does not compare it with the folder's name, so a folder
+  ``2.0.0`` holding version 1.0.0 would be used as asked; ``prepared_builder`` refuses it
+  (folder name, recorded version and the version asked for must agree) and names all three.
+- Only other versions prepared: with ``download=False`` ``prepared_builder`` refuses, naming
+  the versions found and the one asked for (and how to pin one of them); with
+  ``download=True`` TFDS prepares the version asked for beside them, and a failed download
+  names them too.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +56,12 @@ def load_tfds(
 
     The official ``validation`` split is used when the dataset has one; otherwise one is carved
     from train. Images of varying size need ``image_size`` (they are resized to a square).
+    ``source`` records the TFDS name, config, version and the splits read (see the module
+    docstring for how the version is chosen and checked).
 
     Args:
-        name: the TFDS name, e.g. ``"oxford_flowers102"`` or ``"cifar10"``.
+        name: the TFDS name, e.g. ``"oxford_flowers102"`` or ``"cifar10"``; ``"name:1.2.3"`` or
+            ``"name/config:1.2.3"`` pins a config and version (TFDS's syntax).
         image_size: resize every image to this square size (required for varying sizes).
         val_fraction: share of train held out when there is no validation split.
         seed: draws that split.
@@ -75,33 +108,107 @@ def load_tfds(
     return Dataset(
         name=f"tfds:{name}", x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
         x_test=x_test, y_test=y_test, class_names=class_names,
-        source={"tfds": name, "version": str(builder.info.version), "image_size": image_size,
-                "val": val_split or f"carved {val_fraction} seed {seed}"},
+        source={**tfds_source(builder), "image_size": image_size,
+                "splits": {"train": "train", "val": val_split or f"carved {val_fraction} of train, seed {seed}",
+                           "test": "test"}},
     )
+
+
+def tfds_source(builder) -> dict[str, str | None]:
+    """What a loader records of a prepared TFDS dataset: its name, config and version."""
+    return {"tfds": builder.name, "config": builder.builder_config_name, "version": str(builder.version)}
 
 
 def prepared_builder(name: str, *, data_dir: str | Path | None = None, download: bool = True):
     """Returns the TFDS builder of ``name``, downloaded and prepared under the kit's data folder.
 
+    Args:
+        name: the TFDS name, optionally with a config and a version (``"name/config:1.2.3"``).
+        data_dir: TFDS data_dir (default: ``<data dir>/tensorflow_datasets``).
+        download: let TFDS download and prepare the version asked for when it is missing.
+
     Raises:
-        ValueError: TFDS has no such dataset.
-        DatasetNotAvailableError: it is not prepared and cannot be downloaded (offline).
+        ValueError: TFDS has no such dataset or cannot read the version pinned, or the
+            prepared folder holds another version than its name and the one asked for.
+        DatasetNotAvailableError: the version asked for is not prepared and cannot be
+            downloaded (offline, or ``download=False``); names the versions that are prepared.
     """
     import tensorflow_datasets as tfds
 
     data_dir = Path(data_dir) if data_dir else paths.data_dir() / "tensorflow_datasets"
+    dataset_name, pinned = tfds.core.naming.parse_builder_name_kwargs(name)
+    folder = data_dir / str(dataset_name.name)
     try:
         builder = tfds.builder(name, data_dir=str(data_dir))
-    except Exception as error:  # tfds raises its own DatasetNotFoundError with suggestions
+    except tfds.core.DatasetNotFoundError as error:  # its message carries TFDS's suggestions
         raise ValueError(f"TensorFlow Datasets has no dataset {name!r}: {error}") from error
+    except AssertionError as error:
+        # TFDS's version checks (see the module docstring): a pinned version it cannot read, or
+        # a prepared folder whose dataset_info.json holds another version than the folder it reads.
+        raise ValueError(
+            f"TFDS refuses {name!r} under {folder}: {error}. The kit never uses a prepared dataset of another "
+            f"version than the one asked for: delete the folder of the version asked for under {folder} (it is "
+            f"prepared again with download=True), or ask for a version that is prepared there by name "
+            f"('{dataset_name.name}:<version>')."
+        ) from error
+    _check_version(builder, name, pinned.get("version"))
+    asked = str(builder.version)
     if download:
         try:
             builder.download_and_prepare()
         except Exception as error:  # network errors surface as many types inside tfds
             raise DatasetNotAvailableError(
-                f"Could not download or prepare TFDS dataset {name!r} into {data_dir} ({error}). "
-                f"If this machine is offline, prepare it elsewhere with tfds and copy {data_dir / name} here."
+                f"Could not download or prepare TFDS dataset {name!r} version {asked} into {data_dir} ({error}). "
+                f"If this machine is offline, prepare it elsewhere with tfds and copy {folder} "
+                f"here.{_other_versions(builder)}"
             ) from error
-    elif not Path(builder.data_dir).exists():
-        raise DatasetNotAvailableError(f"TFDS dataset {name!r} is not prepared under {data_dir}.")
+    elif not builder.is_prepared():
+        raise DatasetNotAvailableError(
+            f"TFDS dataset {name!r} version {asked} is not prepared under {data_dir} (no {builder.data_dir}/"
+            f"dataset_info.json). Prepare it with download=True.{_other_versions(builder)}")
     return builder
+
+
+def _check_version(builder, name: str, pinned: str | None) -> None:
+    """Refuses a builder whose prepared folder, recorded version and version asked for disagree."""
+    folder = Path(builder.data_dir)
+    info = folder / "dataset_info.json"
+    recorded = None
+    if info.is_file():
+        try:
+            recorded = json.loads(info.read_text(encoding="utf-8")).get("version")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+            raise ValueError(f"The prepared TFDS dataset {folder} has an unreadable {info.name} ({error}). "
+                             f"Delete {folder}; it is prepared again with download=True.") from error
+    version = str(builder.version)
+    problems = []
+    if recorded is not None and recorded != folder.name:
+        problems.append(f"its {info.name} records version {recorded} but the folder is named {folder.name}")
+    if pinned is not None and not builder.version.match(pinned):
+        problems.append(f"TFDS gave version {version} for the {pinned} asked for")
+    if problems:
+        raise ValueError(
+            f"The prepared TFDS dataset {folder} is not the {name!r} asked for: {'; '.join(problems)}. The kit "
+            f"never uses a prepared dataset of another version than the one asked for: delete {folder} (it is "
+            f"prepared again with download=True) or ask for the version it holds.")
+
+
+def prepared_versions(builder) -> list[str]:
+    """The versions of the builder's dataset (and config) prepared beside the one it reads."""
+    folder = Path(builder.data_dir).parent
+    if not folder.is_dir():
+        return []
+    found = [entry.name for entry in folder.iterdir() if (entry / "dataset_info.json").is_file()]
+    return sorted(found, key=lambda version: [int(part) if part.isdigit() else -1 for part in version.split(".")])
+
+
+def _other_versions(builder) -> str:
+    """A sentence naming the other prepared versions, which the kit does not use in place of the one asked for."""
+    asked = str(builder.version)
+    others = [version for version in prepared_versions(builder) if version != asked]
+    if not others:
+        return ""
+    config = f"/{builder.builder_config_name}" if builder.builder_config_name else ""
+    return (f" Prepared there: version {', '.join(others)} of {builder.name}{config}, not the {asked} asked for; "
+            f"the kit does not use another version in its place. To use the prepared one, ask for it by name "
+            f"('{builder.name}{config}:{others[-1]}'): TFDS then reads it from its files.")
