@@ -88,21 +88,19 @@ def pretrain_offline(backbone: str = "resnet18", *, dataset: str = "shapes", inp
         The path of the saved ``.keras`` model.
 
     Raises:
-        ValueError: a kept model that does not match its sidecar, or has none (see
-            ``check_pretrained``).
+        ValueError: a kept model that does not match its sidecar (see ``check_pretrained``);
+            one without a sidecar (an older kit's) is pretrained again.
         RuntimeError: the pretraining run did not complete (diverged).
     """
     config = pretraining_config(backbone, dataset=dataset, input_size=input_size, epochs=epochs, limit=limit,
                                 learning_rate=learning_rate, seed=seed, reports_dir=reports_dir)
     target = pretrained_path(config)
-    if target.exists():
-        check_pretrained(target, config)
+    if _kept(target, config):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(target):
         # Another process may have saved it while this one waited for the lock.
-        if target.exists():
-            check_pretrained(target, config)
+        if _kept(target, config):
             return target
         result = run(config, CLASSIFICATION)
         if result.status != "completed":
@@ -113,6 +111,19 @@ def pretrain_offline(backbone: str = "resnet18", *, dataset: str = "shapes", inp
             # Committed before the model is renamed into place: a model never exists without it.
             write_json(sidecar_path(target), _sidecar(config, temporary, run_id=result.run_dir.name))
     return target
+
+
+def _kept(target: Path, config: RunConfig) -> bool:
+    """True when ``target`` is a kept model of ``config`` (checked; a mismatch raises). A model an
+    older kit saved without a sidecar cannot be checked: the kit made it and remakes it exactly
+    (same configuration, same seed), so it is pretrained again, with a note, rather than trusted."""
+    if not target.exists():
+        return False
+    if not sidecar_path(target).is_file():
+        print(f"{target} has no provenance sidecar (an older kit saved it): pretraining it again.")
+        return False
+    check_pretrained(target, config)
+    return True
 
 
 def check_pretrained(path: str | Path, config: RunConfig) -> dict[str, Any]:

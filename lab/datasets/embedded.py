@@ -68,7 +68,7 @@ def load_shapes(
         A Dataset whose ``masks_*`` hold 0 for background and ``class_id + 1`` on the shape.
     """
     if image_size < 16:
-        raise ValueError(f"image_size (a run's dataset_size) must be at least 16 pixels for shapes, received "
+        raise ValueError(f"image_size must be at least 16 pixels for shapes (a run's dataset_size), received "
                          f"{image_size}.")
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, received {channels}.")

@@ -165,7 +165,8 @@ def search(
         # A worker only runs trials: the chief decides what to resume and holds the oracle. Its
         # own keras-tuner folder stays out of the search's, which the chief alone manages.
         search_id, overwrite = "worker", True
-        tuner_directory = directory.parent / ".workers" / name
+        # One folder per worker: keras-tuner overwrites its project folder when it starts.
+        tuner_directory = directory.parent / ".workers" / name / os.environ.get("KERASTUNER_TUNER_ID", "worker")
     else:
         search_id, overwrite = _start_or_resume(directory, manifest, resume)
     oracle = make_oracle(tuner, goal, max_trials=max_trials, seed=seed, search_id=search_id,
