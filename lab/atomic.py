@@ -49,7 +49,7 @@ def write_text(target: str | os.PathLike, text: str) -> None:
 
 def write_json(target: str | os.PathLike, data: Any) -> None:
     """Atomically writes ``data`` as indented, key-sorted JSON (stable diffs)."""
-    write_text(target, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+    write_text(target, json.dumps(data, indent=2, sort_keys=True, default=json_default) + "\n")
 
 
 def append_line(target: str | os.PathLike, line: str) -> None:
@@ -90,7 +90,7 @@ def read_lines(target: str | os.PathLike) -> list[dict[str, Any]]:
     return entries
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     """Makes NumPy scalars, arrays and paths JSON-serialisable."""
     import numpy as np
 

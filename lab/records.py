@@ -135,7 +135,7 @@ class RunWriter:
         (self.path / OWNER_NAME).unlink(missing_ok=True)  # a published run has no writer
         os.replace(self.path, self.final_path)
         entry = {"run_id": self.run_id, "config_hash": self.config.get("config_hash"), **_index_fields(metrics)}
-        atomic.append_line(self.root / INDEX_NAME, json.dumps(entry, sort_keys=True, default=atomic._json_default))
+        atomic.append_line(self.root / INDEX_NAME, json.dumps(entry, sort_keys=True, default=atomic.json_default))
         return self.final_path
 
     def discard(self) -> None:

@@ -76,7 +76,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from lab.atomic import atomic_path, write_json
+from lab.atomic import atomic_path, json_default, write_json
 from lab.pipeline import AUTOTUNE, batch_and_finish, check_batching, prepare_images
 
 if TYPE_CHECKING:
@@ -322,18 +322,8 @@ def _fingerprint(dataset: Dataset, fingerprint: dict[str, Any] | None) -> dict[s
 
 def _jsonable(value: Any, what: str) -> Any:
     """Returns ``value`` as it reads back from JSON (tuples become lists, NumPy scalars numbers)."""
-
-    def default(item: Any) -> Any:
-        if isinstance(item, np.generic):
-            return item.item()
-        if isinstance(item, np.ndarray):
-            return item.tolist()
-        if isinstance(item, Path):
-            return str(item)
-        raise TypeError(f"{type(item).__name__} {item!r}")
-
     try:
-        return json.loads(json.dumps(value, sort_keys=True, default=default))
+        return json.loads(json.dumps(value, sort_keys=True, default=json_default))
     except (TypeError, ValueError) as error:
         raise ValueError(f"{what} must hold only JSON-serialisable values (str, numbers, bools, None, "
                          f"lists, dicts); it holds {error}.") from error
