@@ -68,8 +68,8 @@ def load_shapes(
         A Dataset whose ``masks_*`` hold 0 for background and ``class_id + 1`` on the shape.
     """
     if image_size < 16:
-        raise ValueError(f"image_size must be at least 16 pixels for shapes (a run's dataset_size), received "
-                         f"{image_size}.")
+        raise ValueError(f"image_size must be at least 16 pixels for shapes, received {image_size} (in a run: "
+                         f"set dataset_size to 16 or more).")
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, received {channels}.")
     weights = np.ones(len(SHAPE_CLASSES)) if class_weights is None else np.asarray(class_weights, float)
