@@ -217,6 +217,10 @@ class BaseConfig(metaclass=_CheckedKeys):
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def hashed_values(self) -> dict[str, Any]:
+        """The values that affect results: everything but the name, tags and output place."""
+        return {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED}
+
     def config_hash(self, data: Any = None) -> str:
         """A short hash of everything that affects results (not the name, tags or output place).
 
@@ -224,7 +228,7 @@ class BaseConfig(metaclass=_CheckedKeys):
             data: the loaded dataset the run trains on; its content hash is then part of the
                 hash, so runs on different data never share one (a run's record holds this).
         """
-        relevant = {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED}
+        relevant = self.hashed_values()
         if data is not None:
             relevant["data_content_sha256"] = data.content_hash()
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]

@@ -90,8 +90,12 @@ def run_sweep(
             loaded[key] = load_data(config)
         return loaded[key]
 
+    checked = set()
     for config in configs:  # and every model it will build (a refused configuration writes nothing)
-        check_model(config, data_for(config))
+        model = (config.model, repr(config.model_options()), data_key(config), config.pipeline_size)
+        if model not in checked:  # variants that change only training values share one build
+            check_model(config, data_for(config))
+            checked.add(model)
     runs: list[Run] = []
     for i, config in enumerate(configs, start=1):
         label = config.name or f"run{i}"
