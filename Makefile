@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make run    set everything up, then run the E1 regularisation ablation offline (embedded data)
 #   make test   set everything up, then run the test suite
+# and, for working in notebooks, `make notebook` (JupyterLab on notebooks/, the kit's kernel).
 # Setup is idempotent: the virtual environment is rebuilt only when a requirements file changes.
 
 PYTHON ?= python3
@@ -9,13 +10,19 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
+# The kit's Jupyter kernel, registered inside the venv by `make setup`: JupyterLab, papermill
+# batches (lab.batch's default kernel) and nbval all run notebooks in it, by this name.
+KERNEL := lab
+KERNEL_SPEC := $(VENV)/share/jupyter/kernels/$(KERNEL)/kernel.json
+
 # Tests run in two processes (pytest-xdist); --dist loadscope keeps each test module, and so each
 # notebook's cells, in order in one process.
 XDIST := -n 2 --dist loadscope
+NBVAL := --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg --nbval-cell-timeout 600
 
-.PHONY: setup run test test-fast clean-reports
+.PHONY: setup run test test-fast test-colab notebook clean-reports
 
-setup: $(STAMP)
+setup: $(STAMP) $(KERNEL_SPEC)
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +32,9 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+$(KERNEL_SPEC): $(STAMP)
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python ($(KERNEL))"
 
 # The E1 ablation as a papermill batch of notebooks/01-cnn-regularisation.ipynb, offline.
 run: setup
@@ -36,13 +46,68 @@ test: setup
 	rm -rf build/nbval
 	$(PY) -m lab.notebooks prepare build/nbval
 	LAB_REPORTS_DIR=$(CURDIR)/build/nbval-reports $(PY) -m pytest tests build/nbval $(XDIST) \
-		--nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg --nbval-kernel-name python3 \
-		--nbval-cell-timeout 600
+		$(NBVAL) --nbval-kernel-name $(KERNEL)
 
 # While working: every module of lab touched in a few minutes; the heavy checks (the backbone
 # table, subprocess batches and workers, kill-and-resume, the notebooks) are left to `make test`.
 test-fast: setup
 	$(PY) -m pytest tests -m "not slow" $(XDIST)
+
+# JupyterLab (requirements-notebook.txt, kept out of `make test`'s setup) on notebooks/; the
+# notebooks' "Python (lab)" kernel is the kit's venv. JUPYTER_ARGS passes options (--no-browser...).
+NOTEBOOK_STAMP := $(VENV)/.notebook-installed
+$(NOTEBOOK_STAMP): $(STAMP) requirements-notebook.txt
+	# -c requirements.txt: JupyterLab's dependencies may not move the kit's pinned packages.
+	$(PY) -m pip install --quiet -r requirements-notebook.txt -c requirements.txt
+	touch $(NOTEBOOK_STAMP)
+
+notebook: setup $(NOTEBOOK_STAMP)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks --MappingKernelManager.default_kernel_name=$(KERNEL) \
+		$(JUPYTER_ARGS)
+
+# The Colab lane: Colab's preinstalled versions (ci/colab-constraints.txt) in a Python 3.13 venv,
+# the kit installed by the notebooks' own install cell (ci/install_cell.py runs it; it pins every
+# package already there), the test tools at requirements.txt's pins but never replacing a package
+# already there, then notebooks E1 and E6 under nbval as `make test` runs them (in the python3
+# kernel, as in Colab) and the fast unit tests. COLAB_PYTHON: a Python 3.13 interpreter (default:
+# pyenv's 3.13, else python3.13 on the PATH). The venv is rebuilt when the constraints change; the
+# kit is reinstalled (by the cell again) when its sources, pyproject.toml or the cell change.
+COLAB_DIR ?= build/colab
+COLAB_VENV := $(COLAB_DIR)/venv
+COLAB_PY := $(COLAB_VENV)/bin/python
+COLAB_BASE := $(COLAB_VENV)/.colab-packages
+COLAB_KIT := $(COLAB_VENV)/.kit-installed
+COLAB_PYTHON ?= $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.13*/bin/python3.13) \
+	$(shell command -v python3.13 2>/dev/null))
+COLAB_NOTEBOOKS := 01-cnn-regularisation.ipynb 06-semantic-segmentation.ipynb
+TEST_TOOLS := papermill|nbval|ipykernel|pytest|pytest-xdist|execnet
+
+$(COLAB_BASE): ci/colab-constraints.txt
+	@"$(COLAB_PYTHON)" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null || { \
+		echo "make test-colab needs Python 3.13 (Colab's); found '$(COLAB_PYTHON)'." \
+		"Install one (pyenv install 3.13) or pass COLAB_PYTHON=/path/to/python3.13." >&2; exit 1; }
+	rm -rf $(COLAB_VENV)
+	"$(COLAB_PYTHON)" -m venv $(COLAB_VENV)
+	$(COLAB_PY) -m pip install --quiet -r ci/colab-constraints.txt
+	touch $(COLAB_BASE)
+
+$(COLAB_KIT): $(COLAB_BASE) pyproject.toml requirements.txt ci/install_cell.py ci/check_versions.py \
+		notebooks/$(firstword $(COLAB_NOTEBOOKS)) $(shell find lab -name '*.py')
+	$(COLAB_PY) -m pip uninstall --quiet --yes lab
+	LAB_REPO=$(CURDIR) $(COLAB_PY) ci/install_cell.py notebooks/$(firstword $(COLAB_NOTEBOOKS))
+	$(COLAB_PY) -m pip list --format=freeze > $(COLAB_DIR)/installed.txt
+	grep -E '^($(TEST_TOOLS))==' requirements.txt > $(COLAB_DIR)/test-tools.txt
+	$(COLAB_PY) -m pip install --quiet -r $(COLAB_DIR)/test-tools.txt -c $(COLAB_DIR)/installed.txt
+	# Colab's packages must still be at Colab's versions, or the lane would test something else.
+	$(COLAB_PY) ci/check_versions.py ci/colab-constraints.txt
+	touch $(COLAB_KIT)
+
+test-colab: $(COLAB_KIT)
+	rm -rf $(COLAB_DIR)/nbval
+	$(COLAB_PY) -m lab.notebooks prepare $(COLAB_DIR)/nbval
+	LAB_REPORTS_DIR=$(CURDIR)/$(COLAB_DIR)/nbval-reports $(COLAB_PY) -m pytest tests \
+		$(addprefix $(COLAB_DIR)/nbval/,$(COLAB_NOTEBOOKS)) -m "not slow" $(XDIST) $(NBVAL) \
+		--nbval-kernel-name python3
 
 # Folders of runs killed before they finished, whose process is gone (a live run's is kept).
 clean-reports: setup

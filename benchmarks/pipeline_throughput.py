@@ -4,6 +4,8 @@ The pipeline is ``lab.pipeline.make_pipeline(training=True, batch_size=64)`` ove
 random arrays (11,959 images, 28x28x3 uint8, 8 classes), without augmentation and with
 ``make_augmenter(flip="horizontal", rotation=0.1)`` (the course's default augmentation). It is
 iterated from Python, batch after batch, with nothing else to do: the rate at which it can deliver.
+"pipeline+augment, before" is the augmentation as lab.pipeline applied it before it became
+stateless: the Keras layers called on one batch at a time, drawing from their own seed state.
 
 Training is the E1 CNN (``lab.models.cnn`` defaults) compiled as ``lab.training`` compiles it,
 trained with no input pipeline in the way: ``model.fit`` on batches made once and cached as float
@@ -51,11 +53,17 @@ def main() -> None:
     common = dict(training=True, batch_size=config.batch_size, input_scaling=config.input_scaling,
                   cache=config.cache, seed=config.seed, deterministic=config.deterministic)
     augmenter = make_augmenter(flip="horizontal", rotation=0.1, seed=config.seed)
+    stateful = make_augmenter(flip="horizontal", rotation=0.1, seed=config.seed)
     no_autotune, autotune_on = tf.data.Options(), tf.data.Options()
     no_autotune.autotune.enabled, autotune_on.autotune.enabled = False, True
     pipelines = {
         "pipeline": make_pipeline(images, labels, **common),
         "pipeline+augment": make_pipeline(images, labels, augmenter=augmenter, **common),
+        # lab.pipeline before its augmentation became stateless: the Keras layers called one batch at
+        # a time, drawing from their own seed state (the same stages, then that map, then prefetch).
+        "pipeline+augment, before": make_pipeline(images, labels, **common).map(
+            lambda x, y: (stateful(x, training=True), y), num_parallel_calls=1, deterministic=True
+        ).prefetch(tf.data.AUTOTUNE),
         # lab.pipeline turns tf.data's autotuner off (see training_speed.py); what it would deliver with it on.
         "pipeline, autotune on": make_pipeline(images, labels, **common).with_options(autotune_on),
         "pipeline+augment, autotune on": make_pipeline(images, labels, augmenter=augmenter,
@@ -133,6 +141,8 @@ def main() -> None:
         verdict = "met" if ratio >= TARGET_RATIO else "NOT met"
         print(f"ratio {name + ' / training:':40s} {medians[name]:5.0f} batches/s / {training:.1f} steps/s = {ratio:5.1f}  "
               f"(target >= {TARGET_RATIO:.0f}: {verdict})")
+    print(f"augmentation now / before: {medians['pipeline+augment'] / medians['pipeline+augment, before']:.2f}x "
+          f"the batches/s (medians)")
     # Summed up: what the pipeline would add to an epoch if none of it overlapped with training.
     for name in pipelines:
         print(f"{name + ':':32s} {steps / medians[name]:.2f} s of pipeline work an epoch against "

@@ -21,6 +21,8 @@ Modules, one concern each:
     lab.ablation   E1's regularisation ablation as one command
     lab.batch      papermill batches of a notebook, resumable after a kill
     lab.notebooks  canonical notebook JSON, nbval copies, recorded expected outputs
+    lab.progress   progress bars (tqdm) for downloads, features, TFRecord export, batches
+    lab.tf_logging TensorFlow's C++ start-up lines kept out of notebooks and logs
     lab.numpy_mlp  E10's MLP in NumPy with hand-written backpropagation
     lab.hardware   tf.distribute strategies and mixed precision (off by default)
     lab.distributed  one training run on several machines (MultiWorkerMirroredStrategy)
@@ -30,10 +32,12 @@ Modules, one concern each:
 The experiments the kit exists for (E1-E12) are described in docs/experiments.md.
 """
 
-import os
+from lab import tf_logging
 
-# TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) drowns notebook output and logs;
-# warnings and errors still show. Set TF_CPP_MIN_LOG_LEVEL yourself to override.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ start-up lines (absl's pre-initialisation banner, oneDNN and CUDA notices, cuInit
+# on a machine without a GPU) drown notebook outputs and batch logs: TF_CPP_MIN_LOG_LEVEL=3 unless
+# set, and the lines of the first TensorFlow import filtered by that level (lab/tf_logging.py).
+# Python warnings and errors still show; set TF_CPP_MIN_LOG_LEVEL=0 to see every line.
+tf_logging.install()
 
 __version__ = "0.1.0"

@@ -1,6 +1,6 @@
 """Papermill batches: one notebook run over a grid or a list of parameter sets.
 
-    python -m lab.batch notebooks/batches/e1-ablation-quick.json --workers 2
+    python -m lab.batch notebooks/batches/e4-optimizer-grid-quick.json --workers 2
 
 A spec (JSON or YAML) names the notebook, the shared parameters, and either a ``grid`` (every
 combination) or a list of ``runs`` (each may carry a ``name``). Each parameter set is executed
@@ -49,11 +49,16 @@ from typing import Any
 import nbformat
 import pandas as pd
 
-from lab import atomic, paths, plots
+from lab import atomic, paths, plots, tensorboard
 from lab.notebooks import parameter_names
+from lab.progress import progress as progress_bar, write as write_line
 from lab.records import INDEX_NAME, load_run, read_index, results_table, summary_columns, to_markdown
 
 RECORDS_NAME = "batch.jsonl"
+# The kit's Jupyter kernel (the venv's Python), registered by `make setup`; nbval and JupyterLab
+# use it by the same name. Where it is not registered (Colab) batches run in "python3".
+DEFAULT_KERNEL = "lab"
+FALLBACK_KERNEL = "python3"
 FINISHED = ("completed", "diverged", "failed")
 
 @dataclasses.dataclass
@@ -76,7 +81,7 @@ class BatchSpec:
         jobs: one Job per parameter set, in order.
         varied: the parameter names that differ between jobs (the summary's columns).
         workers: notebooks executed at once.
-        kernel: the Jupyter kernel name passed to papermill.
+        kernel: the Jupyter kernel name passed to papermill (None: ``resolve_kernel``'s default).
     """
 
     notebook: Path
@@ -85,7 +90,7 @@ class BatchSpec:
     jobs: list[Job]
     varied: list[str]
     workers: int = 1
-    kernel: str = "python3"
+    kernel: str | None = None
 
 
 def load_spec(path: str | os.PathLike) -> BatchSpec:
@@ -169,7 +174,8 @@ def spec_from_dict(raw: dict[str, Any], *, base_dir: str | os.PathLike = ".", de
     if workers < 1:
         raise ValueError(f"workers must be at least 1, received {workers}.")
     return BatchSpec(notebook=notebook, name=str(raw.get("name", default_name)), parameters=shared, jobs=jobs,
-                     varied=varied, workers=workers, kernel=str(raw.get("kernel", "python3")))
+                     varied=varied, workers=workers,
+                     kernel=None if raw.get("kernel") is None else str(raw["kernel"]))
 
 
 def _notebook_parameters(notebook: Path) -> list[str]:
@@ -266,22 +272,30 @@ class BatchResult:
 
 
 class _Progress:
-    def __init__(self, total: int, skipped: int):
+    """A line per start and finish (kept in logs), and a done/total bar with an ETA (terminals only)."""
+
+    def __init__(self, total: int, skipped: int, name: str = "batch"):
         self.total, self.done, self.running = total, skipped, 0
         self.lock = threading.Lock()
+        # The ETA counts only the notebooks run now: the ones a resumed batch skips took no time.
+        self.bar = progress_bar(total=total, initial=skipped, desc=name, unit="notebook")
 
     def started(self, job: Job) -> None:
         with self.lock:
             self.running += 1
-            print(f"[start] {job.label}  ({self.done}/{self.total} done, {self.running} running)", flush=True)
+            write_line(f"[start] {job.label}  ({self.done}/{self.total} done, {self.running} running)")
 
     def finished(self, job: Job, status: str, seconds: float, error: str | None) -> None:
         with self.lock:
             self.running -= 1
             self.done += 1
             tail = f": {error.splitlines()[-1][:200]}" if error else ""
-            print(f"[{status}] {job.label} in {seconds:.0f} s  ({self.done}/{self.total} done, "
-                  f"{self.running} running){tail}", flush=True)
+            write_line(f"[{status}] {job.label} in {seconds:.0f} s  ({self.done}/{self.total} done, "
+                       f"{self.running} running){tail}")
+            self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def run_batch(
@@ -299,7 +313,8 @@ def run_batch(
     Args:
         spec: from ``load_spec``.
         workers: notebooks at once (default: the spec's).
-        kernel: Jupyter kernel name (default: the spec's, else ``python3``).
+        kernel: Jupyter kernel name (default: the spec's, else ``lab``, else ``python3``; see
+            ``resolve_kernel``).
         reports_dir: where ``batches/`` and ``runs/`` are (default: the kit's reports dir).
         retry_failed: run jobs whose last record is ``failed`` again.
         fresh: forget this batch's records and notebooks and run everything again.
@@ -308,6 +323,7 @@ def run_batch(
     Returns:
         A BatchResult with the committed records and the summary table.
     """
+    kernel = resolve_kernel(kernel or spec.kernel)
     folder = batch_dir(spec.name, reports_dir)
     if fresh and folder.exists():
         shutil.rmtree(folder)
@@ -315,7 +331,7 @@ def run_batch(
     runs_root = paths.runs_dir(reports_dir)
     _recover(folder, runs_root)
     atomic.write_json(folder / "spec.json", {
-        "notebook": str(spec.notebook), "parameters": spec.parameters, "kernel": kernel or spec.kernel,
+        "notebook": str(spec.notebook), "parameters": spec.parameters, "kernel": kernel,
         "jobs": [{"name": j.label, "key": j.key, "parameters": j.parameters} for j in spec.jobs]})
 
     committed = latest_records(folder)
@@ -324,12 +340,12 @@ def run_batch(
     skipped = len(spec.jobs) - len(todo)
     if skipped:
         print(f"[resume] {skipped} of {len(spec.jobs)} runs already finished; running {len(todo)}.", flush=True)
-    progress = _Progress(len(spec.jobs), skipped)
+    progress = _Progress(len(spec.jobs), skipped, spec.name)
     commit_lock = threading.Lock()
     children: set[subprocess.Popen] = set()
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers or spec.workers)
     try:
-        futures = [executor.submit(_run_job, spec, job, folder, runs_root, kernel or spec.kernel, timeout,
+        futures = [executor.submit(_run_job, spec, job, folder, runs_root, kernel, timeout,
                                    progress, commit_lock, children) for job in todo]
         for future in concurrent.futures.as_completed(futures):
             future.result()  # re-raise a bug in the batch machinery itself (not a notebook error)
@@ -339,7 +355,38 @@ def run_batch(
         raise
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+        progress.close()
     return summarise(spec, folder, runs_root)
+
+
+def resolve_kernel(kernel: str | None) -> str:
+    """The Jupyter kernel a batch's notebooks run in.
+
+    Args:
+        kernel: a kernel name, or None for the kit's: ``lab`` where ``make setup`` registered it,
+            else ``python3`` (this Python's own kernel; in Colab, for example), with a note.
+
+    Returns:
+        A registered kernel name, for papermill.
+
+    Raises:
+        ValueError: the named kernel is not registered (before any notebook runs; the registered
+            ones are listed).
+    """
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    # The kernels papermill's subprocess will see: it runs with this interpreter (sys.executable).
+    available = sorted(KernelSpecManager().find_kernel_specs())
+    if kernel is None:
+        if DEFAULT_KERNEL in available:
+            return DEFAULT_KERNEL
+        print(f"[kernel] no Jupyter kernel named {DEFAULT_KERNEL!r} (`make setup` registers it): running the "
+              f"notebooks in {FALLBACK_KERNEL!r}, the kernel of this Python ({sys.executable}).", flush=True)
+        return FALLBACK_KERNEL
+    if kernel not in available:
+        raise ValueError(f"No Jupyter kernel named {kernel!r}; registered: {', '.join(available) or 'none'}. "
+                         f"`make setup` registers {DEFAULT_KERNEL!r}; leave the kernel unset to use it.")
+    return kernel
 
 
 def _run_job(spec: BatchSpec, job: Job, folder: Path, runs_root: Path, kernel: str, timeout: float | None,
@@ -349,8 +396,11 @@ def _run_job(spec: BatchSpec, job: Job, folder: Path, runs_root: Path, kernel: s
     params = attempt / "parameters.json"
     params.write_text(json.dumps(job.parameters))  # JSON is YAML: lists and dicts keep their types
     output = attempt / "executed.ipynb"
+    # LAB_PROGRESS=0: the executed notebooks are kept, and a bar's text would be stored in them (the
+    # batch's own bar counts the notebooks). TensorFlow's start-up lines are kept out of them and of
+    # papermill.log by the kit itself (lab/tf_logging.py), in the kernel.
     env = {**os.environ, "LAB_REPORTS_DIR": str(attempt / "reports"), "LAB_DATA_DIR": str(paths.data_dir()),
-           "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1", "LAB_PROGRESS": "0"}
     command = [sys.executable, "-m", "papermill", str(spec.notebook), str(output), "-k", kernel,
                "-f", str(params), "--no-progress-bar", "--cwd", str(spec.notebook.parent.resolve())]
     progress.started(job)
@@ -475,7 +525,8 @@ def _safe(label: str) -> str:
 # -- summary ----------------------------------------------------------------------------------
 
 def summarise(spec: BatchSpec, folder: Path, runs_root: Path | None = None) -> BatchResult:
-    """Writes ``summary.csv``, ``summary.md`` and ``curves.png`` from the committed records."""
+    """Writes ``summary.csv``, ``summary.md``, ``curves.png`` and the TensorBoard HParams
+    experiment (``tensorboard/``: the varied parameters and the metrics) from the committed records."""
     runs_root = runs_root or paths.runs_dir()
     committed = latest_records(folder)
     records = [committed[j.key] for j in spec.jobs if j.key in committed]
@@ -517,6 +568,12 @@ def summarise(spec: BatchSpec, folder: Path, runs_root: Path | None = None) -> B
     atomic.write_text(folder / "summary.md", (to_markdown(table) if not table.empty else "(no runs)") + "\n")
     if histories:
         plots.save(plots.compare_curves(histories), folder / "curves.png")
+    # A notebook parameter that is not a configuration field (say a notebook's own switch) is
+    # shown from the job's parameters; configuration fields from what each run recorded.
+    tensorboard.write_experiment(folder, [run for record in records for run in loaded[record["key"]]],
+                                 hparams=spec.varied,
+                                 parameters={run.run_id: {k: record["parameters"].get(k) for k in spec.varied}
+                                             for record in records for run in loaded[record["key"]]})
     return BatchResult(spec.name, folder, records, table)
 
 
@@ -531,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("spec", help="batch spec (JSON or YAML)")
     parser.add_argument("--workers", type=int, help="notebooks executed at once (default: the spec's)")
-    parser.add_argument("--kernel", help="Jupyter kernel name (default: the spec's, else python3)")
+    parser.add_argument("--kernel", help="Jupyter kernel name (default: the spec's, else lab, else python3)")
     parser.add_argument("--retry-failed", action="store_true", help="run failed parameter sets again")
     parser.add_argument("--fresh", action="store_true", help="forget this batch's earlier records and rerun all")
     parser.add_argument("--timeout", type=float, help="seconds allowed per notebook")
@@ -540,8 +597,12 @@ def main(argv: list[str] | None = None) -> int:
         spec = load_spec(args.spec)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
+    try:
+        kernel = resolve_kernel(args.kernel or spec.kernel)
+    except ValueError as error:
+        parser.error(str(error))
     started = time.perf_counter()
-    result = run_batch(spec, workers=args.workers, kernel=args.kernel, retry_failed=args.retry_failed,
+    result = run_batch(spec, workers=args.workers, kernel=kernel, retry_failed=args.retry_failed,
                        fresh=args.fresh, timeout=args.timeout)
     print()
     print((result.folder / "summary.md").read_text())

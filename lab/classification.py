@@ -21,8 +21,9 @@ import tensorflow as tf
 
 from lab import plots
 from lab.config import RunConfig
-from lab.datasets import DATA_FIELDS, Dataset, load_data
-from lab.evaluation import classification_metrics, confusion_matrix
+from lab.datasets import Dataset, load_data
+from lab.datasets.streaming import choose_data_path, load_streamed
+from lab.evaluation import binary_threshold_metrics, classification_metrics, confusion_matrix, per_class_metrics
 from lab.features import Features, compute_features
 from lab.losses import SparseCategoricalCrossentropy
 from lab.models import build_model
@@ -31,13 +32,29 @@ from lab.models.transfer import head_model, set_trainable, transfer_summary
 from lab.optimizers import make_optimizer
 from lab.pipeline import make_augmenter, make_pipeline
 from lab.runner import FitPlan, Phase, compile_options, epoch_line
+from lab.tfrecord import StreamedDataset
 
 
 class Classification:
     """The runner's task for ``RunConfig`` runs (see ``lab.runner.Task``)."""
 
     def load_data(self, config: RunConfig) -> Dataset:
-        return load_data(config)
+        """The run's data: loaded into memory, or converted to TFRecords and streamed
+        (``config.data_path``; ``lab.datasets.streaming.choose_data_path`` says which and why)."""
+        path, reason = choose_data_path(config)
+        if path == "stream":
+            return load_streamed(config, reason=reason, verbose=config.verbose)
+        return _in_memory(load_data(config), reason)
+
+    def adopt_data(self, config: RunConfig, data: Dataset) -> Dataset:
+        """Data passed to the run already loaded: streamed from TFRecords if the configuration
+        says so (exported there first), used as it is otherwise."""
+        if isinstance(data, StreamedDataset):
+            return data
+        path, reason = choose_data_path(config, data)
+        if path == "stream":
+            return load_streamed(config, data=data, reason=reason, verbose=config.verbose)
+        return _in_memory(data, reason)
 
     def describe(self, config: RunConfig, data: Dataset) -> dict[str, Any]:
         return {"input_shape": list(input_shape_for(data, config))}
@@ -64,7 +81,7 @@ class Classification:
                                        translation=config.aug_translation, contrast=config.aug_contrast,
                                        seed=config.seed)
         class_weight = data.class_weights() if config.class_weighting == "balanced" else None
-        cache_note = feature_cache_decision(config)
+        cache_note = feature_cache_decision(config, streamed=isinstance(data, StreamedDataset))
         facts: dict[str, Any] = {}
         if config.model == "transfer":
             facts["feature_cache"] = cache_note
@@ -86,6 +103,13 @@ class Classification:
         With cached features the head is evaluated on them: the same numbers as the whole model
         on the images (the frozen backbone is deterministic in inference mode), without three
         more passes through it.
+
+        With ``config.tta`` the predicted probabilities (test metrics from predictions, per-class
+        scores, ``val_macro_auc``, the binary threshold, ``predictions.npz``) are the mean over
+        the image and its flips, through the whole model; losses and ``train``/``val``
+        accuracies stay without it, and ``test_accuracy_no_tta``/``test_macro_auc_no_tta`` are
+        recorded beside. A binary task also records the accuracy at the threshold chosen on the
+        validation split (Youden's J) beside the 0.5 one, and plots the test ROC curve.
         """
         features: Features | None = plan.state
         results: dict[str, Any] = {}
@@ -96,9 +120,13 @@ class Classification:
                       training=False, cache=False)
         evaluated = plan.model if features is None else plan.phases[0].fitted
 
-        def inputs(split: str, labels: bool = True) -> tf.data.Dataset:
+        def inputs(split: str, labels: bool = True, images: bool = False) -> tf.data.Dataset:
+            if isinstance(data, StreamedDataset):  # read from the shards, never held whole
+                # The shards are the cache; nothing else is kept between epochs.
+                ds = data.pipeline(split, **{key: value for key, value in common.items() if key != "cache"})
+                return ds if labels else ds.map(lambda images, _labels: images)
             x, y = data.split(split)
-            if features is None:
+            if features is None or images:
                 return make_pipeline(x, y if labels else None, **common)
             tensors = (features.split(split), y) if labels else features.split(split)
             return tf.data.Dataset.from_tensor_slices(tensors).batch(batch_size)
@@ -106,20 +134,88 @@ class Classification:
         for split in ("train", "val", "test"):
             loss, accuracy = evaluated.evaluate(inputs(split), verbose=0)
             results[f"{split}_loss"], results[f"{split}_accuracy"] = float(loss), float(accuracy)
-        y_prob = evaluated.predict(inputs("test", labels=False), verbose=0).astype(np.float32)
+        def probabilities(split: str) -> np.ndarray:
+            if not config.tta:
+                return evaluated.predict(inputs(split, labels=False), verbose=0).astype(np.float32)
+            views = [plan.model.predict(inputs(split, labels=False, images=True).map(flip), verbose=0)
+                     for flip in tta_flips(config.tta)]
+            return np.mean(views, axis=0).astype(np.float32)
+
+        y_prob = probabilities("test")
         y_true = data.y_test
         finite = bool(np.isfinite(y_prob).all())
         if finite:
             results |= classification_metrics(y_true, y_prob, prefix="test_")
-            val_prob = evaluated.predict(inputs("val", labels=False), verbose=0)
+            val_prob = probabilities("val")
             results["val_macro_auc"] = classification_metrics(data.y_val, val_prob)["macro_auc"]
+            results["test_per_class"] = per_class_metrics(y_true, y_prob.argmax(axis=1), data.class_names)
+            if config.tta:
+                plain = classification_metrics(y_true, evaluated.predict(inputs("test", labels=False), verbose=0))
+                results |= {"tta": config.tta, "tta_views": len(tta_flips(config.tta)),
+                            "test_accuracy_no_tta": plain["accuracy"], "test_macro_auc_no_tta": plain["macro_auc"]}
+            if data.num_classes == 2:
+                results |= binary_threshold_metrics(data.y_val, val_prob, y_true, y_prob)
         np.savez_compressed(run_path / "predictions.npz", y_true=y_true, y_prob=y_prob,
                             class_names=np.asarray(data.class_names))
         _plot(config, data, history, fit_info, run_path, y_prob.argmax(axis=1) if finite else None)
+        if finite and data.num_classes == 2:
+            plots.save(plots.roc_curve(y_true, y_prob[:, 1], threshold=results.get("val_threshold"),
+                                       title=f"Test ROC: {config.name or config.model} on {data.name}"),
+                       run_path / "plots" / "roc.png")
         return results
 
 
 CLASSIFICATION = Classification()
+
+
+def tta_flips(mode: str) -> list:
+    """The views test-time augmentation averages over: the image itself and its flips.
+
+    Args:
+        mode: "horizontal" (2 views), "vertical" (2) or "horizontal_and_vertical" (4: both
+            mirrors and the 180-degree turn), the names of ``aug_flip``.
+
+    Returns:
+        Functions of an NHWC image batch.
+    """
+    views = {"horizontal": [_mirror_left_right], "vertical": [_mirror_up_down],
+             "horizontal_and_vertical": [_mirror_left_right, _mirror_up_down, _turn_half]}
+    if mode not in views:
+        raise ValueError(f"tta must be one of {', '.join(repr(m) for m in views)} or None, received tta={mode!r}.")
+    return [_unchanged, *views[mode]]
+
+
+# Named functions, not lambdas: tf.data's autograph cannot tell lambdas on one line apart.
+def _unchanged(images):
+    return images
+
+
+def _mirror_left_right(images):
+    return tf.reverse(images, axis=[2])
+
+
+def _mirror_up_down(images):
+    return tf.reverse(images, axis=[1])
+
+
+def _turn_half(images):
+    return tf.reverse(images, axis=[1, 2])
+
+
+def _in_memory(data: Dataset, reason: str) -> Dataset:
+    """Marks data as read from memory, with why (the record's ``data.access``)."""
+    data.access = {"path": "memory", "reason": reason}
+    return data
+
+
+def _sample_predictions(data: Dataset | StreamedDataset, y_pred: np.ndarray, *, seed: int, count: int = 24):
+    """The sample grid of test predictions; streamed data reads only the images shown."""
+    if not isinstance(data, StreamedDataset):
+        return plots.sample_predictions(data.x_test, data.y_test, y_pred, data.class_names, seed=seed, count=count)
+    # The same images the in-memory grid would show (sample_predictions draws them so), read alone.
+    chosen = np.random.default_rng(seed).choice(len(data.y_test), size=min(count, len(data.y_test)), replace=False)
+    return plots.sample_predictions(data.images("test", chosen), data.y_test[chosen], y_pred[chosen],
+                                    data.class_names, seed=seed, count=count)
 
 
 def _plot(config: RunConfig, data: Dataset, history: pd.DataFrame, fit_info: dict, run_path: Path,
@@ -132,8 +228,7 @@ def _plot(config: RunConfig, data: Dataset, history: pd.DataFrame, fit_info: dic
         matrix = confusion_matrix(data.y_test, y_pred, data.num_classes)
         plots.save(plots.confusion_matrix(matrix, data.class_names, title=f"Test confusion matrix: {title}"),
                    plot_dir / "confusion_matrix.png")
-        plots.save(plots.sample_predictions(data.x_test, data.y_test, y_pred, data.class_names, seed=config.seed),
-                   plot_dir / "sample_predictions.png")
+        plots.save(_sample_predictions(data, y_pred, seed=config.seed), plot_dir / "sample_predictions.png")
     plots.save(plots.class_distribution({s: data.class_counts(s) for s in ("train", "val", "test")},
                                         data.class_names, title=f"Class distribution: {data.name}"),
                plot_dir / "class_distribution.png")
@@ -235,8 +330,14 @@ def model_from_saved(source: str | Path, num_classes: int, *, unfreeze: int | st
 # -- the three ways to fit --------------------------------------------------------------------------
 
 
-def feature_cache_decision(config: RunConfig) -> str | None:
-    """None when a run trains its head on cached features, otherwise why it does not."""
+def feature_cache_decision(config: RunConfig, *, streamed: bool | None = None) -> str | None:
+    """None when a run trains its head on cached features, otherwise why it does not.
+
+    Args:
+        config: the run's configuration.
+        streamed: whether its data is streamed from TFRecords (None: as ``tfrecord_dir`` and
+            ``data_path="stream"`` say; ``data_path="auto"`` is decided when the data loads).
+    """
     if config.model != "transfer":
         return "off: not a transfer model"
     if config.feature_cache is None:
@@ -248,7 +349,7 @@ def feature_cache_decision(config: RunConfig) -> str | None:
     if config.augment and config.feature_cache_passes == 1:
         return ("off: augmentation changes the images every epoch (set feature_cache_passes > 1 to cache "
                 "that many augmented passes)")
-    if config.tfrecord_dir:
+    if streamed or (streamed is None and (config.tfrecord_dir or config.data_path == "stream")):
         return "off: streaming from TFRecords"
     return None
 
@@ -302,12 +403,13 @@ def _freeze_batchnorm(config: RunConfig) -> bool:
 def _image_pipelines(config: RunConfig, data: Dataset, augmenter):
     common = dict(batch_size=config.batch_size, image_size=config.pipeline_size, input_scaling=config.input_scaling,
                   seed=config.seed, deterministic=config.deterministic)
-    if config.tfrecord_dir:
-        train_ds = _tfrecord_training_pipeline(data, config, augmenter, common)
-    else:
-        cache = config.cache if config.cache in (True, False) else str(Path(config.cache) / "train")
-        train_ds = make_pipeline(data.x_train, data.y_train, training=True, augmenter=augmenter, cache=cache,
-                                 **common)
+    if isinstance(data, StreamedDataset):
+        # Streamed from the shards (verified once here, by sha256); no cache: the shards are it.
+        return (data.pipeline("train", training=True, augmenter=augmenter, **common),
+                data.pipeline("val", training=False, **common))
+    cache = config.cache if config.cache in (True, False) else str(Path(config.cache) / "train")
+    train_ds = make_pipeline(data.x_train, data.y_train, training=True, augmenter=augmenter, cache=cache,
+                             **common)
     val_ds = make_pipeline(data.x_val, data.y_val, training=False, cache=bool(config.cache), **common)
     return train_ds, val_ds
 
@@ -330,21 +432,3 @@ def _feature_pipelines(features: Features, data: Dataset, config: RunConfig):
             train_ds = train_ds.concatenate(epoch)
     val_ds = tf.data.Dataset.from_tensor_slices((features.val, data.y_val)).batch(max(config.batch_size, 256))
     return train_ds.prefetch(tf.data.AUTOTUNE), val_ds.prefetch(tf.data.AUTOTUNE)
-
-
-def _tfrecord_training_pipeline(data: Dataset, config: RunConfig, augmenter, common: dict):
-    """Streams the training split from TFRecord shards, exporting them first if missing.
-
-    Shards are reused only if they were made from this data: the configuration's data fields
-    (dataset, sizes, class subset, limit, validation fraction, seed) and a hash of the images and
-    labels must match what the manifest recorded at export (``lab.tfrecord.check_provenance``).
-    Shards exported with another seed would otherwise put test images into training.
-    """
-    from lab import tfrecord
-
-    directory = Path(config.tfrecord_dir)
-    fingerprint = {field: getattr(config, field) for field in DATA_FIELDS}
-    if not tfrecord.manifest_path(directory, "train").exists():
-        tfrecord.export_dataset(data, directory, fingerprint=fingerprint)
-    tfrecord.check_provenance(directory, "train", data, fingerprint=fingerprint)
-    return tfrecord.make_tfrecord_pipeline(directory, "train", training=True, augmenter=augmenter, **common)

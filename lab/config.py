@@ -35,10 +35,15 @@ from typing import Any, ClassVar
 
 from lab.models import model_entry, model_options
 from lab.optimizers import OPTIMIZERS
+from lab.schedules import DEFAULT_DECAY_FACTOR, DEFAULT_PLATEAU_PATIENCE, check_schedule
 
 DISTRIBUTE = (None, "mirrored", "multiworker", "tpu")
 INPUT_SCALINGS = ("unit", "imagenet", "none")
 FEATURE_CACHES = (None, "memory", "disk")
+# Test-time augmentation: which flips are averaged with the image (RandomFlip's mode names).
+TTA_MODES = (None, "horizontal", "vertical", "horizontal_and_vertical")
+# How a classification run reads its data (RunConfig.data_path).
+DATA_PATHS = ("auto", "memory", "stream")
 SEGMENTATION_LOSSES = ("crossentropy", "dice", "combined")
 RECONSTRUCTION_LOSSES = ("binary_crossentropy", "mse")
 # What may pick the best epoch (restored, checkpointed, early stopping), and its direction.
@@ -59,7 +64,7 @@ RENAMED = {
     "run_tags": "tags",
 }
 # Not part of what a run computes, so not part of its hash.
-NOT_HASHED = ("name", "tags", "reports_dir", "verbose")
+NOT_HASHED = ("name", "tags", "reports_dir", "verbose", "tensorboard")
 
 
 def model_option(name: str | None = None, default: Any = None) -> Any:
@@ -108,6 +113,10 @@ class BaseConfig(metaclass=_CheckedKeys):
         monitor: what picks the best epoch, which is restored, checkpointed and drives early
             stopping ("val_loss"; "val_accuracy"; segmentation also "val_mean_iou",
             "val_mean_dice").
+        lr_schedule: None (constant), "cosine" (per-step, after warmup_epochs of linear
+            warm-up), "step" (times lr_decay_factor at the fractions lr_decay_at of the epochs;
+            None: MedMNIST's [0.5, 0.75]) or "plateau" (times lr_decay_factor after
+            plateau_patience epochs without a better monitor); see ``lab.schedules``.
     Hardware (off by default; for a GPU or TPU in Colab):
         mixed_precision, jit_compile (XLA), distribute (None, "mirrored", "multiworker", "tpu").
         steps_per_execution: training steps per compiled call (the callbacks' batch hooks run
@@ -115,6 +124,8 @@ class BaseConfig(metaclass=_CheckedKeys):
     Record:
         name: a readable run name; tags: free labels; reports_dir: where runs are written;
         save_model: keep the best model file; verbose: print the epoch line.
+        tensorboard: write TensorBoard logs into the run folder (per-epoch scalars, the final
+            figures, the HParams session; ``lab.tensorboard``); False writes none.
     """
 
     TASKS: ClassVar[tuple[str, ...]] = ()
@@ -155,6 +166,11 @@ class BaseConfig(metaclass=_CheckedKeys):
     early_stopping_patience: int | None = 10
     divergence_patience: int = 3
     monitor: str = "val_loss"
+    lr_schedule: str | None = None
+    warmup_epochs: int = 0
+    lr_decay_at: list[float] | None = None
+    lr_decay_factor: float = DEFAULT_DECAY_FACTOR
+    plateau_patience: int = DEFAULT_PLATEAU_PATIENCE
     seed: int = 0
     deterministic: bool = True
     # hardware
@@ -168,6 +184,7 @@ class BaseConfig(metaclass=_CheckedKeys):
     reports_dir: str | None = None
     save_model: bool = True
     verbose: int = 1
+    tensorboard: bool = True
 
     # -- building and comparing ------------------------------------------------------------------
 
@@ -280,6 +297,7 @@ class BaseConfig(metaclass=_CheckedKeys):
         _one_of("distribute", self.distribute, DISTRIBUTE)
         _one_of("monitor", self.monitor, tuple(MONITORS[self.task]))
         _positive("learning_rate", self.learning_rate)
+        check_schedule(self)
         for key in ("epochs", "batch_size", "divergence_patience", "steps_per_execution"):
             _positive_int(key, getattr(self, key))
         for key in ("limit", "dataset_size", "early_stopping_patience"):
@@ -322,6 +340,9 @@ class BaseConfig(metaclass=_CheckedKeys):
                 continue
             raise ValueError(f"{field.name} must be a list, received {field.name}={value!r}. Write "
                              f"{field.name}=[{value!r}] for a single value.")
+        if not isinstance(self.tensorboard, bool):
+            raise ValueError(f"tensorboard must be True (write TensorBoard logs) or False, received "
+                             f"tensorboard={self.tensorboard!r}.")
         for key in ("cache", "reports_dir"):
             value = getattr(self, key)
             if isinstance(value, str) and value and Path(value).expanduser().exists() \
@@ -350,11 +371,20 @@ class RunConfig(BaseConfig):
         num_classes: train on a seeded subset of this many classes (E9).
         dataset_resize: an image folder's shorter side before the centre crop to dataset_size.
         pipeline_size: resize images in the pipeline (e.g. to enlarge 8x8 digits).
-        tfrecord_dir: stream the training split from TFRecord shards in this folder (exported
-            there first if missing), for data that does not fit in memory (E9).
+        data_path: how the run reads its data. "memory" loads every split as arrays; "stream"
+            converts the dataset once to sharded TFRecords (reading its source a chunk at a
+            time, never all of it) and trains, evaluates and predicts from the shards with
+            bounded memory; "auto" (default) streams when tfrecord_dir is set or the images
+            would take more than ``lab.datasets.STREAM_ABOVE_BYTES`` (2 GiB), estimated from
+            the registry's metadata without loading. The record's ``data.access`` says which.
+        tfrecord_dir: where the streamed data's shards are (exported there first if missing;
+            default: a folder under ``<data dir>/tfrecords`` named by the data fields), for data
+            that does not fit in memory (E9).
     Model:
-        model: "simple", "basic", "cnn", "mlp" or "transfer"; l2, hidden_units, activation are
-            the CNN's and MLP's switches.
+        model: "simple", "basic", "cnn", "mlp", "resnet18", "resnet50" or "transfer"; l2,
+            hidden_units, activation are the CNN's and MLP's switches; stem the ResNets'
+            ("small": 3x3 stride 1, no max-pool, MedMNIST's 28 px model; "standard": 7x7/2 and
+            max-pool, for 224 px; None: chosen by the input size, see ``lab.models.resnet``).
         init_from: start from a saved model instead (a run folder or a ``.keras`` file): its
             output layer is replaced by a new one for this dataset's classes; unfreeze=0 trains
             only that layer (E5).
@@ -374,6 +404,11 @@ class RunConfig(BaseConfig):
             at phase_lr_factor times the previous learning rate.
     Training:
         label_smoothing (E4).
+    Evaluation:
+        tta: test-time augmentation: test and validation predictions are the mean over the
+            image and its flips: "horizontal", "vertical", "horizontal_and_vertical" or None.
+            It is never chosen for you: use flips the class survives and the model saw in
+            training (aug_flip); a mirrored digit is not the same digit.
     """
 
     TASKS: ClassVar[tuple[str, ...]] = ("classification",)
@@ -385,6 +420,7 @@ class RunConfig(BaseConfig):
     num_classes: int | None = None
     dataset_resize: int | None = None
     pipeline_size: int | None = None
+    data_path: str = "auto"
     tfrecord_dir: str | None = None
     l2: float | None = model_option()
     hidden_units: list[int] | None = model_option()
@@ -395,6 +431,7 @@ class RunConfig(BaseConfig):
     pooling: str | None = model_option()
     head_units: list[int] | None = model_option()
     head_dropout: float | None = model_option()
+    stem: str | None = model_option()
     backbone_lr_factor: float = 1.0
     feature_cache: str | None = "memory"
     feature_cache_passes: int = 1
@@ -402,9 +439,11 @@ class RunConfig(BaseConfig):
     phase_epochs: list[int] | None = None
     phase_lr_factor: float = 0.1
     label_smoothing: float = 0.0
+    tta: str | None = None
 
     def validate(self) -> None:
         super().validate()
+        _one_of("tta", self.tta, TTA_MODES)
         if self.l2 is not None and self.l2 < 0:
             raise ValueError(f"l2 must be >= 0, received l2={self.l2}.")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -413,6 +452,10 @@ class RunConfig(BaseConfig):
             raise ValueError(f"class_weighting must be None or 'balanced', received {self.class_weighting!r}.")
         if isinstance(self.cache, str) and not self.cache:
             raise ValueError("cache must be True, False or a folder path, received an empty string.")
+        _one_of("data_path", self.data_path, DATA_PATHS)
+        if self.data_path == "memory" and self.tfrecord_dir:
+            raise ValueError(f"tfrecord_dir={self.tfrecord_dir!r} streams the data from TFRecords, but data_path='memory' "
+                             "loads it into memory. Set data_path='stream' (or 'auto') to stream, or drop tfrecord_dir.")
         if self.dataset_resize is not None and not self.dataset.lower().startswith("folder:"):
             raise ValueError(f"dataset_resize applies to image folders (dataset='folder:<path>'); received dataset="
                              f"{self.dataset!r}. Use pipeline_size to resize other data in the pipeline.")
@@ -486,6 +529,22 @@ class SegmentationConfig(BaseConfig):
     Data: dataset is "shapes", "tfds:oxford_iiit_pet" or "folder:<path>"; dataset_size the
         image side (shapes: generated at this size, default 32; pets: resized, default 128;
         folders: resized).
+        background_class: the class id that is background (None: the data's own, 0). The
+            foreground shares, the foreground IoU and the all_background flag are computed
+            against it (EM membranes: the membrane may be class 0 and the foreground).
+    Mask folders only (``lab.datasets.segmentation.load_mask_folder``; None: its default):
+        tile_size: cut the images (after the dataset_size resize, if any) into tiles of this
+            side to train on; the validation and test images are predicted whole by
+            overlap-tile and scored per image (``lab.segmentation.tiling``).
+        tile_margin: the context each predicted tile keeps around its centre, 0 <= 2 *
+            tile_margin < tile_size (None: tile_size // 8; 0: naive tiling, seams).
+        split_fractions: [train, val, test] shares of a folder without split folders
+            (default [0.7, 0.15, 0.15]).
+        color_mode: "rgb" (default) or "grayscale" images.
+        class_names: the name of every class id, e.g. ["membrane", "cell"].
+        class_values: {mask value: class id}, e.g. {0: 0, 255: 1} or {0: 0, 128: 1, 255: 2}.
+        mask_suffix, images_dir, masks_dir: how masks are named and where images and masks
+            are (defaults "", "images", "masks").
     Model: "unet", "pretrained_unet", "deeplab", "fcn" (segmentation) or "autoencoder",
         "denoising_autoencoder", "vae"; upsampling, output_activation, encoder, decoder_filters,
         output_stride, atrous_rates, aspp_filters, skip_levels, latent_channels, latent_dim,
@@ -506,6 +565,16 @@ class SegmentationConfig(BaseConfig):
     DEFAULTS: ClassVar[dict[str, Any]] = {"dataset": "shapes", "model": "unet", "batch_size": 16,
                                           "steps_per_execution": 1, "aug_rotation": 0.0}
 
+    background_class: int | None = None
+    tile_size: int | None = None
+    tile_margin: int | None = None
+    split_fractions: list[float] | None = None
+    color_mode: str | None = None
+    class_names: list[str] | None = None
+    class_values: dict[int, int] | None = None
+    mask_suffix: str | None = None
+    images_dir: str | None = None
+    masks_dir: str | None = None
     upsampling: str | None = model_option()
     output_activation: str | None = model_option()
     encoder: str | None = model_option()
@@ -564,6 +633,88 @@ class SegmentationConfig(BaseConfig):
                              f"Received unfreeze={self.unfreeze!r}.")
         if not 0.0 < self.background_flag_ratio < 1.0:
             raise ValueError(f"background_flag_ratio must be between 0 and 1, received {self.background_flag_ratio}.")
+        self._validate_mask_folder_options()
+
+    def _validate_mask_folder_options(self) -> None:
+        """The background class and the mask-folder options, each refused by name; class_values
+        is normalised to int keys (a JSON record gives them back as strings)."""
+        from lab.datasets.segmentation import COLOR_MODES, FOLDER_OPTIONS
+
+        if self.background_class is not None and (isinstance(self.background_class, bool) or
+                                                  not isinstance(self.background_class, int) or
+                                                  self.background_class < 0):
+            raise ValueError(f"background_class must be a class id (0 or more), received "
+                             f"background_class={self.background_class!r}.")
+        given = [key for key in FOLDER_OPTIONS if getattr(self, key) is not None]
+        if given and not str(self.dataset).lower().startswith("folder:"):
+            raise ValueError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to mask folders "
+                             f"(dataset='folder:<path>'); received dataset={self.dataset!r}. Leave "
+                             f"{' and '.join(given)} unset (None).")
+        if self.tile_size is not None:
+            _positive_int("tile_size", self.tile_size)
+            if self.dataset_size is not None and self.tile_size > self.dataset_size:
+                raise ValueError(f"tile_size={self.tile_size} is larger than the images resized to dataset_size="
+                                 f"{self.dataset_size} (they are resized first, then cut into tiles): choose "
+                                 "tile_size <= dataset_size.")
+        if self.tile_margin is not None:
+            if self.tile_size is None:
+                raise ValueError(f"tile_margin={self.tile_margin!r} is the context margin of tiles: set tile_size too.")
+            if isinstance(self.tile_margin, bool) or not isinstance(self.tile_margin, int) or self.tile_margin < 0 \
+                    or 2 * self.tile_margin >= self.tile_size:
+                raise ValueError(f"tile_margin must be an integer with 0 <= 2 * tile_margin < tile_size="
+                                 f"{self.tile_size} (a tile's centre must remain), received "
+                                 f"tile_margin={self.tile_margin!r}.")
+        if self.split_fractions is not None:
+            fractions = self.split_fractions
+            if len(fractions) != 3 or any(isinstance(f, bool) or not isinstance(f, (int, float)) or f <= 0
+                                          for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+                raise ValueError(f"split_fractions must be three positive shares [train, val, test] summing to 1, "
+                                 f"received split_fractions={fractions!r}.")
+            self.split_fractions = [float(f) for f in fractions]
+        if self.color_mode is not None:
+            _one_of("color_mode", self.color_mode, COLOR_MODES)
+        if self.class_names is not None:
+            names = self.class_names
+            if len(names) < 2 or any(not isinstance(n, str) or not n.strip() for n in names) or \
+                    len(set(names)) != len(names):
+                raise ValueError(f"class_names must be two or more distinct, non-empty names, one per class id, "
+                                 f"received class_names={names!r}.")
+            if self.background_class is not None and self.background_class >= len(names):
+                raise ValueError(f"background_class={self.background_class} is not a class id of class_names "
+                                 f"{names} (ids 0 to {len(names) - 1}).")
+        if self.class_values is not None:
+            self.class_values = _class_values(self.class_values)
+            classes = max(self.class_values.values()) + 1
+            if self.class_names is not None and len(self.class_names) != classes:
+                raise ValueError(f"class_values {self.class_values} maps to {classes} class ids but class_names has "
+                                 f"{len(self.class_names)} names {self.class_names}: give one name per class id.")
+        for key in ("mask_suffix", "images_dir", "masks_dir"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or (key != "mask_suffix" and not value.strip())):
+                raise ValueError(f"{key} must be a{' non-empty' if key != 'mask_suffix' else ''} string, "
+                                 f"received {key}={value!r}.")
+
+
+def _class_values(values: Any) -> dict[int, int]:
+    """``{mask value: class id}`` with int keys in order, refusing anything else by name."""
+    problem = None
+    if not isinstance(values, dict) or not values:
+        problem = "a non-empty dict"
+    else:
+        # Keys are ints, or their digits as a JSON record gives them back; 1.5 is not truncated to 1.
+        whole = all((isinstance(k, int) and not isinstance(k, bool) and k >= 0) or
+                    (isinstance(k, str) and k.strip().isdigit()) for k in values)
+        mapping = {int(k): v for k, v in values.items()} if whole else {}
+        if not whole:
+            problem = "whole-number mask values (0 or more) as keys"
+        elif any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 255 for v in mapping.values()):
+            problem = "mask values (0 or more) mapped to class ids 0 to 255"
+        elif 0 not in mapping.values():
+            problem = "class ids counted from 0 (class 0 among them)"
+    if problem is not None:
+        raise ValueError(f"class_values must be {problem}, e.g. class_values={{0: 0, 255: 1}}; received "
+                         f"class_values={values!r}.")
+    return dict(sorted(mapping.items()))
 
 
 def _one_of(key: str, value: Any, allowed: tuple, context: str = "") -> None:

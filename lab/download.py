@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
-import shutil
 import urllib.request
 from pathlib import Path
 
 from lab.atomic import atomic_path
+from lab.progress import progress
+
+_CHUNK = 1 << 20
 
 
 class ChecksumError(ValueError):
@@ -56,6 +59,7 @@ def fetch(
     sha256: str | None = None,
     download: bool = True,
     timeout: float = 60.0,
+    progress_bar: bool = True,
 ) -> Path:
     """Returns ``path``, downloading ``url`` to it first if it is not already cached.
 
@@ -70,6 +74,8 @@ def fetch(
         sha256: expected SHA-256 hex digest (checked when given).
         download: if False, a missing file is an error instead of a download.
         timeout: seconds to wait for the server.
+        progress_bar: show the bytes received (``lab.progress``: in a terminal or a notebook
+            with widgets, never in logs or in the outputs nbval checks).
 
     Returns:
         The path of the verified file.
@@ -93,10 +99,33 @@ def fetch(
     try:
         with atomic_path(path) as tmp:
             with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-                shutil.copyfileobj(response, out, length=1 << 20)
+                _copy(response, out, desc=path.name, enabled=progress_bar)
             verify(tmp, md5=md5, sha256=sha256)
-    except OSError as error:  # URLError, timeouts and refused connections are all OSErrors
+    # URLError, timeouts and refused connections are all OSErrors; a connection cut mid-body
+    # raises http.client.IncompleteRead, which is not one.
+    except (OSError, http.client.HTTPException) as error:
         raise DatasetNotAvailableError(
             f"Could not download {path.name} from {url} ({error}). If this machine is offline: {how_to}"
         ) from error
     return path
+
+
+def _copy(response, out, *, desc: str, enabled: bool) -> int:
+    """Copies a response to a file in chunks, counting the bytes on a bar; returns the bytes copied.
+
+    The bar's total is the server's Content-Length where it sends one (otherwise the bar shows the
+    bytes and the rate, without a percentage).
+    """
+    length = response.headers.get("Content-Length") if getattr(response, "headers", None) else None
+    total = int(length) if length and length.isdigit() else None
+    copied = 0
+    with progress(total=total, desc=desc, unit="B", unit_scale=True, enabled=enabled) as bar:
+        for chunk in iter(lambda: response.read(_CHUNK), b""):
+            out.write(chunk)
+            bar.update(len(chunk))
+            copied += len(chunk)
+    if total is not None and copied != total:
+        # A connection closed early: say so plainly rather than leave it to the checksum (or to no
+        # check at all, for a file registered without one). An OSError, so fetch reports it as such.
+        raise OSError(f"the server announced {total} bytes but sent {copied}")
+    return copied

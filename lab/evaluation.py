@@ -14,7 +14,8 @@ A class neither present nor predicted has no IoU or Dice (NaN) and is left out o
 as Keras' MeanIoU does.
 
 E6: a network can reach a high pixel accuracy by predicting background everywhere. Every run
-record therefore carries the share of pixels predicted as foreground next to the true share,
+record therefore carries the share of pixels predicted as foreground (every class but the
+stated ``background_class``, 0 unless said otherwise) next to the true share,
 and ``all_background`` is set, with a warning, when the prediction covers less than
 ``flag_ratio`` (default a tenth) of the true foreground.
 """
@@ -71,6 +72,69 @@ def classification_metrics(y_true: np.ndarray, y_prob: np.ndarray, prefix: str =
         }
     values["macro_auc"] = macro_auc(y_true, y_prob)
     return {prefix + k: v for k, v in values.items()}
+
+
+def per_class_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]) -> dict[str, dict]:
+    """Precision, recall, F1 and support of every class, keyed by class name.
+
+    scikit-learn's ``precision_recall_fscore_support`` over all classes (a class never
+    predicted has precision 0, one absent from ``y_true`` recall 0: ``zero_division=0``).
+
+    Args:
+        y_true, y_pred: integer labels, shape (n,).
+        class_names: the name of each class id (unique).
+
+    Returns:
+        ``{class_name: {"precision", "recall", "f1", "support"}}`` in class order.
+    """
+    names = [str(name) for name in class_names]
+    if len(set(names)) != len(names):
+        raise ValueError(f"class_names must be unique to key per-class metrics, received {names}.")
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        np.asarray(y_true).astype(np.int64), np.asarray(y_pred).astype(np.int64), labels=np.arange(len(names)),
+        zero_division=0)
+    return {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+            for name, p, r, f, n in zip(names, precision, recall, f1, support)}
+
+
+THRESHOLD_RULE = "youden_j"
+
+
+def youden_threshold(y_true: np.ndarray, positive_prob: np.ndarray) -> float:
+    """The decision threshold on the positive class's probability that maximises Youden's J
+    (sensitivity + specificity - 1, i.e. TPR - FPR) on these labels: a binary task's operating
+    point chosen on the validation split. A sample is positive when its probability is >= it.
+
+    Returns:
+        The threshold (clipped to [0, 1]); NaN when ``y_true`` holds one class only.
+    """
+    y_true = np.asarray(y_true).astype(np.int64)
+    if len(np.unique(y_true)) < 2:
+        return float("nan")
+    fpr, tpr, thresholds = skm.roc_curve(y_true, positive_prob)
+    # roc_curve's first threshold is +inf (nothing positive); clip it to a probability.
+    return float(np.clip(thresholds[int(np.argmax(tpr - fpr))], 0.0, 1.0))
+
+
+def binary_threshold_metrics(y_val: np.ndarray, val_prob: np.ndarray, y_test: np.ndarray,
+                             test_prob: np.ndarray) -> dict[str, Any]:
+    """A binary task's accuracy at the threshold chosen on validation, beside the 0.5 one.
+
+    Args:
+        y_val, val_prob: validation labels and (n, 2) probabilities: the threshold is chosen here.
+        y_test, test_prob: test labels and probabilities: the threshold is applied here.
+
+    Returns:
+        ``threshold_rule`` ("youden_j"), ``val_threshold``, ``test_accuracy_at_0_5`` (argmax)
+        and ``test_accuracy_at_val_threshold`` (NaN without a threshold).
+    """
+    threshold = youden_threshold(y_val, np.asarray(val_prob)[:, 1])
+    y_test = np.asarray(y_test).astype(np.int64)
+    test_positive = np.asarray(test_prob)[:, 1]
+    at_threshold = float(np.mean((test_positive >= threshold) == y_test)) if np.isfinite(threshold) else float("nan")
+    return {"threshold_rule": THRESHOLD_RULE, "val_threshold": threshold,
+            "test_accuracy_at_0_5": float(np.mean(np.argmax(test_prob, axis=1) == y_test)),
+            "test_accuracy_at_val_threshold": at_threshold}
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -137,15 +201,17 @@ def scores_from_confusion(matrix: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def segmentation_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str], *, prefix: str = "",
-                         flag_ratio: float = BACKGROUND_FLAG_RATIO) -> dict[str, Any]:
+                         flag_ratio: float = BACKGROUND_FLAG_RATIO, background_class: int = 0) -> dict[str, Any]:
     """Every number a segmentation run record holds, from true and predicted class-id masks.
 
     Args:
-        y_true, y_pred: integer masks of the same shape (class 0 is the background).
-        class_names: the name of each class id, background first.
+        y_true, y_pred: integer masks of the same shape (or both flattened, e.g. the pixels of
+            images of several sizes one after the other).
+        class_names: the name of each class id.
         prefix: prepended to every key (``"test_"``).
         flag_ratio: ``all_background`` is set when the predicted foreground share is below this
             fraction of the true foreground share.
+        background_class: the class id that is background; every other class is foreground.
 
     Returns:
         A flat dict: ``pixel_accuracy``, ``mean_iou``, ``mean_dice``, ``foreground_iou`` (mean
@@ -161,28 +227,35 @@ def segmentation_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: Se
         "pixel_accuracy": float(np.trace(matrix) / total) if total else float("nan"),
         "mean_iou": _nanmean(scores["iou"]),
         "mean_dice": _nanmean(scores["dice"]),
-        "foreground_iou": _nanmean(scores["iou"][1:]),
+        "foreground_iou": _nanmean(np.delete(scores["iou"], _background_index(background_class, num_classes))),
     }
     for index, name in enumerate(class_names):
         key = metric_key(name)
         values[f"iou_{key}"] = _float(scores["iou"][index])
         values[f"dice_{key}"] = _float(scores["dice"][index])
     values |= background_flag(matrix, flag_ratio=flag_ratio, pixel_accuracy=values["pixel_accuracy"],
-                              mean_iou=values["mean_iou"])
+                              mean_iou=values["mean_iou"], background_class=background_class)
     return {prefix + k: v for k, v in values.items()}
 
 
 def background_flag(matrix: np.ndarray, *, flag_ratio: float = BACKGROUND_FLAG_RATIO,
-                    pixel_accuracy: float | None = None, mean_iou: float | None = None) -> dict[str, Any]:
+                    pixel_accuracy: float | None = None, mean_iou: float | None = None,
+                    background_class: int = 0) -> dict[str, Any]:
     """E6's check: did the model predict (almost) only background?
+
+    Args:
+        matrix: the pixel confusion matrix (rows true, columns predicted).
+        flag_ratio, pixel_accuracy, mean_iou: as in ``segmentation_metrics``.
+        background_class: the class id that is background; the foreground is every other class.
 
     Returns ``foreground_fraction_true``, ``foreground_fraction_predicted``, ``all_background``
     and, when set, a ``warning`` sentence that says why pixel accuracy misleads here.
     """
     matrix = np.asarray(matrix)
+    background = _background_index(background_class, len(matrix))
     total = matrix.sum()
-    true_share = float(matrix[1:, :].sum() / total) if total else 0.0
-    predicted_share = float(matrix[:, 1:].sum() / total) if total else 0.0
+    true_share = float((total - matrix[background, :].sum()) / total) if total else 0.0
+    predicted_share = float((total - matrix[:, background].sum()) / total) if total else 0.0
     flagged = bool(true_share > 0 and predicted_share < flag_ratio * true_share)
     result: dict[str, Any] = {"foreground_fraction_true": true_share,
                               "foreground_fraction_predicted": predicted_share, "all_background": flagged}
@@ -215,6 +288,14 @@ def per_class_table(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequenc
 def metric_key(class_name: str) -> str:
     """A class name as it appears in metric keys: lower case, non-alphanumerics as ``_``."""
     return "".join(c if c.isalnum() else "_" for c in str(class_name).lower())
+
+
+def _background_index(background_class: int, num_classes: int) -> int:
+    if isinstance(background_class, bool) or not isinstance(background_class, (int, np.integer)) \
+            or not 0 <= background_class < num_classes:
+        raise ValueError(f"background_class must be a class id from 0 to {num_classes - 1}, received "
+                         f"background_class={background_class!r}.")
+    return int(background_class)
 
 
 def _nanmean(values: np.ndarray) -> float:

@@ -52,6 +52,7 @@ from lab.datasets import Dataset
 from lab.models.transfer import feature_extractor
 from lab.paths import data_dir
 from lab.pipeline import make_pipeline
+from lab.progress import progress
 
 CACHE_MODES = ("memory", "disk")
 _MEMORY: "OrderedDict[str, dict[str, np.ndarray]]" = OrderedDict()
@@ -91,7 +92,8 @@ class Features:
 
 def compute_features(model: keras.Model, data: Dataset, *, cache: str | None = "memory", passes: int = 1,
                      augmenter: keras.Sequential | None = None, batch_size: int = 256,
-                     input_scaling: str = "unit", image_size: int | None = None, seed: int = 0) -> Features:
+                     input_scaling: str = "unit", image_size: int | None = None, seed: int = 0,
+                     progress_bar: bool = True) -> Features:
     """Returns the pooled backbone features of every split of ``data``, cached.
 
     Args:
@@ -104,6 +106,11 @@ def compute_features(model: keras.Model, data: Dataset, *, cache: str | None = "
         input_scaling: the pipeline scaling the model was built for.
         image_size: the pipeline's resize (``RunConfig.image_size``), before the model's own.
         seed: seeds the augmentation passes.
+        progress_bar: count the images pushed through the backbone on a bar (``lab.progress``; only
+            when they are computed, not on a cache hit).
+
+    Returns:
+        The features, with their cache key, whether they were a cache hit and the seconds taken.
     """
     if cache not in (None, *CACHE_MODES):
         raise ValueError(f"feature_cache must be one of {CACHE_MODES} or None, received {cache!r}.")
@@ -117,7 +124,7 @@ def compute_features(model: keras.Model, data: Dataset, *, cache: str | None = "
     hit = stored is not None
     if stored is None:
         stored = _extract(extractor, data, passes=passes, augmenter=augmenter, batch_size=batch_size,
-                          input_scaling=input_scaling, image_size=image_size, seed=seed)
+                          input_scaling=input_scaling, image_size=image_size, seed=seed, progress_bar=progress_bar)
         _store(key, stored, cache)
     return Features(stored["train"], stored["train_labels"], stored["train_clean"], stored["val"], stored["test"],
                     key, hit, time.perf_counter() - started)
@@ -170,23 +177,41 @@ def feature_cache_dir() -> Path:
     return data_dir() / "features"
 
 
-def _extract(extractor, data: Dataset, *, passes, augmenter, batch_size, input_scaling, image_size, seed) -> dict:
+class _CountImages(keras.callbacks.Callback):
+    """Advances a progress bar by the images of each predicted batch."""
+
+    def __init__(self, bar) -> None:
+        super().__init__()
+        self.bar = bar
+
+    def on_predict_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        outputs = (logs or {}).get("outputs")
+        if outputs is not None:
+            self.bar.update(int(keras.tree.flatten(outputs)[0].shape[0]))
+
+
+def _extract(extractor, data: Dataset, *, passes, augmenter, batch_size, input_scaling, image_size, seed,
+             progress_bar: bool = True) -> dict:
     common = dict(training=False, batch_size=batch_size, input_scaling=input_scaling, image_size=image_size,
                   cache=False)
+    # One bar for every image of every split and pass (the clean training split is also pass 0 when
+    # there is no augmentation); Keras' own per-call Progbar would restart for each of them.
+    total = len(data.x_train) * (1 + (passes if passes > 1 else 0)) + len(data.x_val) + len(data.x_test)
 
-    def run(images: np.ndarray, augment: bool = False) -> np.ndarray:
-        # In data order (no shuffle), so the dataset's labels line up; the head's own pipeline shuffles.
-        dataset = make_pipeline(images, **common)
-        if augment:
-            dataset = dataset.map(lambda batch: augmenter(batch, training=True), num_parallel_calls=1,
-                                  deterministic=True)
-        return np.asarray(extractor.predict(dataset, verbose=0), dtype=np.float32)
+    with progress(total=total, desc="features", unit="img", enabled=progress_bar) as bar:
+        def run(images: np.ndarray, augment: bool = False) -> np.ndarray:
+            # In data order (no shuffle), so the dataset's labels line up; the head's own pipeline shuffles.
+            dataset = make_pipeline(images, **common)
+            if augment:
+                dataset = dataset.map(lambda batch: augmenter(batch, training=True), num_parallel_calls=1,
+                                      deterministic=True)
+            return np.asarray(extractor.predict(dataset, verbose=0, callbacks=[_CountImages(bar)]), dtype=np.float32)
 
-    clean = run(data.x_train)
-    # Each augmented pass is a fresh draw from the seeded augmenter (the same draws every time).
-    train = [clean] if passes == 1 else [run(data.x_train, augment=True) for _ in range(passes)]
-    return {"train": np.stack(train), "train_labels": np.stack([data.y_train] * passes), "train_clean": clean,
-            "val": run(data.x_val), "test": run(data.x_test)}
+        clean = run(data.x_train)
+        # Each augmented pass is a fresh draw from the seeded augmenter (the same draws every time).
+        train = [clean] if passes == 1 else [run(data.x_train, augment=True) for _ in range(passes)]
+        return {"train": np.stack(train), "train_labels": np.stack([data.y_train] * passes), "train_clean": clean,
+                "val": run(data.x_val), "test": run(data.x_test)}
 
 
 def _load(key: str, cache: str | None) -> dict | None:

@@ -127,8 +127,10 @@ def record(paths: list[Path], kernel: str = "python3") -> None:
 
     for path in paths:
         with tempfile.TemporaryDirectory() as tmp:
-            # The kernel inherits this: the quick runs' records go to the temporary folder.
+            # The kernel inherits these: the quick runs' records go to the temporary folder, and no
+            # progress bar (a widget's text where ipywidgets is installed) is stored as an output.
             os.environ["LAB_REPORTS_DIR"] = str(Path(tmp) / "reports")
+            os.environ["LAB_PROGRESS"] = "0"
             executed = Path(tmp) / path.name
             papermill.execute_notebook(str(path), str(executed), parameters=QUICK, kernel_name=kernel,
                                        cwd=str(path.parent), progress_bar=False)

@@ -7,11 +7,19 @@ Scaling happens after batching because one vectorised op per batch is much cheap
 per image, and caching the uint8 images keeps the cache four times smaller than float32.
 Every ``map`` runs with ``num_parallel_calls=AUTOTUNE``; ``deterministic=True`` keeps the
 element order fixed so the same seed gives the same batches.
+
+Augmentation is stateless, so it too runs in parallel: each training batch is zipped with a
+seed of its own from ``tf.data.Dataset.random(seed, rerandomize_each_iteration=True)`` (a
+sequence fixed by the run's seed, a new one every epoch), and the Keras layers draw their
+random transformations from that seed alone (``augment_batch``). A batch's augmentation thus
+depends on (seed, epoch, batch index) only, not on which batches ran before it or alongside
+it: the same seed gives the same images however many batches are augmented at once.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import tensorflow as tf
@@ -46,7 +54,9 @@ def make_augmenter(
         seed: seeds every layer, so augmentation is repeatable.
 
     Returns:
-        A ``keras.Sequential`` named ``augmentation`` (empty if every option is off).
+        A ``keras.Sequential`` named ``augmentation`` (empty if every option is off). Calling it
+        draws from the layers' own seed state; pipelines instead apply it with
+        ``augment_batch(..., seed=...)``, which draws from a per-batch seed.
     """
     for label, value in (("rotation", rotation), ("zoom", zoom), ("translation", translation), ("contrast", contrast)):
         if not 0.0 <= value < 1.0:
@@ -100,7 +110,7 @@ def make_pipeline(
         cache: True caches in memory, a path caches to files there, False disables caching.
         shuffle_buffer: shuffle buffer size when training (default: the whole dataset).
         augmenter: random augmentation applied per batch when training (see make_augmenter).
-        seed: seeds the shuffle.
+        seed: seeds the shuffle and the augmentation.
         deterministic: keep the element order fixed across runs.
         drop_remainder: drop the last, smaller batch.
 
@@ -127,7 +137,7 @@ def make_pipeline(
     # 4.-7. Batch, scale, augment, prefetch.
     return batch_and_finish(ds, training=training, batch_size=batch_size, input_scaling=input_scaling,
                             uint8_input=uint8_input, augmenter=augmenter, deterministic=deterministic,
-                            drop_remainder=drop_remainder)
+                            drop_remainder=drop_remainder, seed=seed)
 
 
 def check_batching(batch_size: int, input_scaling: str) -> None:
@@ -162,19 +172,20 @@ def prepare_images(ds: tf.data.Dataset, *, image_size: int | tuple[int, int] | N
 
 def batch_and_finish(ds: tf.data.Dataset, *, training: bool, batch_size: int, input_scaling: str,
                      uint8_input: bool, augmenter: keras.Sequential | None = None, deterministic: bool = True,
-                     drop_remainder: bool = False, num_parallel_calls: int = AUTOTUNE) -> tf.data.Dataset:
-    """Stages 4-7: batch, scale whole batches, augment training batches, prefetch."""
+                     drop_remainder: bool = False, num_parallel_calls: int = AUTOTUNE,
+                     seed: int = 0) -> tf.data.Dataset:
+    """Stages 4-7: batch, scale whole batches, augment training batches (seeded by ``seed``,
+    see ``augment_batches``), prefetch."""
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=num_parallel_calls,
                   deterministic=deterministic)
     scale = _scaler(input_scaling, uint8_input)
-    ds = ds.map(lambda x, *y: (scale(x), *y) if y else scale(x), num_parallel_calls=num_parallel_calls,
-                deterministic=deterministic)
     if training and augmenter is not None and augmenter.layers:
-        # The Keras layers draw from one shared seed state, so batches augmented in parallel
-        # would take the draws in a varying order. One batch at a time keeps "same seed, same
-        # augmentation"; each call is vectorised over its batch, and prefetch hides it.
-        ds = ds.map(lambda x, *y: (augmenter(x, training=True), *y) if y else augmenter(x, training=True),
-                    num_parallel_calls=1 if deterministic else num_parallel_calls, deterministic=deterministic)
+        # Scaled in the augmentation's map: one tf.data stage fewer for every batch.
+        ds = augment_batches(ds, augmenter, seed=seed, deterministic=deterministic,
+                             num_parallel_calls=num_parallel_calls, prepare=scale)
+    else:
+        ds = ds.map(lambda x, *y: (scale(x), *y) if y else scale(x), num_parallel_calls=num_parallel_calls,
+                    deterministic=deterministic)
     options = tf.data.Options()
     options.deterministic = deterministic
     # tf.data's autotuner is off: in TF 2.21, tearing down an epoch's iterator with autotuning on
@@ -202,3 +213,234 @@ def _scaler(input_scaling: str, uint8_input: bool):
         return images
 
     return scale
+
+
+# -- stateless augmentation ----------------------------------------------------------------------------------------
+
+# The layers make_augmenter builds. In Keras 3.15 each of them takes every random draw of
+# ``get_random_transformation`` from its ``seed`` argument when one is given (read in their source),
+# so they can augment from a per-batch seed. Other layers (RandAugment, RandomColorJitter...) draw
+# from their own generator whatever the argument says; an augmenter holding one runs statefully.
+STATELESS_LAYERS = (keras.layers.RandomFlip, keras.layers.RandomRotation, keras.layers.RandomZoom,
+                    keras.layers.RandomTranslation, keras.layers.RandomContrast)
+
+
+def is_stateless(augmenter: keras.Sequential) -> bool:
+    """Whether every layer of ``augmenter`` can draw from a given seed (see ``STATELESS_LAYERS``)."""
+    return all(type(layer) in STATELESS_LAYERS for layer in augmenter.layers)
+
+
+def batch_seeds(seed: int) -> tf.data.Dataset:
+    """An endless dataset of stateless-op seeds (int64 pairs), one per batch.
+
+    The sequence is fixed by ``seed`` (and TensorFlow's global seed, as for ``shuffle``) and is
+    drawn afresh for every iterator, i.e. every epoch: batch ``i`` of epoch ``e`` always gets
+    the same seed, and epochs get different ones.
+    """
+    return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2, drop_remainder=True)
+
+
+def augment_batches(ds: tf.data.Dataset, augmenter: keras.Sequential, *, seed: int, deterministic: bool = True,
+                    masks: bool = False, num_parallel_calls: int = AUTOTUNE,
+                    prepare: Callable | None = None) -> tf.data.Dataset:
+    """Augments every batch of ``ds``, in parallel and repeatably.
+
+    Args:
+        ds: batches of float images: ``images``, ``(images, *others)``, or with ``masks=True``
+            ``(images, masks)`` (integer class ids, augmented with the same transformation).
+        augmenter: from ``make_augmenter``.
+        seed: the run's seed; with the epoch and the batch's index it fixes each batch's draws.
+        deterministic: keep the batch order fixed.
+        masks: the batches are (images, masks) pairs.
+        num_parallel_calls: batches augmented at once; the images do not depend on it.
+        prepare: applied to the images first, in the same map (the pipeline's scaling to float).
+
+    Returns:
+        The dataset with augmented images (and masks); other elements pass through.
+
+    An augmenter with a layer outside ``STATELESS_LAYERS`` is applied one batch at a time
+    instead, drawing from its layers' seed state in batch order, which is repeatable only that way.
+    """
+    def apply(batch, batch_seed=None):
+        parts = batch if isinstance(batch, tuple) else (batch,)
+        images = parts[0] if prepare is None else prepare(parts[0])
+        if masks:
+            return augment_batch(augmenter, images, masks=parts[1], seed=batch_seed)
+        images = augment_batch(augmenter, images, seed=batch_seed)
+        return (images, *parts[1:]) if isinstance(batch, tuple) else images
+
+    if not is_stateless(augmenter):
+        return ds.map(lambda *batch: apply(batch if len(batch) > 1 else batch[0]), num_parallel_calls=1,
+                      deterministic=deterministic)
+    ds = tf.data.Dataset.zip((ds, batch_seeds(seed)))
+    return ds.map(apply, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+
+
+def augment_batch(augmenter: keras.Sequential, images: Any, *, masks: Any = None, seed: Any = None) -> Any:
+    """Applies each layer of ``augmenter`` once to a batch of images (and their masks).
+
+    Args:
+        augmenter: from ``make_augmenter``.
+        images: (batch, H, W, C) floats.
+        masks: None, or (batch, H, W) integer class ids, moved by the same transformation as
+            their images with nearest-neighbour interpolation (colour changes leave them alone).
+        seed: a stateless seed (shape [2] integers): every random draw comes from it, so the
+            result depends on the images and the seed only. None draws from the layers' own
+            seed state, which advances with every call, and applies the layers one by one.
+
+    Returns:
+        The augmented images, or ``(images, masks)`` with the masks' dtype kept.
+
+    Raises:
+        ValueError: a seed was given but a layer cannot draw from it (see ``STATELESS_LAYERS``).
+
+    With a seed, each layer draws its random transformation exactly as Keras does (its own
+    ``get_random_transformation``), but consecutive geometric layers (flip, rotation, zoom,
+    translation) with the same fill are applied as one composed affine transformation: one
+    resampling of the image instead of one per layer, which is faster and blurs less. Inside
+    the image the result is the layers' own, up to float rounding; where the composed
+    transformation reaches outside the image, the fill reflects the original image once rather
+    than each intermediate one.
+    """
+    if seed is not None and not is_stateless(augmenter):
+        others = sorted({type(layer).__name__ for layer in augmenter.layers if type(layer) not in STATELESS_LAYERS})
+        raise ValueError(f"Stateless augmentation supports {[cls.__name__ for cls in STATELESS_LAYERS]}; the "
+                         f"augmenter also has {others}. Pass seed=None to draw from the layers' own seed state.")
+    mask_dtype = None if masks is None else masks.dtype
+    if masks is not None:
+        # Masks travel as a float channel so the image transforms accept them; nearest-neighbour
+        # interpolation keeps every value a class id, and rounding undoes any float error.
+        masks = tf.cast(masks[..., tf.newaxis], tf.float32)
+    if seed is None:
+        for layer in augmenter.layers:
+            if masks is None:
+                images = layer(images, training=True)
+            else:
+                data = layer({"images": images, "segmentation_masks": masks}, training=True)
+                images, masks = data["images"], data["segmentation_masks"]
+    else:
+        for group in _layer_groups(augmenter.layers):
+            transformations = []
+            for index, layer in group:
+                # Each layer's draws come from the batch seed folded with the layer's position and
+                # own seed, so two layers never share draws and make_augmenter's seed still matters.
+                layer_seed = tf.random.experimental.stateless_fold_in(seed, index)
+                layer_seed = tf.random.experimental.stateless_fold_in(layer_seed,
+                                                                      tf.constant(layer.seed or 0, tf.int64))
+                data = images if masks is None else {"images": images, "segmentation_masks": masks}
+                transformations.append(layer.get_random_transformation(data, training=True,
+                                                                       seed=_SeedStream(layer_seed)))
+            layers = [layer for _, layer in group]
+            if all(isinstance(layer, keras.layers.RandomFlip) for layer in layers) or len(layers) == 1:
+                # The layers' own ops: a flip alone reverses pixels, cheaper than resampling them.
+                for layer, transformation in zip(layers, transformations):
+                    images = layer.transform_images(images, transformation, training=True)
+                    if masks is not None:
+                        masks = layer.transform_segmentation_masks(masks, transformation, training=True)
+                continue
+            images, masks = _transform_geometrically(layers, transformations, images, masks)
+    if masks is None:
+        return images
+    return images, tf.cast(tf.round(masks[..., 0]), mask_dtype)
+
+
+# Layers that move pixels: each is an affine map of the pixel grid, so a run of them composes into one.
+GEOMETRIC_LAYERS = (keras.layers.RandomFlip, keras.layers.RandomRotation, keras.layers.RandomZoom,
+                    keras.layers.RandomTranslation)
+
+
+def _fill(layer) -> tuple | None:
+    """How a geometric layer resamples: (interpolation, fill_mode, fill_value); None for a flip,
+    which moves whole pixels and fits any."""
+    if isinstance(layer, keras.layers.RandomFlip):
+        return None
+    return layer.interpolation, layer.fill_mode, float(layer.fill_value)
+
+
+def _layer_groups(layers: list) -> list[list[tuple[int, Any]]]:
+    """Splits the layers, with their positions, into runs applied at once: consecutive geometric
+    layers (channels-last) that resample alike, and every other layer on its own."""
+    groups: list[list[tuple[int, Any]]] = []
+    fill = None
+    for index, layer in enumerate(layers):
+        geometric = isinstance(layer, GEOMETRIC_LAYERS) and layer.data_format == "channels_last"
+        joins = (geometric and groups and isinstance(groups[-1][-1][1], GEOMETRIC_LAYERS)
+                 and groups[-1][-1][1].data_format == "channels_last"
+                 and (fill is None or _fill(layer) is None or _fill(layer) == fill))
+        if joins:
+            groups[-1].append((index, layer))
+            fill = fill or _fill(layer)
+        else:
+            groups.append([(index, layer)])
+            fill = _fill(layer) if geometric else None
+    return groups
+
+
+def _transform_geometrically(layers: list, transformations: list, images, masks):
+    """Applies a run of geometric layers' drawn transformations as one affine transformation.
+
+    Keras' affine transforms map each output pixel (x, y) to the input point it samples,
+    ``M @ (x, y, 1)``. Applying layer 1, then layer 2, samples the input at ``M1 @ M2 @ p``, so the
+    run's matrix is the product in layer order.
+    """
+    shape = tf.shape(images)
+    height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    matrix = None
+    for layer, transformation in zip(layers, transformations):
+        step = _affine_matrix(layer, transformation, height, width, shape[0])
+        matrix = step if matrix is None else tf.linalg.matmul(matrix, step)
+    fill = next((_fill(layer) for layer in layers if _fill(layer) is not None), ("bilinear", "constant", 0.0))
+    interpolation, fill_mode, fill_value = fill
+    transform = tf.reshape(matrix, [-1, 9])[:, :8]
+    images = keras.ops.image.affine_transform(images, transform, interpolation=interpolation, fill_mode=fill_mode,
+                                              fill_value=fill_value, data_format="channels_last")
+    if masks is not None:
+        masks = keras.ops.image.affine_transform(masks, transform, interpolation="nearest", fill_mode=fill_mode,
+                                                 fill_value=fill_value, data_format="channels_last")
+    return images, masks
+
+
+def _affine_matrix(layer, transformation: dict, height, width, batch) -> tf.Tensor:
+    """The (batch, 3, 3) matrices, output pixel to input point, of one layer's drawn transformation,
+    built as the layer builds them (Keras 3.15; tests compare the results with the layer's own)."""
+    ones, zeros = tf.ones([batch]), tf.zeros([batch])
+    if isinstance(layer, keras.layers.RandomFlip):
+        flips = tf.cast(tf.reshape(transformation["flips"], [-1]), tf.float32)
+        # A flip maps x to (width - 1) - x. Keras' "horizontal_and_vertical" flips both axes on one draw.
+        horizontal = 1.0 if layer.mode in ("horizontal", "horizontal_and_vertical") else 0.0
+        vertical = 1.0 if layer.mode in ("vertical", "horizontal_and_vertical") else 0.0
+        sx, sy = 1.0 - 2.0 * flips * horizontal, 1.0 - 2.0 * flips * vertical
+        rows = [sx, zeros, flips * horizontal * (width - 1.0), zeros, sy, flips * vertical * (height - 1.0)]
+    elif isinstance(layer, keras.layers.RandomRotation):
+        rows = tf.unstack(tf.cast(transformation["rotation_matrix"], tf.float32), axis=1)[:6]
+    elif isinstance(layer, keras.layers.RandomZoom):
+        zx = tf.reshape(tf.cast(transformation["width_zoom"], tf.float32), [-1])
+        zy = tf.reshape(tf.cast(transformation["height_zoom"], tf.float32), [-1])
+        rows = [zx, zeros, (width - 1.0) / 2.0 * (1.0 - zx), zeros, zy, (height - 1.0) / 2.0 * (1.0 - zy)]
+    elif isinstance(layer, keras.layers.RandomTranslation):
+        translations = tf.cast(transformation["translations"], tf.float32)
+        rows = [ones, zeros, -translations[:, 0], zeros, ones, -translations[:, 1]]
+    else:
+        raise TypeError(f"{type(layer).__name__} is not a geometric augmentation layer.")
+    return tf.reshape(tf.stack([*rows, zeros, zeros, ones], axis=1), [-1, 3, 3])
+
+
+class _SeedStream(keras.random.SeedGenerator):
+    """The seed a Keras layer draws from: its n-th draw gets ``stateless_fold_in(seed, n)``.
+
+    Keras' random ops take a seed as an int or a ``SeedGenerator``, whose ``next()`` they call
+    once per draw. A real ``SeedGenerator`` keeps its state in a variable that each draw
+    advances, so batches augmented in parallel would take the draws in a varying order. This
+    one derives every draw from the batch's seed tensor and a count kept while tracing, so it
+    has no state at run time. ``SeedGenerator.__init__`` is skipped on purpose: it would make
+    that variable (inside a tf.data function).
+    """
+
+    def __init__(self, seed):  # noqa: super().__init__ is not called, see above
+        self._seed = seed
+        self._draws = 0
+
+    def next(self, ordered: bool = True):
+        value = tf.random.experimental.stateless_fold_in(self._seed, self._draws)
+        self._draws += 1
+        return value

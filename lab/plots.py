@@ -1,7 +1,8 @@
 """The plots that go into reports. Each function returns a matplotlib Figure; ``save`` writes it.
 
 Matplotlib is switched to the non-interactive Agg backend unless a notebook already chose one,
-so plots render on headless machines and in papermill batches.
+so plots render on headless machines and in papermill batches. pyplot lets go of each figure as
+it is made (``_subplots``), so a notebook shows it once: where the cell returns or displays it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,29 @@ from lab.evaluation import metric_key
 RIGHT, WRONG = "#1a7f37", "#cf222e"
 
 
+def _subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] | None = None, **kwargs):
+    """Returns ``(figure, axes)`` like ``plt.subplots``, with a figure that pyplot no longer holds.
+
+    A notebook's inline backend shows, at the end of a cell, every figure pyplot holds; a plot
+    function that returned a pyplot figure was therefore shown twice (as the cell's value or by
+    ``display``, then by the backend). The figure is made by pyplot (which loads the notebook's
+    backend and with it the formatter that draws a returned figure) and closed at once, so it is
+    shown only where the cell returns or displays it, and freed like any object (no pile of open
+    figures over a sweep). A closed figure still draws, saves and displays.
+
+    Args:
+        nrows, ncols: the grid of axes.
+        figsize: width and height in inches (matplotlib's default when None).
+        **kwargs: passed to ``Figure.subplots`` (``squeeze``, ``sharex``...).
+
+    Returns:
+        The figure and its axes (one Axes, or an array of them as ``plt.subplots`` gives).
+    """
+    figure = plt.figure(figsize=figsize)
+    plt.close(figure)
+    return figure, figure.subplots(nrows, ncols, **kwargs)
+
+
 def save(figure: plt.Figure, path: str | os.PathLike, dpi: int = 120) -> None:
     """Saves a figure atomically (PNG by the suffix) and closes it."""
     with atomic.atomic_path(path) as tmp:
@@ -37,7 +61,7 @@ def save(figure: plt.Figure, path: str | os.PathLike, dpi: int = 120) -> None:
 
 def learning_curves(history: pd.DataFrame, title: str = "", best_epoch: int | None = None) -> plt.Figure:
     """Loss and accuracy per epoch, train and validation, with the best epoch marked."""
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    figure, axes = _subplots(1, 2, figsize=(10, 3.8))
     epochs = np.arange(1, len(history) + 1)
     for ax, metric, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
         for key, style in ((metric, "-"), (f"val_{metric}", "--")):
@@ -64,7 +88,7 @@ def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], *, normaliz
         with np.errstate(invalid="ignore", divide="ignore"):
             values = np.nan_to_num(values / values.sum(axis=1, keepdims=True))
     size = max(4.5, 0.55 * len(class_names) + 2)
-    figure, ax = plt.subplots(figsize=(size + 1, size))
+    figure, ax = _subplots(figsize=(size + 1, size))
     sns.heatmap(values, annot=len(class_names) <= 20, fmt=".2f" if normalize else "g", cmap="Blues",
                 xticklabels=class_names, yticklabels=class_names, square=True, cbar=True, ax=ax)
     ax.set_xlabel("predicted")
@@ -92,7 +116,7 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[st
     """A grid with one row per class, ``per_class`` random images each, labelled by class name."""
     rng = np.random.default_rng(seed)
     rows = len(class_names)
-    figure, axes = plt.subplots(rows, per_class, figsize=(1.3 * per_class, 1.3 * rows), squeeze=False)
+    figure, axes = _subplots(rows, per_class, figsize=(1.3 * per_class, 1.3 * rows), squeeze=False)
     for c, name in enumerate(class_names):
         members = np.flatnonzero(labels == c)
         chosen = rng.choice(members, size=min(per_class, len(members)), replace=False) if len(members) else []
@@ -113,7 +137,7 @@ def sample_predictions(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarra
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(images), size=min(count, len(images)), replace=False)
     rows = int(np.ceil(len(chosen) / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.8 * rows), squeeze=False)
+    figure, axes = _subplots(rows, columns, figsize=(1.6 * columns, 1.8 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, chosen):
@@ -132,10 +156,79 @@ def class_distribution(counts: dict[str, Sequence[int]], class_names: Sequence[s
         [{"class": class_names[i], "split": split, "images": int(n)}
          for split, values in counts.items() for i, n in enumerate(values)]
     )
-    figure, ax = plt.subplots(figsize=(max(6, 0.6 * len(class_names) + 2), 3.8))
+    figure, ax = _subplots(figsize=(max(6, 0.6 * len(class_names) + 2), 3.8))
     sns.barplot(data=frame, x="class", y="images", hue="split", ax=ax)
     ax.set_title(title)
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
+    figure.tight_layout()
+    return figure
+
+
+def roc_curve(y_true: np.ndarray, positive_prob: np.ndarray, *, threshold: float | None = None,
+              title: str = "ROC curve") -> plt.Figure:
+    """A binary task's ROC curve (scikit-learn's ``roc_curve``) with its AUC, the 0.5 operating
+    point and, if given, the point of ``threshold`` (chosen on the validation split).
+
+    Args:
+        y_true: 0/1 labels.
+        positive_prob: the positive class's probability.
+        threshold: a decision threshold to mark (positive when the probability is >= it).
+        title: the axes title.
+    """
+    from sklearn import metrics as skm
+
+    y_true = np.asarray(y_true).astype(np.int64)
+    positive_prob = np.asarray(positive_prob, dtype=float)
+    fpr, tpr, _ = skm.roc_curve(y_true, positive_prob)
+    figure, ax = _subplots(figsize=(4.6, 4.4))
+    ax.plot(fpr, tpr, label=f"ROC (AUC {skm.auc(fpr, tpr):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance")
+    points = [(0.5, "o", "threshold 0.5")]
+    if threshold is not None and np.isfinite(threshold):
+        points.append((threshold, "s", f"validation threshold {threshold:.3f}"))
+    positives, negatives = max((y_true == 1).sum(), 1), max((y_true == 0).sum(), 1)
+    for value, marker, label in points:
+        predicted = positive_prob >= value
+        ax.plot([(predicted & (y_true == 0)).sum() / negatives], [(predicted & (y_true == 1)).sum() / positives],
+                marker, markersize=8, label=label)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    figure.tight_layout()
+    return figure
+
+
+def lr_finder_curve(learning_rates: Sequence[float], losses: Sequence[float], *, suggestion: float | None = None,
+                    raw_losses: Sequence[float] | None = None, title: str = "Learning-rate finder") -> plt.Figure:
+    """The learning-rate finder's loss against the learning rate (log x), the suggestion marked.
+
+    Args:
+        learning_rates: the rate of each step.
+        losses: the smoothed training loss of each step.
+        suggestion: the suggested rate (a vertical line).
+        raw_losses: the unsmoothed losses, drawn faintly.
+        title: the axes title.
+    """
+    figure, ax = _subplots(figsize=(6, 3.8))
+    if raw_losses is not None:
+        ax.plot(learning_rates, raw_losses, color="grey", alpha=0.3, label="loss per step")
+    ax.plot(learning_rates, losses, label="smoothed loss")
+    if suggestion is not None and np.isfinite(suggestion):
+        ax.axvline(suggestion, color=WRONG, linestyle="--", label=f"suggestion {suggestion:.2e}")
+    ax.set_xscale("log")
+    # The smoothed curve sets the scale: single diverging steps would flatten it to a line.
+    finite = np.asarray(losses, dtype=float)[np.isfinite(np.asarray(losses, dtype=float))]
+    if finite.size:
+        low, high = float(finite.min()), float(finite.max())
+        span = (high - low) or max(abs(high), 1.0) * 0.1
+        ax.set_ylim(low - 0.1 * span, high + 0.25 * span)
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
     figure.tight_layout()
     return figure
 
@@ -146,7 +239,7 @@ def compare_curves(histories: dict[str, pd.DataFrame],
     metrics = list(metrics)
     columns = 2 if len(metrics) > 1 else 1
     rows = int(np.ceil(len(metrics) / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 3.6 * rows), squeeze=False)
+    figure, axes = _subplots(rows, columns, figsize=(6 * columns, 3.6 * rows), squeeze=False)
     titles = {"loss": "train loss", "accuracy": "train accuracy", "val_loss": "validation loss",
               "val_accuracy": "validation accuracy"}
     for ax, metric in zip(axes.flat, metrics):
@@ -175,7 +268,7 @@ def segmentation_curves(history: pd.DataFrame, title: str = "", best_epoch: int 
     mean IoU, mean Dice), with the best epoch marked: accuracy rising while IoU stays flat is E6."""
     labels = {"loss": "loss", "accuracy": "pixel accuracy", "mean_iou": "mean IoU", "mean_dice": "mean Dice"}
     metrics = [m for m in metrics if m in history or f"val_{m}" in history]
-    figure, axes = plt.subplots(1, max(len(metrics), 1), figsize=(4.2 * max(len(metrics), 1), 3.6), squeeze=False)
+    figure, axes = _subplots(1, max(len(metrics), 1), figsize=(4.2 * max(len(metrics), 1), 3.6), squeeze=False)
     epochs = np.arange(1, len(history) + 1)
     for ax, metric in zip(axes.flat, metrics):
         for key, style, label in ((metric, "-", "train"), (f"val_{metric}", "--", "validation")):
@@ -193,42 +286,49 @@ def segmentation_curves(history: pd.DataFrame, title: str = "", best_epoch: int 
     return figure
 
 
-def mask_colors(num_classes: int) -> np.ndarray:
-    """RGB colours in [0, 1] per class: background black, the others from tab10/tab20."""
+def mask_colors(num_classes: int, background_class: int = 0) -> np.ndarray:
+    """RGB colours in [0, 1] per class: the background class black, the others from tab10/tab20."""
     palette = plt.get_cmap("tab10" if num_classes <= 11 else "tab20")
-    colors = [(0.0, 0.0, 0.0)] + [palette(i % palette.N)[:3] for i in range(num_classes - 1)]
+    colors = [palette(i % palette.N)[:3] for i in range(num_classes - 1)]
+    colors.insert(background_class, (0.0, 0.0, 0.0))
     return np.asarray(colors, dtype=float)
 
 
-def overlay_mask(image: np.ndarray, mask: np.ndarray, num_classes: int, alpha: float = 0.5) -> np.ndarray:
-    """The image (grayscale or RGB, any range) with non-background classes tinted by ``mask``."""
+def overlay_mask(image: np.ndarray, mask: np.ndarray, num_classes: int, alpha: float = 0.5,
+                 background_class: int = 0) -> np.ndarray:
+    """The image (grayscale or RGB, any range) with the classes other than ``background_class``
+    tinted by ``mask``."""
     image = np.asarray(image, dtype=float)
     low, high = image.min(), image.max()
     image = (image - low) / (high - low + 1e-12)
     if image.ndim == 2 or image.shape[-1] == 1:
         image = np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=-1)
-    colors = mask_colors(num_classes)[np.asarray(mask, dtype=int)]
-    foreground = (np.asarray(mask) > 0)[..., None]
+    colors = mask_colors(num_classes, background_class)[np.asarray(mask, dtype=int)]
+    foreground = (np.asarray(mask) != background_class)[..., None]
     return np.where(foreground, (1 - alpha) * image + alpha * colors, image)
 
 
-def mask_overlays(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray | None, class_names: Sequence[str],
-                  *, count: int = 6, seed: int = 0, title: str = "Predicted masks") -> plt.Figure:
+def mask_overlays(images: np.ndarray | Sequence[np.ndarray], y_true: np.ndarray | Sequence[np.ndarray],
+                  y_pred: np.ndarray | Sequence[np.ndarray] | None, class_names: Sequence[str],
+                  *, count: int = 6, seed: int = 0, title: str = "Predicted masks",
+                  background_class: int = 0) -> plt.Figure:
     """One row per image: the image, the true mask overlaid, the predicted mask overlaid, and the
     pixels the prediction gets wrong (red). Without ``y_pred`` only the image and its true mask.
-    A legend names the colour of every class."""
+    A legend names the colour of every class; ``background_class`` is left untinted (black in
+    the legend). Images, masks and predictions may be lists of images of several sizes."""
     from matplotlib.patches import Patch
 
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(images), size=min(count, len(images)), replace=False))
     num_classes = len(class_names)
     columns = 2 if y_pred is None else 4
-    figure, axes = plt.subplots(len(chosen), columns, figsize=(2.1 * columns, 2.1 * len(chosen) + 0.6), squeeze=False)
+    figure, axes = _subplots(len(chosen), columns, figsize=(2.1 * columns, 2.1 * len(chosen) + 0.6), squeeze=False)
     for row, i in enumerate(chosen):
-        panels = [_unit_image(images[i]), overlay_mask(images[i], y_true[i], num_classes)]
+        panels = [_unit_image(images[i]), overlay_mask(images[i], y_true[i], num_classes,
+                                                       background_class=background_class)]
         if y_pred is not None:
             wrong = np.asarray(y_true[i]) != np.asarray(y_pred[i])
-            panels += [overlay_mask(images[i], y_pred[i], num_classes), wrong]
+            panels += [overlay_mask(images[i], y_pred[i], num_classes, background_class=background_class), wrong]
         for column, panel in enumerate(panels):
             ax = axes[row, column]
             ax.imshow(panel, cmap="Reds" if column == 3 else ("gray" if panel.ndim == 2 else None), vmin=0, vmax=1,
@@ -239,7 +339,7 @@ def mask_overlays(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray | N
     headers = ("image", "truth", "prediction", "errors")
     for column, ax in enumerate(axes[0]):
         ax.set_title(headers[column] + (f"\n{ax.get_title()}" if ax.get_title() else ""), fontsize=8)
-    colors = mask_colors(num_classes)
+    colors = mask_colors(num_classes, background_class)
     handles = [Patch(color=colors[c], label=name) for c, name in enumerate(class_names)]
     figure.legend(handles=handles, loc="lower center", ncol=min(num_classes, 7), fontsize=7, frameon=False)
     figure.suptitle(title)
@@ -263,7 +363,7 @@ def per_class_scores(metrics: dict, class_names: Sequence[str], *, prefix: str =
             rows.append({"class": name, "score": "IoU" if score == "iou" else "Dice",
                          "value": np.nan if value is None else value})
     frame = pd.DataFrame(rows)
-    figure, ax = plt.subplots(figsize=(max(5, 0.8 * len(class_names) + 2), 3.6))
+    figure, ax = _subplots(figsize=(max(5, 0.8 * len(class_names) + 2), 3.6))
     sns.barplot(data=frame, x="class", y="value", hue="score", ax=ax)
     ax.set_ylim(0, 1)
     ax.set_ylabel("")
@@ -279,7 +379,7 @@ def reconstructions(images: np.ndarray, reconstructed: np.ndarray, *, noisy: np.
     rows = [("original", images)] + ([("noisy input", noisy)] if noisy is not None else []) + \
         [("reconstruction", reconstructed)]
     count = min(count, len(images))
-    figure, axes = plt.subplots(len(rows), count, figsize=(1.3 * count, 1.45 * len(rows)), squeeze=False)
+    figure, axes = _subplots(len(rows), count, figsize=(1.3 * count, 1.45 * len(rows)), squeeze=False)
     for r, (label, batch) in enumerate(rows):
         for c in range(count):
             ax = axes[r, c]
@@ -300,7 +400,7 @@ def latent_grid(decoder, *, steps: int = 8, span: float = 2.0, title: str = "Dec
     values = np.linspace(-span, span, steps, dtype=np.float32)
     grid = np.array([[x, y] for y in values[::-1] for x in values], dtype=np.float32)
     decoded = np.asarray(decoder.predict(grid, verbose=0))
-    figure, axes = plt.subplots(steps, steps, figsize=(0.9 * steps, 0.9 * steps))
+    figure, axes = _subplots(steps, steps, figsize=(0.9 * steps, 0.9 * steps))
     for ax, image in zip(axes.flat, decoded):
         ax.imshow(image[..., 0] if image.shape[-1] == 1 else np.clip(image, 0, 1), cmap="gray", vmin=0, vmax=1)
         ax.axis("off")

@@ -98,8 +98,12 @@ class Run:
 
         pred = self.predictions()
         if "y_prob" not in pred and "y_pred" in pred:  # a segmentation run saves true and predicted masks
+            # Scored as the run scored them: its background class and its all-background threshold.
+            options = {"background_class": int(pred["background_class"])} if "background_class" in pred else {}
+            if self.config.get("background_flag_ratio") is not None:
+                options["flag_ratio"] = float(self.config["background_flag_ratio"])
             return segmentation_metrics(pred["y_true"], pred["y_pred"], [str(c) for c in pred["class_names"]],
-                                        prefix="test_")
+                                        prefix="test_", **options)
         return classification_metrics(pred["y_true"], pred["y_prob"], prefix="test_")
 
 

@@ -30,6 +30,7 @@ import shutil
 import tempfile
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
@@ -38,7 +39,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from lab import __version__, hardware, tf_memory
+from lab import __version__, hardware, schedules, tensorboard, tf_memory
 from lab.callbacks import DivergenceMonitor, EpochLogLine, EpochTimer, RestoreBestWeights
 from lab.config import BaseConfig
 from lab.records import RECORD_VERSION, RunWriter, read_history
@@ -152,6 +153,9 @@ def run(config: BaseConfig, task: Task, *, data: Any = None, raise_on_error: boo
     """
     if data is None:
         data = task.load_data(config)
+    elif hasattr(task, "adopt_data"):
+        # Data passed in may still be read another way (classification: streamed from TFRecords).
+        data = task.adopt_data(config, data)
     # The record names the data the run trains on. Data passed in (``from_arrays``, a dataset
     # loaded by hand) may not be what the configuration's ``dataset`` names: the record then
     # says what it is, and the hash covers its content, so runs on different data never share one.
@@ -166,7 +170,9 @@ def run(config: BaseConfig, task: Task, *, data: Any = None, raise_on_error: boo
         "record_version": RECORD_VERSION,
         "task": config.task,
         "config_hash": config.config_hash(data),
-        "data": data.summary() | {"source": data.source, "content_sha256": data.content_hash()},
+        "data": data.summary() | {"source": data.source, "content_sha256": data.content_hash(),
+                                  # in memory or streamed from TFRecords, and why
+                                  "access": getattr(data, "access", {"path": "memory"})},
         **task.describe(config, data),
         "environment": environment(),
     }
@@ -189,6 +195,7 @@ def run(config: BaseConfig, task: Task, *, data: Any = None, raise_on_error: boo
             model = plan.model
             writer.config["params"] = metrics["params"] = int(model.count_params())
             metrics["trainable_params"] = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+            _log_run_end(config, writer, metrics)
         except KeyboardInterrupt:
             writer.discard()  # nothing half-written is left for a later run to trust
             raise
@@ -196,6 +203,7 @@ def run(config: BaseConfig, task: Task, *, data: Any = None, raise_on_error: boo
             metrics |= {"status": "failed", "error": f"{type(error).__name__}: {error}",
                         "traceback": traceback.format_exc()}
             history = read_history(writer.path)
+            _log_failed_run_end(config, writer, metrics)
             run_dir = writer.publish(finite_metrics(metrics))
             if raise_on_error:
                 raise
@@ -214,7 +222,10 @@ def _fit(config: BaseConfig, task: Task, data: Any, plan: FitPlan, strategy, run
     if config.verbose:
         callbacks.append(task.log_line(epochs))
     started = time.perf_counter()
-    history, phases = _run_phases(plan, watch, callbacks, strategy, run_path)
+    try:
+        history, phases = _run_phases(plan, watch, callbacks, strategy, run_path, config)
+    finally:
+        watch.close()  # a fit that raised never closed its TensorBoard event files
     if config.save_model and not plan.checkpoint:
         plan.model.save(run_path / "model.keras")  # the best weights, restored, in the whole model
     best, divergence, seconds = watch.best, watch.divergence, watch.seconds
@@ -248,9 +259,11 @@ class _Watch:
         self.divergence = DivergenceMonitor(**chance, patience=config.divergence_patience)
         self.best = RestoreBestWeights(monitor=config.monitor, mode=config.monitor_mode)
         self.seconds: list[float] = []
+        self.tensorboard: keras.callbacks.TensorBoard | None = None
 
     def callbacks(self, config: BaseConfig, run_path: Path, *, checkpoint: bool) -> list[keras.callbacks.Callback]:
-        """These three, plus early stopping and the best-model checkpoint when configured."""
+        """These three, plus early stopping, the best-model checkpoint and the TensorBoard
+        scalars when configured."""
         callbacks: list[keras.callbacks.Callback] = [self.timer, self.divergence, self.best]
         if config.early_stopping_patience:
             callbacks.append(keras.callbacks.EarlyStopping(monitor=config.monitor, mode=config.monitor_mode,
@@ -258,13 +271,27 @@ class _Watch:
         if config.save_model and checkpoint:
             callbacks.append(keras.callbacks.ModelCheckpoint(str(run_path / "model.keras"), monitor=config.monitor,
                                                              mode=config.monitor_mode, save_best_only=True))
+        # Other workers of a multi-worker run write into a folder that is deleted: they log nothing.
+        if config.tensorboard and hardware.is_chief():
+            self.tensorboard = tensorboard.epoch_callback(run_path)
+            callbacks.append(self.tensorboard)
         return callbacks
 
+    def close(self) -> None:
+        """Closes the TensorBoard event files, if any."""
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
-def _run_phases(plan: FitPlan, watch: _Watch, callbacks: list, strategy, run_path: Path) -> tuple[pd.DataFrame, list]:
+
+def _run_phases(plan: FitPlan, watch: _Watch, callbacks: list, strategy, run_path: Path,
+                config: BaseConfig) -> tuple[pd.DataFrame, list]:
     """Fits the plan's phases in turn (one history, epochs numbered across phases) and leaves
-    the model at the best epoch of all; returns the history and, for several phases, their facts."""
+    the model at the best epoch of all; returns the history and, for several phases, their facts.
+
+    The learning-rate schedule spans all phases: each phase's fresh optimizer gets the part of
+    it that starts at the phase's first epoch (``lab.schedules``)."""
     histories, phases, epoch, best_accuracy = [], [], 0, -math.inf
+    total_epochs = sum(phase.epochs for phase in plan.phases)
     overall = _Best(watch.best.mode)
     phased = len(plan.phases) > 1 or plan.phases[0].prepare is not None  # progressive unfreezing
     for index, phase in enumerate(plan.phases):
@@ -272,10 +299,13 @@ def _run_phases(plan: FitPlan, watch: _Watch, callbacks: list, strategy, run_pat
         if phase.prepare is not None:
             with strategy.scope():
                 facts = phase.prepare() or {}
+        with strategy.scope():
+            schedule = schedules.install(phase.fitted.optimizer, config, first_epoch=epoch, total_epochs=total_epochs,
+                                         steps_per_epoch=schedules.steps_per_epoch(plan.train, phase.steps_per_epoch))
         csv = keras.callbacks.CSVLogger(str(run_path / "history.csv"), append=index > 0)
         fit = phase.fitted.fit(plan.train, validation_data=plan.val, initial_epoch=epoch, epochs=epoch + phase.epochs,
-                               callbacks=[*callbacks, csv], verbose=0, shuffle=False, class_weight=plan.class_weight,
-                               steps_per_epoch=phase.steps_per_epoch)
+                               callbacks=[*callbacks, *schedules.schedule_callbacks(config, schedule), csv], verbose=0,
+                               shuffle=False, class_weight=plan.class_weight, steps_per_epoch=phase.steps_per_epoch)
         history = pd.DataFrame(fit.history)
         if phased:
             history = history.assign(phase=index + 1)
@@ -338,6 +368,24 @@ def _reports_dir(config: BaseConfig) -> Iterator[str | None]:
 def _kept(run_dir: Path, reports_dir: str | None, config: BaseConfig) -> Path | None:
     """The published folder, or None where it is a worker's scratch copy about to be deleted."""
     return run_dir if reports_dir == config.reports_dir else None
+
+
+def _log_run_end(config: BaseConfig, writer: RunWriter, metrics: dict[str, Any]) -> None:
+    """Writes the run's HParams session, final metrics and figures into its TensorBoard folder
+    (``lab.tensorboard``), before the folder is published; the chief only."""
+    if config.tensorboard and hardware.is_chief():
+        tensorboard.write_run_end(writer.path, run_id=writer.run_id, config={**config.to_dict(), "task": config.task},
+                                  metrics=finite_metrics(metrics))
+
+
+def _log_failed_run_end(config: BaseConfig, writer: RunWriter, metrics: dict[str, Any]) -> None:
+    """The same for a failed run, whose session says it failed. Writing the logs must not hide
+    the error being recorded, so a failure here is a warning."""
+    try:
+        _log_run_end(config, writer, metrics)
+    except Exception as error:  # the run's own error is what the record and the caller need
+        warnings.warn(f"The TensorBoard logs of failed run {writer.run_id} could not be written: "
+                      f"{type(error).__name__}: {error}", RuntimeWarning, stacklevel=2)
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:

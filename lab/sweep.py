@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from lab import atomic, paths, plots
+from lab import atomic, paths, plots, tensorboard
 from lab.classification import check_model
 from lab.config import RunConfig
 from lab.datasets import Dataset, data_key, load_data
@@ -67,8 +67,9 @@ def run_sweep(
         resume: reuse runs already recorded with the same configuration hash.
 
     Returns:
-        A SweepResult. ``summary_dir`` holds ``results.csv``, ``results.md``, ``curves.png``
-        and ``sweep.json`` (the run ids and configurations behind every row).
+        A SweepResult. ``summary_dir`` holds ``results.csv``, ``results.md``, ``curves.png``,
+        ``sweep.json`` (the run ids and configurations behind every row) and ``tensorboard/``
+        (the HParams dashboard of the varied values: ``tensorboard --logdir <summary_dir>``).
     """
     base_config = RunConfig.from_any(base)
     variants = [dict(v) for v in variants]
@@ -116,7 +117,8 @@ def run_sweep(
 
 def write_summary(name: str, runs: list[Run], reports_dir: str | None = None, *,
                   columns: list[str] | None = None, varied: Sequence[str] = ()) -> Path:
-    """Writes a sweep's table (CSV and markdown), overlaid curves and provenance."""
+    """Writes a sweep's table (CSV and markdown), overlaid curves and provenance, and its
+    TensorBoard HParams experiment (``tensorboard/``: the varied values and the metrics)."""
     folder = (Path(reports_dir) if reports_dir else paths.reports_dir()) / "sweeps" / name
     present = {key for run in runs for key in (*run.config, *run.metrics)}
     columns = columns or ["name", *varied, *(c for c in summary_columns(runs) if c in present)]
@@ -130,4 +132,5 @@ def write_summary(name: str, runs: list[Run], reports_dir: str | None = None, *,
         "runs": [{"run_id": r.run_id, "name": r.name, "status": r.status, "path": str(r.path),
                   "config_hash": r.config.get("config_hash")} for r in runs],
     })
+    tensorboard.write_experiment(folder, runs, hparams=varied)
     return folder

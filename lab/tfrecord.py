@@ -51,7 +51,16 @@ are still read, unverified, and ``check_provenance`` refuses them.
 
 Reading streams: ``read_tfrecords`` interleaves over the shard files and parses one record at a
 time, so memory is bounded by small per-stage buffers (plus the shuffle buffer of a training
-pipeline), not by the size of the data; ``benchmarks/tfrecord_memory.py`` measures this.
+pipeline), not by the size of the data; ``benchmarks/streaming_memory.py`` measures a whole run.
+
+Datasets larger than memory. ``export_stream`` converts a ``lab.datasets.sources.StreamSource``
+(an npz read a chunk at a time, an image folder file by file, a TFDS dataset streamed) holding
+one chunk of images at a time, with the same manifests ``export_dataset`` writes; both also
+write ``dataset.json`` last, the whole export's commit point (name, class names, source,
+fingerprint, summary, the ``Dataset.content_hash()`` of the data and each split's manifest
+hash) and ``labels.npz``. ``open_export`` opens such an export as a ``StreamedDataset``, which a
+run trains, evaluates and predicts from (``RunConfig.data_path="stream"``); ``check_export``
+refuses an export of other data by its fingerprint, without reading the data.
 
 Errors:
     FileNotFoundError: the manifest or a shard it lists is missing (names the file).
@@ -83,12 +92,18 @@ if TYPE_CHECKING:
     from lab.datasets import Dataset
 
 __all__ = [
-    "COMPRESSIONS", "ENCODINGS", "MANIFEST_SUFFIX", "check_provenance", "dataset_fingerprint",
-    "export_dataset", "make_tfrecord_pipeline", "manifest_path", "read_manifest", "read_tfrecords",
-    "verify_tfrecords", "write_tfrecords", "write_tfrecords_from_batches",
+    "COMPRESSIONS", "DATASET_FILE", "ENCODINGS", "MANIFEST_SUFFIX", "StreamedDataset", "check_export",
+    "check_provenance", "dataset_fingerprint", "export_dataset", "export_stream", "make_tfrecord_pipeline",
+    "manifest_path", "open_export", "read_manifest", "read_tfrecords", "verify_tfrecords", "write_tfrecords",
+    "write_tfrecords_from_batches",
 ]
 
 MANIFEST_SUFFIX = ".manifest.json"
+# The whole-dataset export's commit point (export_dataset, export_stream), written after every
+# split's manifest, and the labels it lists.
+DATASET_FILE = "dataset.json"
+_LABELS_FILE = "labels.npz"
+_DATASET_FORMAT = "lab.tfrecord.dataset"
 COMPRESSIONS = (None, "GZIP", "ZLIB")
 ENCODINGS = ("raw", "png")
 # Raw records hold the array bytes of one of these dtypes (what lab.datasets produces);
@@ -104,6 +119,9 @@ _SHARD_SUFFIXES = {None: ".tfrecord", "GZIP": ".tfrecord.gz", "ZLIB": ".tfrecord
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 # Bytes each open shard reads ahead. Set explicitly so TF does not log its default on every open.
 _READ_BUFFER_BYTES = 256 * 1024
+# Raw records parsed per call (see _read): at most this many, and this many bytes of images.
+_PARSE_BLOCK = 256
+_PARSE_BLOCK_BYTES = 8 * 2**20
 # A training pipeline's default shuffle buffer: at most this many images and this many bytes,
 # so that the default stays bounded for large images too.
 _DEFAULT_SHUFFLE_IMAGES = 10_000
@@ -284,6 +302,9 @@ def export_dataset(
 
     metadata = {"dataset": dataset.name, "task": dataset.task, "source": _jsonable(dataset.source, "dataset.source")}
     provenance = {"dataset": dataset.name, "fingerprint": _fingerprint(dataset, fingerprint)}
+    # Uncommit the whole-dataset export first: until every split is rewritten, its
+    # dataset.json would describe shards that are being replaced.
+    (Path(directory) / DATASET_FILE).unlink(missing_ok=True)
     written = {}
     for split in SPLITS:
         images, labels = dataset.split(split)
@@ -294,6 +315,10 @@ def export_dataset(
             images_per_shard=images_per_shard, compression=compression, encoding=encoding,
             class_names=dataset.class_names, metadata=metadata, provenance=provenance,
         )
+    _write_dataset_file(directory, name=dataset.name, task=dataset.task, class_names=dataset.class_names,
+                        source=metadata["source"], provenance=provenance, summary=dataset.summary(),
+                        content_sha256=dataset.content_hash(),
+                        labels={split: dataset.split(split)[1] for split in SPLITS})
     return written
 
 
@@ -733,8 +758,8 @@ def read_tfrecords(
     Args:
         directory: the export directory.
         split: which split.
-        cycle_length: shards read at once. 1 (the default) reads them one after another (the
-            next ones are opened ahead in the background), giving back exactly the written order.
+        cycle_length: shards read at once. 1 (the default) reads them one after another,
+            giving back exactly the written order.
             More mixes the shards record by record: still the same order on every run with
             ``deterministic=True``, but not the written one. Memory grows with it only by a few
             records per shard.
@@ -786,15 +811,32 @@ def _read(
     def open_shard(path):
         return tf.data.TFRecordDataset(path, compression_type=compression, buffer_size=_READ_BUFFER_BYTES)
 
-    # block_length=1 keeps the interleave's buffers a few records per open shard: with a
-    # block as long as a shard, TF prefetches up to two blocks per shard, i.e. whole shards.
-    ds = files.interleave(
-        open_shard, cycle_length=cycle_length, block_length=1, deterministic=deterministic,
-        # A fixed parallelism above cycle_length is an error in TF; it could not be used anyway.
-        num_parallel_calls=num_parallel_calls if num_parallel_calls == AUTOTUNE
-        else max(1, min(num_parallel_calls, cycle_length)),
-    )
-    ds = ds.map(_parser(manifest), num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+    if cycle_length == 1:
+        # One shard after another. TFRecordDataset reads a dataset of file names itself; an
+        # interleave over one shard at a time gives the same records but cost about 70 ms more
+        # per pass (its threads start anew each epoch and each evaluation).
+        ds = tf.data.TFRecordDataset(files, compression_type=compression, buffer_size=_READ_BUFFER_BYTES)
+    else:
+        # block_length=1 keeps the interleave's buffers a few records per open shard: with a
+        # block as long as a shard, TF prefetches up to two blocks per shard, i.e. whole shards.
+        ds = files.interleave(
+            open_shard, cycle_length=cycle_length, block_length=1, deterministic=deterministic,
+            # A fixed parallelism above cycle_length is an error in TF; it could not be used anyway.
+            num_parallel_calls=num_parallel_calls if num_parallel_calls == AUTOTUNE
+            else max(1, min(num_parallel_calls, cycle_length)),
+        )
+    if manifest["encoding"] == "raw":
+        # Parsed a block of records per call and split again (the tf.data guide's "vectorize"): a
+        # function call per record is a fixed cost that dominates for small images (4,000
+        # 32x32x3 images: 38,700 images/s against 12,300 parsed one by one, 2 busy cores).
+        # A block holds at most 8 MB of images: one is parsed per core at once.
+        image_bytes = int(np.prod(manifest["shape"])) * np.dtype(manifest["dtype"]).itemsize
+        block = max(1, min(_PARSE_BLOCK, _PARSE_BLOCK_BYTES // max(1, image_bytes)))
+        ds = ds.batch(block, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+        ds = ds.map(_block_parser(manifest), num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+        ds = ds.unbatch()
+    else:
+        ds = ds.map(_parser(manifest), num_parallel_calls=num_parallel_calls, deterministic=deterministic)
     # Known length for Keras' progress bar and len(); a count that differs fails loudly at the end.
     return ds.apply(tf.data.experimental.assert_cardinality(manifest["num_examples"]))
 
@@ -911,7 +953,7 @@ def make_tfrecord_pipeline(
     # 4.-7. Batch, scale, augment, prefetch: the same stages as make_pipeline.
     return batch_and_finish(ds, training=training, batch_size=batch_size, input_scaling=input_scaling,
                             uint8_input=uint8_input, augmenter=augmenter, deterministic=deterministic,
-                            drop_remainder=drop_remainder, num_parallel_calls=num_parallel_calls)
+                            drop_remainder=drop_remainder, num_parallel_calls=num_parallel_calls, seed=seed)
 
 
 def _checked_shard_paths(directory: str | os.PathLike, split: str, manifest: dict[str, Any]) -> list[Path]:
@@ -978,6 +1020,23 @@ def _parser(manifest: dict[str, Any]):
     return parse
 
 
+def _block_parser(manifest: dict[str, Any]):
+    """Returns the function turning a block of serialized raw records into ``(images, labels)``."""
+    shape = tuple(manifest["shape"])
+    dtype = tf.as_dtype(manifest["dtype"])
+    features = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
+
+    def parse(records):
+        examples = tf.io.parse_example(records, features)
+        # decode_raw of a vector of equal-length strings gives one row per record; a record whose
+        # size disagrees with the manifest's shape fails here (decode_raw or the reshape).
+        images = tf.io.decode_raw(examples["image"], dtype)
+        images = tf.reshape(images, tf.concat([tf.shape(records), shape], axis=0))
+        return tf.ensure_shape(images, (None, *shape)), examples["label"]
+
+    return parse
+
+
 def _count(count, _element):
     return count + 1
 
@@ -1034,3 +1093,286 @@ def _num_classes(class_names: Sequence[str] | None) -> int | None:
     if isinstance(class_names, str):
         raise ValueError(f"class_names must be a list of names, received the string {class_names!r}.")
     return len(class_names)
+
+
+# -- datasets larger than memory --------------------------------------------------------------
+# export_stream converts a lab.datasets.sources.StreamSource (an npz read a chunk at a time,
+# an image folder read file by file, a TFDS dataset streamed) without ever holding a split; the
+# export then opens as a StreamedDataset, which a run trains, evaluates and predicts from.
+
+
+def export_stream(
+    stream,
+    directory: str | os.PathLike,
+    *,
+    images_per_shard: int | None = None,
+    compression: str | None = None,
+    encoding: str = "raw",
+    fingerprint: dict[str, Any] | None = None,
+    chunk_images: int | None = None,
+    verbose: bool = True,
+) -> dict[str, list[Path]]:
+    """Writes every split of a ``StreamSource`` as shards, holding one chunk of images at a time.
+
+    Writes what ``export_dataset`` writes for the same data (the same records, manifests with
+    the same content hashes and provenance, and ``dataset.json``, whose ``content_sha256``
+    equals ``Dataset.content_hash()`` of the data loaded in memory), computing every hash and
+    the summary (class counts, sizes, shape) as the chunks pass or from the labels alone.
+    Memory: one chunk (at most 64 MB of images by default) plus TensorFlow's writer buffers.
+
+    Args:
+        stream: a ``lab.datasets.sources.StreamSource`` (``lab.datasets.streaming.open_stream``).
+        directory: where the shards, manifests and ``dataset.json`` go.
+        images_per_shard, compression, encoding: as ``write_tfrecords``.
+        fingerprint: as ``export_dataset`` (default: the task, split sizes and source).
+        chunk_images: images read and written per chunk (default: 1024, at most 64 MB).
+        verbose: show a progress bar of the images written (``lab.progress``).
+
+    Returns:
+        ``{split: shard paths}`` for ``train``, ``val`` and ``test``.
+
+    Raises:
+        ValueError: the source yields images that differ from what it announced, or bad
+            options; nothing of the split is left behind (see the module doc).
+    """
+    from lab.datasets import SPLITS
+    from lab.datasets.sources import ContentHasher
+    from lab.progress import progress
+
+    summary = stream.summary()
+    if fingerprint is None:
+        fingerprint = {"task": summary["task"], "sizes": summary["sizes"], "source": stream.source}
+    elif not isinstance(fingerprint, dict):
+        raise ValueError(f"fingerprint must be a dict of JSON-serialisable facts (e.g. {{'seed': 0}}), "
+                         f"received {type(fingerprint).__name__}: {fingerprint!r}.")
+    source = _jsonable(stream.source, "the source")
+    provenance = {"dataset": stream.name, "fingerprint": _jsonable(fingerprint, "fingerprint")}
+    metadata = {"dataset": stream.name, "task": stream.task, "source": source}
+    per_shard = _check_images_per_shard(images_per_shard)
+    _check_encoding(encoding)
+    (Path(directory) / DATASET_FILE).unlink(missing_ok=True)  # uncommitted until every split is written
+    hasher = ContentHasher()
+    written = {}
+    total = sum(part.count for part in stream.splits.values())
+    with progress(total=total, desc=f"TFRecords {stream.name}", unit="img", enabled=verbose) as bar:
+        for split in SPLITS:
+            part = stream.splits[split]
+            hasher.start(split, part.count, part.shape, part.dtype, part.labels)
+            spec = _Spec(encoding=encoding, num_classes=len(stream.class_names))
+            # Known before reading, so that an empty split still gets a manifest with its shape.
+            spec.shape, spec.dtype = tuple(part.shape), np.dtype(part.dtype)
+
+            def batches(part=part):
+                for images, labels in part.chunks(chunk_images):
+                    hasher.update(images)
+                    yield images, labels
+                    bar.update(len(labels))
+
+            written[split] = _write_split(batches(), directory, split=split, shard_sizes=itertools.repeat(per_shard),
+                                          spec=spec, compression=compression, class_names=stream.class_names,
+                                          metadata=metadata, provenance=provenance)
+    _write_dataset_file(directory, name=stream.name, task=stream.task, class_names=stream.class_names,
+                        source=source, provenance=provenance, summary=summary, content_sha256=hasher.hexdigest(),
+                        labels=stream.labels())
+    return written
+
+
+def _write_dataset_file(directory: str | os.PathLike, *, name: str, task: str, class_names: Sequence[str],
+                        source: Any, provenance: dict[str, Any], summary: dict[str, Any], content_sha256: str,
+                        labels: dict[str, np.ndarray]) -> None:
+    """Commits a whole-dataset export: its labels, then ``dataset.json`` naming every split's manifest."""
+    directory = Path(directory)
+    with atomic_path(directory / _LABELS_FILE) as tmp:
+        np.savez(tmp, **{split: np.asarray(y, dtype=np.int64) for split, y in labels.items()})
+    splits = {split: {"content_sha256": read_manifest(directory, split)["content_sha256"],
+                      "num_examples": int(len(y))} for split, y in labels.items()}
+    write_json(directory / DATASET_FILE, {
+        "format": _DATASET_FORMAT, "version": 1, "name": name, "task": task, "class_names": list(class_names),
+        "source": source, "provenance": provenance, "summary": _jsonable(summary, "the summary"),
+        "content_sha256": content_sha256, "splits": splits,
+        "labels": {"file": _LABELS_FILE, "sha256": _file_sha256(directory / _LABELS_FILE)},
+    })
+
+
+class StreamedDataset:
+    """A dataset exported as TFRecords, read from its shards: what a streamed run trains on.
+
+    It answers what a run asks of a ``lab.datasets.Dataset`` (name, class names, task, source,
+    summary, content hash, labels, class counts and weights, input shape) from ``dataset.json``
+    and the labels file, never holding the images: ``pipeline`` streams a split and ``images``
+    reads a few. ``split`` refuses, naming what to use instead.
+
+    Attributes:
+        directory: the export.
+        access: how the run reads its data, recorded in its ``data.access``: ``path``
+            ("stream"), ``tfrecord_dir``, and from ``load_streamed`` the ``reason``, whether the
+            shards were ``exported_now`` or reused, and what the run ``read_from``.
+    """
+
+    def __init__(self, directory: Path, info: dict[str, Any], labels: dict[str, np.ndarray],
+                 access: dict[str, Any] | None = None) -> None:
+        self.directory = Path(directory)
+        self.info = info
+        self.name: str = info["name"]
+        self.task: str = info["task"]
+        self.class_names: list[str] = list(info["class_names"])
+        self.source: dict[str, Any] = dict(info["source"])
+        self._labels = labels
+        self._verified: set[str] = set()
+        self.access = {"path": "stream", "tfrecord_dir": str(self.directory), **(access or {})}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(int(d) for d in self.info["summary"]["input_shape"])  # type: ignore[return-value]
+
+    def summary(self) -> dict[str, Any]:
+        return json.loads(json.dumps(self.info["summary"]))
+
+    def content_hash(self) -> str:
+        """``Dataset.content_hash()`` of the exported data (computed at export)."""
+        return self.info["content_sha256"]
+
+    def labels(self, split: str) -> np.ndarray:
+        """The int64 labels of a split (in the shards' order)."""
+        if split not in self._labels:
+            raise ValueError(f"Unknown split {split!r}; expected one of {tuple(self._labels)}.")
+        return self._labels[split]
+
+    y_train = property(lambda self: self.labels("train"))
+    y_val = property(lambda self: self.labels("val"))
+    y_test = property(lambda self: self.labels("test"))
+
+    def class_counts(self, split: str = "train") -> np.ndarray:
+        return np.bincount(self.labels(split), minlength=self.num_classes)
+
+    def class_weights(self, split: str = "train") -> dict[int, float]:
+        from lab.datasets.base import balanced_class_weights
+
+        return balanced_class_weights(self.class_counts(split))
+
+    def split(self, name: str):
+        raise ValueError(f"{self.name} is streamed from the TFRecords in {self.directory}; its images are not held "
+                         f"in memory. Use .pipeline({name!r}, training=...) to stream them, .images({name!r}, "
+                         f"indices) for a few, or .labels({name!r}); or run with data_path='memory'.")
+
+    def pipeline(self, split: str, *, training: bool, **options: Any) -> tf.data.Dataset:
+        """``make_tfrecord_pipeline`` of a split (the same keyword options).
+
+        Each split's shards are checked against their sha256 by the first pipeline made of it
+        only: a run makes several (training, validation, each evaluation and prediction), and
+        for data larger than memory each check is a full read from disk.
+        """
+        options.setdefault("verify_checksums", split not in self._verified)
+        ds = make_tfrecord_pipeline(self.directory, split, training=training, **options)
+        self._verified.add(split)
+        return ds
+
+    def images(self, split: str, indices: Sequence[int]) -> np.ndarray:
+        """The images at ``indices`` of a split (in the order given), reading the shards in order
+        only as far as the largest index: for a sample grid, not for the whole split."""
+        indices = np.asarray(indices, dtype=np.int64)
+        count = len(self.labels(split))
+        if len(indices) and (indices.min() < 0 or indices.max() >= count):
+            raise ValueError(f"indices must lie in [0, {count}) for split {split!r}, received {indices.min()} to "
+                             f"{indices.max()}.")
+        wanted = set(indices.tolist())
+        found: dict[int, np.ndarray] = {}
+        if wanted:
+            stream = read_tfrecords(self.directory, split, verify_checksums=False).take(int(indices.max()) + 1)
+            for position, (image, _label) in enumerate(stream.as_numpy_iterator()):
+                if position in wanted:
+                    found[position] = image
+        shape = self.input_shape
+        dtype = read_manifest(self.directory, split)["dtype"]
+        return np.stack([found[i] for i in indices.tolist()]) if len(indices) else np.zeros((0, *shape), dtype)
+
+
+def open_export(directory: str | os.PathLike, *, access: dict[str, Any] | None = None) -> StreamedDataset:
+    """Opens a whole-dataset export (``export_dataset`` or ``export_stream``) for streaming.
+
+    Checks that the export is complete and consistent: ``dataset.json`` present, the labels
+    file unchanged, and every split's manifest holding the content hash and count it lists (a
+    split re-exported on its own since is refused). Shards themselves are checked when a
+    pipeline is made (sizes and sha256, see the module doc).
+
+    Args:
+        directory: the export.
+        access: facts about how the run chose this path, added to ``StreamedDataset.access``.
+
+    Raises:
+        FileNotFoundError: no ``dataset.json`` (nothing exported, an export that did not finish,
+            or shards written split by split with ``write_tfrecords``).
+        ValueError: an export whose parts disagree; the message says to re-export.
+    """
+    directory = Path(directory)
+    path = directory / DATASET_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"No {DATASET_FILE} in {directory}: no whole dataset was exported there, or its export "
+                                "did not finish. Export it with lab.tfrecord.export_stream / export_dataset (a run "
+                                "with data_path='stream' does so itself).")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}). {_REEXPORT}") from error
+    if not isinstance(info, dict) or info.get("format") != _DATASET_FORMAT:
+        raise ValueError(f"{path} is not a lab.tfrecord dataset file (no \"format\": \"{_DATASET_FORMAT}\"). "
+                         f"{_REEXPORT}")
+    labels_path = directory / info["labels"]["file"]
+    if not labels_path.is_file() or _file_sha256(labels_path) != info["labels"]["sha256"]:
+        raise ValueError(f"The labels file {labels_path} of the export in {directory} is missing or changed since "
+                         f"export. {_REEXPORT}")
+    with np.load(labels_path, allow_pickle=False) as stored:
+        labels = {split: stored[split] for split in stored.files}
+    for split, facts in info["splits"].items():
+        manifest = read_manifest(directory, split)
+        if (manifest.get("content_sha256"), manifest["num_examples"]) != (facts["content_sha256"],
+                                                                            facts["num_examples"]):
+            raise ValueError(f"Split {split!r} of the export in {directory} was re-exported on its own since the "
+                             f"dataset was exported: its manifest no longer matches {DATASET_FILE}. {_REEXPORT}")
+    return StreamedDataset(directory, info, labels, access)
+
+
+def check_export(directory: str | os.PathLike, name: str, fingerprint: dict[str, Any],
+                 source: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Checks that a whole-dataset export was made from the data a run names, without reading it.
+
+    For data converted from its source (``export_stream``), which a run does not hold: the
+    dataset's name, the fingerprint recorded at export (e.g. the run's data fields) and, if
+    given, the source's facts (an npz's md5, a folder's listing hash, a TFDS version...) must
+    equal the run's. Use ``check_provenance`` when the data is in memory (it compares the
+    content itself).
+
+    Args:
+        directory: the export.
+        name: the dataset's name.
+        fingerprint: what ``export_stream`` / ``export_dataset`` were given.
+        source: the ``source`` of the data now (``StreamSource.source``), compared with the
+            one recorded at export.
+
+    Returns:
+        The export's ``dataset.json``.
+
+    Raises:
+        FileNotFoundError: no complete export there.
+        ValueError: exported from other data; the message names both sides of each difference.
+    """
+    info = open_export(directory).info
+    stored = info["provenance"]
+    expected = _jsonable(fingerprint, "fingerprint")
+    changed = _changed_entries(stored.get("fingerprint") or {}, expected)
+    if source is not None:
+        changed += _changed_entries({"source": info.get("source")}, {"source": _jsonable(source, "the source")})
+    where = f"The TFRecords in {directory}"
+    if stored.get("dataset") != name:
+        raise ValueError(f"{where} were exported from {stored.get('dataset')} but this run uses {name}. {_REEXPORT}")
+    if changed:
+        more = len(changed) - _DESCRIBED_ENTRIES
+        rest = f" ({more} more entries differ: {', '.join(k for k, _, _ in changed[_DESCRIBED_ENTRIES:][:8])})" \
+            if more > 0 else ""
+        raise ValueError(f"{where} were exported from {_describe(name, changed, 0)} but this run uses "
+                         f"{_describe(name, changed, 1)}{rest}. {_REEXPORT}")
+    return info

@@ -31,7 +31,7 @@ def test_a_run_writes_a_full_segmentation_record(shapes, tiny_run):
     config, result = tiny_run
     assert result.status == "completed"
     files = sorted(p.name for p in result.run_dir.iterdir())
-    assert files == ["config.json", "history.csv", "metrics.json", "model.keras", "plots", "predictions.npz"]
+    assert files == ["config.json", "history.csv", "metrics.json", "model.keras", "plots", "predictions.npz", "tensorboard"]
     assert sorted(p.name for p in (result.run_dir / "plots").iterdir()) == [
         "class_distribution.png", "confusion_matrix.png", "iou_dice_curves.png", "learning_curves.png",
         "per_class_scores.png", "predicted_masks.png"]

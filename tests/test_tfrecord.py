@@ -420,7 +420,8 @@ def test_reexport_with_fewer_shards_leaves_only_the_new_ones(tmp_path):
         files = sorted(p for p in tmp_path.glob(f"{split}-*"))
         assert files == sorted(new[split]) and len(files) == 2
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".tfrecord.gz")) == [
-        "test.manifest.json", "train.manifest.json", "val.manifest.json"]  # no .tmp-* left either
+        "dataset.json", "labels.npz", "test.manifest.json", "train.manifest.json",
+        "val.manifest.json"]  # no .tmp-* left either
     check_provenance(tmp_path, "train", data)
     np.testing.assert_array_equal(_read_all(tmp_path)[0], data.x_train)
 

@@ -7,13 +7,20 @@ Names:
     bloodmnist, pathmnist, ...          every 2D MedMNIST flag, ``size`` 28/64/128/224
     tfds:<name>                         any TensorFlow Datasets image-classification set
     folder:<path>                       an image folder (see ``load_image_folder``)
+    npz:<path>                          your own MedMNIST-format npz (see ``load_npz``)
 
 Arrays already in memory become a Dataset with ``from_arrays``.
+
+Data larger than memory: ``lab.datasets.streaming.open_stream`` opens the same names (but the
+keras and embedded ones, which are small) for reading a chunk at a time, and ``estimate_nbytes``
+says from the registry's metadata alone (no image read) how much memory a dataset's images
+would take, which a run's ``data_path="auto"`` compares with ``STREAM_ABOVE_BYTES``.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 
 import numpy as np
 
@@ -21,13 +28,14 @@ from lab.datasets.base import SPLITS, Dataset, carve_validation
 from lab.datasets.embedded import SHAPE_CLASSES, load_digits, load_shapes
 from lab.datasets.folders import load_image_folder
 from lab.datasets.keras_datasets import load_keras_dataset
-from lab.datasets.medmnist import flags_2d, load_medmnist
+from lab.datasets.medmnist import flags_2d, load_medmnist, load_npz
 from lab.datasets.tfds import load_tfds
 
 __all__ = [
-    "DATA_FIELDS", "Dataset", "SPLITS", "SHAPE_CLASSES", "carve_validation", "data_key", "from_arrays",
-    "list_datasets", "load_data", "load_dataset", "load_digits", "load_image_folder", "load_keras_dataset", "load_medmnist",
-    "load_shapes", "load_tfds",
+    "DATA_FIELDS", "Dataset", "SEGMENTATION_DATA_FIELDS", "SPLITS", "SHAPE_CLASSES", "STREAM_ABOVE_BYTES",
+    "carve_validation", "data_fields", "data_key",
+    "estimate_nbytes", "from_arrays", "list_datasets", "load_data", "load_dataset", "load_digits", "load_image_folder",
+    "load_keras_dataset", "load_medmnist", "load_npz", "load_shapes", "load_tfds",
 ]
 
 EMBEDDED = ("digits", "shapes")
@@ -36,6 +44,11 @@ EMBEDDED = ("digits", "shapes")
 # of a sweep or a search that agree on them can share one load and no others do.
 DATA_FIELDS = {"dataset": "name", "dataset_size": "size", "dataset_resize": "resize_to", "num_classes": "num_classes",
                "limit": "limit", "val_fraction": "val_fraction", "seed": "seed"}
+# What a SegmentationConfig adds to them: the background class and the mask-folder options
+# (``lab.datasets.segmentation.FOLDER_OPTIONS``), each the loader argument of its name.
+SEGMENTATION_DATA_FIELDS = {field: field for field in (
+    "background_class", "tile_size", "tile_margin", "split_fractions", "color_mode", "class_names", "class_values",
+    "mask_suffix", "images_dir", "masks_dir")}
 KERAS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "cifar100_coarse")
 # The image side of the sets that come in one size. ``size`` cannot change it, so any other
 # ``size`` is refused rather than recorded as if the data had been loaded at it.
@@ -44,7 +57,7 @@ FIXED_SIZES = {"digits": 8, "mnist": 28, "fashion_mnist": 28, "cifar10": 32, "ci
 
 def list_datasets() -> list[str]:
     """Returns every registered dataset name (plus the ``tfds:`` and ``folder:`` prefixes)."""
-    return [*EMBEDDED, *KERAS, *flags_2d(), "tfds:<name>", "folder:<path>"]
+    return [*EMBEDDED, *KERAS, *flags_2d(), "tfds:<name>", "folder:<path>", "npz:<path>"]
 
 
 def load_dataset(
@@ -103,6 +116,8 @@ def load_dataset(
                             data_dir=data_dir, download=download, **options)
     elif lowered.startswith("folder:"):
         dataset = load_image_folder(name[7:], **({"image_size": size} if size else {}), seed=seed, **options)
+    elif lowered.startswith("npz:"):
+        dataset = load_npz(name[4:], size=size, **options)
     else:
         close = difflib.get_close_matches(lowered, list_datasets(), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -114,11 +129,94 @@ def load_dataset(
     return dataset
 
 
+# Above this many bytes of images, a run with data_path="auto" streams its data from TFRecords
+# instead of loading it. Colab gives 12 GB of RAM, and an in-memory run holds the arrays and the
+# pipeline's copy of them (from_tensor_slices, the cache), two to three times the images: 2 GiB
+# keeps that well inside. PathMNIST at 28, 64 px (0.25, 1.3 GB) loads; at 128, 224 px (5.3,
+# 16 GB) streams.
+STREAM_ABOVE_BYTES = 2 * 2**30
+# Image bytes of the datasets that come in one size (all well below the threshold).
+_FIXED_BYTES = {"digits": 1797 * 64 * 8, "mnist": 70_000 * 28 * 28, "fashion_mnist": 70_000 * 28 * 28,
+                "cifar10": 60_000 * 32 * 32 * 3, "cifar100": 60_000 * 32 * 32 * 3,
+                "cifar100_coarse": 60_000 * 32 * 32 * 3}
+
+
+def estimate_nbytes(name: str, *, size: int | None = None, limit: int | None = None,
+                    data_dir: str | None = None) -> int | None:
+    """The bytes a dataset's uint8 images would take in memory, without loading any image.
+
+    From the registry (MedMNIST's split sizes), an npz's array headers, a folder's file count
+    (times ``size``, default 224, squared, 3 channels) or a prepared TFDS dataset's metadata.
+    ``limit`` caps each split; a class subset is not counted (the estimate is then high).
+
+    Returns:
+        The estimate, or None where it cannot be had without loading (``shapes``, a TFDS
+        dataset that is not prepared, images of varying size).
+    """
+    lowered = name.strip().lower()
+    splits: list[int] = []
+    image_bytes = 0
+    if lowered in _FIXED_BYTES:
+        return _FIXED_BYTES[lowered]
+    if lowered in flags_2d():
+        from lab.datasets.medmnist import registry
+
+        meta = registry()[lowered]
+        side = size or 28
+        splits, image_bytes = list(meta["n_samples"].values()), side * side * int(meta["n_channels"])
+    elif lowered.startswith("npz:"):
+        from lab.datasets.sources import npz_members
+
+        try:
+            members = npz_members(name.strip()[4:])
+        except (OSError, ValueError):
+            return None  # the loader names what is wrong with the file
+        images = [members[f"{s}_images"] for s in SPLITS if f"{s}_images" in members]
+        splits = [m.shape[0] for m in images]
+        image_bytes = int(np.prod(images[0].shape[1:])) * images[0].dtype.itemsize if images else 0
+    elif lowered.startswith("folder:"):
+        from lab.datasets.folders import count_folder_images
+
+        side = size or 224
+        # The split is not known before listing the classes; one "split" of every image.
+        splits, image_bytes = [count_folder_images(name.strip()[7:])], side * side * 3
+    elif lowered.startswith("tfds:"):
+        return _tfds_nbytes(name.strip()[5:], size, limit, data_dir)
+    else:
+        return None
+    if limit is not None:
+        splits = [min(count, limit) for count in splits] if not lowered.startswith("folder:") else \
+            [min(splits[0], 3 * limit)]
+    return int(sum(splits)) * image_bytes
+
+
+def _tfds_nbytes(name: str, size: int | None, limit: int | None, data_dir: str | None) -> int | None:
+    """From a prepared TFDS dataset's dataset_info.json; None when it is not prepared."""
+    try:
+        import tensorflow_datasets as tfds
+
+        from lab import paths
+
+        builder = tfds.builder(name, data_dir=str(data_dir or paths.data_dir() / "tensorflow_datasets"))
+        counts = [split.num_examples for split in builder.info.splits.values()]
+        shape = tuple(builder.info.features["image"].shape)
+    except Exception:  # any failure only means "unknown": the loader reports the real problem
+        return None
+    if not counts:
+        return None
+    if size:
+        shape = (size, size, shape[-1])
+    if any(d is None for d in shape):
+        return None
+    return int(sum(min(c, limit) if limit else c for c in counts)) * int(np.prod(shape))
+
+
 def load_data(config):
     """Loads the data a run configuration names: a classification ``Dataset`` for a
     ``RunConfig``, a ``SegmentationDataset`` (images and masks) for a ``SegmentationConfig``.
-    Only the ``DATA_FIELDS`` of the configuration are read."""
-    values = {argument: getattr(config, field) for field, argument in DATA_FIELDS.items()
+    Only the ``DATA_FIELDS`` of the configuration are read (and a segmentation configuration's
+    ``SEGMENTATION_DATA_FIELDS``)."""
+    values = {argument: getattr(config, field) for field, argument in data_fields(config).items()
               if getattr(config, field, None) is not None}
     name = values.pop("name")
     if config.task == "classification":
@@ -128,9 +226,17 @@ def load_data(config):
     return load_segmentation_dataset(name, **values)
 
 
+def data_fields(config) -> dict[str, str]:
+    """The configuration fields that choose a run's data, each with the loader argument it becomes."""
+    return DATA_FIELDS if config.task == "classification" else DATA_FIELDS | SEGMENTATION_DATA_FIELDS
+
+
 def data_key(config) -> tuple:
-    """What decides the data a configuration loads: equal keys, the same data."""
-    return (config.task == "classification", *(getattr(config, field, None) for field in DATA_FIELDS))
+    """What decides the data a configuration loads: equal keys, the same data (hashable: lists and
+    dicts such as class_values become their JSON text)."""
+    values = (getattr(config, field, None) for field in data_fields(config))
+    return (config.task == "classification",
+            *(json.dumps(v, sort_keys=True) if isinstance(v, (list, tuple, dict)) else v for v in values))
 
 
 def from_arrays(

@@ -118,9 +118,7 @@ class Dataset(ImageSplits):
 
         A class absent from the split gets weight 0 (nothing to weight).
         """
-        counts = self.class_counts(split).astype(np.float64)
-        total, k = counts.sum(), self.num_classes
-        return {i: (float(total / (k * c)) if c else 0.0) for i, c in enumerate(counts)}
+        return balanced_class_weights(self.class_counts(split))
 
     def summary(self) -> dict[str, Any]:
         """Returns shapes, sizes and class counts: what a notebook prints about its data."""
@@ -142,22 +140,13 @@ class Dataset(ImageSplits):
         The chosen classes keep their relative order, so the same seed always gives the same
         classes and the same label ids (E9's class-subset studies).
         """
-        if not 1 < num_classes <= self.num_classes:
-            raise ValueError(
-                f"num_classes must be between 2 and {self.num_classes} for {self.name!r}, "
-                f"received {num_classes}."
-            )
-        rng = np.random.default_rng(seed)
-        kept = np.sort(rng.choice(self.num_classes, size=num_classes, replace=False))
-        remap = np.full(self.num_classes, -1, dtype=np.int64)
-        remap[kept] = np.arange(num_classes)
+        kept, indices, labels = select_classes({s: self.split(s)[1] for s in SPLITS}, self.num_classes,
+                                               num_classes, seed=seed, name=self.name)
         arrays: dict[str, Any] = {}
         for split in SPLITS:
-            x, y = self.split(split)
-            keep = remap[y] >= 0
-            arrays[f"x_{split}"], arrays[f"y_{split}"] = x[keep], remap[y[keep]]
+            arrays[f"x_{split}"], arrays[f"y_{split}"] = self.split(split)[0][indices[split]], labels[split]
             masks = self.masks(split)
-            arrays[f"masks_{split}"] = masks[keep] if masks is not None else None
+            arrays[f"masks_{split}"] = masks[indices[split]] if masks is not None else None
         source = dict(self.source, subset_classes=[int(c) for c in kept], subset_seed=seed)
         return dataclasses.replace(
             self, class_names=[self.class_names[c] for c in kept], source=source, **arrays
@@ -176,23 +165,78 @@ class Dataset(ImageSplits):
         """
         if per_split is None:
             return self
-        if isinstance(per_split, bool) or not isinstance(per_split, (int, np.integer)) or per_split < 1:
-            raise ValueError(f"limit must be a positive number of images per split, received {per_split!r}.")
-        for split in SPLITS:
-            present = np.count_nonzero(self.class_counts(split))
-            if per_split < present:
-                raise ValueError(
-                    f"limit={per_split} would drop classes: the {split} split of {self.name!r} has {present} "
-                    f"classes; use limit >= {present} (or num_classes to keep fewer classes on purpose)."
-                )
+        indices = limit_indices({s: self.split(s)[1] for s in SPLITS}, per_split, seed=seed, name=self.name)
         arrays: dict[str, Any] = {}
         for split in SPLITS:
             x, y = self.split(split)
-            index = _stratified_sample(y, per_split, seed) if len(y) > per_split else np.arange(len(y))
+            index = indices[split]
             arrays[f"x_{split}"], arrays[f"y_{split}"] = x[index], y[index]
             masks = self.masks(split)
             arrays[f"masks_{split}"] = masks[index] if masks is not None else None
         return dataclasses.replace(self, source=dict(self.source, limit=per_split), **arrays)
+
+
+def balanced_class_weights(counts: np.ndarray) -> dict[int, float]:
+    """Balanced class weights ``n / (k * count)`` of per-class image counts (0 for an absent class)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    total, k = counts.sum(), len(counts)
+    return {i: (float(total / (k * c)) if c else 0.0) for i, c in enumerate(counts)}
+
+
+# -- choices made from the labels alone ------------------------------------------------------------
+# Class subsets and limits depend only on the labels and the seed, so the streamed path
+# (lab.datasets.streaming), which never holds the images, picks exactly the images the
+# in-memory path keeps.
+
+
+def select_classes(
+    labels: dict[str, np.ndarray], total: int, num_classes: int, *, seed: int = 0, name: str = "the dataset"
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Draws ``num_classes`` of ``total`` classes by ``seed`` and says which images keep them.
+
+    Args:
+        labels: each split's int64 labels.
+        total: the number of classes of the dataset.
+        num_classes: how many to keep (2 to ``total``).
+        seed: draws the classes.
+        name: the dataset, named in errors.
+
+    Returns:
+        ``(kept classes (sorted), {split: indices of the kept images}, {split: remapped labels})``.
+    """
+    if not 1 < num_classes <= total:
+        raise ValueError(
+            f"num_classes must be between 2 and {total} for {name!r}, "
+            f"received {num_classes}."
+        )
+    rng = np.random.default_rng(seed)
+    kept = np.sort(rng.choice(total, size=num_classes, replace=False))
+    remap = np.full(total, -1, dtype=np.int64)
+    remap[kept] = np.arange(num_classes)
+    indices = {split: np.flatnonzero(remap[y] >= 0) for split, y in labels.items()}
+    return kept, indices, {split: remap[labels[split][index]] for split, index in indices.items()}
+
+
+def limit_indices(
+    labels: dict[str, np.ndarray], per_split: int, *, seed: int = 0, name: str = "the dataset"
+) -> dict[str, np.ndarray]:
+    """The sorted indices ``Dataset.limit`` keeps of each split (a stratified sample by ``seed``).
+
+    Raises:
+        ValueError: ``per_split`` is not a positive integer, or is smaller than the number of
+            classes in a split.
+    """
+    if isinstance(per_split, bool) or not isinstance(per_split, (int, np.integer)) or per_split < 1:
+        raise ValueError(f"limit must be a positive number of images per split, received {per_split!r}.")
+    for split, y in labels.items():
+        present = np.count_nonzero(np.bincount(y)) if len(y) else 0
+        if per_split < present:
+            raise ValueError(
+                f"limit={per_split} would drop classes: the {split} split of {name!r} has {present} "
+                f"classes; use limit >= {present} (or num_classes to keep fewer classes on purpose)."
+            )
+    return {split: _stratified_sample(y, per_split, seed) if len(y) > per_split else np.arange(len(y))
+            for split, y in labels.items()}
 
 
 def carve_validation(

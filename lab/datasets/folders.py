@@ -23,7 +23,9 @@ file does not state, and guessing it wrong would give a dataset that looks fine 
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,6 +63,133 @@ def load_image_folder(
             in val/test that train lacks, an unreadable or floating-point image (named), bad
             fractions.
     """
+    plan = _plan_folder(root, image_size=image_size, resize_to=resize_to, color_mode=color_mode,
+                        split_fractions=split_fractions, seed=seed)
+    size = plan["size"]
+    if plan["carved"] is None:
+        loaded = {split: (_read_images(files, size, resize_to, color_mode), labels)
+                  for split, (files, labels) in plan["splits"].items()}
+    else:
+        # Every image is read once, then the split is taken from the array (as it always was).
+        files, labels = plan["carved"]
+        images = _read_images(files, size, resize_to, color_mode)
+        loaded = {split: (images[index], labels[index]) for split, index in plan["indices"].items()}
+    return Dataset(
+        name=name or plan["root"].name,
+        x_train=loaded["train"][0], y_train=loaded["train"][1],
+        x_val=loaded["val"][0], y_val=loaded["val"][1],
+        x_test=loaded["test"][0], y_test=loaded["test"][1],
+        class_names=plan["class_names"],
+        source=plan["source"],
+    )
+
+
+def stream_image_folder(
+    root: str | Path,
+    *,
+    image_size: int | tuple[int, int] = 224,
+    resize_to: int | None = None,
+    color_mode: str = "rgb",
+    split_fractions: tuple[float, float, float] = (0.5, 0.25, 0.25),
+    seed: int = 0,
+    name: str | None = None,
+):
+    """``load_image_folder`` without the arrays: the same file lists and seeded split, read lazily.
+
+    Each split's images are decoded file by file in a ``tf.data`` pipeline
+    (``folder_split_dataset``) with ``load_image_folder``'s reader, so they are the same pixels
+    in the same order, and a folder of any size needs memory for a chunk of images only.
+
+    Returns:
+        A ``lab.datasets.sources.StreamSource`` with ``load_image_folder``'s ``source``, whose
+        ``listing_sha256`` (a hash of every file's path, size and modification time) tells
+        whether the folder changed since an export.
+    """
+    from lab.datasets.sources import SplitSource, StreamSource
+
+    plan = _plan_folder(root, image_size=image_size, resize_to=resize_to, color_mode=color_mode,
+                        split_fractions=split_fractions, seed=seed)
+    size = plan["size"]
+    shape = (size[0], size[1], 3 if color_mode == "rgb" else 1)
+    splits = {}
+    for split, (files, labels) in plan["splits"].items():
+        reader = _folder_reader(files, size, resize_to, color_mode)
+        splits[split] = SplitSource(count=len(files), shape=shape, dtype="uint8", labels=labels, reader=reader)
+    return StreamSource(name=name or plan["root"].name, class_names=plan["class_names"], task="multi-class",
+                        source=plan["source"], splits=splits)
+
+
+def folder_split_dataset(files: list[Path], labels: np.ndarray, size: tuple[int, int], *,
+                         resize_to: int | None = None, color_mode: str = "rgb", num_parallel_calls: int | None = None):
+    """A ``tf.data.Dataset`` of ``(image, label)`` read lazily from a list of image files.
+
+    Each file is opened, decoded and resized when the pipeline reaches it, by the same Pillow
+    code as ``load_image_folder`` (so the pixels equal the eager path's), in parallel and in
+    the files' order. Memory is a few images per parallel call, whatever the folder's size.
+
+    Args:
+        files: the image files, in order.
+        labels: one int64 class id per file.
+        size: (height, width) of the images produced.
+        resize_to, color_mode: as ``load_image_folder``.
+        num_parallel_calls: files decoded at once (default: AUTOTUNE).
+
+    Returns:
+        A dataset of uint8 (H, W, C) images and int64 labels.
+    """
+    import tensorflow as tf
+
+    channels = 3 if color_mode == "rgb" else 1
+
+    def read(path):
+        return _read_images([Path(path.decode())], size, resize_to, color_mode)[0]
+
+    def decode(path, label):
+        image = tf.numpy_function(read, [path], tf.uint8, stateful=False)
+        return tf.ensure_shape(image, (size[0], size[1], channels)), label
+
+    paths = tf.data.Dataset.from_tensor_slices((tf.constant([str(f) for f in files], dtype=tf.string),
+                                                tf.constant(np.asarray(labels, np.int64))))
+    return paths.map(decode, num_parallel_calls=num_parallel_calls or tf.data.AUTOTUNE, deterministic=True)
+
+
+def _folder_reader(files: list[Path], size: tuple[int, int], resize_to: int | None, color_mode: str):
+    """``SplitSource.reader`` of a folder split: chunks of images decoded by ``folder_split_dataset``."""
+
+    def reader(chunk: int):
+        if not files:
+            return
+        ds = folder_split_dataset(files, np.zeros(len(files), np.int64), size, resize_to=resize_to,
+                                  color_mode=color_mode).batch(chunk).prefetch(1)
+        for images, _ in ds.as_numpy_iterator():
+            yield images
+
+    return reader
+
+
+def _listing_sha256(files: list[Path], root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def count_folder_images(root: str | Path) -> int:
+    """The number of image files under ``root`` (listing only, nothing is read)."""
+    root = Path(root).expanduser()
+    return len(_images_under(root)) if root.is_dir() else 0
+
+
+def _plan_folder(root: str | Path, *, image_size, resize_to, color_mode, split_fractions, seed) -> dict[str, Any]:
+    """What ``load_image_folder`` reads: the class names, each split's files and labels, and the
+    seeded split; everything but the pixels.
+
+    Returns:
+        ``root``, ``size``, ``class_names``, ``splits`` (``{split: (files, labels)}``),
+        ``carved`` (the files and labels the fractions split is taken from, or None),
+        ``indices`` (``{split: positions in carved}``) and ``source``.
+    """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"Image folder {root} does not exist.")
@@ -69,20 +198,25 @@ def load_image_folder(
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
 
     split_dirs = {split: _first_existing(root, names) for split, names in _SPLIT_DIRS.items()}
+    carved = None
+    indices: dict[str, np.ndarray] = {}
     if split_dirs["train"] is not None:
         class_names = _class_folders(split_dirs["train"])
-        loaded = {}
+        listed = {}
         for split, folder in split_dirs.items():
             if folder is not None:
                 # Only train must hold every class: a small val or test split may lack a rare one.
-                files, labels = _list_images(folder, class_names, every_class=split == "train")
-                loaded[split] = (_read_images(files, size, resize_to, color_mode), labels)
-        x_train, y_train = loaded["train"]
-        if "val" not in loaded:
-            x_train, y_train, x_val, y_val = carve_validation(x_train, y_train, split_fractions[1], seed)
-            loaded["val"] = (x_val, y_val)
-        if "test" not in loaded:
+                listed[split] = _list_images(folder, class_names, every_class=split == "train")
+        if "test" not in listed:
             raise ValueError(f"{root} has a train folder but no test folder; add {root / 'test'}.")
+        if "val" not in listed:
+            files, labels = listed["train"]
+            # carve_validation on positions picks the same images as on the images themselves.
+            train_idx, y_train, val_idx, y_val = carve_validation(np.arange(len(files)), labels,
+                                                                  split_fractions[1], seed)
+            listed["train"] = ([files[i] for i in train_idx], y_train)
+            listed["val"] = ([files[i] for i in val_idx], y_val)
+        splits = {split: listed[split] for split in ("train", "val", "test")}
         layout = "split folders"
     else:
         fractions = np.asarray(split_fractions, dtype=float)
@@ -97,18 +231,17 @@ def load_image_folder(
         train_idx, _, val_idx, _ = carve_validation(
             rest_idx, labels[rest_idx], float(fractions[1] / (fractions[0] + fractions[1])), seed
         )
-        images = _read_images(files, size, resize_to, color_mode)
-        loaded = {s: (images[i], labels[i]) for s, i in (("train", train_idx), ("val", val_idx), ("test", test_idx))}
+        carved = (files, labels)
+        indices = {"train": train_idx, "val": val_idx, "test": test_idx}
+        splits = {s: ([files[i] for i in idx], labels[idx]) for s, idx in indices.items()}
         layout = f"split by fractions {tuple(float(f) for f in fractions)}"
-    return Dataset(
-        name=name or root.name,
-        x_train=loaded["train"][0], y_train=loaded["train"][1],
-        x_val=loaded["val"][0], y_val=loaded["val"][1],
-        x_test=loaded["test"][0], y_test=loaded["test"][1],
-        class_names=class_names,
-        source={"folder": str(root.resolve()), "layout": layout, "image_size": list(size),
-                "resize_to": resize_to, "color_mode": color_mode, "split_seed": seed},
-    )
+    everything = sorted({path for files, _ in splits.values() for path in files})
+    # Which files, of which sizes and times: a folder that changed is not taken for the one exported.
+    source = {"folder": str(root.resolve()), "layout": layout, "image_size": list(size),
+              "resize_to": resize_to, "color_mode": color_mode, "split_seed": seed,
+              "listing_sha256": _listing_sha256(everything, root)}
+    return {"root": root, "size": size, "class_names": class_names, "splits": splits, "carved": carved,
+            "indices": indices, "source": source}
 
 
 def _first_existing(root: Path, names: tuple[str, ...]) -> Path | None:

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from lab import paths
-from lab.datasets.base import Dataset
-from lab.download import fetch
+from lab.datasets.base import SPLITS, Dataset
+from lab.download import ChecksumError, fetch, file_hash
 
 SIZES = (28, 64, 128, 224)
 
@@ -70,6 +70,56 @@ def load_medmnist(
         ValueError: unknown flag or size, a 3D flag, or a multi-label flag (chestmnist).
         DatasetNotAvailableError: the npz is not cached and cannot be downloaded.
     """
+    path, meta, key = _registry_file(flag, size, data_dir, download)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+        raise ValueError(
+            f"{path} is not a readable MedMNIST npz ({error}). Delete it and run again to "
+            "download it anew."
+        ) from error
+    expected = [f"{s}_{kind}" for s in ("train", "val", "test") for kind in ("images", "labels")]
+    missing = [name for name in expected if name not in arrays]
+    if missing:
+        raise ValueError(f"{path} lacks the arrays {missing}; it is not a MedMNIST npz. Delete it.")
+    return Dataset(
+        name=flag,
+        x_train=arrays["train_images"],
+        y_train=arrays["train_labels"],
+        x_val=arrays["val_images"],
+        y_val=arrays["val_labels"],
+        x_test=arrays["test_images"],
+        y_test=arrays["test_labels"],
+        class_names=_registry_class_names(meta),
+        task=meta["task"],
+        source=_registry_source(meta, key, size),
+    )
+
+
+def stream_medmnist(
+    flag: str, *, size: int = 28, data_dir: str | Path | None = None, download: bool = True
+):
+    """``load_medmnist`` for chunked reading: a ``lab.datasets.sources.StreamSource``.
+
+    The same checks, download and md5 verification as ``load_medmnist``; the npz members are
+    then read a chunk of images at a time (see ``lab.datasets.sources``).
+    """
+    from lab.datasets.sources import StreamSource, npz_members, npz_split_sources
+
+    path, meta, key = _registry_file(flag, size, data_dir, download)
+    try:
+        splits = npz_split_sources(path, npz_members(path))
+    except ValueError as error:
+        raise ValueError(f"{error} It is not a readable MedMNIST npz: delete {path} and run again to download it "
+                         "anew.") from error
+    return StreamSource(name=flag, class_names=_registry_class_names(meta), task=meta["task"],
+                        source=_registry_source(meta, key, size), splits=splits)
+
+
+def _registry_file(flag: str, size: int, data_dir: str | Path | None, download: bool
+                   ) -> tuple[Path, dict[str, Any], str]:
+    """Checks a flag and size, and returns its verified npz, its registry entry and its size key."""
     info = registry()
     if flag not in info:
         raise ValueError(f"Unknown MedMNIST flag {flag!r}. 2D flags: {', '.join(flags_2d())}.")
@@ -88,35 +138,148 @@ def load_medmnist(
         raise ValueError(f"MedMNIST size must be one of {SIZES}, received size={size}.")
     meta = info[flag]
     key = "" if size == 28 else f"_{size}"
-    path = fetch(
-        meta[f"url{key}"], npz_path(flag, size, data_dir), md5=meta[f"MD5{key}"], download=download
-    )
+    target = npz_path(flag, size, data_dir)
+    try:
+        path = fetch(meta[f"url{key}"], target, md5=meta[f"MD5{key}"], download=download)
+    except ChecksumError as error:
+        # Refused under the registry name, whose records promise the official data; the file
+        # may still be the user's own on purpose (a re-export, a subset), which npz: reads.
+        raise ChecksumError(
+            f"{error} If this file is your own MedMNIST-format data rather than a damaged download, use it as "
+            f"your own file: dataset='npz:{target}' (better: move it out of {target.parent} first). Its run "
+            "records then mark the source as unofficial, with the file's md5."
+        ) from error
+    return path, meta, key
+
+
+def _registry_class_names(meta: dict[str, Any]) -> list[str]:
+    labels = meta["label"]
+    return [labels[str(i)] for i in range(len(labels))]
+
+
+def _registry_source(meta: dict[str, Any], key: str, size: int) -> dict[str, Any]:
+    return {"url": meta[f"url{key}"], "md5": meta[f"MD5{key}"], "size": size,
+            "license": meta.get("license"), "medmnist_version": _version()}
+
+
+# -- your own npz files -------------------------------------------------------------------------
+
+
+def load_npz(path: str | Path, *, size: int | None = None, class_names: list[str] | None = None,
+             name: str | None = None) -> Dataset:
+    """Loads your own MedMNIST-format npz into memory (registry name ``npz:<path>``).
+
+    Args:
+        path: the npz file, holding ``{train,val,test}_images`` (NHW or NHWC, uint8 or
+            float32) and ``{train,val,test}_labels`` (one integer per image, (N,) or (N, 1)),
+            and optionally ``class_names`` (a string array).
+        size: the image side, if you want it checked (an npz comes in one size: resize with
+            the run's ``pipeline_size`` instead).
+        class_names: the class names; they take precedence over the file's. Without either,
+            classes are numbered 0 to the largest label (the record says "inferred").
+        name: the dataset's name in records (default: the file name without ``.npz``).
+
+    Returns:
+        A Dataset whose ``source`` marks it as unofficial, with the file's md5, size in bytes
+        and path (and the MedMNIST flag whose official md5 it has, if any). The md5 reads the
+        whole file once per load (a few seconds per GB), as the registry's files are checked.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not an npz, missing or malformed arrays, a size that differs from the
+            images', class names that do not cover the labels.
+    """
+    from lab.datasets.sources import npz_members, npz_split_sources
+
+    path = _existing_npz(path)
+    members = npz_members(path)
+    splits = npz_split_sources(path, members)  # checks every array's header and every label
+    _check_npz_size(path, splits["train"].shape, size)
+    names, how = _npz_class_names(path, members, {s: splits[s].labels for s in SPLITS}, class_names)
+    images = {}
     try:
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
+            for split in SPLITS:
+                images[split] = npz[f"{split}_images"]
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
-        raise ValueError(
-            f"{path} is not a readable MedMNIST npz ({error}). Delete it and run again to "
-            "download it anew."
-        ) from error
-    expected = [f"{s}_{kind}" for s in ("train", "val", "test") for kind in ("images", "labels")]
-    missing = [name for name in expected if name not in arrays]
-    if missing:
-        raise ValueError(f"{path} lacks the arrays {missing}; it is not a MedMNIST npz. Delete it.")
-    labels = meta["label"]
+        raise ValueError(f"{path} is not a readable npz ({error}).") from error
     return Dataset(
-        name=flag,
-        x_train=arrays["train_images"],
-        y_train=arrays["train_labels"],
-        x_val=arrays["val_images"],
-        y_val=arrays["val_labels"],
-        x_test=arrays["test_images"],
-        y_test=arrays["test_labels"],
-        class_names=[labels[str(i)] for i in range(len(labels))],
-        task=meta["task"],
-        source={"url": meta[f"url{key}"], "md5": meta[f"MD5{key}"], "size": size,
-                "license": meta.get("license"), "medmnist_version": _version()},
+        name=name or path.stem,
+        **{f"x_{s}": images[s] for s in SPLITS}, **{f"y_{s}": splits[s].labels for s in SPLITS},
+        class_names=names,
+        task="binary-class" if len(names) == 2 else "multi-class",
+        source=_npz_source(path, how),
     )
+
+
+def stream_npz(path: str | Path, *, size: int | None = None, class_names: list[str] | None = None,
+               name: str | None = None):
+    """``load_npz`` for chunked reading: a ``lab.datasets.sources.StreamSource``."""
+    from lab.datasets.sources import StreamSource, npz_members, npz_split_sources
+
+    path = _existing_npz(path)
+    members = npz_members(path)
+    splits = npz_split_sources(path, members)
+    _check_npz_size(path, splits["train"].shape, size)
+    names, how = _npz_class_names(path, members, {s: splits[s].labels for s in SPLITS}, class_names)
+    return StreamSource(name=name or path.stem, class_names=names,
+                        task="binary-class" if len(names) == 2 else "multi-class",
+                        source=_npz_source(path, how), splits=splits)
+
+
+def npz_nbytes(path: str | Path) -> int:
+    """The bytes an npz's images take in memory, from the arrays' headers (nothing else is read)."""
+    from lab.datasets.sources import npz_members
+
+    members = npz_members(_existing_npz(path))
+    return sum(int(np.prod(m.shape, dtype=np.int64)) * m.dtype.itemsize
+               for name, m in members.items() if name.endswith("_images"))
+
+
+def _existing_npz(path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"No npz file at {path} (dataset='npz:{path}'). Give the path of a MedMNIST-format "
+                                "npz: {train,val,test}_images and {train,val,test}_labels arrays.")
+    return path
+
+
+def _check_npz_size(path: Path, shape: tuple[int, ...], size: int | None) -> None:
+    if size is not None and tuple(shape[:2]) != (size, size):
+        raise ValueError(f"{path} holds {shape[0]}x{shape[1]} images, received size={size} (dataset_size). An npz "
+                         "comes in one size: leave dataset_size unset and resize in the pipeline with pipeline_size.")
+
+
+def _npz_class_names(path: Path, members: dict, labels: dict[str, np.ndarray],
+                     given: list[str] | None) -> tuple[list[str], str]:
+    """The class names (given, from the file's ``class_names`` array, or numbered) and which."""
+    top = max((int(y.max()) for y in labels.values() if len(y)), default=0) + 1
+    low = min((int(y.min()) for y in labels.values() if len(y)), default=0)
+    if low < 0:
+        raise ValueError(f"{path}: labels must be class ids from 0, received a label {low}.")
+    if given is not None:
+        names, how = [str(n) for n in given], "given"
+    elif "class_names" in members:
+        array = members["class_names"].read()
+        if array.dtype.kind not in "US" or array.ndim != 1:
+            raise ValueError(f"{path}: class_names must be a 1-D string array, received {array.dtype} of shape "
+                             f"{array.shape}.")
+        names, how = [str(n.decode() if isinstance(n, bytes) else n) for n in array], "from the file"
+    else:
+        return [str(i) for i in range(top)], "inferred"
+    if len(names) < top:
+        raise ValueError(f"{path}: {len(names)} class names ({how}) but labels up to {top - 1}; give one name per "
+                         "class.")
+    return names, how
+
+
+def _npz_source(path: Path, how: str) -> dict[str, Any]:
+    """Where your own npz came from: unofficial, with its md5 (and the MedMNIST flag it matches)."""
+    md5 = file_hash(path, "md5")
+    matches = [f"{flag}{'' if key == 'MD5' else key[3:]}" for flag, meta in registry().items()
+               for key, value in meta.items() if key.startswith("MD5") and value == md5]
+    return {"npz": str(path.resolve()), "md5": md5, "bytes": path.stat().st_size, "official": False,
+            "class_names": how, **({"matches_medmnist": matches[0]} if matches else {})}
 
 
 def _version() -> str:

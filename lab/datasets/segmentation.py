@@ -8,6 +8,15 @@
 
 Images are resized with bilinear interpolation and masks with nearest neighbour only, so a
 mask never holds a class id that is a blend of two others.
+
+Which class is the background is stated, not assumed: ``background_class`` (0 unless said
+otherwise). In electron-microscopy membrane data the membrane is often class 0 and is what
+one looks for; there the cell interior is the background. The foreground shares, the
+foreground IoU and E6's all-background flag are computed against this class.
+
+A mask folder may be cut into tiles (``tile_size``) for training. Its validation and test
+images are then also kept whole, so that a run predicts each of them whole with the
+overlap-tile strategy (``lab.segmentation.tiling``) and scores it as one image.
 """
 
 from __future__ import annotations
@@ -22,6 +31,13 @@ from lab.datasets.base import SPLITS, Dataset, ImageSplits
 from lab.datasets.folders import IMAGE_SUFFIXES, to_8bit
 
 PET_CLASSES = ("background", "pet", "border")
+# The loader options only a mask folder has (``load_mask_folder``'s keyword arguments), each a
+# SegmentationConfig field of the same name.
+FOLDER_OPTIONS = ("tile_size", "tile_margin", "split_fractions", "color_mode", "class_names", "class_values",
+                  "mask_suffix", "images_dir", "masks_dir")
+COLOR_MODES = ("rgb", "grayscale")
+# The validation and test images are kept whole when a folder is tiled; training sees tiles only.
+WHOLE_SPLITS = ("val", "test")
 
 
 @dataclasses.dataclass
@@ -30,10 +46,16 @@ class SegmentationDataset(ImageSplits):
 
     Attributes:
         name: registry name, recorded with every run.
-        x_train, x_val, x_test: NHWC uint8 (or float) images.
-        masks_train, masks_val, masks_test: (N, H, W) uint8 class ids, 0 = background.
-        class_names: the name of every class id, ``class_names[0]`` the background.
+        x_train, x_val, x_test: NHWC uint8 (or float) images (tiles when ``tile_size`` is set).
+        masks_train, masks_val, masks_test: (N, H, W) uint8 class ids.
+        class_names: the name of every class id.
         source: provenance kept in the run record.
+        background_class: the class id that is background (0 unless stated).
+        tile_size: the side of the tiles the splits were cut into, or None (whole images).
+        tile_margin: the context margin of overlap-tile prediction (see ``lab.segmentation.tiling``).
+        originals: for a tiled set, the whole validation and test images and masks before
+            tiling, ``{"val": (images, masks), "test": (images, masks)}`` (lists: sizes may differ).
+        tile_origins: for a tiled set, the index of the image each tile of a split was cut from.
     """
 
     name: str
@@ -45,31 +67,89 @@ class SegmentationDataset(ImageSplits):
     masks_test: np.ndarray
     class_names: list[str]
     source: dict[str, Any] = dataclasses.field(default_factory=dict)
+    background_class: int = 0
+    tile_size: int | None = None
+    tile_margin: int = 0
+    originals: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = dataclasses.field(default_factory=dict)
+    tile_origins: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.class_names) < 2:
             raise ValueError(f"Dataset {self.name!r}: class_names must include the background and at least one "
                              f"class, received {self.class_names}.")
+        if isinstance(self.background_class, bool) or not isinstance(self.background_class, (int, np.integer)) \
+                or not 0 <= self.background_class < self.num_classes:
+            raise ValueError(f"Dataset {self.name!r}: background_class must be one of the class ids 0 to "
+                             f"{self.num_classes - 1} of {list(self.class_names)}, received "
+                             f"background_class={self.background_class!r}.")
+        self.background_class = int(self.background_class)
         for split in SPLITS:
             x, masks = getattr(self, f"x_{split}"), np.asarray(getattr(self, f"masks_{split}"))
             if x.ndim == 3:
                 x = x[..., np.newaxis]
                 setattr(self, f"x_{split}", x)
-            if masks.ndim == 4 and masks.shape[-1] == 1:
-                masks = masks[..., 0]
-            if masks.shape != x.shape[:3]:
-                raise ValueError(f"Dataset {self.name!r}: {split} has images of shape {x.shape} but masks of shape "
-                                 f"{masks.shape}; every image needs a mask of its height and width.")
-            if masks.size and (masks.min() < 0 or masks.max() >= self.num_classes):
-                raise ValueError(f"Dataset {self.name!r}: {split} masks hold class ids from {masks.min()} to "
-                                 f"{masks.max()}, outside [0, {self.num_classes}) for classes {self.class_names}.")
-            setattr(self, f"masks_{split}", masks.astype(np.uint8))
+            setattr(self, f"masks_{split}", self._checked_masks(x, masks, split))
+        if self.tile_size is not None:
+            self._check_tiling()
+
+    def _checked_masks(self, x: np.ndarray, masks: np.ndarray, where: str) -> np.ndarray:
+        """Masks as uint8, refused when they do not fit their images or hold unknown class ids."""
+        if masks.ndim == x.ndim and masks.shape[-1] == 1:
+            masks = masks[..., 0]
+        if masks.shape != x.shape[:-1]:
+            raise ValueError(f"Dataset {self.name!r}: {where} has images of shape {x.shape} but masks of shape "
+                             f"{masks.shape}; every image needs a mask of its height and width.")
+        if masks.size and (masks.min() < 0 or masks.max() >= self.num_classes):
+            raise ValueError(f"Dataset {self.name!r}: {where} masks hold class ids from {masks.min()} to "
+                             f"{masks.max()}, outside [0, {self.num_classes}) for classes {self.class_names}.")
+        return masks.astype(np.uint8)
+
+    def _check_tiling(self) -> None:
+        if not isinstance(self.tile_size, int) or self.tile_size < 1 or not 0 <= 2 * self.tile_margin < self.tile_size:
+            raise ValueError(f"Dataset {self.name!r}: tile_size must be a positive integer and tile_margin a margin "
+                             f"with 2 * tile_margin < tile_size, received tile_size={self.tile_size!r}, "
+                             f"tile_margin={self.tile_margin!r}.")
+        if set(self.originals) != set(WHOLE_SPLITS) or set(self.tile_origins) != set(SPLITS):
+            raise ValueError(f"Dataset {self.name!r}: a tiled dataset keeps its whole {' and '.join(WHOLE_SPLITS)} "
+                             f"images (originals) and the image of every tile (tile_origins) of every split.")
+        # New dicts: dataclasses.replace hands this object the dicts of the one it copies.
+        self.tile_origins = {split: np.asarray(self.tile_origins[split], dtype=np.int64) for split in SPLITS}
+        self.originals = dict(self.originals)
+        for split in SPLITS:
+            if self.tile_origins[split].shape != (len(self.split(split)[0]),):
+                raise ValueError(f"Dataset {self.name!r}: {split} has {len(self.split(split)[0])} tiles but "
+                                 f"{self.tile_origins[split].size} tile origins.")
+        for split in WHOLE_SPLITS:
+            images, masks = self.originals[split]
+            if len(images) != len(masks) or (len(self.tile_origins[split]) and
+                                             self.tile_origins[split].max() >= len(images)):
+                raise ValueError(f"Dataset {self.name!r}: the whole {split} images, their masks and the tiles' "
+                                 "origins do not match.")
+            images = [image[..., np.newaxis] if image.ndim == 2 else image for image in images]
+            masks = [self._checked_masks(image, np.asarray(mask), f"whole {split} image {i}")
+                     for i, (image, mask) in enumerate(zip(images, masks))]
+            self.originals[split] = (images, masks)
+
+    @property
+    def tiled(self) -> bool:
+        """Whether the splits hold tiles (and the validation and test images are also kept whole)."""
+        return self.tile_size is not None
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """Returns ``(images, masks)`` of ``"train"``, ``"val"`` or ``"test"``."""
+        """Returns ``(images, masks)`` of ``"train"``, ``"val"`` or ``"test"`` (tiles when tiled)."""
         if name not in SPLITS:
             raise ValueError(f"Unknown split {name!r}; expected one of {SPLITS}.")
         return getattr(self, f"x_{name}"), getattr(self, f"masks_{name}")
+
+    def whole_images(self, name: str) -> tuple[np.ndarray | list[np.ndarray], np.ndarray | list[np.ndarray]]:
+        """The images and masks a run predicts and scores: the split itself, or for a tiled
+        set the whole validation or test images (lists, since their sizes may differ)."""
+        if not self.tiled:
+            return self.split(name)
+        if name not in WHOLE_SPLITS:
+            raise ValueError(f"A tiled dataset keeps only its {' and '.join(WHOLE_SPLITS)} images whole; the "
+                             f"{name!r} split holds tiles (dataset.split({name!r})).")
+        return self.originals[name]
 
     def pixel_counts(self, split: str = "train") -> np.ndarray:
         """Pixels of each class in ``split``."""
@@ -83,30 +163,52 @@ class SegmentationDataset(ImageSplits):
 
     def summary(self) -> dict[str, Any]:
         """Shapes, sizes and the share of pixels of each class (the background imbalance)."""
-        return {
+        summary = {
             "name": self.name,
             "task": "segmentation",
             "input_shape": list(self.input_shape),
             "num_classes": self.num_classes,
             "class_names": list(self.class_names),
+            "background_class": self.background_class,
             "sizes": {s: int(len(self.split(s)[0])) for s in SPLITS},
             "pixel_shares": {s: [round(float(v), 4) for v in self.pixel_counts(s) / max(self.pixel_counts(s).sum(), 1)]
                              for s in SPLITS},
         }
+        if self.tiled:
+            summary |= {"tile_size": self.tile_size, "tile_margin": self.tile_margin,
+                        "images": {s: _image_count(self.tile_origins[s]) for s in SPLITS}}
+        return summary
 
     def limit(self, per_split: int | None, seed: int = 0) -> "SegmentationDataset":
-        """Keeps at most ``per_split`` images of each split, drawn by ``seed`` (order kept)."""
+        """Keeps at most ``per_split`` images of each split, drawn by ``seed`` (order kept).
+
+        A tiled set keeps ``per_split`` source images of each split, with all their tiles.
+        """
         if per_split is None:
             return self
         if not isinstance(per_split, int) or per_split < 1:
             raise ValueError(f"per_split must be a positive number of images, received {per_split!r}.")
         rng = np.random.default_rng(seed)
         arrays: dict[str, Any] = {}
+        origins: dict[str, np.ndarray] = {}
+        originals: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
         for split in SPLITS:
             x, masks = self.split(split)
-            index = np.sort(rng.choice(len(x), per_split, replace=False)) if len(x) > per_split else np.arange(len(x))
-            arrays[f"x_{split}"], arrays[f"masks_{split}"] = x[index], masks[index]
-        return dataclasses.replace(self, source=dict(self.source, limit=per_split), **arrays)
+            count = _image_count(self.tile_origins[split]) if self.tiled else len(x)
+            index = np.sort(rng.choice(count, per_split, replace=False)) if count > per_split else np.arange(count)
+            if self.tiled:
+                keep = np.isin(self.tile_origins[split], index)
+                renumber = np.zeros(max(count, 1), dtype=np.int64)
+                renumber[index] = np.arange(len(index))
+                arrays[f"x_{split}"], arrays[f"masks_{split}"] = x[keep], masks[keep]
+                origins[split] = renumber[self.tile_origins[split][keep]]
+                if split in WHOLE_SPLITS:
+                    images, whole_masks = self.originals[split]
+                    originals[split] = ([images[i] for i in index], [whole_masks[i] for i in index])
+            else:
+                arrays[f"x_{split}"], arrays[f"masks_{split}"] = x[index], masks[index]
+        return dataclasses.replace(self, source=dict(self.source, limit=per_split), tile_origins=origins,
+                                   originals=originals, **arrays)
 
     @classmethod
     def from_dataset(cls, dataset: Dataset) -> "SegmentationDataset":
@@ -121,6 +223,11 @@ class SegmentationDataset(ImageSplits):
                    x_val=dataset.x_val, masks_val=dataset.masks_val, x_test=dataset.x_test,
                    masks_test=dataset.masks_test, class_names=["background", *dataset.class_names],
                    source=dict(dataset.source))
+
+
+def _image_count(origins: np.ndarray) -> int:
+    """The number of source images of a split's tiles (they are numbered 0, 1, ...)."""
+    return int(origins.max()) + 1 if len(origins) else 0
 
 
 # -- the registry -------------------------------------------------------------------------------
@@ -139,6 +246,7 @@ def load_segmentation_dataset(
     seed: int = 0,
     data_dir: str | Path | None = None,
     download: bool = True,
+    background_class: int | None = None,
     **options: Any,
 ) -> SegmentationDataset:
     """Loads a segmentation dataset by name, then applies the size limit.
@@ -146,14 +254,29 @@ def load_segmentation_dataset(
     Args:
         name: "shapes", "tfds:oxford_iiit_pet" or "folder:<path>".
         size: image side: for shapes the generated size (default 32, a multiple of 2**5 so a
-            U-Net of depth up to 5 fits), for pets and folders the resize target (pets: 128).
-        limit: keep at most this many images per split (drawn by ``seed``).
+            U-Net of depth up to 5 fits), for pets and folders the resize target (pets: 128;
+            a tiled folder is resized first, then cut into tiles).
+        limit: keep at most this many images per split (drawn by ``seed``); a tiled folder
+            keeps this many images, each with all its tiles.
         val_fraction: validation share carved from train where a set has no validation split.
         seed: the seed of every random choice.
         data_dir, download: for TFDS (see ``lab.datasets.load_tfds``).
-        **options: passed to the loader (``load_shapes``, ``load_oxford_pets``, ``load_mask_folder``).
+        background_class: the class id that is background (None: the set's own, 0).
+        **options: passed to the loader (``load_shapes``, ``load_oxford_pets``,
+            ``load_mask_folder``); the ``FOLDER_OPTIONS`` (tile_size, class_values...) apply
+            to folders only (None: unset).
+
+    Raises:
+        ValueError: an unknown name; a folder option given for another set.
     """
     lowered = name.strip().lower()
+    folder = lowered.startswith("folder:")
+    # A folder option left at None is unset (a notebook passes its parameters whatever the set).
+    options = {key: value for key, value in options.items() if not (key in FOLDER_OPTIONS and value is None)}
+    misplaced = [key for key in FOLDER_OPTIONS if key in options]
+    if misplaced and not folder:
+        raise ValueError(f"{', '.join(misplaced)} appl{'ies' if len(misplaced) == 1 else 'y'} to mask folders "
+                         f"(dataset='folder:<path>'), not to {name!r}; leave {' and '.join(misplaced)} unset.")
     if lowered == "shapes":
         from lab.datasets.embedded import load_shapes
 
@@ -161,12 +284,15 @@ def load_segmentation_dataset(
     elif lowered == "tfds:oxford_iiit_pet":
         dataset = load_oxford_pets(image_size=size or 128, val_fraction=val_fraction, seed=seed, data_dir=data_dir,
                                    download=download, **options)
-    elif lowered.startswith("folder:"):
+    elif folder:
         dataset = load_mask_folder(name.strip()[7:], **({"image_size": size} if size else {}),
+                                   **({"background_class": background_class} if background_class is not None else {}),
                                    val_fraction=val_fraction, seed=seed, **options)
     else:
         raise ValueError(f"Unknown segmentation dataset {name!r}. Available: "
                          f"{', '.join(list_segmentation_datasets())}.")
+    if background_class is not None and background_class != dataset.background_class:
+        dataset = dataclasses.replace(dataset, background_class=background_class)
     dataset = dataset.limit(limit, seed=seed)
     dataset.source = {**dataset.source, "loaded_as": name}  # the registry name, which a run record names
     return dataset
@@ -263,13 +389,15 @@ def load_mask_folder(
     *,
     image_size: int | tuple[int, int] | None = None,
     tile_size: int | None = None,
+    tile_margin: int | None = None,
     class_values: dict[int, int] | None = None,
     class_names: Sequence[str] | None = None,
+    background_class: int = 0,
     images_dir: str = "images",
     masks_dir: str = "masks",
     mask_suffix: str = "",
     color_mode: str = "rgb",
-    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
     val_fraction: float = 0.15,
     seed: int = 0,
     name: str | None = None,
@@ -293,19 +421,25 @@ def load_mask_folder(
     Images are read as 8-bit, 16-bit images scaled by their range (see
     ``lab.datasets.folders.to_8bit``); mask values are class values and are never rescaled.
 
-    Images of any size become arrays of one size in one of two ways: ``image_size`` resizes
-    each image (bilinear) and its mask (nearest neighbour), or ``tile_size`` cuts both into
-    square tiles (the last row and column aligned with the border, so nothing is dropped).
-    Tiles are cut after the split, so tiles of one image never land in two splits.
+    Images of any size become arrays of one size: ``image_size`` resizes each image
+    (bilinear) and its mask (nearest neighbour); ``tile_size`` cuts both into square tiles
+    (the last row and column flush with the border, so nothing is dropped), after the resize
+    when both are given. Tiles are cut after the split, so tiles of one image never land in
+    two splits. A tiled set also keeps its validation and test images whole: a run predicts
+    them whole by overlap-tile (``tile_margin`` pixels of context around each tile's centre)
+    and scores each image once.
 
     Args:
         root: the folder.
         image_size: resize everything to this side (or (height, width)).
-        tile_size: cut tiles of this side instead (images must be at least this large).
+        tile_size: cut tiles of this side (images must be at least this large).
+        tile_margin: the context margin of overlap-tile prediction, 0 <= 2 * margin <
+            tile_size (None: tile_size // 8).
         class_values: {mask value: class id}, e.g. {0: 0, 255: 1} or {0: 0, 128: 1, 255: 2};
             it must cover every value the masks hold.
-        class_names: names of the class ids, background first (default: "background",
-            "foreground" for two classes, else "background", "class_1", ...).
+        class_names: names of the class ids (default: "background" for ``background_class``
+            and "foreground" for the other of two classes, else "class_<id>" for the others).
+        background_class: the class id that is background.
         images_dir, masks_dir: the sub-folder names.
         mask_suffix: what mask stems add to image stems (``"_mask"`` for ``cat_mask.png``).
         color_mode: "rgb" or "grayscale" for the images.
@@ -320,46 +454,95 @@ def load_mask_folder(
             floating-point images, mask values that ``class_values`` (or, without it, the
             default reading) does not map (with the files that hold them), sizes that do not fit.
     """
-    from lab.datasets.folders import _first_existing, _SPLIT_DIRS
-
     root = Path(root).expanduser()
+    size, tile_margin = _checked_folder_options(root, image_size, tile_size, tile_margin, color_mode)
+    pairs, layout = _split_pairs(root, images_dir, masks_dir, mask_suffix, split_fractions, val_fraction, seed)
+    loaded, mask_values = _read_splits(pairs, color_mode)
+    mapping = _value_mapping(class_values, mask_values)
+    names = _class_names(class_names, max(mapping.values()) + 1, background_class)
+    lookup = _lookup_table(mapping, mask_values)
+    splits = {split: _prepared(images, [lookup[m] for m in masks], size) for split, (images, masks) in loaded.items()}
+    source = {"folder": str(root.resolve()), "layout": layout, "image_size": list(size) if size else None,
+              "tile_size": tile_size, "tile_margin": tile_margin, "color_mode": color_mode,
+              "class_values": {int(k): int(v) for k, v in mapping.items()}, "split_seed": seed}
+    common = dict(name=name or root.name, class_names=names, background_class=background_class, source=source)
+    if tile_size:
+        return SegmentationDataset(**common, **_tiled_splits(splits, pairs, tile_size), tile_size=tile_size,
+                                   tile_margin=tile_margin)
+    return SegmentationDataset(**common, **{key: value for split, (images, masks) in splits.items()
+                                            for key, value in _stacked(split, images, masks, root).items()})
+
+
+def _checked_folder_options(root: Path, image_size: int | tuple[int, int] | None, tile_size: int | None,
+                            tile_margin: int | None, color_mode: str) -> tuple[tuple[int, int] | None, int]:
+    """Refuses a missing folder and bad options before any file is read.
+
+    Returns:
+        The resize target as (height, width) or None, and the tile margin (0 without tiles).
+    """
     if not root.is_dir():
         raise FileNotFoundError(f"Mask folder {root} does not exist.")
-    if image_size is not None and tile_size is not None:
-        raise ValueError("Give image_size (resize) or tile_size (cut tiles), not both.")
-    if color_mode not in ("rgb", "grayscale"):
+    if color_mode not in COLOR_MODES:
         raise ValueError(f"color_mode must be 'rgb' or 'grayscale', received {color_mode!r}.")
-    if tile_size is not None and (not isinstance(tile_size, int) or tile_size < 1):
-        raise ValueError(f"tile_size must be a positive integer, received {tile_size!r}.")
     size = (image_size, image_size) if isinstance(image_size, int) else (tuple(image_size) if image_size else None)
+    if tile_size is None:
+        if tile_margin:
+            raise ValueError(f"tile_margin={tile_margin} is the margin of tiles: set tile_size too.")
+        return size, 0
+    if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1:
+        raise ValueError(f"tile_size must be a positive integer, received {tile_size!r}.")
+    if size and tile_size > min(size):
+        raise ValueError(f"tile_size={tile_size} is larger than the resized images {size[0]}x{size[1]} "
+                         "(images are resized first, then cut into tiles): choose a smaller tile_size.")
+    margin = tile_size // 8 if tile_margin is None else tile_margin
+    if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0 or 2 * margin >= tile_size:
+        raise ValueError(f"tile_margin must be an integer with 0 <= 2 * tile_margin < tile_size={tile_size} (a "
+                         f"tile's centre must remain), received tile_margin={tile_margin!r}.")
+    return size, margin
+
+
+def _split_pairs(root: Path, images_dir: str, masks_dir: str, mask_suffix: str, split_fractions: Sequence[float],
+                 val_fraction: float, seed: int) -> tuple[dict[str, list[tuple[Path, Path]]], str]:
+    """The (image, mask) file pairs of each split, and how they were split."""
+    from lab.datasets.folders import _first_existing, _SPLIT_DIRS
 
     split_dirs = {split: _first_existing(root, names) for split, names in _SPLIT_DIRS.items()}
-    if split_dirs["train"] is not None:
-        if split_dirs["test"] is None:
-            raise ValueError(f"{root} has a train folder but no test folder; add {root / 'test'}.")
-        pairs = {split: _pairs(folder, images_dir, masks_dir, mask_suffix)
-                 for split, folder in split_dirs.items() if folder is not None}
-        if "val" not in pairs:
-            train_idx, val_idx = _split_indices(len(pairs["train"]), val_fraction, seed)
-            pairs["val"] = [pairs["train"][i] for i in val_idx]
-            pairs["train"] = [pairs["train"][i] for i in train_idx]
-        layout = "split folders"
-    else:
-        fractions = np.asarray(split_fractions, dtype=float)
-        if fractions.shape != (3,) or (fractions <= 0).any() or not np.isclose(fractions.sum(), 1.0):
-            raise ValueError(f"split_fractions must be three positive shares summing to 1, received {split_fractions}.")
+    if split_dirs["train"] is None:
         everything = _pairs(root, images_dir, masks_dir, mask_suffix)
-        order = np.random.default_rng(seed).permutation(len(everything))
-        n_test = max(1, int(round(fractions[2] * len(order))))
-        n_val = max(1, int(round(fractions[1] * len(order))))
-        if len(order) - n_test - n_val < 1:
-            raise ValueError(f"{root} has {len(order)} image/mask pairs: too few to split into train, val and test.")
-        chosen = {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
-        pairs = {split: [everything[i] for i in np.sort(index)] for split, index in chosen.items()}
-        layout = f"split by fractions {tuple(float(f) for f in fractions)}"
+        return _pairs_by_fractions(everything, split_fractions, seed, root)
+    if split_dirs["test"] is None:
+        raise ValueError(f"{root} has a train folder but no test folder; add {root / 'test'}.")
+    pairs = {split: _pairs(folder, images_dir, masks_dir, mask_suffix)
+             for split, folder in split_dirs.items() if folder is not None}
+    if "val" not in pairs:
+        train_idx, val_idx = _split_indices(len(pairs["train"]), val_fraction, seed)
+        pairs["val"] = [pairs["train"][i] for i in val_idx]
+        pairs["train"] = [pairs["train"][i] for i in train_idx]
+    return pairs, "split folders"
 
-    # The values of every mask and their pixel counts, so that unexpected values can be traced
-    # to the files that hold them.
+
+def _pairs_by_fractions(everything: list[tuple[Path, Path]], split_fractions: Sequence[float], seed: int,
+                        root: Path) -> tuple[dict[str, list[tuple[Path, Path]]], str]:
+    """Seeded train/val/test split of one folder's pairs by ``split_fractions`` (at least one each)."""
+    fractions = np.asarray(split_fractions, dtype=float)
+    if fractions.shape != (3,) or (fractions <= 0).any() or not np.isclose(fractions.sum(), 1.0):
+        raise ValueError(f"split_fractions must be three positive shares (train, val, test) summing to 1, received "
+                         f"{split_fractions}.")
+    order = np.random.default_rng(seed).permutation(len(everything))
+    n_test = max(1, int(round(fractions[2] * len(order))))
+    n_val = max(1, int(round(fractions[1] * len(order))))
+    if len(order) - n_test - n_val < 1:
+        raise ValueError(f"{root} has {len(order)} image/mask pairs: too few to split into train, val and test.")
+    chosen = {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
+    pairs = {split: [everything[i] for i in np.sort(index)] for split, index in chosen.items()}
+    return pairs, f"split by fractions {tuple(float(f) for f in fractions)}"
+
+
+def _read_splits(pairs: dict[str, list[tuple[Path, Path]]], color_mode: str
+                 ) -> tuple[dict[str, tuple[list[np.ndarray], list[np.ndarray]]],
+                            list[tuple[Path, np.ndarray, np.ndarray]]]:
+    """Reads every pair; returns the images and raw masks of each split, and the values of every
+    mask with their pixel counts (so that unexpected values can be traced to their files)."""
     mask_values: list[tuple[Path, np.ndarray, np.ndarray]] = []
     loaded: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
     for split, split_pairs in pairs.items():
@@ -370,39 +553,63 @@ def load_mask_folder(
             images.append(image)
             masks.append(mask)
         loaded[split] = (images, masks)
+    return loaded, mask_values
 
-    mapping = _value_mapping(class_values, mask_values)
-    raw_values = {int(v) for _, values, _ in mask_values for v in values}
-    num_classes = max(mapping.values()) + 1
+
+def _class_names(class_names: Sequence[str] | None, num_classes: int, background_class: int) -> list[str]:
+    """The given class names, checked against the masks' classes, or default ones."""
+    if isinstance(background_class, bool) or not isinstance(background_class, int) \
+            or not 0 <= background_class < num_classes:
+        raise ValueError(f"background_class must be one of the class ids 0 to {num_classes - 1} the masks map to, "
+                         f"received background_class={background_class!r}.")
     if class_names is None:
-        class_names = ["background", "foreground"] if num_classes == 2 else \
-            ["background", *(f"class_{i}" for i in range(1, num_classes))]
+        if num_classes == 2:
+            return ["background", "foreground"] if background_class == 0 else ["foreground", "background"]
+        return ["background" if i == background_class else f"class_{i}" for i in range(num_classes)]
     if len(class_names) != num_classes:
         raise ValueError(f"The masks map to {num_classes} classes but class_names has {len(class_names)}: "
-                         f"{list(class_names)}.")
+                         f"{list(class_names)}. Give one name per class id 0 to {num_classes - 1}.")
+    return [str(name) for name in class_names]
+
+
+def _lookup_table(mapping: dict[int, int], mask_values: list[tuple[Path, np.ndarray, np.ndarray]]) -> np.ndarray:
+    """A table indexed by mask value that gives its class id (``table[mask]`` maps a mask)."""
+    raw_values = {int(v) for _, values, _ in mask_values for v in values}
     lookup = np.zeros(max(max(raw_values), max(mapping)) + 1, dtype=np.uint8)
     for value, class_id in mapping.items():
         lookup[value] = class_id
+    return lookup
 
-    arrays: dict[str, np.ndarray] = {}
-    for split, (images, masks) in loaded.items():
-        masks = [lookup[m] for m in masks]
-        if tile_size:
-            images, masks = _tiles(images, masks, tile_size, [p[0] for p in pairs[split]])
-        elif size:
-            images, masks = zip(*(_resize_pair(i, m, size) for i, m in zip(images, masks)))
-        shapes = {i.shape for i in images}
-        if len(shapes) > 1:
-            raise ValueError(f"The images under {root} have several sizes ({sorted(shapes)[:3]}...); pass image_size "
-                             "to resize them or tile_size to cut them into tiles.")
-        arrays[f"x_{split}"] = np.stack(images)
-        arrays[f"masks_{split}"] = np.stack(masks)
-    return SegmentationDataset(
-        name=name or root.name, class_names=list(class_names), **arrays,
-        source={"folder": str(root.resolve()), "layout": layout, "image_size": list(size) if size else None,
-                "tile_size": tile_size, "class_values": {int(k): int(v) for k, v in mapping.items()},
-                "split_seed": seed},
-    )
+
+def _prepared(images: list[np.ndarray], masks: list[np.ndarray], size: tuple[int, int] | None
+              ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The images and class-id masks of a split, resized to ``size`` when given."""
+    if not size:
+        return images, masks
+    resized = [_resize_pair(image, mask, size) for image, mask in zip(images, masks)]
+    return [image for image, _ in resized], [mask for _, mask in resized]
+
+
+def _stacked(split: str, images: list[np.ndarray], masks: list[np.ndarray], root: Path) -> dict[str, np.ndarray]:
+    """A split's images and masks as two arrays, refusing images of several sizes."""
+    shapes = {image.shape for image in images}
+    if len(shapes) > 1:
+        raise ValueError(f"The images under {root} have several sizes ({sorted(shapes)[:3]}...); pass image_size "
+                         "(dataset_size) to resize them or tile_size to cut them into tiles.")
+    return {f"x_{split}": np.stack(images), f"masks_{split}": np.stack(masks)}
+
+
+def _tiled_splits(splits: dict[str, tuple[list[np.ndarray], list[np.ndarray]]],
+                  pairs: dict[str, list[tuple[Path, Path]]], tile: int) -> dict[str, Any]:
+    """Every split cut into tiles, the tiles' source images, and the whole val and test images."""
+    arrays: dict[str, Any] = {"tile_origins": {}, "originals": {}}
+    for split, (images, masks) in splits.items():
+        tile_images, tile_masks, origins = cut_tiles(images, masks, tile, [p[0] for p in pairs[split]])
+        arrays[f"x_{split}"], arrays[f"masks_{split}"] = np.stack(tile_images), np.stack(tile_masks)
+        arrays["tile_origins"][split] = origins
+        if split in WHOLE_SPLITS:
+            arrays["originals"][split] = (images, masks)
+    return arrays
 
 
 def _pairs(folder: Path, images_dir: str, masks_dir: str, mask_suffix: str) -> list[tuple[Path, Path]]:
@@ -491,7 +698,7 @@ def _value_mapping(class_values: dict[int, int] | None,
     if not mapping or min(mapping) < 0:
         raise ValueError(f"class_values must map mask values (0 or more) to class ids, received {class_values}.")
     if min(mapping.values()) < 0 or max(mapping.values()) > 255 or 0 not in mapping.values():
-        raise ValueError(f"class_values must map to class ids 0, 1, ... (at most 255) with 0 the background, "
+        raise ValueError(f"class_values must map to class ids 0, 1, ... (at most 255, class 0 among them), "
                          f"received {mapping}.")
     unmapped = [v for v in found if v not in mapping]
     if unmapped:
@@ -517,7 +724,8 @@ def _unmapped_values_error(unexpected: list[int], found: list[int], reason: str,
         f"The masks hold the values {unexpected[:10]}{'...' if len(unexpected) > 10 else ''} {reason}, in "
         f"{len(holders)} file(s): {shown}. Values found in all masks: {found[:20]}{'...' if len(found) > 20 else ''}. "
         f"Pass class_values={{value: class_id, ...}} giving the class of every value, e.g. class_values={{{example}}} "
-        f"(a stray value goes to the class it belongs to, e.g. to 0 to count it as background).{hint}"
+        f"(a stray value goes to the class it belongs to, e.g. to 0 to count it as class 0); in a run it is the "
+        f"SegmentationConfig field class_values.{hint}"
     )
 
 
@@ -532,21 +740,38 @@ def _resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> 
     return resized.reshape(height, width, image.shape[-1]), resized_mask
 
 
-def _tiles(images: list[np.ndarray], masks: list[np.ndarray], tile: int, paths: list[Path]):
-    """Cuts every image and its mask into tile x tile squares covering the whole image."""
-    out_images, out_masks = [], []
-    for image, mask, path in zip(images, masks, paths):
+def cut_tiles(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], tile: int,
+              paths: Sequence[Path | str] | None = None) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """Cuts every image and its mask into tile x tile squares covering the whole image.
+
+    The tiles of a row start every ``tile`` pixels, the last one flush with the border (so it
+    overlaps its neighbour rather than dropping pixels).
+
+    Args:
+        images, masks: (H, W, C) images and their (H, W) masks; sizes may differ.
+        tile: the tile side.
+        paths: the images' files, named in the error for an image smaller than a tile.
+
+    Returns:
+        The image tiles, the mask tiles, and the index of the image each tile comes from.
+    """
+    out_images, out_masks, origins = [], [], []
+    for index, (image, mask) in enumerate(zip(images, masks)):
         height, width = mask.shape
         if height < tile or width < tile:
-            raise ValueError(f"Image {path} is {height}x{width}, smaller than tile_size={tile}.")
-        for top in _tile_starts(height, tile):
-            for left in _tile_starts(width, tile):
+            where = f"Image {paths[index]}" if paths is not None else f"Image {index}"
+            raise ValueError(f"{where} is {height}x{width}, smaller than tile_size={tile}: choose a smaller "
+                             "tile_size (or resize the images larger).")
+        for top in tile_starts(height, tile):
+            for left in tile_starts(width, tile):
                 out_images.append(image[top:top + tile, left:left + tile])
                 out_masks.append(mask[top:top + tile, left:left + tile])
-    return out_images, out_masks
+                origins.append(index)
+    return out_images, out_masks, np.asarray(origins, dtype=np.int64)
 
 
-def _tile_starts(side: int, tile: int) -> list[int]:
+def tile_starts(side: int, tile: int) -> list[int]:
+    """Where the tiles along one side start: every ``tile`` pixels, the last flush with the end."""
     starts = list(range(0, side - tile + 1, tile))
     if starts[-1] + tile < side:
         starts.append(side - tile)  # a last tile flush with the border (overlapping the previous one)

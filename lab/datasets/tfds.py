@@ -212,3 +212,89 @@ def _other_versions(builder) -> str:
     return (f" Prepared there: version {', '.join(others)} of {builder.name}{config}, not the {asked} asked for; "
             f"the kit does not use another version in its place. To use the prepared one, ask for it by name "
             f"('{builder.name}{config}:{others[-1]}'): TFDS then reads it from its files.")
+
+
+def stream_tfds(
+    name: str,
+    *,
+    image_size: int | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+    download: bool = True,
+    image_key: str = "image",
+    label_key: str = "label",
+):
+    """``load_tfds`` without the arrays: each split streamed from the prepared dataset.
+
+    The labels come from a first pass that skips decoding the images
+    (``tfds.decode.SkipDecoding``); the images are then decoded (and resized) a chunk at a time
+    when a split is read. A validation split carved from train (when the dataset has none) is
+    drawn from the labels exactly as ``load_tfds`` draws it, so both paths hold the same images.
+
+    Returns:
+        A ``lab.datasets.sources.StreamSource`` with the ``source`` ``load_tfds`` records.
+
+    Raises:
+        ValueError: as ``load_tfds``; also images of varying size without ``image_size``
+            (known here from the dataset's metadata, before any image is read).
+    """
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    from lab.datasets.sources import SplitSource, StreamSource
+
+    builder = prepared_builder(name, data_dir=data_dir, download=download)
+    splits = set(builder.info.splits.keys()) or {"train", "test"}
+    label_feature = builder.info.features[label_key]
+    class_names = list(getattr(label_feature, "names", [str(i) for i in range(label_feature.num_classes)]))
+    if "test" not in splits:
+        raise ValueError(f"TFDS {name!r} has no test split (splits: {sorted(splits)}).")
+    feature = builder.info.features[image_key]
+    height, width, channels = (tuple(feature.shape) + (None,) * 3)[:3]
+    if image_size:
+        height = width = image_size
+    if height is None or width is None or channels is None:
+        raise ValueError(f"TFDS {name!r} has images of several sizes; pass image_size to resize them.")
+    shape = (int(height), int(width), int(channels))
+
+    def labels_of(split: str) -> np.ndarray:
+        ds = builder.as_dataset(split=split, shuffle_files=False, decoders={image_key: tfds.decode.SkipDecoding()})
+        ds = ds.map(lambda example: example[label_key], num_parallel_calls=tf.data.AUTOTUNE).batch(65536)
+        parts = [batch for batch in tfds.as_numpy(ds)]
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+    def reader_of(split: str):
+        def reader(chunk: int):
+            ds = builder.as_dataset(split=split, shuffle_files=False)
+
+            def prepare(example):
+                image = example[image_key]
+                if image_size:
+                    image = tf.cast(tf.image.resize(image, (image_size, image_size)), tf.uint8)
+                return image
+
+            ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(chunk).prefetch(1)
+            yield from tfds.as_numpy(ds)
+
+        return reader
+
+    def split_source(split: str) -> SplitSource:
+        labels = labels_of(split)
+        return SplitSource(count=len(labels), shape=shape, dtype="uint8", labels=labels, reader=reader_of(split))
+
+    sources = {"train": split_source("train"), "test": split_source("test")}
+    val_split = next((s for s in ("validation", "val") if s in splits), None)
+    if val_split:
+        sources["val"] = split_source(val_split)
+    else:
+        train = sources["train"]
+        train_idx, y_train, val_idx, y_val = carve_validation(np.arange(train.count), train.labels, val_fraction, seed)
+        sources["train"], sources["val"] = train.select(train_idx, y_train), train.select(val_idx, y_val)
+    return StreamSource(
+        name=f"tfds:{name}", class_names=class_names, task="multi-class",
+        source={**tfds_source(builder), "image_size": image_size,
+                "splits": {"train": "train", "val": val_split or f"carved {val_fraction} of train, seed {seed}",
+                           "test": "test"}},
+        splits={split: sources[split] for split in ("train", "val", "test")},
+    )

@@ -10,6 +10,7 @@ model name) does not load TensorFlow.
     simple, basic           classification  lab.models.cnn (E9's two CNNs)
     cnn                     classification  lab.models.cnn (E1's configurable CNN)
     mlp                     classification  lab.models.mlp (E10)
+    resnet18, resnet50      classification  lab.models.resnet (MedMNIST's baselines, from scratch)
     transfer                classification  lab.models.transfer (a pretrained backbone + head)
     unet, pretrained_unet   segmentation    lab.models.unet
     deeplab                 segmentation    lab.models.deeplab (DeepLabV3+)
@@ -46,6 +47,8 @@ MODELS: dict[str, ModelEntry] = {
     "basic": ModelEntry("classification", "lab.models.cnn", "basic_cnn"),
     "cnn": ModelEntry("classification", "lab.models.cnn", "cnn"),
     "mlp": ModelEntry("classification", "lab.models.mlp", "mlp"),
+    "resnet18": ModelEntry("classification", "lab.models.resnet", "resnet18"),
+    "resnet50": ModelEntry("classification", "lab.models.resnet", "resnet50"),
     "transfer": ModelEntry("classification", "lab.models.transfer", "transfer_model"),
     "unet": ModelEntry("segmentation", "lab.models.unet", "unet"),
     "pretrained_unet": ModelEntry("segmentation", "lab.models.unet", "pretrained_unet"),

@@ -9,6 +9,7 @@ Modules:
     metrics    streaming pixel accuracy, mean IoU and mean Dice for the training history
     pipeline   tf.data for image/mask pairs, augmentation applied to both alike
     tasks      what a segmentation or autoencoder run adds to the runner (lab.runner)
+    tiling     overlap-tile prediction of whole images by a network trained on tiles
     training   train_segmentation, train_autoencoder: one run, one record
 Elsewhere, in their one place: the builders (unet, pretrained_unet, deeplab, fcn, autoencoder,
 denoising_autoencoder, vae) in ``lab.models``' registry; ``SegmentationConfig`` in
@@ -21,10 +22,12 @@ from lab.datasets.segmentation import SegmentationDataset, load_segmentation_dat
 from lab.evaluation import per_class_table, pixel_confusion_matrix, segmentation_metrics
 from lab.segmentation.losses import CombinedLoss, DiceLoss, WeightedCrossentropy, make_loss
 from lab.segmentation.metrics import MeanDice, MeanIoU, PixelAccuracy
+from lab.segmentation.tasks import masks_per_image
+from lab.segmentation.tiling import predict_whole_images
 from lab.segmentation.training import train_autoencoder, train_segmentation
 
 __all__ = [
     "CombinedLoss", "DiceLoss", "MeanDice", "MeanIoU", "PixelAccuracy", "SegmentationConfig", "SegmentationDataset",
-    "WeightedCrossentropy", "load_segmentation_dataset", "make_loss", "per_class_table", "pixel_confusion_matrix",
-    "segmentation_metrics", "train_autoencoder", "train_segmentation",
+    "WeightedCrossentropy", "load_segmentation_dataset", "make_loss", "masks_per_image", "per_class_table",
+    "pixel_confusion_matrix", "predict_whole_images", "segmentation_metrics", "train_autoencoder", "train_segmentation",
 ]

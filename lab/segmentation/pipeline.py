@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from lab.pipeline import AUTOTUNE, _scaler, check_batching, make_augmenter
+from lab.pipeline import AUTOTUNE, _scaler, augment_batch, augment_batches, check_batching, make_augmenter
 
 
 def make_joint_augmenter(*, flip: str | None = "horizontal", rotation: float = 0.0, zoom: float = 0.0,
@@ -30,22 +30,20 @@ def make_joint_augmenter(*, flip: str | None = "horizontal", rotation: float = 0
                           seed=seed)
 
 
-def augment_pair(augmenter: keras.Sequential, images, masks):
+def augment_pair(augmenter: keras.Sequential, images, masks, seed=None):
     """Applies each layer of ``augmenter`` once to a batch of images and its masks.
 
     Args:
         augmenter: from ``make_joint_augmenter``.
         images: (batch, H, W, C) floats.
         masks: (batch, H, W) integer class ids.
+        seed: a stateless seed for the draws, or None for the layers' own seed state
+            (``lab.pipeline.augment_batch``).
 
     Returns:
         (images, masks) transformed by the same random draws; masks keep their dtype.
     """
-    dtype = masks.dtype
-    data = {"images": images, "segmentation_masks": tf.cast(masks[..., tf.newaxis], tf.float32)}
-    for layer in augmenter.layers:
-        data = layer(data, training=True)
-    return data["images"], tf.cast(tf.round(data["segmentation_masks"][..., 0]), dtype)
+    return augment_batch(augmenter, images, masks=masks, seed=seed)
 
 
 def make_segmentation_pipeline(
@@ -72,7 +70,7 @@ def make_segmentation_pipeline(
         input_scaling: "unit", "imagenet" or "none", as in ``lab.pipeline.make_pipeline``.
         cache: cache the unbatched arrays in memory.
         augmenter: joint augmentation for training batches (``make_joint_augmenter``).
-        seed: seeds the shuffle.
+        seed: seeds the shuffle and the augmentation.
         deterministic: keep the element order fixed across runs.
         targets: "masks" yields (images, masks); "images" yields (images, images), the
             autoencoders' pairs (augmentation then moves input and target alike).
@@ -98,13 +96,9 @@ def make_segmentation_pipeline(
     ds = ds.map(lambda x, *m: (scale(x), *m) if m else scale(x), num_parallel_calls=AUTOTUNE,
                 deterministic=deterministic)
     augment = training and augmenter is not None and augmenter.layers
-    if masks is not None and augment:
-        # One batch at a time, as lab.pipeline does: the layers share one seed state.
-        ds = ds.map(lambda x, m: augment_pair(augmenter, x, m), num_parallel_calls=1 if deterministic else AUTOTUNE,
-                    deterministic=deterministic)
-    elif augment:
-        ds = ds.map(lambda x: augmenter(x, training=True), num_parallel_calls=1 if deterministic else AUTOTUNE,
-                    deterministic=deterministic)
+    if augment:
+        # In parallel, each batch from its own seed, as lab.pipeline does (augment_batches).
+        ds = augment_batches(ds, augmenter, seed=seed, deterministic=deterministic, masks=masks is not None)
     if targets == "images":
         ds = ds.map(lambda x: (x, x), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     options = tf.data.Options()

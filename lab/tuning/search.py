@@ -8,6 +8,7 @@ A search lives in ``reports/searches/<name>/``:
     best_hyperparameters.json  the best trial's values, score, run id and configuration
     best_model.keras           a copy of the best trial's model
     curves.png                 every trial's learning curves, overlaid
+    tensorboard/               the HParams dashboard: the space's values and the metrics of every trial
 
 The trials' run records are in ``reports/runs/`` like any other run, tagged
 ``search:<name>``, ``search-id:<id>``, ``trial:<trial id>`` and ``tuner:<worker id>``.
@@ -34,12 +35,12 @@ from typing import Any
 import keras_tuner
 import pandas as pd
 
-from lab import atomic, paths, plots
+from lab import atomic, paths, plots, tensorboard
 from lab.classification import check_model
 from lab.config import RunConfig
 from lab.datasets import DATA_FIELDS, Dataset, load_data
 from lab.records import SUMMARY_COLUMNS, Run, load_runs, results_table, to_markdown
-from lab.tuning.space import check_against, parse_space, space_values
+from lab.tuning.space import Entry, check_against, parse_space, space_values
 from lab.tuning.tuner import (SEARCH_ID, TUNERS, RunHyperModel, RunTuner, make_objective, make_oracle,
                               trial_run)
 
@@ -222,7 +223,8 @@ def searches_dir(reports_dir: str | os.PathLike | None = None) -> Path:
 
 def export(run_tuner: RunTuner, name: str, directory: Path, goal: keras_tuner.Objective,
            reports_dir: str | None) -> SearchResult:
-    """Writes the trials table, the best hyperparameters and model, and the curves."""
+    """Writes the trials table, the best hyperparameters and model, the curves and the
+    TensorBoard HParams experiment."""
     oracle = run_tuner.oracle
     search_id = oracle.hyperparameters.get(SEARCH_ID)
     entries = run_tuner.hypermodel.entries
@@ -256,7 +258,18 @@ def export(run_tuner: RunTuner, name: str, directory: Path, goal: keras_tuner.Ob
                 shutil.copyfile(run.path / "model.keras", tmp)
     if runs:
         plots.save(plots.compare_curves({r.name: r.history() for r in runs}), directory / "curves.png")
+    tensorboard.write_experiment(directory, runs, hparams=[e.name for e in entries],
+                                 domains={e.name: _domain(e) for e in entries}, metrics=[goal.name])
     return SearchResult(name, directory, search_id, goal, table, best, runs)
+
+
+def _domain(entry: Entry) -> tuple | list:
+    """A space entry's domain for TensorBoard: ``(min, max)`` of a range, the values of a choice."""
+    if entry.kind == "choice":
+        return [entry.decode(value) for value in entry.values]
+    if entry.kind == "int":
+        return int(entry.min), int(entry.max)
+    return float(entry.min), float(entry.max)
 
 
 def _worker_result(run_tuner: RunTuner, name: str, directory: Path, goal: keras_tuner.Objective,

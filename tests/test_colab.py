@@ -1,0 +1,188 @@
+"""The Colab path: the notebooks' install cell, the kit's lower bounds against Colab's versions,
+and the Jupyter kernel every runner picks. `make test-colab` runs the cell for real."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+from lab.notebooks import notebooks
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_install_cell_module():
+    spec = importlib.util.spec_from_file_location("install_cell", ROOT / "ci" / "install_cell.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+install_cell = _load_install_cell_module().install_cell
+CELL = install_cell(notebooks()[0])
+
+
+def test_every_notebook_carries_the_same_install_cell():
+    # make test-colab runs the first notebook's cell; that tests them all only if they agree.
+    assert len(notebooks()) > 1
+    for path in notebooks():
+        assert install_cell(path) == CELL, f"{path.name}: its install cell differs from {notebooks()[0].name}'s"
+
+
+def test_install_cell_is_found_only_once(tmp_path):
+    path = tmp_path / "nb.ipynb"
+    path.write_text('{"cells": [{"cell_type": "code", "source": ["print(1)"]}]}')
+    with pytest.raises(ValueError, match="found 0"):
+        install_cell(path)
+
+
+class _Pip:
+    """Stands in for subprocess.run: records each pip command and the constraints it was given."""
+
+    def __init__(self, fail_on: str | None = None):
+        self.commands: list[list[str]] = []
+        self.constraints: list[str] = []
+        self.fail_on = fail_on
+
+    def __call__(self, command, **kwargs):
+        self.commands.append(command)
+        self.constraints = Path(command[command.index("-c") + 1]).read_text().splitlines()
+        if self.fail_on and self.fail_on in command:
+            return subprocess.CompletedProcess(command, 1, "", "ERROR: Cannot install lab because these package "
+                                               "versions have conflicting dependencies.\nnumpy==2.1.3")
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+
+def _run_cell(monkeypatch, pip: _Pip, lab_installed: bool = False, repo: str | None = "git+https://example/lab.git"):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: (real_find_spec(name, *a) if lab_installed or name != "lab" else None))
+    monkeypatch.setattr(subprocess, "run", pip)
+    if repo is None:
+        monkeypatch.delenv("LAB_REPO", raising=False)
+    else:
+        monkeypatch.setenv("LAB_REPO", repo)
+    exec(compile(CELL, "<install cell>", "exec"), {"__name__": "__main__"})
+
+
+def test_install_cell_pins_every_installed_package(monkeypatch):
+    pip = _Pip()
+    _run_cell(monkeypatch, pip)
+    medmnist, kit = pip.commands
+    assert medmnist[:3] == [sys.executable, "-m", "pip"] and medmnist[-2:] == ["--no-deps", "medmnist==3.0.2"]
+    assert kit[-1] == "git+https://example/lab.git" and "--no-deps" not in kit
+    pins = dict(line.split("==") for line in pip.constraints)
+    # The packages whose replacement would need a restart, at exactly the versions this Python has.
+    for name in ("tensorflow", "keras", "numpy", "pandas", "scikit-learn"):
+        found = [key for key in pins if re.sub(r"[-_.]+", "-", key).lower() == name]
+        assert len(found) == 1, name
+        assert Version(pins[found[0]]) == Version(importlib.metadata.version(name))
+    normalised = [re.sub(r"[-_.]+", "-", key).lower() for key in pins]
+    assert len(normalised) == len(set(normalised)), "one pin per package"
+
+
+def test_install_cell_stops_on_a_conflict_with_what_to_do(monkeypatch):
+    with pytest.raises(RuntimeError) as error:
+        _run_cell(monkeypatch, _Pip(fail_on="git+https://example/lab.git"))
+    message = str(error.value)
+    assert "conflicting dependencies" in message and "numpy==2.1.3" in message  # pip's own explanation
+    assert "Restart" in message and "!pip install $LAB_REPO" in message
+
+
+def test_install_cell_does_nothing_when_the_kit_is_installed(monkeypatch):
+    pip = _Pip()
+    _run_cell(monkeypatch, pip, lab_installed=True, repo=None)
+    assert pip.commands == []
+
+
+def test_install_cell_asks_for_the_repository(monkeypatch):
+    with pytest.raises(RuntimeError, match="LAB_REPO"):
+        _run_cell(monkeypatch, _Pip(), repo=None)
+
+
+def _colab_versions() -> dict[str, Version]:
+    lines = (ROOT / "ci" / "colab-constraints.txt").read_text().splitlines()
+    pins = [Requirement(line) for line in lines if line.strip() and not line.startswith("#")]
+    return {req.name: Version(next(iter(req.specifier)).version) for req in pins}
+
+
+def test_no_lower_bound_sits_above_colabs_versions():
+    colab = _colab_versions()
+    assert {"tensorflow", "keras", "numpy"} <= set(colab)
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for requirement in map(Requirement, dependencies):
+        if requirement.name in colab:
+            assert requirement.specifier.contains(colab[requirement.name]), (
+                f"pyproject.toml's {requirement} excludes Colab's {requirement.name}=={colab[requirement.name]}: "
+                "pip would replace it and the runtime would need a restart")
+
+
+def test_keras_bound_is_one_the_kits_training_works_with():
+    # Before 3.7 the kit's default steps_per_execution breaks training (see pyproject.toml).
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    keras = next(Requirement(d) for d in dependencies if Requirement(d).name == "keras")
+    assert not keras.specifier.contains("3.6.0") and keras.specifier.contains("3.7.0")
+
+
+def test_make_nbval_and_batches_use_the_same_kernel():
+    from lab.batch import DEFAULT_KERNEL
+
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(rf"^KERNEL := {DEFAULT_KERNEL}$", makefile, re.M)
+    assert "--nbval-kernel-name $(KERNEL)" in makefile
+
+
+def _register(tmp_path: Path, name: str) -> None:
+    folder = tmp_path / "kernels" / name
+    folder.mkdir(parents=True)
+    (folder / "kernel.json").write_text(
+        '{"argv": ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"], '
+        f'"display_name": "Python ({name})", "language": "python"}}')
+
+
+def test_batches_use_the_kits_kernel_where_registered(tmp_path, monkeypatch):
+    from lab.batch import resolve_kernel
+
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    _register(tmp_path, "lab")
+    assert resolve_kernel(None) == "lab"
+    assert resolve_kernel("python3") == "python3"
+
+
+def test_batches_fall_back_to_python3_with_a_note(monkeypatch, capsys):
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from lab.batch import resolve_kernel
+
+    # As in Colab: only Python's own kernel (`make setup` has registered 'lab' for this venv).
+    monkeypatch.setattr(KernelSpecManager, "find_kernel_specs", lambda self: {"python3": "/somewhere"})
+    assert resolve_kernel(None) == "python3"
+    assert "no Jupyter kernel named 'lab'" in capsys.readouterr().out
+
+
+def test_batches_refuse_an_unregistered_kernel(tmp_path, monkeypatch):
+    from lab.batch import resolve_kernel
+
+    with pytest.raises(ValueError, match=r"No Jupyter kernel named 'nope'; registered: .*python3"):
+        resolve_kernel("nope")
+
+
+def test_the_lane_notices_a_replaced_colab_package(tmp_path):
+    spec = importlib.util.spec_from_file_location("check_versions", ROOT / "ci" / "check_versions.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    pins = tmp_path / "pins.txt"
+    numpy = importlib.metadata.version("numpy")
+    pins.write_text(f"# a comment\nnumpy=={numpy}\n\n")
+    assert module.moved(str(pins)) == []
+    pins.write_text("numpy==0.0.1\nno-such-package-here==1.0\n")
+    assert module.moved(str(pins)) == [f"numpy {numpy} (wanted ==0.0.1)", "no-such-package-here missing (wanted ==1.0)"]
