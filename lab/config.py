@@ -91,6 +91,11 @@ class BaseConfig(metaclass=_CheckedKeys):
         dataset_size: the side the data is loaded at (see the module docstring).
         limit: at most this many images per split (quick runs).
         val_fraction: validation share carved from train where a dataset has no val split.
+        split_fractions: [train, val, test] shares of an image or mask folder without split
+            folders (None: the loader's default: image folders E11's [0.5, 0.25, 0.25], mask
+            folders [0.7, 0.15, 0.15]); seeded by ``seed``. Folders only.
+        color_mode: "rgb" or "grayscale": how a folder's image files are read (None: "rgb").
+            Folders only.
         input_scaling: "unit", "imagenet" or "none".
         cache: cache the decoded images in the pipeline (classification: a folder path caches
             them in files).
@@ -136,6 +141,8 @@ class BaseConfig(metaclass=_CheckedKeys):
     dataset_size: int | None = None
     limit: int | None = None
     val_fraction: float = 0.1
+    split_fractions: list[float] | None = None
+    color_mode: str | None = None
     input_scaling: str = "unit"
     cache: bool | str = True
     augment: bool = False
@@ -286,6 +293,25 @@ class BaseConfig(metaclass=_CheckedKeys):
 
     # -- validation ----------------------------------------------------------------------------------
 
+    def _validate_folder_options(self) -> None:
+        """split_fractions and color_mode: how an image or mask folder is split and read (folders only)."""
+        given = [key for key in ("split_fractions", "color_mode") if getattr(self, key) is not None]
+        if given and not str(self.dataset).lower().startswith("folder:"):
+            raise ValueError(f"{' and '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to image and mask "
+                             f"folders (dataset='folder:<path>'); received dataset={self.dataset!r}. Leave "
+                             f"{' and '.join(given)} unset (None).")
+        if self.split_fractions is not None:
+            fractions = self.split_fractions
+            if len(fractions) != 3 or any(isinstance(f, bool) or not isinstance(f, (int, float)) or f <= 0
+                                          for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+                raise ValueError(f"split_fractions must be three positive shares [train, val, test] summing to 1, "
+                                 f"received split_fractions={fractions!r}.")
+            self.split_fractions = [float(f) for f in fractions]
+        if self.color_mode is not None:
+            from lab.datasets.segmentation import COLOR_MODES  # the folder loaders' own list
+
+            _one_of("color_mode", self.color_mode, COLOR_MODES)
+
     def validate(self) -> None:
         """Raises ValueError naming the first invalid value and what is allowed."""
         model_entry(self.model, *self.TASKS)  # an unknown name lists the valid ones
@@ -305,6 +331,7 @@ class BaseConfig(metaclass=_CheckedKeys):
                 _positive_int(key, getattr(self, key))
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be between 0 and 1, received val_fraction={self.val_fraction}.")
+        self._validate_folder_options()
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), received momentum={self.momentum}.")
         if self.weight_decay < 0:
@@ -538,9 +565,6 @@ class SegmentationConfig(BaseConfig):
             overlap-tile and scored per image (``lab.segmentation.tiling``).
         tile_margin: the context each predicted tile keeps around its centre, 0 <= 2 *
             tile_margin < tile_size (None: tile_size // 8; 0: naive tiling, seams).
-        split_fractions: [train, val, test] shares of a folder without split folders
-            (default [0.7, 0.15, 0.15]).
-        color_mode: "rgb" (default) or "grayscale" images.
         class_names: the name of every class id, e.g. ["membrane", "cell"].
         class_values: {mask value: class id}, e.g. {0: 0, 255: 1} or {0: 0, 128: 1, 255: 2}.
         mask_suffix, images_dir, masks_dir: how masks are named and where images and masks
@@ -568,8 +592,6 @@ class SegmentationConfig(BaseConfig):
     background_class: int | None = None
     tile_size: int | None = None
     tile_margin: int | None = None
-    split_fractions: list[float] | None = None
-    color_mode: str | None = None
     class_names: list[str] | None = None
     class_values: dict[int, int] | None = None
     mask_suffix: str | None = None
@@ -638,7 +660,7 @@ class SegmentationConfig(BaseConfig):
     def _validate_mask_folder_options(self) -> None:
         """The background class and the mask-folder options, each refused by name; class_values
         is normalised to int keys (a JSON record gives them back as strings)."""
-        from lab.datasets.segmentation import COLOR_MODES, FOLDER_OPTIONS
+        from lab.datasets.segmentation import FOLDER_OPTIONS
 
         if self.background_class is not None and (isinstance(self.background_class, bool) or
                                                   not isinstance(self.background_class, int) or
@@ -664,15 +686,6 @@ class SegmentationConfig(BaseConfig):
                 raise ValueError(f"tile_margin must be an integer with 0 <= 2 * tile_margin < tile_size="
                                  f"{self.tile_size} (a tile's centre must remain), received "
                                  f"tile_margin={self.tile_margin!r}.")
-        if self.split_fractions is not None:
-            fractions = self.split_fractions
-            if len(fractions) != 3 or any(isinstance(f, bool) or not isinstance(f, (int, float)) or f <= 0
-                                          for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
-                raise ValueError(f"split_fractions must be three positive shares [train, val, test] summing to 1, "
-                                 f"received split_fractions={fractions!r}.")
-            self.split_fractions = [float(f) for f in fractions]
-        if self.color_mode is not None:
-            _one_of("color_mode", self.color_mode, COLOR_MODES)
         if self.class_names is not None:
             names = self.class_names
             if len(names) < 2 or any(not isinstance(n, str) or not n.strip() for n in names) or \

@@ -425,3 +425,31 @@ def test_tfds_loader_on_mocked_data():
 def test_tfds_unknown_name():
     with pytest.raises(ValueError, match="TensorFlow Datasets has no dataset 'no_such_set'"):
         load_dataset("tfds:no_such_set")
+
+
+def test_a_run_configuration_reaches_every_image_folder_option(tmp_path):
+    """split_fractions and color_mode are run fields: they reach the loader (in memory and
+    streamed), change the data key, and are refused for data that is not a folder."""
+    from lab.config import RunConfig
+    from lab.datasets import data_key, load_data
+    from lab.datasets.streaming import open_stream
+
+    _write_images(tmp_path / "flowers")
+    folder = f"folder:{tmp_path / 'flowers'}"
+    config = RunConfig(dataset=folder, dataset_size=16, split_fractions=[0.5, 0.125, 0.375], color_mode="grayscale",
+                       seed=1)
+    data = load_data(config)
+    assert data.input_shape == (16, 16, 1)
+    assert [len(data.split(s)[1]) for s in ("train", "val", "test")] == [12, 3, 9]
+    stream = open_stream(config.dataset, size=16, split_fractions=config.split_fractions, color_mode=config.color_mode,
+                         seed=1)
+    assert stream.splits["test"].shape == (16, 16, 1)
+    streamed_test = np.concatenate([images for images, _ in stream.splits["test"].chunks()])
+    assert np.array_equal(streamed_test, data.x_test)
+    assert data_key(config) != data_key(RunConfig(dataset=folder, dataset_size=16, seed=1))
+    with pytest.raises(ValueError, match="split_fractions applies to image and mask folders"):
+        RunConfig(dataset="digits", split_fractions=[0.5, 0.25, 0.25])
+    with pytest.raises(ValueError, match="color_mode must be one of"):
+        RunConfig(dataset=folder, color_mode="cmyk")
+    with pytest.raises(ValueError, match="three positive shares"):
+        RunConfig(dataset=folder, split_fractions=[0.5, 0.5])

@@ -30,7 +30,7 @@ SEGMENTER = dict(dataset="shapes", dataset_size=32, limit=24, model="unet", dept
 def test_every_data_field_is_in_the_data_key():
     base = RunConfig(dataset="folder:/x", dataset_size=16)
     changes = {"dataset": "folder:/y", "dataset_size": 24, "dataset_resize": 40, "num_classes": 3, "limit": 9,
-               "val_fraction": 0.2, "seed": 1}
+               "val_fraction": 0.2, "split_fractions": [0.6, 0.2, 0.2], "color_mode": "grayscale", "seed": 1}
     assert set(changes) == set(DATA_FIELDS)
     for key, value in changes.items():
         assert data_key(base.replace(**{key: value})) != data_key(base), key

@@ -139,7 +139,8 @@ def test_the_background_class_is_stated_not_assumed(tmp_path):
 
 def test_folder_options_are_config_fields_that_reach_the_loader(tmp_path):
     _write_folder(tmp_path / "set", [(40, 30), (33, 47), (50, 50), (36, 40), (45, 33), (40, 41), (38, 39)])
-    assert set(SEGMENTATION_DATA_FIELDS) == set(FOLDER_OPTIONS) | {"background_class"}
+    # split_fractions and color_mode are every run's fields (image folders have them too).
+    assert set(SEGMENTATION_DATA_FIELDS) | {"split_fractions", "color_mode"} == set(FOLDER_OPTIONS) | {"background_class"}
     config = SegmentationConfig(dataset=f"folder:{tmp_path / 'set'}", tile_size=16, tile_margin=3,
                                 split_fractions=[0.4, 0.3, 0.3], color_mode="grayscale", class_names=["sky", "roof"],
                                 class_values={"0": 0, "255": 1}, background_class=0, mask_suffix="",

@@ -43,11 +43,12 @@ EMBEDDED = ("digits", "shapes")
 # becomes. ``load_data`` reads exactly these, and ``data_key`` compares exactly these, so runs
 # of a sweep or a search that agree on them can share one load and no others do.
 DATA_FIELDS = {"dataset": "name", "dataset_size": "size", "dataset_resize": "resize_to", "num_classes": "num_classes",
-               "limit": "limit", "val_fraction": "val_fraction", "seed": "seed"}
+               "limit": "limit", "val_fraction": "val_fraction", "split_fractions": "split_fractions",
+               "color_mode": "color_mode", "seed": "seed"}
 # What a SegmentationConfig adds to them: the background class and the mask-folder options
 # (``lab.datasets.segmentation.FOLDER_OPTIONS``), each the loader argument of its name.
 SEGMENTATION_DATA_FIELDS = {field: field for field in (
-    "background_class", "tile_size", "tile_margin", "split_fractions", "color_mode", "class_names", "class_values",
+    "background_class", "tile_size", "tile_margin", "class_names", "class_values",
     "mask_suffix", "images_dir", "masks_dir")}
 KERAS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "cifar100_coarse")
 # The image side of the sets that come in one size. ``size`` cannot change it, so any other

@@ -44,6 +44,8 @@ def open_stream(
     num_classes: int | None = None,
     limit: int | None = None,
     val_fraction: float = 0.1,
+    split_fractions: list[float] | None = None,
+    color_mode: str | None = None,
     seed: int = 0,
     data_dir: str | None = None,
     download: bool = True,
@@ -53,6 +55,8 @@ def open_stream(
     Args:
         name, size, resize_to, num_classes, limit, val_fraction, seed, data_dir, download: as
             ``load_dataset`` takes them (``resize_to``: an image folder's shorter side).
+        split_fractions, color_mode: an image folder's split and colour mode (None: the
+            folder loader's defaults); refused for other datasets, as ``load_dataset`` does.
 
     Returns:
         A ``StreamSource``, or None for the small datasets read only in memory (keras,
@@ -65,6 +69,11 @@ def open_stream(
     from lab.datasets import folders
 
     lowered = name.strip().lower()
+    folder_options = {key: value for key, value in (("split_fractions", split_fractions), ("color_mode", color_mode))
+                      if value is not None}
+    if folder_options and not lowered.startswith("folder:"):
+        raise ValueError(f"{' and '.join(folder_options)} apply to image folders (dataset='folder:<path>'); "
+                         f"received dataset={name!r}.")
     if lowered.startswith("npz:"):
         stream = medmnist.stream_npz(name.strip()[4:], size=size)
     elif lowered in medmnist.flags_2d() or lowered.endswith("mnist3d"):
@@ -72,7 +81,7 @@ def open_stream(
                                           download=download)
     elif lowered.startswith("folder:"):
         stream = folders.stream_image_folder(name.strip()[7:], **({"image_size": size} if size else {}),
-                                             resize_to=resize_to, seed=seed)
+                                             resize_to=resize_to, seed=seed, **folder_options)
     elif lowered.startswith("tfds:"):
         stream = tfds_module.stream_tfds(name.strip()[5:], image_size=size, val_fraction=val_fraction, seed=seed,
                                          data_dir=data_dir, download=download)
@@ -164,7 +173,7 @@ def load_streamed(config, *, data: Any = None, reason: str = "", verbose: bool =
     if data is None:
         stream = open_stream(config.dataset, size=config.dataset_size, resize_to=config.dataset_resize,
                              num_classes=config.num_classes, limit=config.limit, val_fraction=config.val_fraction,
-                             seed=config.seed)
+                             split_fractions=config.split_fractions, color_mode=config.color_mode, seed=config.seed)
         if stream is None:  # keras and embedded sets: small, read in memory
             data = load_data(config)
     if stream is not None:
