@@ -24,8 +24,8 @@ import sys
 import time
 
 from lab import plots
+from lab.classification import CLASSIFICATION
 from lab.config import RunConfig
-from lab.datasets import load_data
 from lab.records import SUMMARY_COLUMNS
 from lab.sweep import SweepResult, run_sweep
 
@@ -52,7 +52,7 @@ COLUMNS = ["name", "normalization", "dropout_rate", "l2", "augment", "learning_r
 def run_ablation(base: RunConfig, *, name: str = "e1-ablation", variants: list[dict] | None = None,
                  resume: bool = False) -> SweepResult:
     """Runs the E1 ablation on ``base`` and writes its summary and figures."""
-    data = load_data(base)
+    data = CLASSIFICATION.load_data(base)  # streamed when the configuration says so
     result = run_sweep(base, variants or E1_VARIANTS, name=name, columns=COLUMNS, data=data, resume=resume)
     folder = result.summary_dir
     plots.save(plots.sample_grid(data.x_train, data.y_train, data.class_names, seed=base.seed,

@@ -17,9 +17,9 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from lab import atomic, paths, plots, tensorboard
-from lab.classification import check_model
+from lab.classification import CLASSIFICATION, check_model
 from lab.config import RunConfig
-from lab.datasets import Dataset, data_key, load_data
+from lab.datasets import Dataset, data_key
 from lab.records import Run, load_run, load_runs, results_table, summary_columns, to_markdown
 from lab.training import train
 
@@ -88,7 +88,7 @@ def run_sweep(
             return data
         key = data_key(config)
         if key not in loaded:
-            loaded[key] = load_data(config)
+            loaded[key] = CLASSIFICATION.load_data(config)  # streamed when the configuration says so
         return loaded[key]
 
     checked = set()

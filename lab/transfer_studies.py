@@ -12,8 +12,9 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from lab import plots
+from lab.classification import CLASSIFICATION
 from lab.config import RunConfig
-from lab.datasets import Dataset, load_data
+from lab.datasets import Dataset
 from lab.training import train
 
 
@@ -34,7 +35,7 @@ def compare_unfreezing(config: RunConfig | dict[str, Any], unfreeze: Sequence[in
         epoch, status), the loss/accuracy curves of all policies overlaid, and the RunResults.
     """
     base = RunConfig.from_any(config, {"model": "transfer", **overrides})
-    data = data if data is not None else load_data(base)
+    data = data if data is not None else CLASSIFICATION.load_data(base)
     results, rows, histories = [], [], {}
     for policy in unfreeze:
         label = "head only" if policy == 0 else ("all" if policy == "all" else f"head + last {policy}")

@@ -334,3 +334,22 @@ def test_data_path_is_checked():
         RunConfig(data_path="disk")
     with pytest.raises(ValueError, match="data_path='memory'"):
         RunConfig(data_path="memory", tfrecord_dir="records")
+
+
+@pytest.mark.slow
+def test_a_sweep_streams_its_data_without_loading_it(tmp_path, monkeypatch):
+    """A sweep (and so the ablation, searches and transfer studies, which load the same way)
+    reads a streamed configuration's data from the shards: the eager loader is never called."""
+    import lab.datasets
+    from lab.sweep import run_sweep
+
+    path = tmp_path / "mine.npz"
+    _write_npz(path, n=(96, 24, 24), channels=1, classes=3, learnable=True)
+
+    def eager(*args, **kwargs):
+        raise AssertionError("the eager loader was called for a streamed sweep")
+
+    monkeypatch.setattr(lab.datasets, "load_dataset", eager)
+    base = RunConfig(**FAST, dataset=f"npz:{path}", data_path="stream")
+    result = run_sweep(base, [{"name": "a", "learning_rate": 1e-3}, {"name": "b", "learning_rate": 3e-3}], name="s")
+    assert [run.config["data"]["access"]["path"] for run in result.runs] == ["stream", "stream"]

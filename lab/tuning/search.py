@@ -36,9 +36,9 @@ import keras_tuner
 import pandas as pd
 
 from lab import atomic, paths, plots, tensorboard
-from lab.classification import check_model
+from lab.classification import CLASSIFICATION, check_model
 from lab.config import RunConfig
-from lab.datasets import DATA_FIELDS, Dataset, load_data
+from lab.datasets import DATA_FIELDS, Dataset
 from lab.records import SUMMARY_COLUMNS, Run, load_runs, results_table, to_markdown
 from lab.tuning.space import Entry, check_against, parse_space, space_values
 from lab.tuning.tuner import (SEARCH_ID, TUNERS, RunHyperModel, RunTuner, make_objective, make_oracle,
@@ -209,7 +209,7 @@ def _shared_data(base: RunConfig, entries: list, data: Dataset | None) -> Datase
         raise ValueError(f"The space tunes {data_entries}, which choose the data each trial loads, so one dataset "
                          "cannot be passed as data=: leave data out.")
     if data is None and not data_entries:
-        data = load_data(base)
+        data = CLASSIFICATION.load_data(base)  # streamed when the configuration says so
     if data is not None:
         check_against(base, entries, lambda config: check_model(config, data))
     return data

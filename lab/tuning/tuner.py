@@ -20,8 +20,9 @@ from typing import Any
 import keras_tuner
 import numpy as np
 
+from lab.classification import CLASSIFICATION
 from lab.config import RunConfig
-from lab.datasets import Dataset, data_key, load_data
+from lab.datasets import Dataset, data_key
 from lab.records import Run, load_run, load_runs
 from lab.tf_memory import released_graphs
 from lab.training import train
@@ -197,7 +198,7 @@ class RunTuner(keras_tuner.engine.base_tuner.BaseTuner):
             return self.data
         key = data_key(config)
         if key not in self._loaded:
-            self._loaded = {key: load_data(config)}  # keep one: a space may vary the data (limit...)
+            self._loaded = {key: CLASSIFICATION.load_data(config)}  # keep one: a space may vary the data (limit...)
         return self._loaded[key]
 
     def _report(self, run) -> dict[str, float]:
