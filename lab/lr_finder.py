@@ -83,7 +83,7 @@ def find_learning_rate(config: RunConfig | dict[str, Any] | None = None, *, data
     """
     from lab.classification import CLASSIFICATION, compile_model
     from lab.pretraining import resolve_weights
-    from lab.runner import environment, finite_metrics, seed_everything
+    from lab.runner import data_record, environment, finite_metrics, seed_everything
 
     config = resolve_weights(RunConfig.from_any(config, overrides))
     _check_settings(min_lr, max_lr, steps, smoothing, diverge_factor)
@@ -107,8 +107,7 @@ def find_learning_rate(config: RunConfig | dict[str, Any] | None = None, *, data
         "run_config_hash": run_hash,  # the hash a training run of this configuration has
         "config_hash": hashlib.sha256(json.dumps({"run": run_hash, "lr_finder": settings}, sort_keys=True)
                                       .encode()).hexdigest()[:12],
-        "data": data.summary() | {"source": data.source, "content_sha256": data.content_hash(),
-                                  "access": getattr(data, "access", {"path": "memory"})},
+        "data": data_record(data),
         **CLASSIFICATION.describe(config, data),
         "environment": environment(),
     }

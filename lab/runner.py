@@ -170,9 +170,7 @@ def run(config: BaseConfig, task: Task, *, data: Any = None, raise_on_error: boo
         "record_version": RECORD_VERSION,
         "task": config.task,
         "config_hash": config.config_hash(data),
-        "data": data.summary() | {"source": data.source, "content_sha256": data.content_hash(),
-                                  # in memory or streamed from TFRecords, and why
-                                  "access": getattr(data, "access", {"path": "memory"})},
+        "data": data_record(data),
         **task.describe(config, data),
         "environment": environment(),
     }
@@ -210,6 +208,13 @@ def run(config: BaseConfig, task: Task, *, data: Any = None, raise_on_error: boo
             return RunResult(_kept(run_dir, reports_dir, config), config, finite_metrics(metrics), history, None)
         run_dir = writer.publish(finite_metrics(metrics))
         return RunResult(_kept(run_dir, reports_dir, config), config, finite_metrics(metrics), history, model)
+
+
+def data_record(data: Any) -> dict[str, Any]:
+    """The record's ``data`` section: the data's summary, where it came from, its content hash,
+    and whether it was read in memory or streamed from TFRecords (and why)."""
+    return data.summary() | {"source": data.source, "content_sha256": data.content_hash(),
+                             "access": getattr(data, "access", {"path": "memory"})}
 
 
 def _fit(config: BaseConfig, task: Task, data: Any, plan: FitPlan, strategy, run_path: Path
