@@ -9,7 +9,10 @@ holds the data either). Then, in a fresh Python process per measurement:
    the shards and the run's whole evaluation (loss and accuracy of every split, predictions,
    confusion matrix, sample grid). Peak memory is the child's peak resident set size
    (``getrusage(RUSAGE_SELF).ru_maxrss``); "start" is its resident size once TensorFlow and
-   the kit are imported. Target: peak(8x) / peak(1x) <= 1.15. An in-memory run would hold 8x
+   the kit are imported. The peak of each phase (convert: ``load_streamed``; train: inside
+   ``Model.fit``; evaluate: from the end of training to the end of the run, i.e. evaluation,
+   predictions and plots) is sampled every 50 ms by a thread, so it can miss a spike shorter
+   than that; the overall peak cannot. Target: peak(8x) / peak(1x) <= 1.15. An in-memory run would hold 8x
    the images (the 8x default is 28,000 224x224x3 images, 4.2 GB).
 2. Throughput, on the 1x data: two epochs with ``data_path="memory"`` and two with
    ``data_path="stream"`` (the shards already written), each in a fresh process; the second
@@ -38,6 +41,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -145,6 +149,7 @@ def _child(job: dict) -> int:
     from lab.training import train
 
     start_mb = _current_rss_mb()
+    phases = _PhaseSampler()
     config = RunConfig(dataset=f"npz:{job['npz']}", data_path=job["data_path"], model="cnn", depth=2, filters=8,
                        dense_units=32, epochs=job["epochs"], batch_size=job["batch_size"], save_model=False,
                        early_stopping_patience=None, verbose=0,
@@ -152,17 +157,84 @@ def _child(job: dict) -> int:
     data, convert_s = None, 0.0
     if job["data_path"] == "stream":
         started = time.perf_counter()
+        phases.enter("convert")
         data = load_streamed(config, reason="benchmark", verbose=False)
         convert_s = time.perf_counter() - started
+    phases.enter("setup")
     started = time.perf_counter()
-    result = train(config, data=data)
+    with phases.marking_fit():
+        result = train(config, data=data)
     run_s = time.perf_counter() - started
+    phases.stop()
     epochs = result.history["epoch_seconds"].tolist()
     train_images = int(result.metrics.get("train_images") or _train_images(result))
     print(json.dumps({"status": result.status, "start_mb": start_mb, "peak_mb": _peak_rss_mb(),
-                      "convert_s": convert_s, "run_s": run_s, "epoch_s": epochs, "train_images": train_images,
+                      "phase_peak_mb": phases.peaks, "convert_s": convert_s, "run_s": run_s, "epoch_s": epochs,
+                      "train_images": train_images,
                       "test_accuracy": result.metrics.get("test_accuracy")}))
     return 0
+
+
+class _PhaseSampler:
+    """Samples the resident set size every 50 ms and keeps the peak of each phase of the run."""
+
+    def __init__(self, interval_s: float = 0.05) -> None:
+        self.peaks: dict[str, float] = {}
+        self._phase = "start"
+        try:
+            import psutil
+        except ImportError:  # no current size without it: the phases stay unmeasured ("-")
+            self._process = None
+        else:
+            self._process = psutil.Process()
+        self._interval_s = interval_s
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def enter(self, phase: str) -> None:
+        self._record()  # the size on leaving the previous phase counts for it
+        self._phase = phase
+
+    def stop(self) -> None:
+        self._record()
+        self._stopped.set()
+        self._thread.join()
+
+    def marking_fit(self):
+        """Marks the time inside ``keras.Model.fit`` as "train" and everything after the last fit
+        as "evaluate" (evaluation, predictions, plots), without touching the kit."""
+        import contextlib
+
+        import keras
+
+        sampler, original = self, keras.Model.fit
+
+        def fit(model, *args, **kwargs):
+            sampler.enter("train")
+            try:
+                return original(model, *args, **kwargs)
+            finally:
+                sampler.enter("evaluate")
+
+        @contextlib.contextmanager
+        def patched():
+            keras.Model.fit = fit
+            try:
+                yield
+            finally:
+                keras.Model.fit = original
+        return patched()
+
+    def _record(self) -> None:
+        if self._process is None:
+            return
+        size = self._process.memory_info().rss / 2**20
+        self.peaks[self._phase] = max(self.peaks.get(self._phase, 0.0), size)
+
+    def _sample(self) -> None:
+        while not self._stopped.wait(self._interval_s):
+            self._record()
 
 
 def _train_images(result) -> int:
@@ -175,13 +247,13 @@ def _report(rows: list[dict], throughput: dict, shape: tuple[int, int, int], arg
     print(f"\nStreamed run (npz -> TFRecords, 1 epoch, full evaluation) on {shape[0]}x{shape[1]}x{shape[2]} uint8 "
           f"images, {kind} npz, batch {args.batch_size}, one fresh process per size:\n")
     header = (f"{'size':>5} {'images':>8} {'images GB':>10} {'npz GB':>7} {'shards GB':>10} {'convert s':>10} "
-              f"{'run s':>7} {'start MB':>9} {'peak MB':>8}")
+              f"{'run s':>7} {'start MB':>9} {'peak MB':>8}  peak MB of convert / train / evaluate")
     print(header)
     print("-" * len(header))
     for row in rows:
         print(f"{row['multiple']:>4}x {row['images']:>8,} {row['image_gb']:>10.2f} {row['npz_gb']:>7.2f} "
               f"{row['tfrecord_gb']:>10.2f} {row['convert_s']:>10.1f} {row['run_s']:>7.1f} {row['start_mb']:>9.0f} "
-              f"{row['peak_mb']:>8.0f}")
+              f"{row['peak_mb']:>8.0f}  {_phase_peaks(row)}")
     small, large = rows
     ratio = large["peak_mb"] / small["peak_mb"]
     memory_ok = ratio <= MEMORY_TARGET
@@ -201,6 +273,11 @@ def _report(rows: list[dict], throughput: dict, shape: tuple[int, int, int], arg
         print(f"  streamed / in-memory = {speed:.2f} ({'meets' if throughput_ok else 'MISSES'} the target >= "
               f"{THROUGHPUT_TARGET:.1f})")
     return 0 if memory_ok and throughput_ok else 1
+
+
+def _phase_peaks(row: dict) -> str:
+    peaks = row.get("phase_peak_mb") or {}
+    return " / ".join(f"{peaks[phase]:.0f}" if phase in peaks else "-" for phase in ("convert", "train", "evaluate"))
 
 
 def _peak_rss_mb() -> float:

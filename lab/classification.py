@@ -11,6 +11,7 @@ backbone: the head trains on features computed once), or in progressive-unfreezi
 from __future__ import annotations
 
 import math
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -136,8 +137,8 @@ class Classification:
             results[f"{split}_loss"], results[f"{split}_accuracy"] = float(loss), float(accuracy)
         def probabilities(split: str) -> np.ndarray:
             if not config.tta:
-                return evaluated.predict(inputs(split, labels=False), verbose=0).astype(np.float32)
-            views = [plan.model.predict(inputs(split, labels=False, images=True).map(flip), verbose=0)
+                return predict_probabilities(evaluated, inputs(split, labels=False))
+            views = [predict_probabilities(plan.model, inputs(split, labels=False, images=True).map(flip))
                      for flip in tta_flips(config.tta)]
             return np.mean(views, axis=0).astype(np.float32)
 
@@ -150,7 +151,7 @@ class Classification:
             results["val_macro_auc"] = classification_metrics(data.y_val, val_prob)["macro_auc"]
             results["test_per_class"] = per_class_metrics(y_true, y_prob.argmax(axis=1), data.class_names)
             if config.tta:
-                plain = classification_metrics(y_true, evaluated.predict(inputs("test", labels=False), verbose=0))
+                plain = classification_metrics(y_true, predict_probabilities(evaluated, inputs("test", labels=False)))
                 results |= {"tta": config.tta, "tta_views": len(tta_flips(config.tta)),
                             "test_accuracy_no_tta": plain["accuracy"], "test_macro_auc_no_tta": plain["macro_auc"]}
             if data.num_classes == 2:
@@ -166,6 +167,56 @@ class Classification:
 
 
 CLASSIFICATION = Classification()
+
+
+def predict_probabilities(model: keras.Model, dataset: tf.data.Dataset) -> np.ndarray:
+    """``model.predict(dataset)``, as float32: one compiled forward pass per batch, outputs gathered.
+
+    The same calls as ``predict_step`` (``model(images, training=False)``, compiled as the model
+    was, on the same batches), so the probabilities are bit for bit those of ``Model.predict``.
+    Why not ``Model.predict``: on 224x224x3 batches of 256 streamed from TFRecords, Keras 3.15's
+    predict loop held about 1.5 GB more than this loop (peak 3.9-4.0 GB against 2.4 GB, kit CNN,
+    TF 2.21 CPU), built up over its first ~8 batches and kept afterwards; a split of one or two
+    batches never reached it, so a streamed run's peak memory grew with its data
+    (benchmarks/streaming_memory.py). A distributed model keeps ``Model.predict``, which splits
+    each batch over the replicas.
+
+    Args:
+        model: a built Keras model with one output.
+        dataset: batches of inputs (no labels).
+
+    Returns:
+        The outputs of every batch, concatenated: (N, classes) float32.
+    """
+    if tf.distribute.has_strategy() or getattr(model, "_distribute_strategy", None) is not None:
+        return model.predict(dataset, verbose=0).astype(np.float32)
+    forward = _FORWARD.get(model)
+    if forward is None or model.run_eagerly:
+        forward = _forward_function(model)
+        _FORWARD[model] = forward
+    outputs = [np.asarray(forward(images)) for images in dataset]
+    if not outputs:
+        return np.zeros((0, *model.output_shape[1:]), np.float32)
+    return np.concatenate(outputs).astype(np.float32)
+
+
+# One compiled forward pass per model, as Keras keeps one predict function per model: a new
+# tf.function per call would trace again on every split (and TF warns about it).
+_FORWARD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _forward_function(model: keras.Model):
+    """``model(images, training=False)``, compiled as ``Model.predict`` compiles it."""
+    # A weak reference: the cache's value must not keep its key (the model) alive.
+    reference = weakref.ref(model)
+    training_arg = {"training": False} if getattr(model, "_call_has_training_arg", True) else {}
+
+    def forward(images):
+        return reference()(images, **training_arg)
+
+    if model.run_eagerly:
+        return forward
+    return tf.function(forward, reduce_retracing=True, jit_compile=bool(model.jit_compile))
 
 
 def tta_flips(mode: str) -> list:
