@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.abc
+import logging
 import os
 import re
 import sys
@@ -104,14 +105,29 @@ def filtered_native_stderr(min_level: int) -> Iterator[None]:
             yield
         finally:
             if uses_fd2:
-                sys.stderr.flush()
+                stand_in = sys.stderr
+                stand_in.flush()
                 sys.stderr = python_stderr
+                # A logging handler made during the block (TensorFlow's own, at import) holds the
+                # stand-in, whose descriptor is closed below: point it at the real stream again, or
+                # its later warnings fail with "Bad file descriptor".
+                _repoint_handlers(stand_in, python_stderr)
             os.dup2(saved, 2)
             os.close(saved)
             held.seek(0)
             shown = filter_native_log(held.read().decode("utf-8", errors="replace"), min_level)
             if shown:
                 os.write(2, shown.encode("utf-8"))
+
+
+def _repoint_handlers(old_stream, new_stream) -> None:
+    """Every logging stream handler writing to ``old_stream`` writes to ``new_stream`` instead."""
+    loggers = [logging.getLogger(), *(value for value in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(value, logging.Logger))]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is old_stream:
+                handler.setStream(new_stream)
 
 
 class _QuietLoader(importlib.abc.Loader):

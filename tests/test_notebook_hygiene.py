@@ -157,6 +157,20 @@ def test_native_lines_are_held_and_filtered_and_python_output_passes(capfd):
     assert "oneDNN" not in err and "a real error" in err and "python warning" in err
 
 
+def test_a_logging_handler_made_while_held_writes_to_the_real_stderr_afterwards():
+    # TensorFlow makes its logging handler while it is imported, inside the held block; it must
+    # not keep the stand-in stream, whose descriptor is closed after the block ("Bad file
+    # descriptor" on every later TensorFlow warning). A fresh process: stderr is descriptor 2 there.
+    code = ("import logging\n"
+            "from lab.tf_logging import filtered_native_stderr\n"
+            "logger = logging.getLogger('held')\n"
+            "with filtered_native_stderr(3):\n"
+            "    logger.addHandler(logging.StreamHandler())\n"
+            "logger.warning('a warning after the block')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "a warning after the block" in done.stderr and "Bad file descriptor" not in done.stderr, done.stderr
+
+
 @pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.name)
 def test_notebooks_import_the_kit_before_tensorflow_or_keras(path):
     """The kit filters the lines of the first TensorFlow import only if it is imported first."""
