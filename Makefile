@@ -20,7 +20,7 @@ KERNEL_SPEC := $(VENV)/share/jupyter/kernels/$(KERNEL)/kernel.json
 XDIST := -n 2 --dist loadscope
 NBVAL := --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg --nbval-cell-timeout 600
 
-.PHONY: setup run test test-fast test-colab notebook clean-reports
+.PHONY: setup setup-instance run test test-fast test-colab notebook clean-reports
 
 setup: $(STAMP) $(KERNEL_SPEC)
 
@@ -33,6 +33,16 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# The instance-segmentation extra (E7: TensorFlow Model Garden's Mask R-CNN, about 235 MB), kept
+# out of the core install; without its dependencies, which would replace TensorFlow (see
+# requirements-instance.txt). `make test` installs it, so that E7's tests and notebook run.
+INSTANCE_STAMP := $(VENV)/.instance-installed
+$(INSTANCE_STAMP): $(STAMP) requirements-instance.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-instance.txt
+	touch $(INSTANCE_STAMP)
+
+setup-instance: setup $(INSTANCE_STAMP)
+
 $(KERNEL_SPEC): $(STAMP)
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python ($(KERNEL))"
 
@@ -41,8 +51,9 @@ run: setup
 	$(PY) -m lab.ablation --workers 2
 
 # Unit tests, then every notebook in its quick setting under nbval (checked cells compared with
-# their stored outputs). Notebook run records go to build/, not to reports/.
-test: setup
+# their stored outputs), with the instance-segmentation extra (E7). Notebook run records go to
+# build/, not to reports/.
+test: setup setup-instance
 	rm -rf build/nbval
 	$(PY) -m lab.notebooks prepare build/nbval
 	LAB_REPORTS_DIR=$(CURDIR)/build/nbval-reports $(PY) -m pytest tests build/nbval $(XDIST) \

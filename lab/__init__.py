@@ -29,6 +29,7 @@ Modules, one concern each:
     lab.tuning     keras-tuner searches whose trials are run records; chief/worker tuning
     lab.tf_memory  freeing a finished run's traced graphs (flat memory over many runs)
     lab.segmentation  ``train_segmentation``, ``train_autoencoder``: Dice losses, IoU metrics
+    lab.instance   E7: ``train_instance``, Model Garden's Mask R-CNN (an optional extra), COCO AP
 The experiments the kit exists for (E1-E12) are described in docs/experiments.md.
 """
 

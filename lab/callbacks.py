@@ -41,22 +41,29 @@ class EpochLogLine(keras.callbacks.Callback):
     Args:
         epochs: total epochs planned (the denominator).
         print_fn: where lines go (``print`` by default; a list's ``append`` in tests).
+        fields: ``(label, logged key, as a percentage)`` of each value shown (default: E4's).
     """
 
-    def __init__(self, epochs: int, print_fn: Callable[[str], None] = print):
+    def __init__(self, epochs: int, print_fn: Callable[[str], None] = print,
+                 fields: tuple[tuple[str, str, bool], ...] | None = None):
         super().__init__()
         self.epochs = epochs
         self.print_fn = print_fn
+        self.fields = fields or EPOCH_LINE_FIELDS
 
     def on_epoch_end(self, epoch, logs=None):
-        self.print_fn(format_epoch_line(epoch + 1, self.epochs, logs or {}))
+        self.print_fn(format_epoch_line(epoch + 1, self.epochs, logs or {}, self.fields))
 
 
-def format_epoch_line(epoch: int, epochs: int, logs: dict) -> str:
+EPOCH_LINE_FIELDS = (("TrainLoss", "loss", False), ("ValLoss", "val_loss", False),
+                     ("TrainAcc", "accuracy", True), ("ValAcc", "val_accuracy", True))
+
+
+def format_epoch_line(epoch: int, epochs: int, logs: dict,
+                      fields: tuple[tuple[str, str, bool], ...] = EPOCH_LINE_FIELDS) -> str:
     """Formats the E4 log line from Keras logs (missing values are left out)."""
     parts = [f"Epoch {epoch}/{epochs}"]
-    for label, key, percent in (("TrainLoss", "loss", False), ("ValLoss", "val_loss", False),
-                                ("TrainAcc", "accuracy", True), ("ValAcc", "val_accuracy", True)):
+    for label, key, percent in fields:
         if key in logs:
             value = float(logs[key])
             parts.append(f"{label}: {value * 100:.2f}%" if percent else f"{label}: {value:.4f}")

@@ -126,6 +126,12 @@ def cpu_supports_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+def policy_name(mixed: bool) -> str:
+    """The dtype policy of a run: float16 on a GPU (tensor cores) and bfloat16 elsewhere (TPU,
+    recent CPUs) when mixed, else float32."""
+    return ("mixed_float16" if gpus() else "mixed_bfloat16") if mixed else "float32"
+
+
 @contextlib.contextmanager
 def precision(mixed: bool) -> Iterator[str]:
     """Sets Keras' global dtype policy for one run and restores the previous one afterwards.
@@ -134,7 +140,7 @@ def precision(mixed: bool) -> Iterator[str]:
     CPUs); the kit's output layers are float32 so the softmax and loss stay accurate.
     """
     previous = keras.config.dtype_policy()
-    policy = ("mixed_float16" if gpus() else "mixed_bfloat16") if mixed else "float32"
+    policy = policy_name(mixed)
     keras.config.set_dtype_policy(policy)
     try:
         yield policy

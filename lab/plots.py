@@ -59,11 +59,13 @@ def save(figure: plt.Figure, path: str | os.PathLike, dpi: int = 120) -> None:
     plt.close(figure)
 
 
-def learning_curves(history: pd.DataFrame, title: str = "", best_epoch: int | None = None) -> plt.Figure:
-    """Loss and accuracy per epoch, train and validation, with the best epoch marked."""
+def learning_curves(history: pd.DataFrame, title: str = "", best_epoch: int | None = None, *,
+                    metric: str = "accuracy") -> plt.Figure:
+    """Loss and a metric (accuracy; E7: "mask_ap") per epoch, train and validation, whichever
+    the history has, with the best epoch marked."""
     figure, axes = _subplots(1, 2, figsize=(10, 3.8))
     epochs = np.arange(1, len(history) + 1)
-    for ax, metric, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
+    for ax, metric, label in ((axes[0], "loss", "loss"), (axes[1], metric, metric.replace("_", " "))):
         for key, style in ((metric, "-"), (f"val_{metric}", "--")):
             if key in history:
                 ax.plot(epochs, history[key], style, marker="o", markersize=3,

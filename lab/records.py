@@ -56,6 +56,8 @@ SUMMARY_COLUMNS = {
                      "seconds_per_epoch"],
     "reconstruction": ["status", "best_epoch", "epochs_run", "val_loss", "test_loss", "test_mse", "test_psnr",
                        "test_denoised_psnr", "seconds_per_epoch"],
+    "instance": ["status", "best_epoch", "epochs_run", "val_box_ap", "val_mask_ap", "test_box_ap", "test_box_ap50",
+                 "test_mask_ap", "test_mask_ap50", "seconds_per_step", "seconds_per_epoch"],
 }
 
 

@@ -97,6 +97,8 @@ class FitPlan:
             training time.
         facts: added to the run's metrics (how the fit was done).
         state: anything the task's evaluation needs from planning (cached features).
+        model_file: the file ``model.save`` writes in the run folder (E7's tf_keras Mask R-CNN
+            saves its weights alone).
     """
 
     model: keras.Model
@@ -108,6 +110,7 @@ class FitPlan:
     setup_seconds: float = 0.0
     facts: dict[str, Any] = dataclasses.field(default_factory=dict)
     state: Any = None
+    model_file: str = "model.keras"
 
 
 class Task(Protocol):
@@ -232,7 +235,7 @@ def _fit(config: BaseConfig, task: Task, data: Any, plan: FitPlan, strategy, run
     finally:
         watch.close()  # a fit that raised never closed its TensorBoard event files
     if config.save_model and not plan.checkpoint:
-        plan.model.save(run_path / "model.keras")  # the best weights, restored, in the whole model
+        plan.model.save(run_path / plan.model_file)  # the best weights, restored, in the whole model
     best, divergence, seconds = watch.best, watch.divergence, watch.seconds
     info = {
         "status": "diverged" if divergence.diverged else "completed",

@@ -101,16 +101,42 @@ def load_shapes(
 
 def _draw(rng: np.random.Generator, label: int, size: int, channels: int, noise: float):
     """Draws one shape of class ``label``; returns (uint8 image, uint8 mask)."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
     radius = rng.uniform(0.22, 0.38) * size
     cy, cx = rng.uniform(radius, size - radius, size=2)
     angle = rng.uniform(0, np.pi / 2)
-    dy, dx = yy - cy, xx - cx
+    inside = shape_mask(SHAPE_CLASSES[label], (size, size), radius=radius, center=(cy, cx), angle=angle)
+
+    background = rng.uniform(0.0, 0.5, size=channels)
+    foreground = rng.uniform(0.5, 1.0, size=channels)
+    if rng.random() < 0.5:  # light shapes on dark ground, or dark on light
+        background, foreground = 1.0 - background, 1.0 - foreground
+    image = np.where(inside[..., None], foreground, background)
+    image = image + rng.normal(0.0, noise, size=image.shape)
+    image = np.clip(image * 255.0, 0, 255).astype(np.uint8)
+    mask = np.where(inside, label + 1, 0).astype(np.uint8)
+    return image, mask
+
+
+def shape_mask(name: str, shape: tuple[int, int], *, radius: float, center: tuple[float, float],
+               angle: float) -> np.ndarray:
+    """The pixels covered by one shape (shared by ``shapes`` and E7's multi-instance shapes).
+
+    Args:
+        name: one of ``SHAPE_CLASSES``.
+        shape: ``(height, width)`` of the image in pixels.
+        radius: the shape's radius in pixels (a circle's radius; the others scale with it).
+        center: ``(y, x)`` of the shape's centre in pixels.
+        angle: rotation in radians (squares, triangles, diamonds and crosses appear at any angle).
+
+    Returns:
+        A ``(height, width)`` bool array, True inside the shape (pixel centres are tested).
+    """
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32) + 0.5
+    dy, dx = yy - center[0], xx - center[1]
     # Rotate the frame so squares, triangles, diamonds and crosses appear at any angle.
     u = dx * np.cos(angle) + dy * np.sin(angle)
     v = -dx * np.sin(angle) + dy * np.cos(angle)
     r = np.hypot(dx, dy)
-    name = SHAPE_CLASSES[label]
     if name == "circle":
         inside = r <= radius
     elif name == "square":
@@ -128,15 +154,8 @@ def _draw(rng: np.random.Generator, label: int, size: int, channels: int, noise:
     elif name == "cross":
         arm = radius * 0.3
         inside = ((np.abs(u) <= arm) & (np.abs(v) <= radius)) | ((np.abs(v) <= arm) & (np.abs(u) <= radius))
-    else:  # ring
+    elif name == "ring":
         inside = (r <= radius) & (r >= radius * 0.55)
-
-    background = rng.uniform(0.0, 0.5, size=channels)
-    foreground = rng.uniform(0.5, 1.0, size=channels)
-    if rng.random() < 0.5:  # light shapes on dark ground, or dark on light
-        background, foreground = 1.0 - background, 1.0 - foreground
-    image = np.where(inside[..., None], foreground, background)
-    image = image + rng.normal(0.0, noise, size=image.shape)
-    image = np.clip(image * 255.0, 0, 255).astype(np.uint8)
-    mask = np.where(inside, label + 1, 0).astype(np.uint8)
-    return image, mask
+    else:
+        raise ValueError(f"Unknown shape {name!r}; the shapes are {SHAPE_CLASSES}.")
+    return inside

@@ -26,7 +26,7 @@ import importlib
 import inspect
 from typing import Any, Callable, Sequence
 
-TASKS = ("classification", "segmentation", "reconstruction")
+TASKS = ("classification", "segmentation", "reconstruction", "instance")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +57,8 @@ MODELS: dict[str, ModelEntry] = {
     "autoencoder": ModelEntry("reconstruction", "lab.models.autoencoder", "conv_autoencoder"),
     "denoising_autoencoder": ModelEntry("reconstruction", "lab.models.autoencoder", "denoising_autoencoder"),
     "vae": ModelEntry("reconstruction", "lab.models.autoencoder", "vae"),
+    # Instance segmentation: TensorFlow Model Garden's Mask R-CNN, an optional extra (lab.instance).
+    "maskrcnn": ModelEntry("instance", "lab.instance.model", "maskrcnn_experiment"),
 }
 
 __all__ = ["MODELS", "TASKS", "ModelEntry", "build_model", "model_entry", "model_options", "models_for"]
@@ -80,7 +82,8 @@ def model_entry(name: str, *tasks: str) -> ModelEntry:
     entry = MODELS[name]
     if tasks and entry.task not in tasks:
         trainer = {"classification": "lab.training.train", "segmentation": "lab.segmentation.train_segmentation",
-                   "reconstruction": "lab.segmentation.train_autoencoder"}[entry.task]
+                   "reconstruction": "lab.segmentation.train_autoencoder",
+                   "instance": "lab.instance.train_instance"}[entry.task]
         raise ValueError(f"{name!r} is a {entry.task} model: train it with {trainer}. Models here: "
                          f"{', '.join(models_for(*tasks))}.")
     return entry
