@@ -50,10 +50,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["LAB_REPORTS_DIR"] = str(Path(tmp) / "reports")
         os.environ["LAB_DATA_DIR"] = str(Path(tmp) / "data")
-        import keras
-
-        from lab import hardware
+        from lab import hardware  # first: the kit keeps TensorFlow's start-up lines out of the output
         from lab.instance import train_instance
+
+        import keras
 
         class CpuClock(keras.callbacks.Callback):
             """The process's CPU minutes at the end of every epoch."""

@@ -20,7 +20,6 @@ import dataclasses
 import time
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -148,10 +147,10 @@ class GardenModel:
     # -- fitting ------------------------------------------------------------------------------------------
 
     def fit(self, x: Any, *, validation_data: EvalSet | None = None, initial_epoch: int = 0, epochs: int = 1,
-            callbacks: Sequence[Any] = (), steps_per_epoch: int | None = None, **_: Any) -> SimpleNamespace:
+            callbacks: Sequence[Any] = (), steps_per_epoch: int | None = None, **_: Any) -> Any:
         """Trains from epoch ``initial_epoch`` to ``epochs`` as ``keras.Model.fit`` does, calling
-        the callbacks' hooks; returns an object whose ``history`` maps each logged key to its
-        values per epoch.
+        the callbacks' hooks; returns Keras' History (``history`` maps each logged key to its
+        values per epoch).
 
         Args:
             x: Model Garden's training input (repeating).
@@ -163,8 +162,10 @@ class GardenModel:
 
         if not steps_per_epoch:
             raise ValueError("GardenModel.fit needs steps_per_epoch: Model Garden's training input repeats.")
-        callback_list = keras.callbacks.CallbackList(list(callbacks), model=self)
-        history: dict[str, list[float]] = {}
+        # Keras' History last: the callbacks add to a copy of each epoch's logs (epoch_seconds,
+        # learning_rate), which only the callbacks see.
+        history = keras.callbacks.History()
+        callback_list = keras.callbacks.CallbackList([*callbacks, history], model=self)
         self.stop_training = False
         if self._train_iterator is None:
             self._train_iterator = iter(x)
@@ -189,12 +190,10 @@ class GardenModel:
                 logs |= {f"val_{key}": value for key, value in self.score(validation_data).items()
                          if key in ("box_ap", "box_ap50", "mask_ap", "mask_ap50")}
             callback_list.on_epoch_end(epoch, logs)
-            for key, value in logs.items():
-                history.setdefault(key, []).append(value)
             if self.stop_training:
                 break
         callback_list.on_train_end()
-        return SimpleNamespace(history=history)
+        return history
 
     # -- predicting and scoring ----------------------------------------------------------------------------
 
