@@ -140,6 +140,7 @@ class BaseConfig(metaclass=_CheckedKeys):
     DEFAULTS: ClassVar[dict[str, Any]] = {}
     # The dataset prefixes whose loaders take split_fractions and color_mode.
     FOLDER_PREFIXES: ClassVar[tuple[str, ...]] = ("folder:",)
+    FOLDER_DATA: ClassVar[str] = "image and mask folders"
 
     # data
     dataset: str | None = None
@@ -303,8 +304,8 @@ class BaseConfig(metaclass=_CheckedKeys):
         given = [key for key in ("split_fractions", "color_mode") if getattr(self, key) is not None]
         if given and not str(self.dataset).lower().startswith(self.FOLDER_PREFIXES):
             where = " or ".join(f"dataset='{prefix}<path>'" for prefix in self.FOLDER_PREFIXES)
-            raise ValueError(f"{' and '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to data read from "
-                             f"files ({where}); received dataset={self.dataset!r}. Leave "
+            raise ValueError(f"{' and '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to {self.FOLDER_DATA} "
+                             f"({where}); received dataset={self.dataset!r}. Leave "
                              f"{' and '.join(given)} unset (None).")
         if self.split_fractions is not None:
             fractions = self.split_fractions
@@ -790,6 +791,7 @@ class InstanceConfig(BaseConfig):
     DEFAULTS: ClassVar[dict[str, Any]] = {"dataset": "shapes", "model": "maskrcnn", "batch_size": 4,
                                           "unfreeze": "all", "steps_per_execution": 1}
     FOLDER_PREFIXES: ClassVar[tuple[str, ...]] = ("coco:",)
+    FOLDER_DATA: ClassVar[str] = "COCO annotation files"
 
     optimizer: str = "sgd"
     momentum: float = 0.9
