@@ -1,7 +1,8 @@
 # The two commands of the README:
 #   make run    set everything up, then run the E1 regularisation ablation offline (embedded data)
 #   make test   set everything up, then run the test suite
-# and, for working in notebooks, `make notebook` (JupyterLab on notebooks/, the kit's kernel).
+# and, for working in notebooks, `make notebook` (JupyterLab on notebooks/, the kit's kernel);
+# `make docs` serves the manual (docs/, mkdocs.yml), which `make test` builds with --strict.
 # Setup is idempotent: the virtual environment is rebuilt only when a requirements file changes.
 
 PYTHON ?= python3
@@ -20,7 +21,7 @@ KERNEL_SPEC := $(VENV)/share/jupyter/kernels/$(KERNEL)/kernel.json
 XDIST := -n 2 --dist loadscope
 NBVAL := --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg --nbval-cell-timeout 600
 
-.PHONY: setup setup-instance run test test-fast test-colab notebook clean-reports
+.PHONY: setup setup-instance run test test-fast test-colab notebook docs docs-build clean-reports
 
 setup: $(STAMP) $(KERNEL_SPEC)
 
@@ -53,7 +54,7 @@ run: setup
 # Unit tests, then every notebook in its quick setting under nbval (checked cells compared with
 # their stored outputs), with the instance-segmentation extra (E7). Notebook run records go to
 # build/, not to reports/.
-test: setup setup-instance
+test: setup setup-instance docs-build
 	rm -rf build/nbval
 	$(PY) -m lab.notebooks prepare build/nbval
 	LAB_REPORTS_DIR=$(CURDIR)/build/nbval-reports $(PY) -m pytest tests build/nbval $(XDIST) \
@@ -75,6 +76,24 @@ $(NOTEBOOK_STAMP): $(STAMP) requirements-notebook.txt
 notebook: setup $(NOTEBOOK_STAMP)
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks --MappingKernelManager.default_kernel_name=$(KERNEL) \
 		$(JUPYTER_ARGS)
+
+# The manual as a site (mkdocs.yml, docs/; requirements-docs.txt, kept out of the kit's own
+# requirements): `make docs` serves it (DOCS_ARGS passes options: --dev-addr 0.0.0.0:8000...);
+# `make docs-build`, part of `make test`, builds it into build/site with --strict, so a broken link
+# or anchor, a module missing from docs/architecture.md or a stale API reference fails. Nothing is
+# imported to build the API reference (static analysis), so it needs no TensorFlow.
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP) requirements-docs.txt
+	# -c requirements.txt: the documentation tools may not move the kit's pinned packages.
+	$(PY) -m pip install --quiet -r requirements-docs.txt -c requirements.txt
+	touch $(DOCS_STAMP)
+
+# Material for MkDocs prints a banner about MkDocs 2 on every command; it says nothing about the site.
+docs: setup $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve $(DOCS_ARGS)
+
+docs-build: setup $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
 
 # The Colab lane: Colab's preinstalled versions (ci/colab-constraints.txt) in a Python 3.13 venv,
 # the kit installed by the notebooks' own install cell (ci/install_cell.py runs it; it pins every

@@ -912,8 +912,8 @@ def make_tfrecord_pipeline(
         directory, split: the export to read (see ``read_tfrecords``).
         training: shuffle (shard order, shard interleaving and a shuffle buffer) and augment
             only when True.
-        batch_size, image_size, to_rgb, input_scaling, augmenter, deterministic,
-            drop_remainder: as in ``make_pipeline``.
+        batch_size, image_size, to_rgb, input_scaling: as in ``make_pipeline``.
+        augmenter, deterministic, drop_remainder: as in ``make_pipeline``.
         shuffle_buffer: images in the shuffle buffer when training (default: up to 10,000
             images or 256 MB of them, whichever is fewer). Memory use grows with it.
         seed: seeds the shard order and the shuffle.
