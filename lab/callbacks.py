@@ -85,8 +85,11 @@ class DivergenceMonitor(keras.callbacks.Callback):
     "Never" is judged when the run is over: ``finish()``, which the runner calls once after the
     last fit of a run (progressive unfreezing fits several times). Training stops early only when, after ``patience``
     epochs, the accuracy is still at chance *and* the training loss has not fallen below
-    ``(1 - min_delta) * baseline_loss`` (ln k, a uniform guess): E4's Adam at lr 1e-2 that
-    "never learns" (accuracy stuck at 1%, loss at ln 100 = 4.6) stops after three epochs.
+    ``(1 - min_delta) * baseline_loss`` (ln k, a uniform guess) *and* the training accuracy
+    (when logged) has not passed chance either: E4's Adam at lr 1e-2 that "never learns"
+    (accuracy stuck at 1%, loss at ln 100 = 4.6) stops after three epochs, while a network whose
+    loss started far above ln k and whose training accuracy climbs (E9's basic CNN, before its
+    BatchNorm statistics settle) trains on.
 
     After training, ``diverged`` is True and ``reason`` explains.
 
@@ -114,12 +117,14 @@ class DivergenceMonitor(keras.callbacks.Callback):
         self.patience = patience
         self.min_delta = min_delta
         self.monitor = monitor
+        self.run_best_accuracy: float | None = None  # over all of a run's fits, set by finish()
 
     def on_train_begin(self, logs=None):
         self.diverged = False
         self.reason: str | None = None
         self.best_loss = math.inf
         self.best_accuracy = -math.inf
+        self.best_train_accuracy = -math.inf
         self.epochs_seen = 0
 
     def on_train_batch_end(self, batch, logs=None):
@@ -138,7 +143,11 @@ class DivergenceMonitor(keras.callbacks.Callback):
         accuracy = logs.get(self.monitor)
         if accuracy is not None and math.isfinite(float(accuracy)):
             self.best_accuracy = max(self.best_accuracy, float(accuracy))
-        if self.diverged or self.baseline_loss is None or not self._at_chance() or self.epochs_seen < self.patience:
+        trained = logs.get(self.monitor.removeprefix("val_"))
+        if trained is not None and math.isfinite(float(trained)):
+            self.best_train_accuracy = max(self.best_train_accuracy, float(trained))
+        if self.diverged or self.baseline_loss is None or not self._at_chance() or self.epochs_seen < self.patience \
+                or not self._at_chance(self.best_train_accuracy):
             return
         threshold = (1.0 - self.min_delta) * self.baseline_loss
         if self.best_loss > threshold:
@@ -156,11 +165,23 @@ class DivergenceMonitor(keras.callbacks.Callback):
         """
         best = self.best_accuracy if best_accuracy is None else best_accuracy
         epochs = self.epochs_seen if epochs is None else epochs
+        self.run_best_accuracy = best
         if not self.diverged and epochs and self._at_chance(best):
             self.diverged = True
             self.reason = (f"never learned: the best {self.monitor} in {epochs} epochs was {best:.4f}, not above "
                            f"chance ({self.chance_accuracy:.4f}, the better of 1/k and the majority class) by more "
                            f"than {self.accuracy_margin:.4f}")
+
+    def chance_record(self) -> dict[str, float] | None:
+        """The rule's figures for the run record, after ``finish``: the chance accuracy, the
+        threshold a run must pass to have learned (chance + margin), the loss of a uniform
+        guess and the run's best accuracy, so a reader sees by how much a run passed or missed
+        it (None without a chance level)."""
+        if self.chance_accuracy is None:
+            return None
+        best = self.best_accuracy if self.run_best_accuracy is None else self.run_best_accuracy
+        return {"accuracy": self.chance_accuracy, "threshold": self.chance_accuracy + self.accuracy_margin,
+                "baseline_loss": self.baseline_loss, f"best_{self.monitor}": best if math.isfinite(best) else None}
 
     def _at_chance(self, best: float | None = None) -> bool:
         best = self.best_accuracy if best is None else best

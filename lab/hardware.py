@@ -112,17 +112,50 @@ def is_chief() -> bool:
     return kind == "worker" and index == 0 and "chief" not in cluster
 
 
+# The instruction sets that decide which float kernels oneDNN and Eigen run on a CPU: two
+# machines that differ in these may round differently, so a record names them (x86 and Arm).
+KERNEL_FEATURES = ("sse4_2", "avx", "avx2", "fma", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                   "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "amx_fp16",
+                   "asimd", "sve", "sve2", "bf16", "i8mm")
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, set[str]]:
+    """The CPU's model name and feature flags, read from ``cpuinfo`` (Linux: x86's ``flags``,
+    Arm's ``Features``); elsewhere the platform's processor name and no flags."""
+    import platform
+
+    model, flags = None, None
+    try:
+        with open(cpuinfo) as info:
+            for line in info:  # every core repeats these lines: the first of each is kept
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key in ("model name", "cpu model") and model is None:
+                    model = value.strip()
+                elif key in ("flags", "features") and flags is None:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return model or platform.processor() or platform.machine(), flags or set()
+
+
+def cpu_summary(cpuinfo: str = "/proc/cpuinfo") -> dict[str, str]:
+    """The CPU facts a run record names beside the versions: its model, the instruction sets
+    its float kernels depend on (``KERNEL_FEATURES`` it has, e.g. "avx2 avx512f amx_bf16") and
+    the cores TensorFlow's thread pools use. Results can differ in their last digits between
+    machines that differ here (the same seed repeats exactly only on the same machine)."""
+    model, flags = cpu_flags(cpuinfo)
+    return {"cpu": model, "cpu_features": " ".join(f for f in KERNEL_FEATURES if f in flags) or "unknown",
+            "cpu_cores": str(os.cpu_count())}
+
+
 def cpu_supports_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """Whether the CPU has bfloat16 instructions (AMX-BF16 or AVX512-BF16), read from ``cpuinfo``.
 
     Without them mixed_bfloat16 is emulated and slower than float32. False where the file is
     missing (not Linux).
     """
-    try:
-        with open(cpuinfo) as info:
-            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
-    except OSError:
-        return False
+    flags = cpu_flags(cpuinfo)[1]
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 

@@ -8,6 +8,14 @@
 * ``record``: executes each notebook in its quick setting and stores the outputs of the checked
   cells back into the source: run it after an intentional change (a new architecture, a new
   record field), and review the diff.
+* ``check-runs REPORTS_DIR``: after the notebooks ran (``make test``), fails naming every run
+  whose status a change of CPU, thread count or seed could flip (``unclear_outcome``).
+
+A checked cell shows what the code determines (shapes, class counts, parameter counts, record
+fields, a configuration) and statuses only where ``check-runs`` finds them clear-cut: float
+kernels differ between CPUs (AVX-512, AMX), thread counts and GPUs, so the same seed repeats a
+run exactly only on the same machine, and a quick run at the edge of the divergence rule would
+pass on one machine and fail on the next.
 """
 
 from __future__ import annotations
@@ -24,6 +32,15 @@ import nbformat
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
 QUICK = {"quick": True}
+
+# How clear a quick run's status must be (``unclear_outcome``). A completed run's best validation
+# accuracy passes the divergence rule's threshold (chance + three standard errors) by at least
+# LEARNED_MARGIN. A run that never learned either never passed the threshold on its training
+# images either (it learned nothing at all) or stayed NEVER_MARGIN below it in validation. E6's
+# all_background flag holds when the predicted foreground is at most half the flag's ratio of the
+# true foreground, and its absence when it is at least twice the ratio.
+LEARNED_MARGIN = 0.1
+NEVER_MARGIN = 0.1
 
 
 def notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -144,6 +161,68 @@ def record(paths: list[Path], kernel: str = "python3") -> None:
         print(f"recorded {path.name}")
 
 
+def unclear_outcome(run) -> str | None:
+    """Why a run's status is not clear-cut, or None when it is (see ``LEARNED_MARGIN``).
+
+    A failed run is never clear; a run stopped by a non-finite loss always is. Runs without a
+    chance level (segmentation, reconstruction, instance) are judged on their loss alone, and
+    segmentation runs on the margin of E6's ``all_background`` flag.
+
+    Args:
+        run: a ``lab.records.Run``.
+    """
+    import math
+
+    metrics, status = run.metrics, run.status
+    if status == "failed":
+        return f"failed: {metrics.get('error')}"
+    reason = metrics.get("divergence_reason") or ""
+    if status == "diverged" and reason.startswith("training loss became"):
+        return None  # a NaN or infinite loss is unmistakable
+    chance = metrics.get("chance")
+    if chance:
+        best, threshold = chance.get("best_val_accuracy"), chance["threshold"]
+        best = -math.inf if best is None else best
+        if status == "completed" and best - threshold < LEARNED_MARGIN:
+            return (f"completed only {best - threshold:+.3f} above its chance threshold {threshold:.3f} (best "
+                    f"val_accuracy {best:.3f}; needs {LEARNED_MARGIN}): another CPU could find it diverged")
+        if status == "diverged":
+            history = run.history()
+            trained = float(history["accuracy"].max()) if "accuracy" in history and len(history) else math.inf
+            if trained > threshold and threshold - best < NEVER_MARGIN:
+                return (f"diverged ({reason}) only {threshold - best:.3f} below its chance threshold {threshold:.3f} "
+                        f"while its training accuracy reached {trained:.3f}: it was learning, and another CPU could "
+                        f"find it completed")
+    return _unclear_flag(run)
+
+
+def _unclear_flag(run) -> str | None:
+    """Why a segmentation run's all_background flag could flip, or None."""
+    metrics = run.metrics
+    true, predicted = metrics.get("foreground_fraction_true"), metrics.get("foreground_fraction_predicted")
+    if "all_background" not in metrics or not true:
+        return None
+    ratio, flag = (predicted or 0.0) / true, run.config.get("background_flag_ratio", 0.1)
+    if metrics["all_background"] and ratio > flag / 2:
+        return f"flagged all_background with {ratio:.3f} of the true foreground predicted (flag below {flag})"
+    if not metrics["all_background"] and ratio < 2 * flag:
+        return f"not flagged all_background with only {ratio:.3f} of the true foreground predicted (flag below {flag})"
+    return None
+
+
+def check_runs(reports_dir: str | Path) -> list[str]:
+    """Every run recorded under ``reports_dir`` whose status is not clear-cut, one line each
+    naming the run and why (empty: all clear). ``make test`` calls it on the notebooks' runs."""
+    from lab.records import load_runs
+
+    problems = []
+    for run in load_runs(reports_dir):
+        why = unclear_outcome(run)
+        if why is not None:
+            problems.append(f"{run.name} ({run.run_id}, tags {run.config.get('tags')}): {why}")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     fmt.add_argument("paths", nargs="*", type=Path)
     prep = sub.add_parser("prepare")
     prep.add_argument("out_dir", type=Path)
+    prep.add_argument("--seed", type=int, help="also inject this seed (the notebooks' checked outputs must not "
+                                               "depend on it)")
+    check = sub.add_parser("check-runs")
+    check.add_argument("reports_dir", type=Path)
     rec = sub.add_parser("record")
     rec.add_argument("paths", nargs="*", type=Path)
     rec.add_argument("--kernel", default="python3")
@@ -162,9 +245,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'not canonical' if args.check else 'formatted'}: {path}")
         return 1 if (args.check and changed) else 0
     if args.command == "prepare":
-        for path in prepare(notebooks(), args.out_dir):
+        parameters = QUICK if args.seed is None else {**QUICK, "seed": args.seed}
+        for path in prepare(notebooks(), args.out_dir, parameters):
             print(f"prepared {path}")
         return 0
+    if args.command == "check-runs":
+        from lab.records import load_runs
+
+        runs = len(load_runs(args.reports_dir))
+        problems = check_runs(args.reports_dir)
+        for problem in problems:
+            print(f"unclear: {problem}")
+        print(f"check-runs: {runs - len(problems)} of {runs} runs under {args.reports_dir} have clear-cut statuses")
+        return 1 if problems or not runs else 0  # no runs at all means the notebooks wrote elsewhere
     record(args.paths or notebooks(), kernel=args.kernel)
     return 0
 

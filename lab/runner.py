@@ -250,6 +250,8 @@ def _fit(config: BaseConfig, task: Task, data: Any, plan: FitPlan, strategy, run
         "seconds_first_epoch": seconds[0] if seconds else None,
         **plan.facts,
     }
+    if (chance := divergence.chance_record()) is not None:
+        info["chance"] = chance
     if phases:
         info["phases"] = phases
     if best.best_epoch is not None:
@@ -419,9 +421,10 @@ def finite_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def environment() -> dict[str, str]:
-    """The versions and device a run record names."""
+    """The versions, device and CPU (``hardware.cpu_summary``) a run record names."""
     return {"lab": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "python": platform.python_version(), "device": hardware.device_summary()}
+            "numpy": np.__version__, "python": platform.python_version(), "device": hardware.device_summary(),
+            **hardware.cpu_summary()}
 
 
 def epoch_line(epochs: int) -> keras.callbacks.Callback:

@@ -64,6 +64,20 @@ def test_a_slow_run_whose_accuracy_is_above_chance_is_not_diverged():
     assert monitor.best_loss > 0.98 * math.log(10), "the old loss-only rule would have called this diverged"
 
 
+def test_a_run_whose_training_accuracy_climbs_is_not_stopped_early():
+    # E9's basic CNN in its quick setting: the loss starts far above ln 5 and is still above it after
+    # three epochs, validation sits at chance (BatchNorm statistics not yet settled), but the
+    # training accuracy climbs: it is learning, so it trains on (judged at the end).
+    monitor = _monitor(chance_accuracy=0.2, accuracy_margin=0.12, baseline_loss=math.log(5), patience=3)
+    for epoch, (loss, trained) in enumerate([(3.72, 0.35), (1.82, 0.53), (1.67, 0.57)]):
+        monitor.on_epoch_end(epoch, {"loss": loss, "accuracy": trained, "val_accuracy": 0.21})
+    assert not monitor.diverged and not monitor.model.stop_training
+    stuck = _monitor(chance_accuracy=0.2, accuracy_margin=0.12, baseline_loss=math.log(5), patience=3)
+    for epoch in range(3):
+        stuck.on_epoch_end(epoch, {"loss": 1.62, "accuracy": 0.21, "val_accuracy": 0.2})
+    assert stuck.diverged and stuck.model.stop_training
+
+
 def test_chance_is_judged_at_the_end_when_the_loss_falls():
     # The training loss falls (memorising) but validation never leaves chance: not stopped early,
     # diverged when training ends.
@@ -71,6 +85,16 @@ def test_chance_is_judged_at_the_end_when_the_loss_falls():
     _epochs(monitor, [(0.6, 0.50), (0.4, 0.52), (0.2, 0.53)])
     assert not monitor.model.stop_training
     assert monitor.diverged and "not above chance (0.5000" in monitor.reason
+
+
+def test_the_record_says_by_how_much_a_run_passed_chance():
+    monitor = _monitor(chance_accuracy=0.1, accuracy_margin=0.06, baseline_loss=math.log(10), patience=2)
+    _epochs(monitor, [(2.300, 0.12), (2.285, 0.30), (2.268, 0.41)])
+    assert monitor.chance_record() == pytest.approx(
+        {"accuracy": 0.1, "threshold": 0.16, "baseline_loss": math.log(10), "best_val_accuracy": 0.41})
+    monitor.finish(best_accuracy=0.45, epochs=5)  # a run of several fits: the best over all of them
+    assert monitor.chance_record()["best_val_accuracy"] == 0.45
+    assert _monitor(patience=1).chance_record() is None
 
 
 def test_without_a_chance_level_only_a_nan_loss_diverges():

@@ -38,3 +38,60 @@ def test_notebooks_are_canonical_and_carry_only_checked_outputs(path):
     assert checked, "nbval has something to compare"
     assert all(c.outputs for c in checked), "run `python -m lab.notebooks record` to store expected outputs"
     assert not any(c.outputs for c in nb.cells if c.cell_type == "code" and not is_checked(c))
+
+
+# -- the guard on the quick runs' statuses (make test runs `check-runs` after nbval) --------------
+
+def _record(reports_dir, name, status, *, best=None, threshold=0.16, trained=(0.1, 0.12), reason=None, **metrics):
+    """Writes a run record as the runner does, with the chance figures and a training history."""
+    import math
+
+    import pandas as pd
+
+    from lab.records import RunWriter
+
+    writer = RunWriter({"name": name, "tags": ["test"], "background_flag_ratio": 0.1}, name=name,
+                       reports_dir=str(reports_dir))
+    pd.DataFrame({"epoch": range(len(trained)), "accuracy": trained}).to_csv(writer.path / "history.csv", index=False)
+    if best is not None:
+        metrics["chance"] = {"accuracy": 0.1, "threshold": threshold, "baseline_loss": math.log(10),
+                             "best_val_accuracy": best}
+    writer.publish({"name": name, "status": status, "divergence_reason": reason, **metrics})
+
+
+def test_check_runs_names_every_status_a_float_difference_could_flip(tmp_path):
+    from lab.notebooks import check_runs, main
+
+    _record(tmp_path, "learns-clearly", "completed", best=0.5)
+    _record(tmp_path, "nan-loss", "diverged", reason="training loss became nan at batch 3")
+    _record(tmp_path, "learned-nothing", "diverged", best=0.14, reason="never learned: ...")
+    _record(tmp_path, "far-below", "diverged", best=0.05, trained=(0.3, 0.6), reason="never learned: ...")
+    _record(tmp_path, "segmentation-flag", "completed", all_background=True, foreground_fraction_true=0.2,
+            foreground_fraction_predicted=0.0)
+    assert check_runs(tmp_path) == []
+    assert main(["check-runs", str(tmp_path)]) == 0
+
+    _record(tmp_path, "at-the-edge", "completed", best=0.17)
+    _record(tmp_path, "was-learning", "diverged", best=0.14, trained=(0.2, 0.5), reason="never learned: ...")
+    _record(tmp_path, "flag-at-the-edge", "completed", all_background=False, foreground_fraction_true=0.2,
+            foreground_fraction_predicted=0.03)
+    _record(tmp_path, "broke", "failed", error="ValueError: no")
+    problems = check_runs(tmp_path)
+    assert [p.split(" ")[0] for p in problems] == ["at-the-edge", "was-learning", "flag-at-the-edge", "broke"]
+    assert "+0.010 above its chance threshold 0.160" in problems[0]
+    assert main(["check-runs", str(tmp_path)]) == 1
+
+
+def test_check_runs_fails_where_the_notebooks_wrote_nothing(tmp_path):
+    from lab.notebooks import main
+
+    assert main(["check-runs", str(tmp_path)]) == 1
+
+
+def test_prepare_injects_another_seed(tmp_path):
+    from lab.notebooks import main
+
+    assert main(["prepare", str(tmp_path), "--seed", "7"]) == 0
+    nb = nbformat.read(tmp_path / NOTEBOOKS[0].name, as_version=4)
+    injected = next(c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert "quick = True" in injected.source and "seed = 7" in injected.source
