@@ -1,0 +1,194 @@
+"""The configuration of a segmentation or autoencoder run: ``SegmentationConfig`` (E6, E12)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+from lab.config.base import BaseConfig, _one_of, _positive_int, model_option
+from lab.models import model_options
+
+SEGMENTATION_LOSSES = ("crossentropy", "dice", "combined")
+RECONSTRUCTION_LOSSES = ("binary_crossentropy", "mse")
+
+
+@dataclasses.dataclass
+class SegmentationConfig(BaseConfig):
+    """A segmentation or autoencoder run (E6, E12).
+
+    Data: dataset is "shapes", "tfds:oxford_iiit_pet" or "folder:<path>"; dataset_size the
+        image side (shapes: generated at this size, default 32; pets: resized, default 128;
+        folders: resized).
+        background_class: the class id that is background (None: the data's own, 0). The
+            foreground shares, the foreground IoU and the all_background flag are computed
+            against it (EM membranes: the membrane may be class 0 and the foreground).
+    Mask folders only (``lab.datasets.segmentation.load_mask_folder``; None: its default):
+        tile_size: cut the images (after the dataset_size resize, if any) into tiles of this
+            side to train on; the validation and test images are predicted whole by
+            overlap-tile and scored per image (``lab.segmentation.tiling``).
+        tile_margin: the context each predicted tile keeps around its centre, 0 <= 2 *
+            tile_margin < tile_size (None: tile_size // 8; 0: naive tiling, seams).
+        class_names: the name of every class id, e.g. ["membrane", "cell"].
+        class_values: {mask value: class id}, e.g. {0: 0, 255: 1} or {0: 0, 128: 1, 255: 2}.
+        mask_suffix, images_dir, masks_dir: how masks are named and where images and masks
+            are (defaults "", "images", "masks").
+    Model: "unet", "pretrained_unet", "deeplab", "fcn" (segmentation) or "autoencoder",
+        "denoising_autoencoder", "vae"; upsampling, output_activation, encoder, decoder_filters,
+        output_stride, atrous_rates, aspp_filters, skip_levels, latent_channels, latent_dim,
+        noise_stddev, kl_weight are their switches (None: the builder's default).
+    Training:
+        loss: segmentation "crossentropy" (per pixel), "dice" (soft Dice, E12) or "combined"
+            (crossentropy_weight * CE + dice_weight * Dice); autoencoders "binary_crossentropy"
+            or "mse". None: "combined" (it reached a mean IoU of 0.9 on shapes in fewer epochs
+            than either alone, benchmarks/segmentation.py) or "binary_crossentropy".
+        class_weighting: None, "balanced" (inverse pixel frequency of the training masks) or a
+            list of one weight per class, background first (E6's "weight the background down").
+    Record:
+        background_flag_ratio: the run is flagged ``all_background`` when its predicted
+            foreground share is below this fraction of the true one (E6).
+    """
+
+    TASKS: ClassVar[tuple[str, ...]] = ("segmentation", "reconstruction")
+    DEFAULTS: ClassVar[dict[str, Any]] = {"dataset": "shapes", "model": "unet", "batch_size": 16,
+                                          "steps_per_execution": 1, "aug_rotation": 0.0}
+
+    background_class: int | None = None
+    tile_size: int | None = None
+    tile_margin: int | None = None
+    class_names: list[str] | None = None
+    class_values: dict[int, int] | None = None
+    mask_suffix: str | None = None
+    images_dir: str | None = None
+    masks_dir: str | None = None
+    upsampling: str | None = model_option()
+    output_activation: str | None = model_option()
+    encoder: str | None = model_option()
+    decoder_filters: list[int] | None = model_option()
+    output_stride: int | None = model_option()
+    atrous_rates: list[int] | None = model_option()
+    aspp_filters: int | None = model_option()
+    skip_levels: int | None = model_option()
+    latent_channels: int | None = model_option()
+    latent_dim: int | None = model_option()
+    noise_stddev: float | None = model_option()
+    kl_weight: float | None = model_option()
+    loss: str | None = None
+    crossentropy_weight: float = 1.0
+    dice_weight: float = 1.0
+    background_flag_ratio: float = 0.1
+
+    @property
+    def loss_name(self) -> str:
+        """The loss, with None resolved to the task's default."""
+        if self.loss is not None:
+            return self.loss
+        return "binary_crossentropy" if self.task == "reconstruction" else "combined"
+
+    def validate(self) -> None:
+        super().validate()
+        reconstruction = self.task == "reconstruction"
+        if self.loss is not None:
+            _one_of("loss", self.loss, RECONSTRUCTION_LOSSES if reconstruction else SEGMENTATION_LOSSES,
+                    f" for {self.task} model {self.model!r}")
+        weighting = self.class_weighting
+        if weighting is not None and not (weighting == "balanced" or isinstance(weighting, (list, tuple))):
+            raise ValueError(f"class_weighting must be None, 'balanced' or a list of per-class weights, received "
+                             f"{weighting!r}.")
+        if isinstance(weighting, (list, tuple)) and (
+                not weighting or any(not isinstance(w, (int, float)) or w < 0 for w in weighting)):
+            raise ValueError(f"class_weighting as a list needs one weight >= 0 per class, received {weighting}.")
+        if weighting is not None and reconstruction:
+            raise ValueError("class_weighting applies to segmentation models only.")
+        if self.crossentropy_weight < 0 or self.dice_weight < 0 or self.crossentropy_weight + self.dice_weight == 0:
+            raise ValueError(f"crossentropy_weight and dice_weight must be >= 0 and not both 0, received "
+                             f"{self.crossentropy_weight} and {self.dice_weight}.")
+        if reconstruction and self.input_scaling != "unit":
+            raise ValueError(f"Autoencoders reconstruct images in [0, 1]: input_scaling must be 'unit', received "
+                             f"{self.input_scaling!r}.")
+        if not isinstance(self.cache, bool):
+            raise ValueError(f"cache must be True or False for {self.task} runs, received cache={self.cache!r}.")
+        if self.weights not in (None, "imagenet"):
+            raise ValueError(f"weights must be 'imagenet' or None (random initialisation) for a segmentation "
+                             f"encoder, received weights={self.weights!r}.")
+        if self.unfreeze not in (None, 0, "all"):
+            raise ValueError(f"unfreeze must be 0 (frozen encoder) or 'all' (the encoder trains too), received "
+                             f"unfreeze={self.unfreeze!r}.")
+        if self.unfreeze is not None and "trainable_encoder" not in model_options(self.model):
+            raise ValueError(f"unfreeze applies to pretrained_unet's encoder; model {self.model!r} trains whole. "
+                             f"Received unfreeze={self.unfreeze!r}.")
+        if not 0.0 < self.background_flag_ratio < 1.0:
+            raise ValueError(f"background_flag_ratio must be between 0 and 1, received {self.background_flag_ratio}.")
+        self._validate_mask_folder_options()
+
+    def _validate_mask_folder_options(self) -> None:
+        """The background class and the mask-folder options, each refused by name; class_values
+        is normalised to int keys (a JSON record gives them back as strings)."""
+        from lab.datasets.segmentation.mask_folders import FOLDER_OPTIONS
+
+        if self.background_class is not None and (isinstance(self.background_class, bool) or
+                                                  not isinstance(self.background_class, int) or
+                                                  self.background_class < 0):
+            raise ValueError(f"background_class must be a class id (0 or more), received "
+                             f"background_class={self.background_class!r}.")
+        given = [key for key in FOLDER_OPTIONS if getattr(self, key) is not None]
+        if given and not str(self.dataset).lower().startswith("folder:"):
+            raise ValueError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to mask folders "
+                             f"(dataset='folder:<path>'); received dataset={self.dataset!r}. Leave "
+                             f"{' and '.join(given)} unset (None).")
+        if self.tile_size is not None:
+            _positive_int("tile_size", self.tile_size)
+            if self.dataset_size is not None and self.tile_size > self.dataset_size:
+                raise ValueError(f"tile_size={self.tile_size} is larger than the images resized to dataset_size="
+                                 f"{self.dataset_size} (they are resized first, then cut into tiles): choose "
+                                 "tile_size <= dataset_size.")
+        if self.tile_margin is not None:
+            if self.tile_size is None:
+                raise ValueError(f"tile_margin={self.tile_margin!r} is the context margin of tiles: set tile_size too.")
+            if isinstance(self.tile_margin, bool) or not isinstance(self.tile_margin, int) or self.tile_margin < 0 \
+                    or 2 * self.tile_margin >= self.tile_size:
+                raise ValueError(f"tile_margin must be an integer with 0 <= 2 * tile_margin < tile_size="
+                                 f"{self.tile_size} (a tile's centre must remain), received "
+                                 f"tile_margin={self.tile_margin!r}.")
+        if self.class_names is not None:
+            names = self.class_names
+            if len(names) < 2 or any(not isinstance(n, str) or not n.strip() for n in names) or \
+                    len(set(names)) != len(names):
+                raise ValueError(f"class_names must be two or more distinct, non-empty names, one per class id, "
+                                 f"received class_names={names!r}.")
+            if self.background_class is not None and self.background_class >= len(names):
+                raise ValueError(f"background_class={self.background_class} is not a class id of class_names "
+                                 f"{names} (ids 0 to {len(names) - 1}).")
+        if self.class_values is not None:
+            self.class_values = _class_values(self.class_values)
+            classes = max(self.class_values.values()) + 1
+            if self.class_names is not None and len(self.class_names) != classes:
+                raise ValueError(f"class_values {self.class_values} maps to {classes} class ids but class_names has "
+                                 f"{len(self.class_names)} names {self.class_names}: give one name per class id.")
+        for key in ("mask_suffix", "images_dir", "masks_dir"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or (key != "mask_suffix" and not value.strip())):
+                raise ValueError(f"{key} must be a{' non-empty' if key != 'mask_suffix' else ''} string, "
+                                 f"received {key}={value!r}.")
+
+
+def _class_values(values: Any) -> dict[int, int]:
+    """``{mask value: class id}`` with int keys in order, refusing anything else by name."""
+    problem = None
+    if not isinstance(values, dict) or not values:
+        problem = "a non-empty dict"
+    else:
+        # Keys are ints, or their digits as a JSON record gives them back; 1.5 is not truncated to 1.
+        whole = all((isinstance(k, int) and not isinstance(k, bool) and k >= 0) or
+                    (isinstance(k, str) and k.strip().isdigit()) for k in values)
+        mapping = {int(k): v for k, v in values.items()} if whole else {}
+        if not whole:
+            problem = "whole-number mask values (0 or more) as keys"
+        elif any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 255 for v in mapping.values()):
+            problem = "mask values (0 or more) mapped to class ids 0 to 255"
+        elif 0 not in mapping.values():
+            problem = "class ids counted from 0 (class 0 among them)"
+    if problem is not None:
+        raise ValueError(f"class_values must be {problem}, e.g. class_values={{0: 0, 255: 1}}; received "
+                         f"class_values={values!r}.")
+    return dict(sorted(mapping.items()))
+
