@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lab import tfrecord
 from lab.datasets import from_arrays, load_dataset
 from lab.pipeline import make_augmenter, make_pipeline
 from lab.tfrecord import (
     check_provenance, dataset_fingerprint, export_dataset, make_tfrecord_pipeline, manifest_path,
     read_manifest, read_tfrecords, verify_tfrecords, write_tfrecords, write_tfrecords_from_batches,
 )
+from lab.tfrecord import provenance, writing
 
 
 def _images(channels=3, count=50, seed=0):
@@ -153,7 +153,7 @@ def test_shard_corrupted_in_place_fails_reading_and_verify_names_it(tmp_path, co
 
 def test_interrupted_export_leaves_no_manifest_and_no_finished_shard(tmp_path, monkeypatch):
     x, y = _images()
-    serialize = tfrecord._serialize_example
+    serialize = writing._serialize_example
     calls = {"n": 0}
 
     def fail_partway(*args):
@@ -162,7 +162,7 @@ def test_interrupted_export_leaves_no_manifest_and_no_finished_shard(tmp_path, m
             raise KeyboardInterrupt
         return serialize(*args)
 
-    monkeypatch.setattr(tfrecord, "_serialize_example", fail_partway)
+    monkeypatch.setattr(writing, "_serialize_example", fail_partway)
     with pytest.raises(KeyboardInterrupt):
         write_tfrecords(x, y, tmp_path, images_per_shard=16)
     assert list(tmp_path.iterdir()) == [], "no manifest, no shard, no temporary file"
@@ -178,7 +178,7 @@ def test_interrupted_reexport_keeps_the_previous_export_whole(tmp_path, monkeypa
     def fail(*args):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(tfrecord, "_serialize_example", fail)
+    monkeypatch.setattr(writing, "_serialize_example", fail)
     new_x, new_y = _images(seed=1)
     with pytest.raises(RuntimeError, match="disk full"):
         write_tfrecords(new_x, new_y, tmp_path, images_per_shard=16)
@@ -319,11 +319,11 @@ def test_content_hash_does_not_depend_on_batching_or_on_the_writer(tmp_path):
                                  images_per_shard=10)
     write_tfrecords(x, y[:, np.newaxis], tmp_path / "c", num_shards=1, encoding="png")
     hashes = {read_manifest(tmp_path / d)["content_sha256"] for d in "abc"}
-    assert hashes == {tfrecord._content_sha256(x, y)}
+    assert hashes == {provenance._content_sha256(x, y)}
     changed = x.copy()
     changed[44, 7, 7, 2] ^= 1  # one bit of the last pixel: the hash covers every byte
-    assert tfrecord._content_sha256(changed, y) not in hashes
-    assert tfrecord._content_sha256(x, (y + 1) % 5) not in hashes
+    assert provenance._content_sha256(changed, y) not in hashes
+    assert provenance._content_sha256(x, (y + 1) % 5) not in hashes
 
 
 def test_shards_of_another_seed_are_refused_naming_both_seeds(tmp_path):

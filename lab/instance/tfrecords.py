@@ -40,7 +40,7 @@ import tensorflow as tf
 from lab.atomic import write_json
 from lab.instance.data import SPLITS, InstanceDataset
 from lab.instance.types import Instances
-from lab.tfrecord import _file_sha256
+from lab.tfrecord.provenance import _file_sha256
 
 FORMAT = "lab.instance.tfrecords"
 VERSION = 1
