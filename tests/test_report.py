@@ -20,7 +20,8 @@ from lab import atomic, plots
 from lab.records import RunWriter, load_run, load_runs
 from lab.report import UnknownSourceError, build_report, main, number, resolve_source
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "screenshot_report.py"
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "screenshot_report.py"
 CLASSES = ["cat", "dog", "bird"]
 ENVIRONMENT = {"device": "cpu", "keras": "3.15.1", "lab": "0.1.0", "numpy": "2.4.6", "python": "3.11.7",
                "tensorflow": "2.21.0"}
@@ -262,6 +263,32 @@ def test_an_unknown_source_is_refused_with_what_exists(demo_sweep, capsys):
         resolve_source([runs[0].run_id, "missing-run"])
     assert main(["sweep:nothing"]) == 2
     assert "There is no sweep named 'nothing'" in capsys.readouterr().err
+
+
+def test_python_m_lab_report_writes_the_report_and_the_templates_ship_in_the_wheel(demo_sweep, isolated_dirs):
+    """The package's ``__main__`` is the command; every template ``lab.report.rendering`` reads is
+    package data in pyproject.toml, so a non-editable install (a wheel, as in Colab) holds it."""
+    import fnmatch
+
+    tomllib = pytest.importorskip("tomllib")
+    from lab.report import template_source
+    from lab.report.rendering import CSS_FILE, HTML_PAGE, MARKDOWN_PAGE
+
+    out = isolated_dirs / "cli-report"
+    done = subprocess.run([sys.executable, "-m", "lab.report", "sweep:demo", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "best run: adam-lr0.001" in done.stdout
+    assert (out / "report.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert (out / "report.md").read_text(encoding="utf-8").startswith("# Sweep demo: report")
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"][
+        "package-data"]["lab"]
+    templates = sorted((ROOT / "lab" / "report" / "templates").iterdir())
+    assert {path.name for path in templates} >= {CSS_FILE, HTML_PAGE, MARKDOWN_PAGE}
+    for path in templates:
+        assert any(fnmatch.fnmatch(path.relative_to(ROOT / "lab").as_posix(), pattern) for pattern in patterns), path
+        assert template_source(path.name) == path.read_text(encoding="utf-8")
 
 
 def test_a_batch_report_names_jobs_that_failed_before_training(isolated_dirs):

@@ -1,0 +1,89 @@
+"""The report's figures drawn from records: every run's learning curves overlaid (y-axes fitted
+to the completed runs when a diverged run's values would flatten them), and a confusion matrix
+drawn from ``predictions.npz`` for an older record without its plot. The best run's own plots
+(``RUN_FIGURES``) are copied as they are.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from lab.records import Run
+
+# The best run's figures its record holds (lab.classification, lab.segmentation.tasks), in order.
+RUN_FIGURES = {
+    "learning_curves.png": "Learning curves of the best run (best epoch marked)",
+    "iou_dice_curves.png": "Pixel accuracy, IoU and Dice per epoch",
+    "confusion_matrix.png": "Test confusion matrix of the best run (rows: true class)",
+    "sample_predictions.png": "Test predictions of the best run: green right, red wrong (with the true class)",
+    "predicted_masks.png": "Test images, true and predicted masks, wrong pixels in red",
+    "per_class_scores.png": "IoU and Dice per class on the test set",
+    "reconstructions.png": "Test reconstructions",
+}
+
+
+def _histories(runs: Sequence[Run]) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Each run's history under a unique legend label (its status added unless completed), and
+    the labels of the completed runs."""
+    names = collections.Counter(run.name for run in runs)
+    histories, completed = {}, []
+    for run in runs:
+        history = run.history()
+        if history.empty:
+            continue
+        label = run.name if names[run.name] == 1 else f"{run.name} ({run.run_id[-6:]})"
+        if run.status == "completed":
+            completed.append(label)
+        else:
+            label += f" [{run.status}]"
+        histories[label] = history
+    return histories, completed
+
+
+def _fit_axes_to_completed(figure, completed: list[str], reach: float = 10.0) -> bool:
+    """Cuts the outliers off each panel's y-axis when a diverged run's values (a loss of 1e9)
+    would flatten the other curves into one line: the axis spans every value within ``reach``
+    times the completed runs' range of that range. Returns whether any axis was limited."""
+    limited = False
+    for ax in figure.axes:
+        values = {True: [], False: []}
+        for line in ax.get_lines():
+            data = np.asarray(line.get_ydata(), dtype=float)
+            values[line.get_label() in completed].append(data[np.isfinite(data)])
+        if not values[True] or not values[False]:
+            continue
+        inside, outside = np.concatenate(values[True]), np.concatenate(values[False])
+        if not inside.size or not outside.size:
+            continue
+        low, high = float(inside.min()), float(inside.max())
+        span = max(high - low, 1e-3 * max(abs(high), 1.0))
+        window = (low - reach * span, high + reach * span)
+        kept = outside[(outside >= window[0]) & (outside <= window[1])]
+        if kept.size == outside.size:
+            continue  # nothing extreme: matplotlib's own limits show every curve
+        low, high = min(low, *kept) if kept.size else low, max(high, *kept) if kept.size else high
+        margin = 0.05 * max(high - low, span)
+        ax.set_ylim(low - margin, high + margin)
+        limited = True
+    return limited
+
+
+def _confusion_from_predictions(run: Run):
+    """The test confusion matrix drawn from ``predictions.npz`` when the record has no plot of it."""
+    if run.task != "classification" or (run.path / "plots" / "confusion_matrix.png").exists() \
+            or not (run.path / "predictions.npz").exists():
+        return None
+    predictions = run.predictions()
+    if "y_prob" not in predictions or not np.isfinite(predictions["y_prob"]).all():
+        return None
+    from lab import plots
+    from lab.evaluation import confusion_matrix
+
+    y_prob = predictions["y_prob"]
+    names = [str(n) for n in predictions.get("class_names", range(y_prob.shape[1]))]
+    matrix = confusion_matrix(predictions["y_true"], y_prob.argmax(axis=1), y_prob.shape[1])
+    return plots.confusion_matrix(matrix, names, title=f"Test confusion matrix: {run.name}")

@@ -1,0 +1,148 @@
+"""The report's content, section by section, from the source's run records: what varied, the
+results, the learning curves, the best run, the efficiency of the models compared, the
+environment, and the run records behind every number.
+"""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from lab.records import Run
+from lab.report.document import MARKED, Figure, Section, Table, Text
+from lab.report.figures import RUN_FIGURES, _confusion_from_predictions, _fit_axes_to_completed, _histories
+from lab.report.sources import Source
+from lab.report.tables import (_cell, _integers, best_run, environment_table, per_class_scores, results, settings,
+                               varied_and_fixed)
+
+
+def build_sections(source: Source) -> tuple[list[Section], list[tuple[str, Any]], Run | None, pd.DataFrame]:
+    """The report's content from the source's records.
+
+    Returns:
+        (sections, figures to write as ``(file name, matplotlib figure or record PNG path)``,
+        the best run, the results table).
+    """
+    from lab import plots
+
+    runs = source.runs
+    figures: list[tuple[str, Any]] = []
+    sections = []
+    varied, fixed = varied_and_fixed(runs)
+
+    # What varied and what was fixed.
+    blocks: list[Text | Table | Figure] = []
+    if len(runs) == 1:
+        blocks.append(Text("One run: nothing varied."))
+    elif varied:
+        frame = pd.DataFrame([{"run_id": run.run_id, "name": run.name,
+                               **{k: _cell(settings(run).get(k)) for k in varied}} for run in runs], dtype=object)
+        blocks += [Text(f"{len(varied)} setting(s) differ between the {len(runs)} runs: {', '.join(varied)}."),
+                   Table(frame, "Settings that varied, per run")]
+    else:
+        blocks.append(Text(f"The {len(runs)} runs share every setting (repeats of one configuration)."))
+    unset = sorted(k for k, v in fixed.items() if v is None)
+    shown = {k: _cell(v) for k, v in fixed.items() if v is not None}
+    blocks.append(Table(pd.DataFrame({"setting": list(shown), "value": list(shown.values())}, dtype=object),
+                        "Settings shared by every run"))
+    if unset:
+        blocks.append(Text(f"Unset (None) in every run: {', '.join(unset)}."))
+    sections.append(Section("What varied and what was fixed", "settings", blocks))
+
+    # Results.
+    table = results(runs, varied)
+    marked = {i: run.status for i, run in enumerate(runs) if run.status in MARKED}
+    counts = collections.Counter(run.status for run in runs)
+    blocks = [Text(f"{len(runs)} runs: " + ", ".join(f"{n} {status}" for status, n in counts.items())
+                   + ". Metrics at each run's best epoch (its restored weights); diverged runs shaded red "
+                   "and their status in bold, failed runs grey.")]
+    blocks.append(Table(table, "Results (from each run's metrics.json)", marked))
+    problems = [{"run_id": run.run_id, "name": run.name, "status": run.status,
+                 "reason": _shorten(run.metrics.get("divergence_reason") or run.metrics.get("error") or "not recorded")}
+                for run in runs if run.status in MARKED]
+    if problems:
+        blocks.append(Table(pd.DataFrame(problems), "Why runs diverged or failed",
+                            {i: row["status"] for i, row in enumerate(problems)}))
+    blocks += [Text(note) for note in source.notes]
+    sections.append(Section("Results", "results", blocks))
+
+    # Learning curves.
+    histories, completed = _histories(runs)
+    if histories:
+        names = ("loss", "accuracy", "val_loss", "val_accuracy", "val_mean_iou", "val_mean_dice")
+        metrics = [m for m in names if any(m in history for history in histories.values())]
+        figure = plots.compare_curves(histories, metrics=metrics)
+        caption = "Learning curves of every run, overlaid (from each run's history.csv)"
+        if _fit_axes_to_completed(figure, completed):
+            caption += ("; the y-axes leave out the diverged or failed runs' extreme values (beyond ten times the "
+                        "completed runs' range)")
+        figures.append(("curves.png", figure))
+        blocks = [Figure("curves.png", caption + ".")]
+    else:
+        blocks = [Text("No run has a history (every run failed before its first epoch).")]
+    sections.append(Section("Learning curves", "curves", blocks))
+
+    # The best run.
+    best, why = best_run(runs, source.objective)
+    blocks = [Text(why)]
+    if best is not None:
+        for name, caption in RUN_FIGURES.items():
+            if (best.path / "plots" / name).exists():
+                figures.append((f"best-{name}", best.path / "plots" / name))
+                blocks.append(Figure(f"best-{name}", f"{caption} ({best.run_id})"))
+        drawn = _confusion_from_predictions(best)
+        if drawn is not None:  # an older record without its plot: drawn from its predictions
+            figures.append(("best-confusion_matrix.png", drawn))
+            blocks.append(Figure("best-confusion_matrix.png", f"{RUN_FIGURES['confusion_matrix.png']} ({best.run_id}, "
+                                                              "drawn from predictions.npz)"))
+        scores, note = per_class_scores(best)
+        blocks.append(Text(note))
+        if scores is not None:
+            blocks.append(Table(scores, f"Per-class test scores of {best.name} ({best.run_id})"))
+    sections.append(Section("Best run", "best", blocks))
+
+    # Efficiency, when several models are compared (E8).
+    classified = [run for run in runs if run.task == "classification"]
+    if len(_models(classified)) > 1:
+        from lab.transfer_studies import efficiency_table
+
+        frame = efficiency_table(classified)
+        frame.insert(1, "status", [run.status for run in classified])
+        frame["run_id"] = [run.run_id for run in classified]
+        sections.append(Section("Efficiency", "efficiency", [
+            Text("Seconds of training per 1% of validation accuracy (best epoch), from each record's train_seconds "
+                 "and best_epoch_val_accuracy (lab.transfer_studies.efficiency_table)."),
+            Table(_integers(frame), "Efficiency of the models compared",
+                  {i: run.status for i, run in enumerate(classified) if run.status in MARKED})]))
+
+    sections.append(Section("Environment", "environment", [
+        Text("Versions and device as each run's config.json records them."),
+        Table(environment_table(runs), "Environments")]))
+    runs_frame = pd.DataFrame([{"run_id": run.run_id, "name": run.name, "status": run.status,
+                                "created": run.metrics.get("created"), "config_hash": run.config.get("config_hash"),
+                                "record": _relative(run.path, source.reports_dir)} for run in runs])
+    sections.append(Section("Runs behind every number", "runs", [
+        Text(f"Every number above comes from these run records under {source.reports_dir}."),
+        Table(runs_frame, "Run records", {i: run.status for i, run in enumerate(runs) if run.status in MARKED})]))
+    return sections, figures, best, table
+
+
+def _models(runs: Sequence[Run]) -> set[tuple]:
+    return {(run.config.get("model"), run.config.get("backbone")) for run in runs}
+
+
+def _shorten(text: str, width: int = 400) -> str:
+    """A reason cut to fit a table cell (the whole error stays in the run's metrics.json)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
