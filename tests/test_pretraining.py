@@ -169,3 +169,13 @@ def test_two_processes_asking_at_once_train_once(fake_run):
         thread.join()
     assert not errors and len(fake_run) == 1 and paths[0] == paths[1]
     check_pretrained(paths[0], pretraining_config("resnet18", **CHEAP))
+
+
+def test_each_backbone_family_pretrains_with_its_recipe():
+    """Transformers from scratch need a smaller rate, more epochs and augmentation to learn the shapes
+    clearly; the CNNs keep the plain recipe; explicit arguments win."""
+    deit, resnet = pretraining_config("deit_tiny"), pretraining_config("resnet18")
+    assert (deit.epochs, deit.learning_rate, deit.augment, deit.aug_flip) == (14, 1e-4, True, "horizontal")
+    assert (resnet.epochs, resnet.learning_rate, resnet.augment, resnet.limit) == (10, 1e-3, False, 1200)
+    assert pretraining_config("deit_tiny", epochs=2, learning_rate=0.5).epochs == 2
+    assert deit.config_hash() != pretraining_config("deit_tiny", epochs=2).config_hash()
