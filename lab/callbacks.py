@@ -72,6 +72,10 @@ def format_epoch_line(epoch: int, epochs: int, logs: dict,
     return " | ".join(parts)
 
 
+# How a divergence reason starts when the loss became NaN or infinite (readers of records match it).
+NON_FINITE_LOSS = "training loss became"
+
+
 class DivergenceMonitor(keras.callbacks.Callback):
     """Says, and records, that a run diverged, instead of letting it crash or waste epochs.
 
@@ -130,13 +134,13 @@ class DivergenceMonitor(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self._stop(f"training loss became {float(loss)} at batch {batch + 1}")
+            self._stop(f"{NON_FINITE_LOSS} {float(loss)} at batch {batch + 1}")
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         loss = float(logs.get("loss", np.nan))
         if not math.isfinite(loss):
-            self._stop(f"training loss became {loss} in epoch {epoch + 1}")
+            self._stop(f"{NON_FINITE_LOSS} {loss} in epoch {epoch + 1}")
             return
         self.epochs_seen += 1
         self.best_loss = min(self.best_loss, loss)

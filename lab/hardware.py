@@ -134,6 +134,8 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, set[str]]:
                     model = value.strip()
                 elif key in ("flags", "features") and flags is None:
                     flags = set(value.split())
+                if model is not None and flags is not None:
+                    break
     except OSError:
         pass
     return model or platform.processor() or platform.machine(), flags or set()

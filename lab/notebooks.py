@@ -165,19 +165,21 @@ def unclear_outcome(run) -> str | None:
     """Why a run's status is not clear-cut, or None when it is (see ``LEARNED_MARGIN``).
 
     A failed run is never clear; a run stopped by a non-finite loss always is. Runs without a
-    chance level (segmentation, reconstruction, instance) are judged on their loss alone, and
-    segmentation runs on the margin of E6's ``all_background`` flag.
+    chance level (segmentation, reconstruction, instance) can only diverge by a non-finite loss;
+    segmentation runs are also judged on the margin of E6's ``all_background`` flag.
 
     Args:
         run: a ``lab.records.Run``.
     """
     import math
 
+    from lab.callbacks import NON_FINITE_LOSS
+
     metrics, status = run.metrics, run.status
     if status == "failed":
         return f"failed: {metrics.get('error')}"
     reason = metrics.get("divergence_reason") or ""
-    if status == "diverged" and reason.startswith("training loss became"):
+    if status == "diverged" and reason.startswith(NON_FINITE_LOSS):
         return None  # a NaN or infinite loss is unmistakable
     chance = metrics.get("chance")
     if chance:
@@ -210,13 +212,14 @@ def _unclear_flag(run) -> str | None:
     return None
 
 
-def check_runs(reports_dir: str | Path) -> list[str]:
-    """Every run recorded under ``reports_dir`` whose status is not clear-cut, one line each
-    naming the run and why (empty: all clear). ``make test`` calls it on the notebooks' runs."""
+def check_runs(reports_dir: str | Path, *, runs: list | None = None) -> list[str]:
+    """Every run recorded under ``reports_dir`` (or of ``runs``, already loaded from it) whose
+    status is not clear-cut, one line each naming the run and why (empty: all clear). ``make
+    test`` calls it on the notebooks' runs."""
     from lab.records import load_runs
 
     problems = []
-    for run in load_runs(reports_dir):
+    for run in load_runs(reports_dir) if runs is None else runs:
         why = unclear_outcome(run)
         if why is not None:
             problems.append(f"{run.name} ({run.run_id}, tags {run.config.get('tags')}): {why}")
@@ -252,11 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-runs":
         from lab.records import load_runs
 
-        runs = len(load_runs(args.reports_dir))
-        problems = check_runs(args.reports_dir)
+        runs = load_runs(args.reports_dir)
+        problems = check_runs(args.reports_dir, runs=runs)
         for problem in problems:
             print(f"unclear: {problem}")
-        print(f"check-runs: {runs - len(problems)} of {runs} runs under {args.reports_dir} have clear-cut statuses")
+        print(f"check-runs: {len(runs) - len(problems)} of {len(runs)} runs under {args.reports_dir} have clear-cut "
+              f"statuses")
         return 1 if problems or not runs else 0  # no runs at all means the notebooks wrote elsewhere
     record(args.paths or notebooks(), kernel=args.kernel)
     return 0

@@ -62,11 +62,11 @@ DEFAULT_RECIPE = {"epochs": 10, "learning_rate": 1e-3}
 
 
 def pretraining_recipe(backbone: str) -> dict[str, Any]:
-    """The pretraining settings of a backbone's family (``PRETRAIN_RECIPES``, else ``DEFAULT_RECIPE``)."""
-    from lab.models.backbones import BACKBONES
+    """The pretraining settings of a backbone's family (``PRETRAIN_RECIPES``, else ``DEFAULT_RECIPE``);
+    an unknown backbone is refused with the list of valid ones."""
+    from lab.models.backbones import backbone_spec
 
-    spec = BACKBONES.get(backbone)
-    return dict(PRETRAIN_RECIPES.get(spec.family if spec else "", DEFAULT_RECIPE))
+    return dict(PRETRAIN_RECIPES.get(backbone_spec(backbone).family, DEFAULT_RECIPE))
 
 
 def pretraining_config(backbone: str = "resnet18", *, dataset: str = "shapes", input_size: int = 32,

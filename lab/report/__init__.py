@@ -24,30 +24,15 @@ from lab.report.build import Report, build_report
 from lab.report.cli import main
 from lab.report.document import FIGURES, HTML_NAME, MARKDOWN_NAME, MARKED, Figure, Section, Table, Text
 from lab.report.figures import RUN_FIGURES
-from lab.report.rendering import CSS_FILE, HTML_PAGE, MARKDOWN_PAGE, number, render, template_source
+from lab.report.rendering import number, render, template_source
 from lab.report.sections import build_sections
 from lab.report.sources import FOLDERS, KINDS, MARKERS, Source, UnknownSourceError, available, resolve_source
 from lab.report.tables import (DATA_SETTINGS, DERIVED, NOT_SETTINGS, PER_CLASS_KEYS, SHOWN_VARIED, best_run,
                                environment_table, per_class_scores, results, settings, varied_and_fixed)
 
 __all__ = [
-    "CSS", "DATA_SETTINGS", "DERIVED", "FIGURES", "FOLDERS", "HTML_NAME", "HTML_TEMPLATE", "KINDS", "MARKDOWN_NAME",
-    "MARKDOWN_TEMPLATE", "MARKED", "MARKERS", "NOT_SETTINGS", "PER_CLASS_KEYS", "RUN_FIGURES", "SHOWN_VARIED",
+    "DATA_SETTINGS", "DERIVED", "FIGURES", "FOLDERS", "HTML_NAME", "KINDS", "MARKDOWN_NAME", "MARKED", "MARKERS", "NOT_SETTINGS", "PER_CLASS_KEYS", "RUN_FIGURES", "SHOWN_VARIED",
     "Figure", "Report", "Section", "Source", "Table", "Text", "UnknownSourceError", "available", "best_run",
     "build_report", "build_sections", "environment_table", "main", "number", "per_class_scores", "render",
     "resolve_source", "results", "settings", "template_source", "varied_and_fixed",
 ]
-
-# The page, its style and the Markdown were strings in this module's code before they became the
-# templates; these names still give their text, read from the templates when asked for.
-_TEMPLATE_NAMES = {"CSS": CSS_FILE, "HTML_TEMPLATE": HTML_PAGE, "MARKDOWN_TEMPLATE": MARKDOWN_PAGE}
-
-
-def __getattr__(name: str) -> str:
-    if name in _TEMPLATE_NAMES:
-        return template_source(_TEMPLATE_NAMES[name])
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_TEMPLATE_NAMES))
