@@ -160,14 +160,14 @@ def test_saved_predictions_rescore_to_the_recorded_ap(runs):
 def test_same_seed_same_run_and_the_records_are_reused(runs):
     first, second, root = runs
     assert first.run_dir != second.run_dir
-    # Same seed, same initial weights, same batches: the first epoch repeats to 1e-5 (a seeding
+    # Same seed, same initial weights, same batches: the first epoch repeats to 1e-3 (a seeding
     # bug, such as tf_keras initialisers drawing from their own generator, changed it by 1%).
-    # Not exactly, and later epochs only to a few digits: on a CPU two runs of the same
-    # configuration sometimes differ in the last digits of a loss, growing to the third by the
-    # second epoch, even each from a fresh process (oneDNN kernels); a known limit of E7 on CPU,
-    # said in the README.
+    # Not exactly: on a CPU two runs of the same configuration differ in the last digits of a
+    # loss (oneDNN kernels; CI saw 8e-5 in the first epoch's frcnn_cls_loss), growing to the
+    # third digit by the second epoch, even each from a fresh process; a known limit of E7 on
+    # CPU, said in docs/instance-segmentation.md.
     losses = [c for c in first.history.columns if c.endswith("loss")]
-    pd.testing.assert_frame_equal(first.history[losses].iloc[:1], second.history[losses].iloc[:1], rtol=1e-5)
+    pd.testing.assert_frame_equal(first.history[losses].iloc[:1], second.history[losses].iloc[:1], rtol=1e-3)
     pd.testing.assert_frame_equal(first.history[losses], second.history[losses], rtol=0.1)
     assert second.metrics["tfrecords_reused"] is True
     assert first.metrics["tfrecords"] == second.metrics["tfrecords"]
