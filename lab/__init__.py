@@ -6,10 +6,12 @@ Modules, one concern each:
     lab.pipeline   tf.data pipelines and augmentation
     lab.tfrecord   sharded TFRecord export and streaming reads
     lab.models     one registry of every model builder (classifiers, segmentation, autoencoders)
-    lab.config     the flat run configurations (RunConfig, SegmentationConfig); no TensorFlow
+    lab.tasks      one registry of the tasks (classification, segmentation, reconstruction,
+                   instance): each one's configuration, runner plug-in, monitors, columns, figures
+    lab.config     the flat run configurations (RunConfig, SegmentationConfig, InstanceConfig)
     lab.runner     the life of every run: fit, best weights, evaluation, record or discard
     lab.classification  what a classification run adds to the runner
-    lab.training   ``train(config)``: one classification run, one record
+    lab.training   ``run(config)``: one run of any task, one record (``lab.run``); ``train``
     lab.optimizers optimizers by name; a smaller learning rate for a pretrained backbone
     lab.pretraining  backbones pretrained offline (``weights="pretrain-offline"``)
     lab.transfer_studies  E2's unfreezing comparison, E8's efficiency table
@@ -42,3 +44,11 @@ from lab import tf_logging
 tf_logging.install()
 
 __version__ = "0.1.0"
+
+
+def run(config=None, **options):
+    """Trains one model of any task and writes its run record: ``lab.training.run`` (imported
+    when called, so that ``import lab.config`` loads no TensorFlow)."""
+    from lab.training import run as run_any
+
+    return run_any(config, **options)

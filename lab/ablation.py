@@ -26,8 +26,8 @@ import time
 from lab import plots
 from lab.classification import CLASSIFICATION
 from lab.config import RunConfig
-from lab.records import SUMMARY_COLUMNS
 from lab.sweep import SweepResult, run_sweep
+from lab.tasks import TASKS
 
 # (name, overrides): the report's configurations and learning rates.
 E1_VARIANTS: list[dict] = [
@@ -46,7 +46,7 @@ E1_VARIANTS: list[dict] = [
 
 # The switches the ablation varies, then the usual classification summary (lab.records).
 COLUMNS = ["name", "normalization", "dropout_rate", "l2", "augment", "learning_rate",
-           *(c for c in SUMMARY_COLUMNS["classification"] if c not in ("val_macro_auc", "test_loss"))]
+           *(c for c in TASKS["classification"].summary_columns if c not in ("val_macro_auc", "test_loss"))]
 
 
 def run_ablation(base: RunConfig, *, name: str = "e1-ablation", variants: list[dict] | None = None,

@@ -39,6 +39,10 @@ from lab.tfrecord import StreamedDataset
 class Classification:
     """The runner's task for ``RunConfig`` runs (see ``lab.runner.Task``)."""
 
+    def check(self, config: RunConfig, data: Dataset) -> None:
+        """``check_model``: builds the model once (transfer and saved models are skipped)."""
+        check_model(config, data)
+
     def load_data(self, config: RunConfig) -> Dataset:
         """The run's data: loaded into memory, or converted to TFRecords and streamed
         (``config.data_path``; ``lab.datasets.streaming.choose_data_path`` says which and why)."""

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from lab import atomic, paths
+from lab.tasks import TASKS
 
 INDEX_NAME = "index.jsonl"
 PARTIAL_PREFIX = ".partial-"
@@ -45,21 +46,6 @@ RECORD_VERSION = 2
 # Version-1 configuration fields and their version-2 names (lab.config.RENAMED says why).
 _V1_FIELDS = {"image_size": "pipeline_size", "input_size": "backbone_input_size", "resize_to": "dataset_resize",
               "encoder_weights": "weights"}
-
-# The metrics a results table, a sweep, a search or a batch shows for each task, in this order
-# (those present in the runs): the one list of summary columns per task.
-SUMMARY_COLUMNS = {
-    "classification": ["status", "best_epoch", "epochs_run", "train_accuracy", "val_accuracy", "val_loss",
-                       "val_macro_auc", "test_accuracy", "test_loss", "test_macro_auc", "seconds_per_epoch"],
-    "segmentation": ["status", "all_background", "best_epoch", "epochs_run", "val_loss", "val_mean_iou",
-                     "test_pixel_accuracy", "test_mean_iou", "test_mean_dice", "test_foreground_iou",
-                     "seconds_per_epoch"],
-    "reconstruction": ["status", "best_epoch", "epochs_run", "val_loss", "test_loss", "test_mse", "test_psnr",
-                       "test_denoised_psnr", "seconds_per_epoch"],
-    "instance": ["status", "best_epoch", "epochs_run", "val_box_ap", "val_mask_ap", "test_box_ap", "test_box_ap50",
-                 "test_mask_ap", "test_mask_ap50", "seconds_per_step", "seconds_per_epoch"],
-}
-
 
 @dataclasses.dataclass
 class Run:
@@ -160,7 +146,7 @@ def read_history(run_path: Path) -> pd.DataFrame:
 
 def _index_fields(metrics: dict[str, Any]) -> dict[str, Any]:
     keys = ("name", "status", "dataset", "model", "task", "created", "tags",
-            *dict.fromkeys(c for columns in SUMMARY_COLUMNS.values() for c in columns))
+            *dict.fromkeys(c for task in TASKS.values() for c in task.summary_columns))
     return {k: metrics[k] for k in keys if k in metrics}
 
 
@@ -299,9 +285,9 @@ def load_runs(
 
 
 def summary_columns(runs: Iterable[Run]) -> list[str]:
-    """The summary columns of the runs' tasks (``SUMMARY_COLUMNS``), in order, without repeats."""
+    """The summary columns of the runs' tasks (``lab.tasks.TASKS``), in order, without repeats."""
     tasks = dict.fromkeys(run.task for run in runs) or {"classification": None}
-    return list(dict.fromkeys(c for task in tasks for c in SUMMARY_COLUMNS[task]))
+    return list(dict.fromkeys(c for task in tasks for c in TASKS[task].summary_columns))
 
 
 def results_table(runs: Iterable[Run], columns: list[str] | None = None) -> pd.DataFrame:

@@ -114,7 +114,12 @@ class FitPlan:
 
 
 class Task(Protocol):
-    """What differs between tasks. The runner calls these in this order."""
+    """What differs between tasks: a task's plug-in (``lab.tasks.TASKS`` names each task's). The
+    runner calls these in this order; sweeps and searches also call ``load_data`` and ``check``."""
+
+    def check(self, config: BaseConfig, data: Any) -> None:
+        """Builds the configuration's model once and throws it away, so that a value only the
+        builder refuses stops a sweep or a search before its first run."""
 
     def load_data(self, config: BaseConfig) -> Any:
         """The data the configuration names."""

@@ -12,16 +12,16 @@ import dataclasses
 import itertools
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
 from lab import atomic, paths, plots, tensorboard
-from lab.classification import CLASSIFICATION, check_model
-from lab.config import BaseConfig, InstanceConfig, RunConfig
-from lab.datasets import Dataset, data_key
+from lab.config import config_for
+from lab.datasets import data_key
 from lab.records import Run, load_run, load_runs, results_table, summary_columns, to_markdown
-from lab.training import train
+from lab.tasks import TASKS
+from lab.training import run
 
 
 def grid(**values: Sequence[Any]) -> list[dict[str, Any]]:
@@ -47,31 +47,20 @@ class SweepResult:
         return results_table(self.runs, columns)
 
 
-def _runs_of(config: BaseConfig) -> tuple[Callable, Callable, Callable]:
-    """How a sweep loads the data of, checks and trains configurations of this kind: classifiers
-    (``lab.training.train``) or Mask R-CNNs (E7, ``lab.instance.train_instance``)."""
-    if isinstance(config, InstanceConfig):
-        from lab.instance import train_instance
-        from lab.instance.task import INSTANCE, check_instance_model
-
-        return INSTANCE.load_data, check_instance_model, train_instance
-    return CLASSIFICATION.load_data, check_model, train
-
-
 def run_sweep(
-    base: RunConfig | InstanceConfig | dict[str, Any],
+    base: Any,
     variants: Iterable[dict[str, Any]],
     *,
     name: str = "sweep",
     columns: list[str] | None = None,
-    data: Dataset | None = None,
+    data: Any = None,
     resume: bool = False,
 ) -> SweepResult:
     """Runs one training per variant (base values overridden by the variant) and summarises.
 
     Args:
-        base: the shared configuration: a classifier's (``RunConfig`` or a flat dict) or a Mask
-            R-CNN's (``InstanceConfig``, E7).
+        base: the shared configuration of any task (``lab.tasks.TASKS``): a configuration, or a
+            flat dict of its fields (its model names the task).
         variants: flat overrides, one dict per run; a ``name`` key names the run.
         name: the sweep's name; its summary goes to ``reports/sweeps/<name>/``.
         columns: columns of the results table (default: the varied keys and the main metrics).
@@ -83,32 +72,33 @@ def run_sweep(
         ``sweep.json`` (the run ids and configurations behind every row) and ``tensorboard/``
         (the HParams dashboard of the varied values: ``tensorboard --logdir <summary_dir>``).
     """
-    base_config = base if isinstance(base, BaseConfig) else RunConfig.from_any(base)
-    load_data, check, train_one = _runs_of(base_config)
+    base_config = config_for(base)
     variants = [dict(v) for v in variants]
     if not variants:
         raise ValueError("A sweep needs at least one variant (received none).")
     # Validate every configuration before the first run, so a typo in variant 7 does not
     # surface after six runs of training.
     configs = [base_config.replace(**{"tags": [*base_config.tags, name], **v}) for v in variants]
+    for task in dict.fromkeys(config.task for config in configs):
+        TASKS[task].require()  # an optional extra missing: say how to install it, before any run
     # Runs that ended (completed or diverged), by configuration hash: reused on resume.
     finished = {run.config.get("config_hash"): run for run in
                 load_runs(configs[0].reports_dir, status=("completed", "diverged"))} if resume else {}
-    loaded: dict[tuple, Dataset] = {}
+    loaded: dict[tuple, Any] = {}
 
-    def data_for(config: RunConfig) -> Dataset:  # one load per distinct data setting
+    def data_for(config) -> Any:  # one load per distinct data setting
         if data is not None:
             return data
         key = data_key(config)
         if key not in loaded:
-            loaded[key] = load_data(config)  # streamed when the configuration says so
+            loaded[key] = TASKS[config.task].runner_task.load_data(config)  # streamed when the configuration says so
         return loaded[key]
 
     checked = set()
     for config in configs:  # and every model it will build (a refused configuration writes nothing)
         model = (config.model, repr(config.model_options()), data_key(config), getattr(config, "pipeline_size", None))
         if model not in checked:  # variants that change only training values share one build
-            check(config, data_for(config))
+            TASKS[config.task].runner_task.check(config, data_for(config))
             checked.add(model)
     runs: list[Run] = []
     for i, config in enumerate(configs, start=1):
@@ -119,7 +109,7 @@ def run_sweep(
             runs.append(previous)
             continue
         print(f"[{i}/{len(configs)}] {label}")
-        result = train_one(config, data=data_for(config), raise_on_error=False)
+        result = run(config, data=data_for(config), raise_on_error=False)
         if result.status != "completed":
             reason = result.metrics.get("divergence_reason") or result.metrics.get("error")
             print(f"    -> {result.status}: {reason}")

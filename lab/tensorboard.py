@@ -48,20 +48,12 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from lab.config import NOT_HASHED, RunConfig, SegmentationConfig
+from lab.config import NOT_HASHED
 from lab.records import Run, summary_columns
+from lab.tasks import TASKS
 
 LOG_DIR = "tensorboard"  # a run's (and an experiment's) logs, inside its folder
 CURVES = ("train", "validation")  # the per-epoch subfolders Keras' TensorBoard callback writes
-# The run's figures shown as images, where the task drew them (lab.classification,
-# lab.segmentation.tasks): what the model predicts, not what the scalars already show.
-IMAGES = {
-    "confusion_matrix": "Test confusion matrix",
-    "sample_predictions": "Test images with their true and predicted classes",
-    "predicted_masks": "Test images with their true and predicted masks",
-    "reconstructions": "Test images and their reconstructions",
-}
-
 HParamValue = bool | float | int | str
 
 
@@ -132,9 +124,8 @@ def _epoch_scalars_class() -> type:
 
 @functools.cache
 def _field_names() -> frozenset[str]:
-    """The configuration fields of every task."""
-    return frozenset(field.name for config_class in (RunConfig, SegmentationConfig)
-                     for field in dataclasses.fields(config_class))
+    """The configuration fields of every task (``lab.tasks.TASKS``)."""
+    return frozenset(field.name for task in TASKS.values() for field in dataclasses.fields(task.config_class))
 
 
 def _as_hparam(value: Any) -> HParamValue | None:
@@ -188,21 +179,24 @@ def write_run_end(run_path: str | os.PathLike, *, run_id: str, config: Mapping[s
         config: the run's flat configuration (see ``hparam_values``).
         metrics: the run's metrics; every finite number becomes a scalar (``status`` says
             whether the session succeeded: "failed" is a failure, "diverged" a result).
-        images: also write the task's figures (``IMAGES``) found in ``<run>/plots``.
+        images: also write the task's figures (``lab.tasks.TaskEntry.images``) found in
+            ``<run>/plots``.
 
     Returns:
         The run's TensorBoard folder.
     """
     folder = log_dir(run_path)
+    shown = TASKS[config["task"]].images if images and config.get("task") in TASKS else {}
     _write_session(folder, hparam_values(config, name=metrics.get("name")), metrics, trial_id=run_id,
-                   plots=Path(run_path) / "plots" if images else None)
+                   plots=Path(run_path) / "plots", images=shown)
     return folder
 
 
 def _write_session(folder: Path, values: Mapping[str, HParamValue], metrics: Mapping[str, Any], *, trial_id: str,
-                   plots: Path | None = None, start_time: float | None = None) -> None:
+                   plots: Path | None = None, images: Mapping[str, str] | None = None,
+                   start_time: float | None = None) -> None:
     """Writes one HParams session into ``folder``: its values, its numeric metrics at the last
-    epoch, the figures found in ``plots`` and its end status."""
+    epoch, the ``images`` (name: description) found in ``plots`` and its end status."""
     import tensorflow as tf
     from tensorboard.plugins.hparams import api as hp
     from tensorboard.plugins.hparams import api_pb2
@@ -216,10 +210,9 @@ def _write_session(folder: Path, values: Mapping[str, HParamValue], metrics: Map
             hp.hparams(dict(values), trial_id=trial_id, start_time_secs=start_time)
             for key, value in _numbers(metrics).items():
                 tf.summary.scalar(key, value, step=step)
-            if plots is not None:
-                for image, description in IMAGES.items():
-                    if (plots / f"{image}.png").exists():
-                        _write_png(image, plots / f"{image}.png", step=step, description=description)
+            for image, description in (images or {}).items():
+                if plots is not None and (plots / f"{image}.png").exists():
+                    _write_png(image, plots / f"{image}.png", step=step, description=description)
             status = api_pb2.STATUS_FAILURE if metrics.get("status") == "failed" else api_pb2.STATUS_SUCCESS
             tf.summary.experimental.write_raw_pb(hparams_summary.session_end_pb(status).SerializeToString(), step=0)
     finally:

@@ -1,21 +1,52 @@
-"""``train(config)``: one classification run, one record.
+"""``run(config)``: one run of any task, one record; ``train(config)``: one classification run.
 
-The life of the run (data, seeding, fit, best weights, evaluation, the record) is the
-runner's (``lab.runner``); what a classifier adds is ``lab.classification``'s. Segmentation
-and autoencoder runs have their own entry points in ``lab.segmentation``.
+The life of the run (data, seeding, fit, best weights, evaluation, the record) is the runner's
+(``lab.runner``); what a task adds is its plug-in's, which the task registry names
+(``lab.tasks.TASKS``). ``lab.run`` is this ``run``; ``train``, ``lab.segmentation``'s
+``train_segmentation`` and ``train_autoencoder`` and ``lab.instance.train_instance`` are ``run``
+restricted to their task.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from lab.classification import CLASSIFICATION
-from lab.config import RunConfig
+from lab.config import RunConfig, config_for
 from lab.datasets import Dataset
-from lab.pretraining import resolve_weights
-from lab.runner import RunResult, run
+from lab.runner import RunResult
+from lab.runner import run as run_life
+from lab.tasks import TASKS
 
-__all__ = ["RunResult", "train"]
+__all__ = ["RunResult", "run", "train"]
+
+
+def run(config: Any = None, *, data: Any = None, raise_on_error: bool = True, task: str | None = None,
+        **overrides: Any) -> RunResult:
+    """Trains one model of any task as the configuration says and writes its run record.
+
+    Args:
+        config: a configuration (``RunConfig``, ``SegmentationConfig``, ``InstanceConfig``), a
+            flat dict of its fields (its model names the task), or None for a classifier's
+            defaults.
+        data: already loaded data (otherwise the one ``config.dataset`` names is loaded; pass
+            it to share it between runs).
+        raise_on_error: re-raise an exception during training after recording the run as
+            ``failed`` (sweeps pass False to go on with the next run).
+        task: refuse a configuration of another task (the ``train_*`` entry points pass theirs).
+        **overrides: config fields to change, e.g. ``run(config, learning_rate=1e-4)``.
+
+    Returns:
+        A RunResult; ``status`` is "completed", "diverged" (recorded, not
+        raised) or "failed".
+
+    Raises:
+        ValueError: an invalid configuration (before anything is trained or written).
+        ImportError: the task's optional extra is not installed (how to install it).
+    """
+    config = config_for(config, overrides, task=task)
+    entry = TASKS[config.task]
+    entry.require()
+    return run_life(entry.prepared(config), entry.runner_task, data=data, raise_on_error=raise_on_error)
 
 
 def train(config: RunConfig | dict[str, Any] | None = None, *, data: Dataset | None = None,
@@ -37,6 +68,4 @@ def train(config: RunConfig | dict[str, Any] | None = None, *, data: Dataset | N
     Raises:
         ValueError: an invalid configuration (before anything is trained or written).
     """
-    config = resolve_weights(RunConfig.from_any(config, overrides))
-    return run(config, CLASSIFICATION, data=data, raise_on_error=raise_on_error)
-
+    return run(config, data=data, raise_on_error=raise_on_error, task="classification", **overrides)

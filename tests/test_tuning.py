@@ -95,7 +95,7 @@ def test_bad_spaces_are_refused_before_any_trial(space, message, isolated_dirs):
 def test_bad_tuners_and_objectives_are_refused_before_any_trial(isolated_dirs):
     with pytest.raises(ValueError, match="Unknown tuner 'grid'. Available tuners: random, hyperband, bayesian"):
         search(BASE, SPACE, tuner="grid")
-    with pytest.raises(ValueError, match="'val_f1' is not a metric of the run records. Metrics: .*val_macro_auc"):
+    with pytest.raises(ValueError, match="'val_f1' is not a metric of classification run records. Metrics: .*val_macro_auc"):
         search(BASE, SPACE, objective="val_f1")
     with pytest.raises(ValueError, match="would choose hyperparameters on the test split"):
         search(BASE, SPACE, objective="test_accuracy")
@@ -108,8 +108,16 @@ def test_bad_tuners_and_objectives_are_refused_before_any_trial(isolated_dirs):
     assert read_index() == [] and not (isolated_dirs / "reports" / "searches").exists()
 
 
-def test_objectives_are_record_metrics_with_their_direction():
-    assert {"val_loss", "val_accuracy", "val_macro_auc", "train_loss", "test_macro_f1"} <= set(record_metrics())
+def test_objectives_are_record_metrics_of_the_task_with_their_direction():
+    assert {"val_loss", "val_accuracy", "val_macro_auc", "train_loss", "best_epoch_val_accuracy"} <= set(record_metrics())
+    assert {"val_mean_iou", "val_mean_dice", "train_mean_iou"} <= set(record_metrics("segmentation"))
+    assert {"val_mask_ap", "val_box_ap"} <= set(record_metrics("instance"))
+    assert "val_accuracy" not in record_metrics("reconstruction")  # an autoencoder has no accuracy
+    assert make_objective("val_mean_iou", "segmentation") == keras_tuner.Objective("val_mean_iou", "max")
+    with pytest.raises(ValueError, match="not a metric of classification run records"):
+        make_objective("val_mean_iou")
+    with pytest.raises(ValueError, match="test split. Use a validation metric: val_loss, val_accuracy, val_mean_iou"):
+        make_objective("test_mean_iou", "segmentation")
     assert make_objective("val_loss") == keras_tuner.Objective("val_loss", "min")
     assert make_objective("val_accuracy") == keras_tuner.Objective("val_accuracy", "max")
     assert make_objective("val_macro_auc").direction == "max"

@@ -3,7 +3,8 @@
 One configuration describes one run completely (data, model, optimiser, training, hardware,
 record) and is saved beside the run's results. ``RunConfig`` is a classification run,
 ``SegmentationConfig`` a segmentation or autoencoder run, ``InstanceConfig`` an instance
-segmentation run; all extend ``BaseConfig``, which holds the fields every run has. Model
+segmentation run (the task registry, ``lab.tasks.TASKS``, says which class each task's runs
+take, and a configuration's task is its model's); all extend ``BaseConfig``, which holds the fields every run has. Model
 switches are flat fields too: those left at None take the model builder's default, and only
 the ones a model has may be set. Each lives in its own module, and every name is importable
 from here:
@@ -31,9 +32,9 @@ the new output layer of an ``init_from`` model, a ``pretrained_unet``'s decoder)
 backbone's last n stages, "all" everything. None leaves each model's default.
 """
 
-from lab.config.base import DISTRIBUTE, INPUT_SCALINGS, MONITORS, NOT_HASHED, RENAMED, BaseConfig, model_option
+from lab.config.base import DISTRIBUTE, INPUT_SCALINGS, NOT_HASHED, RENAMED, BaseConfig, config_for, model_option
 from lab.config.classification import DATA_PATHS, FEATURE_CACHES, TTA_MODES, RunConfig
 from lab.config.instance import InstanceConfig
 from lab.config.segmentation import RECONSTRUCTION_LOSSES, SEGMENTATION_LOSSES, SegmentationConfig
 
-__all__ = ["BaseConfig", "InstanceConfig", "MONITORS", "RENAMED", "RunConfig", "SegmentationConfig"]
+__all__ = ["BaseConfig", "InstanceConfig", "RENAMED", "RunConfig", "SegmentationConfig", "config_for"]

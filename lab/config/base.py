@@ -14,23 +14,15 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 from lab.models import model_entry, model_options
 from lab.optimizers import OPTIMIZERS
 from lab.schedules import DEFAULT_DECAY_FACTOR, DEFAULT_PLATEAU_PATIENCE, check_schedule
+from lab.tasks import TASKS, task_entry, tasks_of
 
 DISTRIBUTE = (None, "mirrored", "multiworker", "tpu")
 INPUT_SCALINGS = ("unit", "imagenet", "none")
-# What may pick the best epoch (restored, checkpointed, early stopping), and its direction.
-MONITORS = {
-    "classification": {"val_loss": "min", "val_accuracy": "max"},
-    "segmentation": {"val_loss": "min", "val_accuracy": "max", "val_mean_iou": "max", "val_mean_dice": "max"},
-    "reconstruction": {"val_loss": "min"},
-    # Instance segmentation has no validation loss (Model Garden computes its losses only while
-    # training): the best epoch is the one with the best validation COCO AP.
-    "instance": {"val_mask_ap": "max", "val_box_ap": "max", "val_mask_ap50": "max"},
-}
 # Old names, refused with the new one, so that an old notebook or batch fails clearly.
 RENAMED = {
     "image_size": "pipeline_size (resized in the tf.data pipeline)",
@@ -95,8 +87,8 @@ class BaseConfig(metaclass=_CheckedKeys):
         weights), early_stopping_patience (None: off), divergence_patience, seed,
         deterministic.
         monitor: what picks the best epoch, which is restored, checkpointed and drives early
-            stopping ("val_loss"; "val_accuracy"; segmentation also "val_mean_iou",
-            "val_mean_dice").
+            stopping: one of the task's monitors (``lab.tasks.TASKS``; None: its first, which
+            is "val_loss" but for instance segmentation, which has no validation loss).
         lr_schedule: None (constant), "cosine" (per-step, after warmup_epochs of linear
             warm-up), "step" (times lr_decay_factor at the fractions lr_decay_at of the epochs;
             None: MedMNIST's [0.5, 0.75]) or "plateau" (times lr_decay_factor after
@@ -112,7 +104,6 @@ class BaseConfig(metaclass=_CheckedKeys):
             figures, the HParams session; ``lab.tensorboard``); False writes none.
     """
 
-    TASKS: ClassVar[tuple[str, ...]] = ()
     DEFAULTS: ClassVar[dict[str, Any]] = {}
     # The dataset prefixes whose loaders take split_fractions and color_mode.
     FOLDER_PREFIXES: ClassVar[tuple[str, ...]] = ("folder:",)
@@ -154,7 +145,7 @@ class BaseConfig(metaclass=_CheckedKeys):
     class_weighting: str | list[float] | None = None
     early_stopping_patience: int | None = 10
     divergence_patience: int = 3
-    monitor: str = "val_loss"
+    monitor: str | None = None
     lr_schedule: str | None = None
     warmup_epochs: int = 0
     lr_decay_at: list[float] | None = None
@@ -243,6 +234,8 @@ class BaseConfig(metaclass=_CheckedKeys):
         for key, value in self.DEFAULTS.items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
+        if self.monitor is None:  # the task's default (an unknown model is refused with the list)
+            self.monitor = TASKS[model_entry(self.model, *tasks_of(type(self))).task].default_monitor
         self.validate()
 
     # -- what the run is ---------------------------------------------------------------------------
@@ -254,7 +247,7 @@ class BaseConfig(metaclass=_CheckedKeys):
 
     @property
     def monitor_mode(self) -> str:
-        return MONITORS[self.task][self.monitor]
+        return TASKS[self.task].monitors[self.monitor]
 
     def model_options(self) -> dict[str, Any]:
         """The builder's keyword arguments: the model switches that were set, plus the
@@ -297,14 +290,14 @@ class BaseConfig(metaclass=_CheckedKeys):
 
     def validate(self) -> None:
         """Raises ValueError naming the first invalid value and what is allowed."""
-        model_entry(self.model, *self.TASKS)  # an unknown name lists the valid ones
+        model_entry(self.model, *tasks_of(type(self)))  # an unknown name lists the valid ones
         self._validate_types()
         self._validate_model_options()
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"Unknown optimizer {self.optimizer!r}. Available optimizers: {', '.join(OPTIMIZERS)}.")
         _one_of("input_scaling", self.input_scaling, INPUT_SCALINGS)
         _one_of("distribute", self.distribute, DISTRIBUTE)
-        _one_of("monitor", self.monitor, tuple(MONITORS[self.task]))
+        _one_of("monitor", self.monitor, tuple(TASKS[self.task].monitors))
         _positive("learning_rate", self.learning_rate)
         check_schedule(self)
         for key in ("epochs", "batch_size", "divergence_patience", "steps_per_execution"):
@@ -372,6 +365,33 @@ class BaseConfig(metaclass=_CheckedKeys):
                 raise ValueError(f"Model {self.model!r} has no option {field.name!r} (received {field.name}={value!r}). "
                                  f"Its options: {', '.join(names.get(o, o) for o in accepted) or 'none'}.")
 
+
+
+def config_for(config: Any = None, overrides: Mapping[str, Any] | None = None, *, task: str | None = None) -> BaseConfig:
+    """A validated configuration of the right class, from a configuration, a flat dict or None.
+
+    A dict's class is its model's task's (``lab.models.MODELS``), or ``task``'s when given; with
+    ``task``, a configuration of another task is refused with the entry point that trains it
+    (the task's ``defaults`` apply to ``config=None``, as ``from_any``'s do).
+
+    Raises:
+        ValueError: an invalid value, an unknown model, or a model of another task.
+        TypeError: with ``task``, a configuration object of another class.
+    """
+    overrides = dict(overrides or {})
+    if task is not None:
+        entry = task_entry(task)
+        config = entry.config_class.from_any(config, overrides, **entry.defaults)
+    elif isinstance(config, BaseConfig):
+        config = config.replace(**overrides) if overrides else config
+    else:
+        model = {**(config or {}), **overrides}.get("model")
+        entry = TASKS[model_entry(model).task] if model else TASKS["classification"]
+        config = entry.config_class.from_any(config, overrides, **entry.defaults)
+    if task is not None and config.task != task:
+        raise ValueError(f"{config.model!r} is a {config.task} model: train it with {TASKS[config.task].entry_point} "
+                         f"(or lab.run), not {TASKS[task].entry_point}.")
+    return config
 
 
 def _one_of(key: str, value: Any, allowed: tuple, context: str = "") -> None:

@@ -62,7 +62,6 @@ class RunConfig(BaseConfig):
             training (aug_flip); a mirrored digit is not the same digit.
     """
 
-    TASKS: ClassVar[tuple[str, ...]] = ("classification",)
     # steps_per_execution 16 made the E1 CNN's stall-free CPU epoch about 14% shorter, and
     # fewer calls per epoch help on GPUs too.
     DEFAULTS: ClassVar[dict[str, Any]] = {"dataset": "digits", "model": "cnn", "batch_size": 64,

@@ -46,7 +46,6 @@ class InstanceConfig(BaseConfig):
         "val_box_ap" or "val_mask_ap50", the validation COCO AP computed after every epoch.
     """
 
-    TASKS: ClassVar[tuple[str, ...]] = ("instance",)
     DEFAULTS: ClassVar[dict[str, Any]] = {"dataset": "shapes", "model": "maskrcnn", "batch_size": 4,
                                           "unfreeze": "all", "steps_per_execution": 1}
     FOLDER_PREFIXES: ClassVar[tuple[str, ...]] = ("coco:",)
@@ -56,7 +55,6 @@ class InstanceConfig(BaseConfig):
     momentum: float = 0.9
     weight_decay: float = 4e-5
     epochs: int = 15
-    monitor: str = "val_mask_ap"
     aug_flip: str | None = None
     backbone: str | None = model_option()
     input_size: int | None = model_option()

@@ -48,7 +48,6 @@ class SegmentationConfig(BaseConfig):
             foreground share is below this fraction of the true one (E6).
     """
 
-    TASKS: ClassVar[tuple[str, ...]] = ("segmentation", "reconstruction")
     DEFAULTS: ClassVar[dict[str, Any]] = {"dataset": "shapes", "model": "unet", "batch_size": 16,
                                           "steps_per_execution": 1, "aug_rotation": 0.0}
 

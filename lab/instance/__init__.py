@@ -37,13 +37,9 @@ def train_instance(config: Any = None, *, data: Any = None, raise_on_error: bool
         ValueError: an invalid configuration (before anything is trained or written).
         ImportError: the instance-segmentation extra is not installed (how to install it).
     """
-    from lab.config import InstanceConfig
-    from lab.instance.task import INSTANCE
-    from lab.runner import run
+    from lab.training import run
 
-    config = InstanceConfig.from_any(config, overrides)
-    require_model_garden()
-    return run(config, INSTANCE, data=data, raise_on_error=raise_on_error)
+    return run(config, data=data, raise_on_error=raise_on_error, task="instance", **overrides)
 
 
 def load_data(config: Any) -> Any:

@@ -59,6 +59,14 @@ class InstanceTask:
             data.source.setdefault("loaded_as", config.dataset)
         return data
 
+    def check(self, config: InstanceConfig, data: Any) -> None:
+        """Builds the configuration's Model Garden experiment (not the model), so that a sweep or a
+        search refuses a value only the builder checks (an unknown backbone, ImageNet weights for
+        a backbone without a checkpoint) before its first run."""
+        from lab.instance.model import maskrcnn_experiment
+
+        maskrcnn_experiment(data.num_classes, **config.model_options())
+
     def describe(self, config: InstanceConfig, data: Any) -> dict[str, Any]:
         return {"class_names": list(data.class_names), "model_options": config.model_options()}
 
@@ -220,15 +228,6 @@ def quiet_tensorflow():
         yield
     finally:
         logger.setLevel(level)
-
-
-def check_instance_model(config: InstanceConfig, data: Any) -> None:
-    """Builds the configuration's Model Garden experiment (not the model), so that a sweep refuses
-    a value only the builder checks (an unknown backbone, ImageNet weights for a backbone without
-    a checkpoint) before its first run."""
-    from lab.instance.model import maskrcnn_experiment
-
-    maskrcnn_experiment(data.num_classes, **config.model_options())
 
 
 INSTANCE = InstanceTask()

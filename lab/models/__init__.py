@@ -26,12 +26,12 @@ import importlib
 import inspect
 from typing import Any, Callable, Sequence
 
-TASKS = ("classification", "segmentation", "reconstruction", "instance")
+from lab.tasks import TASKS
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelEntry:
-    """One registered builder: the task that trains it and where it lives."""
+    """One registered builder: the task that trains it (``lab.tasks.TASKS``) and where it lives."""
 
     task: str
     module: str
@@ -61,7 +61,7 @@ MODELS: dict[str, ModelEntry] = {
     "maskrcnn": ModelEntry("instance", "lab.instance.model", "maskrcnn_experiment"),
 }
 
-__all__ = ["MODELS", "TASKS", "ModelEntry", "build_model", "model_entry", "model_options", "models_for"]
+__all__ = ["MODELS", "ModelEntry", "build_model", "model_entry", "model_options", "models_for"]
 
 
 def models_for(*tasks: str) -> list[str]:
@@ -81,10 +81,7 @@ def model_entry(name: str, *tasks: str) -> ModelEntry:
         raise ValueError(f"Unknown model {name!r}. Available models: {', '.join(valid)}.")
     entry = MODELS[name]
     if tasks and entry.task not in tasks:
-        trainer = {"classification": "lab.training.train", "segmentation": "lab.segmentation.train_segmentation",
-                   "reconstruction": "lab.segmentation.train_autoencoder",
-                   "instance": "lab.instance.train_instance"}[entry.task]
-        raise ValueError(f"{name!r} is a {entry.task} model: train it with {trainer}. Models here: "
+        raise ValueError(f"{name!r} is a {entry.task} model: train it with {TASKS[entry.task].entry_point}. Models here: "
                          f"{', '.join(models_for(*tasks))}.")
     return entry
 

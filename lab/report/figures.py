@@ -1,7 +1,7 @@
 """The report's figures drawn from records: every run's learning curves overlaid (y-axes fitted
 to the completed runs when a diverged run's values would flatten them), and a confusion matrix
 drawn from ``predictions.npz`` for an older record without its plot. The best run's own plots
-(``RUN_FIGURES``) are copied as they are.
+(its task's ``figures``, ``lab.tasks.TASKS``) are copied as they are.
 """
 
 from __future__ import annotations
@@ -13,17 +13,7 @@ import numpy as np
 import pandas as pd
 
 from lab.records import Run
-
-# The best run's figures its record holds (lab.classification, lab.segmentation.tasks), in order.
-RUN_FIGURES = {
-    "learning_curves.png": "Learning curves of the best run (best epoch marked)",
-    "iou_dice_curves.png": "Pixel accuracy, IoU and Dice per epoch",
-    "confusion_matrix.png": "Test confusion matrix of the best run (rows: true class)",
-    "sample_predictions.png": "Test predictions of the best run: green right, red wrong (with the true class)",
-    "predicted_masks.png": "Test images, true and predicted masks, wrong pixels in red",
-    "per_class_scores.png": "IoU and Dice per class on the test set",
-    "reconstructions.png": "Test reconstructions",
-}
+from lab.tasks import TASKS
 
 
 def _histories(runs: Sequence[Run]) -> tuple[dict[str, pd.DataFrame], list[str]]:
@@ -74,8 +64,8 @@ def _fit_axes_to_completed(figure, completed: list[str], reach: float = 10.0) ->
 
 def _confusion_from_predictions(run: Run):
     """The test confusion matrix drawn from ``predictions.npz`` when the record has no plot of it."""
-    if run.task != "classification" or (run.path / "plots" / "confusion_matrix.png").exists() \
-            or not (run.path / "predictions.npz").exists():
+    plot = run.path / "plots" / "confusion_matrix.png"
+    if "confusion_matrix.png" not in TASKS[run.task].figures or plot.exists() or not (run.path / "predictions.npz").exists():
         return None
     predictions = run.predictions()
     if "y_prob" not in predictions or not np.isfinite(predictions["y_prob"]).all():

@@ -13,8 +13,9 @@ import pandas as pd
 
 from lab.records import Run
 from lab.report.document import MARKED, Figure, Section, Table, Text
-from lab.report.figures import RUN_FIGURES, _confusion_from_predictions, _fit_axes_to_completed, _histories
+from lab.report.figures import _confusion_from_predictions, _fit_axes_to_completed, _histories
 from lab.report.sources import Source
+from lab.tasks import TASKS
 from lab.report.tables import (_cell, _integers, best_run, environment_table, per_class_scores, results, settings,
                                varied_and_fixed)
 
@@ -89,14 +90,15 @@ def build_sections(source: Source) -> tuple[list[Section], list[tuple[str, Any]]
     best, why = best_run(runs, source.objective)
     blocks = [Text(why)]
     if best is not None:
-        for name, caption in RUN_FIGURES.items():
+        run_figures = TASKS[best.task].figures
+        for name, caption in run_figures.items():
             if (best.path / "plots" / name).exists():
                 figures.append((f"best-{name}", best.path / "plots" / name))
                 blocks.append(Figure(f"best-{name}", f"{caption} ({best.run_id})"))
         drawn = _confusion_from_predictions(best)
         if drawn is not None:  # an older record without its plot: drawn from its predictions
             figures.append(("best-confusion_matrix.png", drawn))
-            blocks.append(Figure("best-confusion_matrix.png", f"{RUN_FIGURES['confusion_matrix.png']} ({best.run_id}, "
+            blocks.append(Figure("best-confusion_matrix.png", f"{run_figures['confusion_matrix.png']} ({best.run_id}, "
                                                               "drawn from predictions.npz)"))
         scores, note = per_class_scores(best)
         blocks.append(Text(note))
@@ -105,7 +107,7 @@ def build_sections(source: Source) -> tuple[list[Section], list[tuple[str, Any]]
     sections.append(Section("Best run", "best", blocks))
 
     # Efficiency, when several models are compared (E8).
-    classified = [run for run in runs if run.task == "classification"]
+    classified = [run for run in runs if TASKS[run.task].compares_efficiency]
     if len(_models(classified)) > 1:
         from lab.transfer_studies import efficiency_table
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from lab.records import Run, results_table, summary_columns
+from lab.tasks import TASKS
 
 # Bookkeeping that is no setting of the run (or has its own section): left out of "what varied".
 NOT_SETTINGS = {"name", "tags", "config_hash", "reports_dir", "verbose", "record_version", "environment", "data"}
@@ -75,8 +76,6 @@ def best_run(runs: Sequence[Run], objective: tuple[str, str] | None = None) -> t
     Returns:
         (run or None, a sentence saying which metric chose it, in which direction, among how many).
     """
-    from lab.config import MONITORS
-
     if objective is not None:
         metric, mode = objective
         why = f"the search's objective {metric} ({'lowest' if mode == 'min' else 'highest'})"
@@ -84,7 +83,7 @@ def best_run(runs: Sequence[Run], objective: tuple[str, str] | None = None) -> t
         monitors = collections.Counter(str(run.config.get("monitor", "val_loss")) for run in runs)
         metric = monitors.most_common(1)[0][0]
         task = next((run.task for run in runs if run.config.get("monitor", "val_loss") == metric), "classification")
-        mode = MONITORS.get(task, {}).get(metric) or ("min" if "loss" in metric else "max")
+        mode = TASKS[task].monitors.get(metric) or ("min" if "loss" in metric else "max")
         others = "" if len(monitors) == 1 else \
             f" ({monitors[metric]} of {len(runs)} runs monitor it; others: {', '.join(m for m in monitors if m != metric)})"
         why = f"the metric the runs monitor, {metric} ({'lowest' if mode == 'min' else 'highest'}){others}"
@@ -103,28 +102,32 @@ def _metric(run: Run, metric: str) -> float | None:
 
 
 def per_class_scores(run: Run) -> tuple[pd.DataFrame | None, str]:
-    """Per-class scores of a run's test set and where they come from.
-
-    Segmentation: IoU and Dice per class from the record's metrics (``test_iou_<class>``...).
-    Classification: precision, recall, F1 and support per class, from the record when it holds
-    them (``PER_CLASS_KEYS``), else computed from ``predictions.npz`` with scikit-learn's
-    ``classification_report``.
+    """Per-class scores of a run's test set and where they come from, as its task gives them
+    (``lab.tasks.TaskEntry.per_class``: ``segmentation_per_class``, ``classification_per_class``).
 
     Returns:
         (table or None, a sentence naming the source, or why there is none).
     """
-    if run.task == "segmentation":
-        from lab.evaluation import metric_key
+    return TASKS[run.task].per_class_scores(run)
 
-        names = run.metrics.get("class_names") or (run.config.get("data") or {}).get("class_names") or []
-        rows = [{"class": name, "iou": run.metrics.get(f"test_iou_{metric_key(name)}"),
-                 "dice": run.metrics.get(f"test_dice_{metric_key(name)}")} for name in names]
-        rows = [row for row in rows if row["iou"] is not None or row["dice"] is not None]
-        if not rows:
-            return None, "The record holds no per-class IoU or Dice (a diverged run is not scored)."
-        return pd.DataFrame(rows), "Test IoU and Dice per class, from the record's metrics (test_iou_*, test_dice_*)."
-    if run.task != "classification":
-        return None, f"A {run.task} run has no classes."
+
+def segmentation_per_class(run: Run) -> tuple[pd.DataFrame | None, str]:
+    """IoU and Dice per class from a segmentation record's metrics (``test_iou_<class>``...)."""
+    from lab.evaluation import metric_key
+
+    names = run.metrics.get("class_names") or (run.config.get("data") or {}).get("class_names") or []
+    rows = [{"class": name, "iou": run.metrics.get(f"test_iou_{metric_key(name)}"),
+             "dice": run.metrics.get(f"test_dice_{metric_key(name)}")} for name in names]
+    rows = [row for row in rows if row["iou"] is not None or row["dice"] is not None]
+    if not rows:
+        return None, "The record holds no per-class IoU or Dice (a diverged run is not scored)."
+    return pd.DataFrame(rows), "Test IoU and Dice per class, from the record's metrics (test_iou_*, test_dice_*)."
+
+
+def classification_per_class(run: Run) -> tuple[pd.DataFrame | None, str]:
+    """Precision, recall, F1 and support per class, from the record when it holds them
+    (``PER_CLASS_KEYS``), else computed from ``predictions.npz`` with scikit-learn's
+    ``classification_report``."""
     for key in PER_CLASS_KEYS:
         if isinstance(run.metrics.get(key), (dict, list)):
             frame = _per_class_frame(run.metrics[key], (run.config.get("data") or {}).get("class_names"))

@@ -45,6 +45,15 @@ class _DensePrediction:
     def load_data(self, config: SegmentationConfig) -> SegmentationDataset:
         return load_data(config)
 
+    def check(self, config: SegmentationConfig, data: SegmentationDataset) -> None:
+        """Builds the model once and throws it away (a value only the builder refuses stops a
+        sweep or a search before its first run). Pretrained encoders are skipped: their runs are
+        refused before anything is written anyway, and a download per candidate costs too much."""
+        if config.weights is not None:
+            return
+        self.build(config, data)
+        keras.backend.clear_session()
+
     def describe(self, config: SegmentationConfig, data: SegmentationDataset) -> dict[str, Any]:
         return {"input_shape": list(data.input_shape), "class_weights": class_weights(config, data)}
 

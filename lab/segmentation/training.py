@@ -1,7 +1,8 @@
 """Entry points for dense prediction: ``train_segmentation`` and ``train_autoencoder``.
 
-Both are thin: the life of a run is the runner's (``lab.runner``), what segmentation and
-reconstruction add is ``lab.segmentation.tasks``'.
+Both are ``lab.run`` (``lab.training.run``) restricted to their task: the life of a run is the
+runner's (``lab.runner``), what segmentation and reconstruction add is
+``lab.segmentation.tasks``'.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from typing import Any
 
 from lab.config import SegmentationConfig
 from lab.datasets.segmentation import SegmentationDataset
-from lab.runner import RunResult, run
-from lab.segmentation.tasks import RECONSTRUCTION, SEGMENTATION
+from lab.runner import RunResult
+from lab.training import run
 
 
 def train_segmentation(config: SegmentationConfig | dict[str, Any] | None = None, *,
@@ -30,12 +31,10 @@ def train_segmentation(config: SegmentationConfig | dict[str, Any] | None = None
         saying why when it is set.
 
     Raises:
-        ValueError: an invalid configuration (before anything is trained or written).
+        ValueError: an invalid configuration, or an autoencoder's (before anything is trained or
+            written).
     """
-    config = SegmentationConfig.from_any(config, overrides)
-    if config.task != "segmentation":
-        raise ValueError(f"{config.model!r} is an autoencoder: train it with train_autoencoder.")
-    return run(config, SEGMENTATION, data=data, raise_on_error=raise_on_error)
+    return run(config, data=data, raise_on_error=raise_on_error, task="segmentation", **overrides)
 
 
 def train_autoencoder(config: SegmentationConfig | dict[str, Any] | None = None, *,
@@ -48,7 +47,4 @@ def train_autoencoder(config: SegmentationConfig | dict[str, Any] | None = None,
     autoencoder is also scored on test images noised with its ``noise_stddev``, against the
     noisy images themselves.
     """
-    config = SegmentationConfig.from_any(config, overrides, model="autoencoder")
-    if config.task != "reconstruction":
-        raise ValueError(f"{config.model!r} is a segmentation model: train it with train_segmentation.")
-    return run(config, RECONSTRUCTION, data=data, raise_on_error=raise_on_error)
+    return run(config, data=data, raise_on_error=raise_on_error, task="reconstruction", **overrides)

@@ -36,16 +36,15 @@ import keras_tuner
 import pandas as pd
 
 from lab import atomic, paths, plots, tensorboard
-from lab.classification import CLASSIFICATION, check_model
-from lab.config import RunConfig
-from lab.datasets import DATA_FIELDS, Dataset
-from lab.records import SUMMARY_COLUMNS, Run, load_runs, results_table, to_markdown
+from lab.config import BaseConfig, config_for
+from lab.datasets import data_fields
+from lab.records import Run, load_runs, results_table, to_markdown
+from lab.tasks import TASKS
 from lab.tuning.space import Entry, check_against, parse_space, space_values
 from lab.tuning.tuner import (SEARCH_ID, TUNERS, RunHyperModel, RunTuner, make_objective, make_oracle,
                               trial_run)
 
 MANIFEST = "search.json"
-METRIC_COLUMNS = SUMMARY_COLUMNS["classification"]
 
 
 @dataclasses.dataclass
@@ -79,12 +78,12 @@ class SearchResult:
     def best_run(self) -> Run | None:
         return next((r for r in self.runs if self.best and r.run_id == self.best["run_id"]), None)
 
-    def best_config(self, **changes: Any) -> RunConfig:
-        """The best trial's configuration, e.g. to train it again for longer: ``train(result.best_config(epochs=60))``."""
+    def best_config(self, **changes: Any) -> BaseConfig:
+        """The best trial's configuration, e.g. to train it again for longer: ``lab.run(result.best_config(epochs=60))``."""
         if not self.best:
             raise ValueError(f"Search {self.name!r} has no completed trial to take a configuration from.")
         config = {k: v for k, v in self.best["config"].items() if k not in ("name", "tags")}
-        return RunConfig.from_dict({**config, **changes})
+        return config_for({**config, **changes})
 
     def table(self, columns: list[str] | None = None) -> pd.DataFrame:
         """The trials' run records as a results table (``lab.records.results_table``)."""
@@ -92,7 +91,7 @@ class SearchResult:
 
 
 def search(
-    base: RunConfig | dict[str, Any],
+    base: BaseConfig | dict[str, Any],
     space: dict[str, Any],
     *,
     tuner: str = "random",
@@ -101,7 +100,7 @@ def search(
     name: str = "search",
     resume: bool | None = None,
     seed: int = 0,
-    data: Dataset | None = None,
+    data: Any = None,
     max_epochs: int | None = None,
     factor: int = 3,
     hyperband_iterations: int = 1,
@@ -114,11 +113,13 @@ def search(
     that each value makes a valid configuration), the objective (a run-record metric).
 
     Args:
-        base: the configuration every trial starts from (``base.reports_dir`` is respected).
+        base: the configuration every trial starts from, of any task (``lab.tasks.TASKS``), or a
+            flat dict of its fields (``base.reports_dir`` is respected).
         space: the declarative search space (see ``lab.tuning.space``), e.g. ``cnn_space()``.
         tuner: "random" (RandomSearch), "hyperband" (Hyperband) or "bayesian"
             (BayesianOptimization).
-        objective: a run-record metric: "val_accuracy", "val_loss", "val_macro_auc"...
+        objective: a run-record metric of the task (``lab.tuning.record_metrics(task)``):
+            "val_accuracy", "val_loss", "val_macro_auc", "val_mean_iou", "val_mask_ap"...
             (direction inferred: losses are minimised, accuracies and AUCs maximised), or
             ``(name, "min"|"max")``, or a ``keras_tuner.Objective``.
         max_trials: trials to run at most (Hyperband may stop earlier, when its brackets end).
@@ -145,10 +146,11 @@ def search(
             record metrics, an existing search and resume=None, or resume=True with a different
             setup), before any trial runs.
     """
-    base = RunConfig.from_any(base)
+    base = config_for(base)
+    TASKS[base.task].require()
     _check_arguments(tuner, max_trials, name)
-    entries = parse_space(space)
-    goal = make_objective(objective)
+    entries = parse_space(space, base.task)
+    goal = make_objective(objective, base.task)
     check_against(base, entries)
     data = _shared_data(base, entries, data)
     directory = searches_dir(base.reports_dir) / name
@@ -200,18 +202,19 @@ def _check_arguments(tuner: str, max_trials: int, name: str) -> None:
         raise ValueError(f"A search name is a plain folder name (no '/', ':' or leading '.'), received {name!r}.")
 
 
-def _shared_data(base: RunConfig, entries: list, data: Dataset | None) -> Dataset | None:
+def _shared_data(base: BaseConfig, entries: list, data: Any) -> Any:
     """The dataset every trial shares (loaded once here), or None when the space tunes the data;
     with a dataset, each candidate model is built once so that a value only its builder refuses
     stops the search before its first trial."""
-    data_entries = [e.name for e in entries if e.name in DATA_FIELDS]
+    data_entries = [e.name for e in entries if e.name in data_fields(base)]
     if data is not None and data_entries:
         raise ValueError(f"The space tunes {data_entries}, which choose the data each trial loads, so one dataset "
                          "cannot be passed as data=: leave data out.")
+    plugin = TASKS[base.task].runner_task
     if data is None and not data_entries:
-        data = CLASSIFICATION.load_data(base)  # streamed when the configuration says so
+        data = plugin.load_data(base)  # streamed when the configuration says so
     if data is not None:
-        check_against(base, entries, lambda config: check_model(config, data))
+        check_against(base, entries, lambda config: plugin.check(config, data))
     return data
 
 
@@ -237,7 +240,7 @@ def export(run_tuner: RunTuner, name: str, directory: Path, goal: keras_tuner.Ob
                "run_id": run.run_id if run else None, "tuner": _tag(run, "tuner:") if run else None}
         if run is not None:
             runs.append(run)
-            row |= {k: run.metrics.get(k) for k in METRIC_COLUMNS}
+            row |= {k: run.metrics.get(k) for k in TASKS[run.task].summary_columns}
         rows.append(row)
     table = pd.DataFrame(rows)
     with atomic.atomic_path(directory / "trials.csv") as tmp:
@@ -251,7 +254,7 @@ def export(run_tuner: RunTuner, name: str, directory: Path, goal: keras_tuner.Ob
         best = {"trial": trial.trial_id, "objective": goal.name, "direction": goal.direction, "score": trial.score,
                 "hyperparameters": space_values(trial.hyperparameters.values, entries),
                 "run_id": run.run_id if run else None, "run_path": str(run.path) if run else None,
-                "config": {k: v for k, v in run.config.items() if k in _config_fields()} if run else None}
+                "config": {k: v for k, v in run.config.items() if k in _config_fields(run.task)} if run else None}
         atomic.write_json(directory / "best_hyperparameters.json", best)
         if run is not None and (run.path / "model.keras").exists():
             with atomic.atomic_path(directory / "best_model.keras") as tmp:
@@ -276,8 +279,8 @@ def _worker_result(run_tuner: RunTuner, name: str, directory: Path, goal: keras_
                    reports_dir: str | None) -> SearchResult:
     tags = [f"search:{name}", f"search-id:{run_tuner.search_id}", f"tuner:{run_tuner.tuner_id}"]
     runs = load_runs(reports_dir, tags=tags) if run_tuner.search_id else []
-    table = pd.DataFrame([{"trial": _tag(r, "trial:"), "run_id": r.run_id, **{k: r.metrics.get(k) for k in METRIC_COLUMNS}}
-                          for r in runs])
+    table = pd.DataFrame([{"trial": _tag(r, "trial:"), "run_id": r.run_id,
+                           **{k: r.metrics.get(k) for k in TASKS[r.task].summary_columns}} for r in runs])
     return SearchResult(name, directory, run_tuner.search_id or "", goal, table, None, runs)
 
 
@@ -322,15 +325,15 @@ def _role() -> str:
     return "chief" if dist_utils.is_chief_oracle() else "worker"
 
 
-def _data_fingerprint(data: Dataset | None) -> dict[str, Any] | None:
+def _data_fingerprint(data: Any) -> dict[str, Any] | None:
     if data is None:
         return None
     summary = data.summary()
     return {k: summary.get(k) for k in ("name", "input_shape", "num_classes", "sizes", "class_counts")}
 
 
-def _config_fields() -> set[str]:
-    return {f.name for f in dataclasses.fields(RunConfig)}
+def _config_fields(task: str) -> set[str]:
+    return {f.name for f in dataclasses.fields(TASKS[task].config_class)}
 
 
 def _tag(run: Run, prefix: str) -> str | None:

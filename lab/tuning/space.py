@@ -1,6 +1,6 @@
 """Search spaces written as plain dicts, and keras-tuner hyperparameters made from them.
 
-A search space is what a notebook's parameters cell can hold: one entry per ``RunConfig``
+A search space is what a notebook's parameters cell can hold: one entry per configuration
 field to tune, each a literal.
 
     {"learning_rate": {"log": [1e-4, 1e-2]},          # hp.Float, log sampling
@@ -33,7 +33,8 @@ from typing import Any, Callable
 
 import keras_tuner
 
-from lab.config import RunConfig
+from lab.config import BaseConfig
+from lab.tasks import TASKS
 
 # Names keras-tuner (and the kit) put into a trial's hyperparameters besides the space's.
 TUNER_PREFIX = "tuner/"
@@ -49,7 +50,7 @@ class Entry:
     name: str
     kind: str  # "choice", "int" or "float"
     values: tuple = ()  # choice values as keras-tuner holds them (JSON text when encoded)
-    encoded: bool = False  # choice values are JSON text, decoded for the RunConfig
+    encoded: bool = False  # choice values are JSON text, decoded for the configuration
     min: float | None = None
     max: float | None = None
     step: float | None = None
@@ -68,7 +69,7 @@ class Entry:
                         default=self.default)
 
     def decode(self, value: Any) -> Any:
-        """The RunConfig value of a keras-tuner value."""
+        """The configuration value of a keras-tuner value."""
         if self.encoded and isinstance(value, str):
             return json.loads(value)
         if self.kind == "float" and self.step is not None and isinstance(value, float):
@@ -76,18 +77,18 @@ class Entry:
         return value
 
 
-def parse_space(space: dict[str, Any]) -> list[Entry]:
-    """Checks a declarative space and returns its entries, in order.
+def parse_space(space: dict[str, Any], task: str = "classification") -> list[Entry]:
+    """Checks a declarative space for runs of ``task`` and returns its entries, in order.
 
     Raises:
-        ValueError: an empty space, a key that is not a RunConfig field, or an entry that is
+        ValueError: an empty space, a key that is not a field of the task's configuration, or an entry that is
             not one of the forms in this module's docstring (the message says which and why).
     """
     if not isinstance(space, dict) or not space:
-        raise ValueError(f"The search space is empty (received {space!r}): give at least one RunConfig field "
+        raise ValueError(f"The search space is empty (received {space!r}): give at least one configuration field "
                          "to tune, e.g. {'learning_rate': {'log': [1e-4, 1e-2]}}, or use cnn_space().")
     try:
-        RunConfig.check_keys(dict(space))  # a renamed key names its new name, a typo the closest
+        TASKS[task].config_class.check_keys(dict(space))  # a renamed key names its new name, a typo the closest
     except ValueError as error:
         raise ValueError(f"The search space names a key that is not a configuration field. {error}") from None
     entries: dict[str, Entry] = {}
@@ -99,7 +100,7 @@ def parse_space(space: dict[str, Any]) -> list[Entry]:
 
 
 def declare(hp: keras_tuner.HyperParameters, entries: list[Entry]) -> dict[str, Any]:
-    """Declares the entries in ``hp`` and returns the active ones' values, decoded for RunConfig."""
+    """Declares the entries in ``hp`` and returns the active ones' values, decoded for the configuration."""
     values: dict[str, Any] = {}
     for entry in entries:
         if entry.when is None:
@@ -120,8 +121,8 @@ def space_values(values: dict[str, Any], entries: list[Entry]) -> dict[str, Any]
             if not k.startswith((TUNER_PREFIX, LAB_PREFIX))}
 
 
-def check_against(base: RunConfig, entries: list[Entry], check: Callable[[RunConfig], Any] | None = None) -> None:
-    """Builds a RunConfig for every candidate value, one entry at a time, before any trial runs.
+def check_against(base: BaseConfig, entries: list[Entry], check: Callable[[BaseConfig], Any] | None = None) -> None:
+    """Builds a configuration for every candidate value, one entry at a time, before any trial runs.
 
     The other entries stay at their defaults, so a typo such as ``normalization="bn"`` or a
     learning-rate range that reaches 0 is refused now rather than after hours of trials.

@@ -1,12 +1,12 @@
 """keras-tuner pieces: objectives named as in the run records, oracles by name, and a tuner
-whose trials are ordinary ``lab.training.train`` runs.
+whose trials are ordinary runs of any task (``lab.run``).
 
 keras-tuner does the searching (its RandomSearch, Hyperband and BayesianOptimization oracles,
 its resumable project folder, its chief/worker mode); the kit only supplies what a trial is:
 
 * ``RunHyperModel.build(hp)`` declares the space's hyperparameters and returns the trial's
-  ``RunConfig`` (the base configuration with the trial's values), not a Keras model.
-* ``RunTuner.run_trial`` trains that configuration with ``train(...)``, which writes the run
+  configuration (the base configuration with the trial's values), not a Keras model.
+* ``RunTuner.run_trial`` trains that configuration with ``lab.run``, which writes the run
   record, and reports the record's metrics to the oracle.
 """
 
@@ -18,31 +18,34 @@ import time
 from typing import Any
 
 import keras_tuner
-import numpy as np
 
-from lab.classification import CLASSIFICATION
-from lab.config import RunConfig
-from lab.datasets import Dataset, data_key
+from lab import training
+from lab.config import BaseConfig
+from lab.datasets import data_key
 from lab.records import Run, load_run, load_runs
+from lab.tasks import TASKS
 from lab.tf_memory import released_graphs
-from lab.training import train
 from lab.tuning.space import LAB_PREFIX, TUNER_PREFIX, Entry, declare, space_values
 
 TUNERS = ("random", "hyperband", "bayesian")
 SEARCH_ID = LAB_PREFIX + "search_id"  # a Fixed hyperparameter: how workers learn the chief's search
 
 
-def record_metrics() -> list[str]:
-    """The numeric metrics a run record holds (``metrics.json`` of ``lab.training.train``), the
-    names an objective may use."""
-    from lab.evaluation import classification_metrics
+# What every run record holds besides its task's scores: how the fit went and what it cost.
+RUN_FACTS = ("best_epoch", "epochs_run", "seconds_per_epoch", "seconds_first_epoch", "train_seconds", "params",
+             "trainable_params")
 
-    split_metrics = [f"{split}_{m}" for split in ("train", "val", "test") for m in ("loss", "accuracy")]
-    test_metrics = list(classification_metrics(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]), prefix="test_"))
-    best_epoch = [f"best_epoch_{m}" for m in ("loss", "accuracy", "val_loss", "val_accuracy")]
-    facts = ["val_macro_auc", "best_epoch", "epochs_run", "seconds_per_epoch", "seconds_first_epoch", "train_seconds",
-             "params", "trainable_params"]
-    return list(dict.fromkeys(split_metrics + test_metrics + best_epoch + facts))
+
+def record_metrics(task: str = "classification") -> list[str]:
+    """The numeric metrics a run record of the task holds (its ``metrics.json``), the names an
+    objective may use: the task's monitors (``lab.tasks.TASKS``) and their training-split
+    twins, the same at the best epoch, its summary columns and the facts of every run."""
+    entry = TASKS[task]
+    twins = [f"train_{m[len('val_'):]}" for m in entry.monitors if m.startswith("val_")]
+    best_epoch = [f"best_epoch_{m}" for m in (*twins, *entry.monitors)]
+    scores = [c for c in entry.summary_columns if c not in ("status", "all_background")]
+    names = [*entry.monitors, *twins, *best_epoch, *scores, *RUN_FACTS]
+    return list(dict.fromkeys(name.replace("best_epoch_train_", "best_epoch_") for name in names))
 
 
 def infer_direction(name: str) -> str | None:
@@ -54,8 +57,10 @@ def infer_direction(name: str) -> str | None:
     return None
 
 
-def make_objective(objective: str | tuple | keras_tuner.Objective) -> keras_tuner.Objective:
-    """An objective from a record metric's name, ``(name, "min"|"max")`` or a keras_tuner.Objective.
+def make_objective(objective: str | tuple | keras_tuner.Objective, task: str = "classification"
+                   ) -> keras_tuner.Objective:
+    """An objective from a record metric's name, ``(name, "min"|"max")`` or a keras_tuner.Objective,
+    for a search of runs of ``task``.
 
     Raises:
         ValueError: a name that is not a metric of the run records (they are listed), a test
@@ -71,12 +76,13 @@ def make_objective(objective: str | tuple | keras_tuner.Objective) -> keras_tune
     else:
         raise ValueError(f"objective must be a metric name, (name, 'min' or 'max') or a keras_tuner.Objective; "
                          f"received {objective!r}.")
-    known = record_metrics()
-    if name not in known:
-        raise ValueError(f"The objective {name!r} is not a metric of the run records. Metrics: {', '.join(known)}.")
+    known = record_metrics(task)
     if name.startswith("test_"):
+        validation = ", ".join(m for m in known if m.startswith("val_"))
         raise ValueError(f"The objective {name!r} would choose hyperparameters on the test split, which then no "
-                         "longer measures unseen data. Use a validation metric: val_loss, val_accuracy, val_macro_auc.")
+                         f"longer measures unseen data. Use a validation metric: {validation}.")
+    if name not in known:
+        raise ValueError(f"The objective {name!r} is not a metric of {task} run records. Metrics: {', '.join(known)}.")
     if direction is None:
         raise ValueError(f"Cannot tell whether {name!r} should be minimised or maximised: pass "
                          f"objective=({name!r}, 'min') or ({name!r}, 'max').")
@@ -111,19 +117,19 @@ def make_oracle(tuner: str, objective: keras_tuner.Objective, *, max_trials: int
 
 
 class RunHyperModel(keras_tuner.HyperModel):
-    """A hypermodel whose ``build(hp)`` returns the trial's RunConfig.
+    """A hypermodel whose ``build(hp)`` returns the trial's configuration.
 
     Args:
         base: the configuration every trial starts from.
         entries: the parsed search space (``lab.tuning.space.parse_space``).
     """
 
-    def __init__(self, base: RunConfig, entries: list[Entry]):
+    def __init__(self, base: BaseConfig, entries: list[Entry]):
         super().__init__(name="run_config")
         self.base = base
         self.entries = entries
 
-    def build(self, hp: keras_tuner.HyperParameters) -> RunConfig:
+    def build(self, hp: keras_tuner.HyperParameters) -> BaseConfig:
         values = declare(hp, self.entries)
         if f"{TUNER_PREFIX}epochs" in hp.values:
             # Hyperband's budget for this round. The trial trains from scratch for that many
@@ -134,7 +140,7 @@ class RunHyperModel(keras_tuner.HyperModel):
 
 
 class RunTuner(keras_tuner.engine.base_tuner.BaseTuner):
-    """A keras-tuner tuner whose trials are ``lab.training.train`` runs, one record each.
+    """A keras-tuner tuner whose trials are runs (``lab.run``), one record each.
 
     Each trial's record is tagged ``search:<name>``, ``search-id:<id>`` (one per fresh start),
     ``trial:<trial id>`` and ``tuner:<tuner id>`` (``KERASTUNER_TUNER_ID``: the worker), so
@@ -149,11 +155,11 @@ class RunTuner(keras_tuner.engine.base_tuner.BaseTuner):
     ``max_consecutive_failed_trials`` failures in a row (usually a broken setup).
     """
 
-    def __init__(self, oracle: keras_tuner.Oracle, hypermodel: RunHyperModel, *, name: str, data: Dataset | None,
+    def __init__(self, oracle: keras_tuner.Oracle, hypermodel: RunHyperModel, *, name: str, data: Any,
                  directory: str, overwrite: bool = False):
         self.search_name = name
         self.data = data
-        self._loaded: dict[tuple, Dataset] = {}
+        self._loaded: dict[tuple, Any] = {}
         self.search_id: str | None = None
         super().__init__(oracle, hypermodel, directory=directory, project_name="keras_tuner", overwrite=overwrite)
 
@@ -178,7 +184,7 @@ class RunTuner(keras_tuner.engine.base_tuner.BaseTuner):
             # released_graphs: without it every trial's traced graphs stay in TensorFlow's
             # gradient registry and a long search grows by megabytes per trial (lab.tf_memory).
             with released_graphs():
-                result = train(config, data=self._data_for(config), raise_on_error=False)
+                result = training.run(config, data=self._data_for(config), raise_on_error=False)
             run = load_run(result.run_dir)
             del result  # the trial's model goes now, not when the next trial replaces it
         else:
@@ -186,19 +192,19 @@ class RunTuner(keras_tuner.engine.base_tuner.BaseTuner):
                   "keras-tuner recorded it)")
         return self._report(run)
 
-    def _recorded_run(self, config: RunConfig, trial_id: str):
-        """A finished record of this trial already on disk: the process stopped after ``train``
+    def _recorded_run(self, config: BaseConfig, trial_id: str):
+        """A finished record of this trial already on disk: the process stopped after the run
         wrote it and before the oracle saved the trial. Reusing it keeps one record per trial."""
         runs = load_runs(config.reports_dir, tags=[f"search-id:{self.search_id}", f"trial:{trial_id}"],
                          config_hash=config.config_hash(self._data_for(config)), status=("completed", "diverged"))
         return runs[-1] if runs else None
 
-    def _data_for(self, config: RunConfig) -> Dataset:
+    def _data_for(self, config: BaseConfig) -> Any:
         if self.data is not None:
             return self.data
         key = data_key(config)
         if key not in self._loaded:
-            self._loaded = {key: CLASSIFICATION.load_data(config)}  # keep one: a space may vary the data (limit...)
+            self._loaded = {key: TASKS[config.task].runner_task.load_data(config)}  # keep one: a space may vary the data (limit...)
         return self._loaded[key]
 
     def _report(self, run) -> dict[str, float]:
