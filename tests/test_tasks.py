@@ -28,9 +28,8 @@ TINY = {
                      head_convs=1, head_filters=64, fc_dims=256, sampled_rois=64, norm_momentum=0.9, weights=None,
                      epochs=1, batch_size=2, limit=4, verbose=0),
 }
-PARAMS = [pytest.param(task, marks=[pytest.mark.slow, pytest.mark.skipif(not HAS_INSTANCE_EXTRA,
-                                                                          reason="the instance extra is not installed")])
-          if task == "instance" else task for task in TINY]
+NEEDS_EXTRA = pytest.mark.skipif(not HAS_INSTANCE_EXTRA, reason="the instance extra is not installed")
+PARAMS = [pytest.param(task, marks=[pytest.mark.slow, NEEDS_EXTRA]) if task == "instance" else task for task in TINY]
 
 
 def test_every_model_is_trained_by_a_registered_task_whose_entry_is_whole():

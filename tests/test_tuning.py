@@ -95,7 +95,8 @@ def test_bad_spaces_are_refused_before_any_trial(space, message, isolated_dirs):
 def test_bad_tuners_and_objectives_are_refused_before_any_trial(isolated_dirs):
     with pytest.raises(ValueError, match="Unknown tuner 'grid'. Available tuners: random, hyperband, bayesian"):
         search(BASE, SPACE, tuner="grid")
-    with pytest.raises(ValueError, match="'val_f1' is not a metric of classification run records. Metrics: .*val_macro_auc"):
+    with pytest.raises(ValueError, match="'val_f1' is not a metric of classification run records. "
+                                         "Metrics: .*val_macro_auc"):
         search(BASE, SPACE, objective="val_f1")
     with pytest.raises(ValueError, match="would choose hyperparameters on the test split"):
         search(BASE, SPACE, objective="test_accuracy")
@@ -109,7 +110,8 @@ def test_bad_tuners_and_objectives_are_refused_before_any_trial(isolated_dirs):
 
 
 def test_objectives_are_record_metrics_of_the_task_with_their_direction():
-    assert {"val_loss", "val_accuracy", "val_macro_auc", "train_loss", "best_epoch_val_accuracy"} <= set(record_metrics())
+    classification = {"val_loss", "val_accuracy", "val_macro_auc", "train_loss", "best_epoch_val_accuracy"}
+    assert classification <= set(record_metrics())
     assert {"val_mean_iou", "val_mean_dice", "train_mean_iou"} <= set(record_metrics("segmentation"))
     assert {"val_mask_ap", "val_box_ap"} <= set(record_metrics("instance"))
     assert "val_accuracy" not in record_metrics("reconstruction")  # an autoencoder has no accuracy

@@ -367,7 +367,8 @@ class BaseConfig(metaclass=_CheckedKeys):
 
 
 
-def config_for(config: Any = None, overrides: Mapping[str, Any] | None = None, *, task: str | None = None) -> BaseConfig:
+def config_for(config: Any = None, overrides: Mapping[str, Any] | None = None, *,
+               task: str | None = None) -> BaseConfig:
     """A validated configuration of the right class, from a configuration, a flat dict or None.
 
     A dict's class is its model's task's (``lab.models.MODELS``), or ``task``'s when given; with

@@ -81,7 +81,8 @@ def model_entry(name: str, *tasks: str) -> ModelEntry:
         raise ValueError(f"Unknown model {name!r}. Available models: {', '.join(valid)}.")
     entry = MODELS[name]
     if tasks and entry.task not in tasks:
-        raise ValueError(f"{name!r} is a {entry.task} model: train it with {TASKS[entry.task].entry_point}. Models here: "
+        raise ValueError(f"{name!r} is a {entry.task} model: train it with {TASKS[entry.task].entry_point}. "
+                         f"Models here: "
                          f"{', '.join(models_for(*tasks))}.")
     return entry
 

@@ -65,7 +65,8 @@ def _fit_axes_to_completed(figure, completed: list[str], reach: float = 10.0) ->
 def _confusion_from_predictions(run: Run):
     """The test confusion matrix drawn from ``predictions.npz`` when the record has no plot of it."""
     plot = run.path / "plots" / "confusion_matrix.png"
-    if "confusion_matrix.png" not in TASKS[run.task].figures or plot.exists() or not (run.path / "predictions.npz").exists():
+    drawn_by_task = "confusion_matrix.png" in TASKS[run.task].figures
+    if not drawn_by_task or plot.exists() or not (run.path / "predictions.npz").exists():
         return None
     predictions = run.predictions()
     if "y_prob" not in predictions or not np.isfinite(predictions["y_prob"]).all():

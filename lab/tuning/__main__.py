@@ -1,7 +1,8 @@
 """``python -m lab.tuning SPEC.json``: one search from a JSON spec.
 
 The spec holds ``search``'s arguments: ``base`` (flat configuration values of any task: its
-model names the task), ``space``, and optionally ``tuner``, ``objective`` (a name or ``[name, "min"|"max"]``), ``max_trials``,
+model names the task), ``space``, and optionally ``tuner``, ``objective`` (a name or
+``[name, "min"|"max"]``), ``max_trials``,
 ``name``, ``resume``, ``seed``, ``max_epochs``, ``factor``, ``hyperband_iterations``,
 ``max_consecutive_failed_trials``, ``verbose``.
 

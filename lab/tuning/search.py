@@ -79,7 +79,8 @@ class SearchResult:
         return next((r for r in self.runs if self.best and r.run_id == self.best["run_id"]), None)
 
     def best_config(self, **changes: Any) -> BaseConfig:
-        """The best trial's configuration, e.g. to train it again for longer: ``lab.run(result.best_config(epochs=60))``."""
+        """The best trial's configuration, e.g. to train it again for longer:
+        ``lab.run(result.best_config(epochs=60))``."""
         if not self.best:
             raise ValueError(f"Search {self.name!r} has no completed trial to take a configuration from.")
         config = {k: v for k, v in self.best["config"].items() if k not in ("name", "tags")}

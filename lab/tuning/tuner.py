@@ -204,7 +204,8 @@ class RunTuner(keras_tuner.engine.base_tuner.BaseTuner):
             return self.data
         key = data_key(config)
         if key not in self._loaded:
-            self._loaded = {key: TASKS[config.task].runner_task.load_data(config)}  # keep one: a space may vary the data (limit...)
+            # Keep one: a space may vary the data (limit...).
+            self._loaded = {key: TASKS[config.task].runner_task.load_data(config)}
         return self._loaded[key]
 
     def _report(self, run) -> dict[str, float]:
