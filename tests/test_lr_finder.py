@@ -117,13 +117,38 @@ def test_the_finder_ramps_every_keras_task(config):
     assert np.isfinite(result.curve["loss"].iloc[0])
 
 
+@pytest.mark.parametrize("settings", [dict(feature_cache="memory", augment=True, feature_cache_passes=2),
+                                      dict(feature_cache=None, unfreeze_schedule=[0, 1], phase_epochs=[1, 1])],
+                         ids=["feature-cache", "unfreezing"])
+def test_the_finder_ramps_what_a_transfer_run_would_fit(settings):
+    from lab.datasets import load_dataset
+
+    data = load_dataset("digits", limit=120)
+    config = dict(model="transfer", backbone="resnet18", weights=None, backbone_input_size=32, batch_size=32,
+                  verbose=0, **settings)
+    result = find_learning_rate(config, data=data, steps=None, max_lr=1e-1)  # one pass over the training split
+    one_pass = math.ceil(len(data.y_train) / 32)
+    assert result.metrics["steps_planned"] == one_pass and 2 <= len(result.curve) <= one_pass
+    # The first phase's policy (or the cached head's): the backbone is frozen, only the head trains.
+    assert 0 < result.metrics["trainable_params"] < result.metrics["params"] / 10
+
+
 def test_a_failing_ramp_is_recorded_as_failed_by_the_runner(monkeypatch):
+    published = []
+
+    class Writer(runner.RunWriter):  # the runner's writer, watched
+        def publish(self, metrics):
+            published.append(metrics["status"])
+            return super().publish(metrics)
+
     def fail(self, batch, logs=None):
         raise RuntimeError("ramp broke")
 
+    monkeypatch.setattr(runner, "RunWriter", Writer)
     monkeypatch.setattr(LRRamp, "on_train_batch_end", fail)
     with pytest.raises(RuntimeError, match="ramp broke"):
         find_learning_rate(steps=12, **TINY)
+    assert published == ["failed"], "the record is published by the runner's life, not a copy of it"
     [run] = load_runs()
     assert run.status == "failed" and "RuntimeError: ramp broke" in run.metrics["error"]
     assert run.metrics["kind"] == "lr_finder" and run.config["kind"] == "lr_finder"
