@@ -1,46 +1,53 @@
-"""The learning-rate finder (Smith's range test, as fastai's ``lr_find``), recorded like a run.
+"""The learning-rate finder (Smith's range test, as fastai's ``lr_find``): a mode of the runner.
 
-``find_learning_rate(config)`` builds and compiles the model the configuration describes, with
-its pipelines (augmentation, class weights, a feature cache: whatever its run would use), then
+``find_learning_rate(config)`` runs the configuration through the runner (``lab.runner.run``)
+in the ``LRFinder`` mode: the task plans the run as a training run would (the model built and
+compiled, its pipelines with augmentation, class weights, a feature cache), then one ramp phase
 trains it for ``steps`` steps while the learning rate grows exponentially from ``min_lr`` to
 ``max_lr``:
 
     rate_i = min_lr * (max_lr / min_lr) ** (i / (steps - 1))
 
-It records each step's training loss and an exponentially smoothed, bias-corrected loss
-(``smoothing`` = 0.98, fastai's), and stops once the smoothed loss exceeds ``diverge_factor``
-(4, fastai's) times its minimum or stops being finite. The suggestion is fastai's default rule,
-``valley``: along the smoothed curve (without its first tenth of the planned steps and its last 5
-points, as fastai trims it), find the longest run of falling loss and take the point two thirds
-of the way down it. It is a rate to start from, not a result: check it with a run.
+The ramp (``LRRamp``, a Keras callback) records each step's training loss and an exponentially
+smoothed, bias-corrected loss (``smoothing`` = 0.98, fastai's), and stops once the smoothed loss
+exceeds ``diverge_factor`` (4, fastai's) times its minimum or stops being finite. In place of
+evaluation, the suggestion is fastai's default rule, ``valley``: along the smoothed curve
+(without its first tenth of the planned steps and its last 5 points, as fastai trims it), find
+the longest run of falling loss and take the point two thirds of the way down it. It is a rate
+to start from, not a result: check it with a run.
 
-The finder writes a run folder (``lab.records.RunWriter``, published whole) with config.json
-(the configuration, the data, the finder's settings), ``lr_finder.csv`` (step, learning_rate,
-loss, smoothed_loss), ``plots/lr_finder.png`` and metrics.json (``kind`` "lr_finder",
-``suggested_learning_rate``, ``suggestion_rule`` "valley", ``steps_run``, ``stopped_early``).
-The model's weights are not kept. Its ``config_hash`` covers the finder's settings too, so a
-sweep that resumes by hash never mistakes it for a training run of the same configuration.
+Every task of the runner whose model is a Keras 3 model can be ramped: classification
+(``RunConfig``), segmentation and reconstruction (``SegmentationConfig``).
+
+The record is the runner's (published whole, recorded as ``failed`` on an error, discarded on
+Ctrl-C, kept by the chief only): config.json (the configuration, the data, the finder's settings
+under ``lr_finder``), ``lr_finder.csv`` (step, learning_rate, loss, smoothed_loss),
+``plots/lr_finder.png`` and metrics.json (``kind`` "lr_finder", ``suggested_learning_rate``,
+``suggestion_rule`` "valley", ``steps_run``, ``stopped_early``). The model's weights are not
+kept. Its ``config_hash`` covers the finder's settings too, so a sweep that resumes by hash never
+mistakes it for a training run of the same configuration (``lab.runner.Mode``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import time
-import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import keras
 import numpy as np
 import pandas as pd
 
-from lab import atomic, hardware, plots, tf_memory
-from lab.config import RunConfig
-from lab.records import RECORD_VERSION, RunWriter
+from lab import atomic, plots
+from lab.config import BaseConfig, config_for
+from lab.runner import FitPlan, Task, run
+from lab.schedules import steps_per_epoch
+from lab.tasks import TASKS
 
 SUGGESTION_RULE = "valley"
+CURVE_COLUMNS = ["step", "learning_rate", "loss", "smoothed_loss"]
 
 
 @dataclasses.dataclass
@@ -60,13 +67,15 @@ class LRFinderResult:
     metrics: dict[str, Any]
 
 
-def find_learning_rate(config: RunConfig | dict[str, Any] | None = None, *, data: Any = None,
+def find_learning_rate(config: BaseConfig | dict[str, Any] | None = None, *, data: Any = None,
                        min_lr: float = 1e-7, max_lr: float = 10.0, steps: int | None = 100,
                        smoothing: float = 0.98, diverge_factor: float = 4.0, **overrides: Any) -> LRFinderResult:
-    """Runs the learning-rate range test for a classification configuration and records it.
+    """Runs the learning-rate range test for a configuration and records it.
 
     Args:
-        config: a RunConfig, a flat dict of its fields, or None for the defaults.
+        config: a RunConfig (classification), a SegmentationConfig (segmentation or
+            reconstruction), a flat dict of their fields (its model names the task), or None
+            for a classifier's defaults.
         data: already loaded data (otherwise the configuration's dataset is loaded).
         min_lr, max_lr: the ramp's first and last rate.
         steps: training steps of the ramp, cycling through the training data as needed
@@ -80,88 +89,149 @@ def find_learning_rate(config: RunConfig | dict[str, Any] | None = None, *, data
 
     Raises:
         ValueError: invalid finder settings or configuration (before anything is written).
+        TypeError: a configuration of a task the ramp cannot drive (E7's Mask R-CNN).
+        Exception: whatever failed during the ramp, after the run is recorded as ``failed``.
     """
-    from lab.classification import CLASSIFICATION, compile_model
-    from lab.pretraining import resolve_weights
-    from lab.runner import data_record, environment, finite_metrics, seed_everything
+    finder = LRFinder(min_lr=min_lr, max_lr=max_lr, steps=steps, smoothing=smoothing, diverge_factor=diverge_factor)
+    config, task = _config_and_task(config, overrides)
+    result = run(config, task, data=data, mode=finder)  # a finder is run by hand: an error is raised
+    suggestion = result.metrics.get("suggested_learning_rate")  # None in the record when NaN
+    return LRFinderResult(result.run_dir, math.nan if suggestion is None else suggestion, result.history,
+                          result.metrics)
 
-    config = resolve_weights(RunConfig.from_any(config, overrides))
-    _check_settings(min_lr, max_lr, steps, smoothing, diverge_factor)
-    data = CLASSIFICATION.load_data(config) if data is None else _adopt(CLASSIFICATION, config, data)
-    used = data.source.get("loaded_as", data.name)
-    if used != config.dataset:
-        config = config.replace(dataset=used)
-    settings = {"min_lr": min_lr, "max_lr": max_lr, "steps": steps, "smoothing": smoothing,
-                "diverge_factor": diverge_factor, "suggestion_rule": SUGGESTION_RULE}
-    import keras
 
-    keras.backend.clear_session()
-    seed_everything(config.seed, config.deterministic)
-    run_hash = config.config_hash(data)
-    record_config = {
-        **config.to_dict(),
-        "record_version": RECORD_VERSION,
-        "task": config.task,
-        "kind": "lr_finder",
-        "lr_finder": settings,
-        "run_config_hash": run_hash,  # the hash a training run of this configuration has
-        "config_hash": hashlib.sha256(json.dumps({"run": run_hash, "lr_finder": settings}, sort_keys=True)
-                                      .encode()).hexdigest()[:12],
-        "data": data_record(data),
-        **CLASSIFICATION.describe(config, data),
-        "environment": environment(),
-    }
-    strategy = hardware.get_strategy(config.distribute)
-    with tf_memory.released_graphs(), hardware.precision(config.mixed_precision), strategy.scope():
-        plan = CLASSIFICATION.plan(config, data)
+@dataclasses.dataclass(frozen=True)
+class LRFinder:
+    """The range test as a mode of the runner (``lab.runner.Mode``): one ramp phase in place of
+    the fit phases, the curve and its suggestion in place of evaluation.
+
+    Args:
+        min_lr, max_lr, steps, smoothing, diverge_factor: as for ``find_learning_rate``.
+
+    Raises:
+        ValueError: an invalid setting, saying what was received.
+    """
+
+    min_lr: float = 1e-7
+    max_lr: float = 10.0
+    steps: int | None = 100
+    smoothing: float = 0.98
+    diverge_factor: float = 4.0
+
+    kind: ClassVar[str] = "lr_finder"
+
+    def __post_init__(self) -> None:
+        _check_settings(self.min_lr, self.max_lr, self.steps, self.smoothing, self.diverge_factor)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What config.json keeps under ``lr_finder`` (and the record's hash covers)."""
+        return {**dataclasses.asdict(self), "suggestion_rule": SUGGESTION_RULE}
+
+    def planned(self, config: BaseConfig) -> BaseConfig:
+        """One step per compiled call: the rate changes every step, and every step's loss is read."""
+        return config if config.steps_per_execution == 1 else config.replace(steps_per_execution=1)
+
+    def fit(self, config: BaseConfig, task: Task, data: Any, plan: FitPlan, strategy, run_path: Path
+            ) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """The ramp phase: the plan's first phase, trained ``steps`` steps on the repeated
+        training pipeline with ``LRRamp``; returns the curve and the facts of the ramp."""
         phase = plan.phases[0]
         if phase.prepare is not None:
-            phase.prepare()  # the first phase's trainable stages (progressive unfreezing)
-        # One step per call: the rate changes every step, and every step's loss is read.
-        compile_model(phase.fitted, config.replace(steps_per_execution=1),
-                      learning_rate=_base_rate(phase.fitted.optimizer))
-    name = config.name or f"lr-finder-{config.model}-{data.name}"
-    metrics: dict[str, Any] = {"name": name, "kind": "lr_finder", "dataset": data.name, "model": config.model,
-                               "task": config.task, "tags": [*config.tags, "lr-finder"],
-                               "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    from lab.runner import _reports_dir
+            with strategy.scope():
+                phase.prepare()  # the first phase's trainable stages (progressive unfreezing)
+        steps = self.steps if self.steps is not None else _one_pass(plan.train, phase.steps_per_epoch)
+        ramp = LRRamp(min_lr=self.min_lr, max_lr=self.max_lr, steps=steps, smoothing=self.smoothing,
+                      diverge_factor=self.diverge_factor)
+        started = time.perf_counter()
+        phase.fitted.fit(plan.train.repeat(), epochs=1, steps_per_epoch=steps, callbacks=[ramp], verbose=0,
+                         shuffle=False, class_weight=plan.class_weight)
+        curve = ramp.curve()
+        return curve, {"status": "completed", "steps_planned": steps, "steps_run": len(curve),
+                       "stopped_early": len(curve) < steps, "seconds": time.perf_counter() - started}
 
-    with _reports_dir(config) as reports_dir:
-        writer = RunWriter(record_config, name=name, reports_dir=reports_dir)
-        try:
-            started = time.perf_counter()
-            with tf_memory.released_graphs(), strategy.scope():
-                curve = _ramp(phase.fitted, plan.train, plan.class_weight, min_lr=min_lr, max_lr=max_lr,
-                              steps=steps if steps is not None else _one_pass(plan.train, phase.steps_per_epoch),
-                              smoothing=smoothing, diverge_factor=diverge_factor)
-            planned = steps if steps is not None else _one_pass(plan.train, phase.steps_per_epoch)
-            suggestion = suggest_valley(curve["learning_rate"].to_numpy(), curve["smoothed_loss"].to_numpy(),
-                                        planned_steps=planned)
-            with atomic.atomic_path(writer.path / "lr_finder.csv") as tmp:
-                curve.to_csv(tmp, index=False)
-            plots.save(plots.lr_finder_curve(curve["learning_rate"], curve["smoothed_loss"], suggestion=suggestion,
-                                             raw_losses=curve["loss"], title=f"Learning-rate finder: {name}"),
-                       writer.path / "plots" / "lr_finder.png")
-            metrics |= {"status": "completed", "suggested_learning_rate": suggestion,
-                        "suggestion_rule": SUGGESTION_RULE, "steps_planned": planned, "steps_run": len(curve),
-                        "stopped_early": len(curve) < planned,
-                        "min_smoothed_loss": float(curve["smoothed_loss"].min()),
-                        "learning_rate_at_min_loss": float(curve["learning_rate"][curve["smoothed_loss"].idxmin()]),
-                        "seconds": time.perf_counter() - started, "params": int(plan.model.count_params())}
-            if not math.isfinite(suggestion):
-                metrics["note"] = ("no suggestion: the curve has too few points once its first tenth and last 5 "
-                                   "points are left out; run more steps")
-        except KeyboardInterrupt:
-            writer.discard()
-            raise
-        except Exception as error:  # recorded as failed, then raised: a finder is run by hand
-            metrics |= {"status": "failed", "error": f"{type(error).__name__}: {error}",
-                        "traceback": traceback.format_exc()}
-            writer.publish(finite_metrics(metrics))
-            raise
-        run_dir = writer.publish(finite_metrics(metrics))
-    kept = run_dir if reports_dir == config.reports_dir else None
-    return LRFinderResult(kept, suggestion, curve, finite_metrics(metrics))
+    def evaluate(self, plan: FitPlan, config: BaseConfig, task: Task, data: Any, history: pd.DataFrame,
+                 fit_info: dict[str, Any], run_path: Path) -> dict[str, Any]:
+        """The suggestion (fastai's valley rule), ``lr_finder.csv`` and ``plots/lr_finder.png``."""
+        curve = history
+        suggestion = suggest_valley(curve["learning_rate"].to_numpy(), curve["smoothed_loss"].to_numpy(),
+                                    planned_steps=fit_info["steps_planned"])
+        with atomic.atomic_path(run_path / "lr_finder.csv") as tmp:
+            curve.to_csv(tmp, index=False)
+        plots.save(plots.lr_finder_curve(curve["learning_rate"], curve["smoothed_loss"], suggestion=suggestion,
+                                         raw_losses=curve["loss"],
+                                         title=f"Learning-rate finder: {config.name or config.model} on {data.name}"),
+                   run_path / "plots" / "lr_finder.png")
+        finite = curve[np.isfinite(curve["smoothed_loss"])]
+        lowest = finite.loc[finite["smoothed_loss"].idxmin()] if len(finite) else None
+        results = {"suggested_learning_rate": suggestion, "suggestion_rule": SUGGESTION_RULE,
+                   "min_smoothed_loss": math.nan if lowest is None else float(lowest["smoothed_loss"]),
+                   "learning_rate_at_min_loss": math.nan if lowest is None else float(lowest["learning_rate"])}
+        if not math.isfinite(suggestion):
+            results["note"] = ("no suggestion: the curve has too few points once its first tenth and last 5 "
+                               "points are left out; run more steps")
+        return results
+
+
+class LRRamp(keras.callbacks.Callback):
+    """Raises the learning rate exponentially, one step at a time, records each step's loss,
+    and stops the fit when the smoothed loss diverges.
+
+    Step ``i`` (from 0) trains at ``min_lr * (max_lr / min_lr) ** (i / (steps - 1))``. The loss
+    recorded is the step's own (the metrics are reset before each step, so Keras' running mean
+    is that batch alone); it needs one step per compiled call. The fit stops after the step whose
+    smoothed loss is not finite or exceeds ``diverge_factor`` times the lowest before it.
+
+    Args:
+        min_lr, max_lr: the first and last rate.
+        steps: the ramp's planned length (the fit's ``steps_per_epoch``).
+        smoothing: the exponential moving average's factor (the average is bias-corrected).
+        diverge_factor: the divergence threshold, a multiple of the lowest smoothed loss.
+
+    Example:
+        >>> ramp = LRRamp(min_lr=1e-6, max_lr=1.0, steps=50)
+        >>> model.fit(train.repeat(), epochs=1, steps_per_epoch=50, callbacks=[ramp])  # doctest: +SKIP
+        >>> ramp.curve()  # step, learning_rate, loss, smoothed_loss  # doctest: +SKIP
+    """
+
+    def __init__(self, *, min_lr: float, max_lr: float, steps: int, smoothing: float = 0.98,
+                 diverge_factor: float = 4.0):
+        super().__init__()
+        self.min_lr, self.max_lr, self.steps = min_lr, max_lr, steps
+        self.smoothing, self.diverge_factor = smoothing, diverge_factor
+        self.rows: list[dict[str, float]] = []
+        self._average, self._best = 0.0, math.inf
+
+    def rate(self, step: int) -> float:
+        """The learning rate of step ``step`` (from 0)."""
+        return self.min_lr * (self.max_lr / self.min_lr) ** (step / max(self.steps - 1, 1))
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        per_call = getattr(self.model, "steps_per_execution", 1)
+        if per_call != 1:  # the hooks would run once per call: one rate, one loss for several steps
+            raise ValueError(f"LRRamp needs a model compiled with one step per call; received "
+                             f"steps_per_execution={per_call}. Compile it with steps_per_execution=1.")
+        self.rows, self._average, self._best = [], 0.0, math.inf  # an instance can ramp again
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)  # under loss scaling
+        optimizer.learning_rate.assign(self.rate(len(self.rows)))
+        self.model.reset_metrics()  # the logged loss is then this batch's alone, not the running mean
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        step = len(self.rows)
+        loss = float((logs or {})["loss"])
+        self._average = self.smoothing * self._average + (1.0 - self.smoothing) * loss
+        smoothed = self._average / (1.0 - self.smoothing ** (step + 1))  # bias-corrected, as fastai's
+        self.rows.append({"step": step + 1, "learning_rate": self.rate(step), "loss": loss,
+                          "smoothed_loss": smoothed})
+        if not math.isfinite(smoothed) or smoothed > self.diverge_factor * self._best:
+            self.model.stop_training = True
+        self._best = min(self._best, smoothed)
+
+    def curve(self) -> pd.DataFrame:
+        """One row per step run: step, learning_rate, loss, smoothed_loss."""
+        return pd.DataFrame(self.rows, columns=CURVE_COLUMNS)
 
 
 def suggest_valley(learning_rates: np.ndarray, smoothed_losses: np.ndarray, *, planned_steps: int) -> float:
@@ -201,44 +271,22 @@ def suggest_valley(learning_rates: np.ndarray, smoothed_losses: np.ndarray, *, p
     return float(rates[index])
 
 
-def _ramp(model, dataset, class_weight, *, min_lr: float, max_lr: float, steps: int, smoothing: float,
-          diverge_factor: float) -> pd.DataFrame:
-    """Trains ``steps`` steps at exponentially growing rates; returns the curve."""
-    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
-    batches = iter(dataset.repeat())
-    rows, average, best = [], 0.0, math.inf
-    for step in range(steps):
-        rate = min_lr * (max_lr / min_lr) ** (step / max(steps - 1, 1))
-        optimizer.learning_rate.assign(rate)
-        images, labels = next(batches)
-        model.reset_metrics()  # the logged loss is then this batch's alone, not the running mean
-        loss = float(model.train_on_batch(images, labels, class_weight=class_weight, return_dict=True)["loss"])
-        average = smoothing * average + (1.0 - smoothing) * loss
-        smoothed = average / (1.0 - smoothing ** (step + 1))  # bias-corrected, as fastai's
-        rows.append({"step": step + 1, "learning_rate": rate, "loss": loss, "smoothed_loss": smoothed})
-        if not math.isfinite(smoothed) or smoothed > diverge_factor * best:
-            break
-        best = min(best, smoothed)
-    return pd.DataFrame(rows, columns=["step", "learning_rate", "loss", "smoothed_loss"])
-
-
 def _one_pass(dataset, declared: int | None) -> int:
-    from lab.schedules import steps_per_epoch
-
     steps = steps_per_epoch(dataset, declared)
     if not steps:
         raise ValueError("steps=None runs one pass over the training split, but its length is unknown; give steps.")
     return steps
 
 
-def _base_rate(optimizer) -> float:
-    inner = getattr(optimizer, "inner_optimizer", optimizer)
-    return float(np.asarray(inner.learning_rate))
-
-
-def _adopt(task, config: RunConfig, data: Any) -> Any:
-    """Data passed in, read the way a run would read it (streamed from TFRecords if configured)."""
-    return task.adopt_data(config, data) if hasattr(task, "adopt_data") else data
+def _config_and_task(config: Any, overrides: dict[str, Any]) -> tuple[BaseConfig, Task]:
+    """The configuration (overrides applied, prepared as its task prepares it: offline weights
+    resolved) and its task's runner plug-in (``lab.tasks.TASKS``)."""
+    config = config_for(config, overrides)
+    if config.task == "instance":
+        raise TypeError("find_learning_rate does not take an instance-segmentation configuration: E7's Mask R-CNN "
+                        "trains through tf_keras, which the ramp does not drive.")
+    entry = TASKS[config.task]
+    return entry.prepared(config), entry.runner_task
 
 
 def _check_settings(min_lr: float, max_lr: float, steps: int | None, smoothing: float, diverge_factor: float) -> None:
@@ -256,4 +304,4 @@ def _check_settings(min_lr: float, max_lr: float, steps: int | None, smoothing: 
                          f"diverge_factor={diverge_factor!r}.")
 
 
-__all__ = ["LRFinderResult", "SUGGESTION_RULE", "find_learning_rate", "suggest_valley"]
+__all__ = ["LRFinder", "LRFinderResult", "LRRamp", "SUGGESTION_RULE", "find_learning_rate", "suggest_valley"]

@@ -8,6 +8,10 @@ and plot, then publish the record, or record the failure. The task (classificati
 ``lab.classification``, segmentation and reconstruction in ``lab.segmentation.tasks``) plugs in
 only what differs: its builder, loss and metrics, pipelines, evaluation and plots.
 
+What the run does with the planned model is its ``Mode``: ``TRAINING`` (the default) fits the
+plan's phases and lets the task evaluate; the learning-rate finder (``lab.lr_finder``) is another
+mode of the same life, one ramp phase and the finder's own result in place of evaluation.
+
 The policies every run shares live here, once:
 
 * **Record or discard.** A run is written into a partial folder and published whole
@@ -24,6 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import math
 import platform
 import shutil
@@ -142,7 +148,56 @@ class Task(Protocol):
         """Scores the restored best model on every split; writes predictions and plots."""
 
 
-def run(config: BaseConfig, task: Task, *, data: Any = None, raise_on_error: bool = True) -> RunResult:
+class Mode(Protocol):
+    """What a run does with its planned model. The runner calls these in this order.
+
+    ``TRAINING``, the default, fits the plan's phases with the kit's callbacks and lets the task
+    evaluate. A mode of another ``kind`` (``lab.lr_finder.LRFinder``) is recorded as such: its
+    config.json and metrics.json say ``kind``, its tag is the kind (``lr_finder`` becomes
+    ``lr-finder``) and prefixes its default name, config.json keeps its ``settings`` under the
+    kind's name, and its ``config_hash`` covers them (the training run's hash is kept as
+    ``run_config_hash``), so a sweep that resumes by hash never takes it for a training run.
+    It writes no TensorBoard HParams session: that dashboard compares training runs.
+    """
+
+    kind: str | None
+    settings: dict[str, Any]
+
+    def planned(self, config: BaseConfig) -> BaseConfig:
+        """The configuration the task plans with (the record keeps ``config`` itself)."""
+
+    def fit(self, config: BaseConfig, task: Task, data: Any, plan: FitPlan, strategy, run_path: Path
+            ) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """Trains the planned model; returns the run's history and the facts of the fit."""
+
+    def evaluate(self, plan: FitPlan, config: BaseConfig, task: Task, data: Any, history: pd.DataFrame,
+                 fit_info: dict[str, Any], run_path: Path) -> dict[str, Any]:
+        """The run's results, besides the fit's facts; writes its files into ``run_path``."""
+
+
+class Training:
+    """The default ``Mode``: fit the plan's phases, restore the best epoch, let the task evaluate."""
+
+    kind = None
+    settings: dict[str, Any] = {}
+
+    def planned(self, config: BaseConfig) -> BaseConfig:
+        return config
+
+    def fit(self, config: BaseConfig, task: Task, data: Any, plan: FitPlan, strategy, run_path: Path
+            ) -> tuple[pd.DataFrame, dict[str, Any]]:
+        return _fit(config, task, data, plan, strategy, run_path)
+
+    def evaluate(self, plan: FitPlan, config: BaseConfig, task: Task, data: Any, history: pd.DataFrame,
+                 fit_info: dict[str, Any], run_path: Path) -> dict[str, Any]:
+        return task.evaluate(plan, config, data, history, fit_info, run_path)
+
+
+TRAINING = Training()
+
+
+def run(config: BaseConfig, task: Task, *, data: Any = None, raise_on_error: bool = True,
+        mode: Mode = TRAINING) -> RunResult:
     """Trains one model as the configuration says and writes its run record.
 
     Args:
@@ -151,9 +206,12 @@ def run(config: BaseConfig, task: Task, *, data: Any = None, raise_on_error: boo
         data: already loaded data (otherwise ``task.load_data(config)``).
         raise_on_error: re-raise an exception during training after recording the run as
             ``failed`` (sweeps pass False to go on with the next run).
+        mode: what the run does with the planned model (see ``Mode``): train it (the default)
+            or, for instance, ramp its learning rate (``lab.lr_finder``).
 
     Returns:
         A RunResult; ``status`` is "completed", "diverged" (recorded, not raised) or "failed".
+        Its ``history`` is what the mode's fit returns (per epoch; per step for the finder).
 
     Raises:
         ValueError, FileNotFoundError...: a configuration the task refuses while building the
@@ -170,14 +228,17 @@ def run(config: BaseConfig, task: Task, *, data: Any = None, raise_on_error: boo
     used = data.source.get("loaded_as", data.name)
     if used != config.dataset:
         config = config.replace(dataset=used)
-    name = config.name or f"{config.model}-{data.name}"
+    tag = None if mode.kind is None else mode.kind.replace("_", "-")
+    name = config.name or "-".join(part for part in (tag, config.model, data.name) if part)
     keras.backend.clear_session()  # free the previous run's graphs and layers (long sweeps)
     seed_everything(config.seed, config.deterministic)
+    run_hash = config.config_hash(data)
     record_config = {
         **config.to_dict(),
         "record_version": RECORD_VERSION,
         "task": config.task,
-        "config_hash": config.config_hash(data),
+        "config_hash": run_hash,
+        **_kind_record(mode, run_hash),
         "data": data_record(data),
         **task.describe(config, data),
         "environment": environment(),
@@ -187,21 +248,26 @@ def run(config: BaseConfig, task: Task, *, data: Any = None, raise_on_error: boo
     # input, weights that cannot be had) raises here, and a refused configuration writes nothing.
     strategy = hardware.get_strategy(config.distribute)
     with tf_memory.released_graphs(), hardware.precision(config.mixed_precision), strategy.scope():
-        plan = task.plan(config, data)
-        plan.facts["steps_per_execution"] = steps_per_execution(config)
+        planned = mode.planned(config)
+        plan = task.plan(planned, data)
+        plan.facts["steps_per_execution"] = steps_per_execution(planned)
     metrics: dict[str, Any] = {"name": name, "dataset": data.name, "model": config.model, "task": config.task,
-                               "tags": list(config.tags), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                               "tags": [*config.tags, *([tag] if tag else [])],
+                               "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if mode.kind is not None:
+        metrics["kind"] = mode.kind
     with _reports_dir(config) as reports_dir:
         writer = RunWriter(record_config, name=name, reports_dir=reports_dir)
         try:
             with tf_memory.released_graphs():  # TensorFlow would keep every run's traced graphs (lab.tf_memory)
-                history, fit_info = _fit(config, task, data, plan, strategy, writer.path)
+                history, fit_info = mode.fit(config, task, data, plan, strategy, writer.path)
             metrics |= fit_info
-            metrics |= task.evaluate(plan, config, data, history, fit_info, writer.path)
+            metrics |= mode.evaluate(plan, config, task, data, history, fit_info, writer.path)
             model = plan.model
             writer.config["params"] = metrics["params"] = int(model.count_params())
             metrics["trainable_params"] = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-            _log_run_end(config, writer, metrics)
+            if mode.kind is None:
+                _log_run_end(config, writer, metrics)
         except KeyboardInterrupt:
             writer.discard()  # nothing half-written is left for a later run to trust
             raise
@@ -209,13 +275,24 @@ def run(config: BaseConfig, task: Task, *, data: Any = None, raise_on_error: boo
             metrics |= {"status": "failed", "error": f"{type(error).__name__}: {error}",
                         "traceback": traceback.format_exc()}
             history = read_history(writer.path)
-            _log_failed_run_end(config, writer, metrics)
+            if mode.kind is None:
+                _log_failed_run_end(config, writer, metrics)
             run_dir = writer.publish(finite_metrics(metrics))
             if raise_on_error:
                 raise
             return RunResult(_kept(run_dir, reports_dir, config), config, finite_metrics(metrics), history, None)
         run_dir = writer.publish(finite_metrics(metrics))
         return RunResult(_kept(run_dir, reports_dir, config), config, finite_metrics(metrics), history, model)
+
+
+def _kind_record(mode: Mode, run_hash: str) -> dict[str, Any]:
+    """What config.json says of a run of another kind than training (see ``Mode``)."""
+    if mode.kind is None:
+        return {}
+    settings = {mode.kind: mode.settings}
+    return {"kind": mode.kind, **settings, "run_config_hash": run_hash,
+            "config_hash": hashlib.sha256(json.dumps({"run": run_hash, **settings}, sort_keys=True)
+                                          .encode()).hexdigest()[:12]}
 
 
 def data_record(data: Any) -> dict[str, Any]:
