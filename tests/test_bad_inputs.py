@@ -428,7 +428,7 @@ SEARCHES = [
                  r"'test_accuracy' would choose hyperparameters on the test split.*Use a validation metric",
                  id="searches-test-objective"),
     pytest.param(call(search, tiny(), {}, verbose=0), ValueError,
-                 r"The search space is empty.*give at least one RunConfig field", id="searches-empty-space"),
+                 r"The search space is empty.*give at least one configuration field", id="searches-empty-space"),
     pytest.param(call(search, tiny(), {"lr": [1e-3, 1e-2]}, verbose=0), ValueError,
                  r"Unknown configuration key\(s\) \['lr'\].*Valid keys.*learning_rate", id="searches-unknown-key"),
     # A configuration names a renamed key's new name; a search space should too (today: "unknown").

@@ -97,7 +97,7 @@ def test_configuration_errors_are_clear():
         SegmentationConfig(model="pretrained_unet", depth=3)
     with pytest.raises(ValueError, match="loss must be one of"):
         SegmentationConfig(model="vae", loss="dice")
-    with pytest.raises(ValueError, match="train it with train_autoencoder"):
+    with pytest.raises(ValueError, match="train it with lab.segmentation.train_autoencoder"):
         train_segmentation(model="vae")
     with pytest.raises(ValueError, match="monitor must be one of"):
         SegmentationConfig(monitor="val_iou")

@@ -116,6 +116,7 @@ def test_objectives_are_record_metrics_of_the_task_with_their_direction():
     assert {"val_mask_ap", "val_box_ap"} <= set(record_metrics("instance"))
     assert "val_accuracy" not in record_metrics("reconstruction")  # an autoencoder has no accuracy
     assert make_objective("val_mean_iou", "segmentation") == keras_tuner.Objective("val_mean_iou", "max")
+    assert make_objective("val_mask_ap", "instance") == keras_tuner.Objective("val_mask_ap", "max")  # its monitor
     with pytest.raises(ValueError, match="not a metric of classification run records"):
         make_objective("val_mean_iou")
     with pytest.raises(ValueError, match="test split. Use a validation metric: val_loss, val_accuracy, val_mean_iou"):

@@ -72,7 +72,8 @@ def make_objective(objective: str | tuple | keras_tuner.Objective, task: str = "
     elif isinstance(objective, (tuple, list)) and len(objective) == 2:
         name, direction = objective
     elif isinstance(objective, str):
-        name, direction = objective, infer_direction(objective)
+        # A monitor's direction is its task's (lab.tasks); other names are read by their form.
+        name, direction = objective, TASKS[task].monitors.get(objective) or infer_direction(objective)
     else:
         raise ValueError(f"objective must be a metric name, (name, 'min' or 'max') or a keras_tuner.Objective; "
                          f"received {objective!r}.")
