@@ -1,3 +1,4 @@
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -10,7 +11,7 @@ from PIL import Image
 
 from lab.datasets import Dataset, from_arrays, list_datasets, load_data, load_dataset, load_image_folder, load_shapes
 from lab.datasets import medmnist as mm
-from lab.datasets import keras_datasets as kd
+from lab.datasets import registry
 from lab.datasets.folders import write_image_folder
 from lab.download import ChecksumError, DatasetNotAvailableError
 
@@ -259,9 +260,9 @@ def _fake_cifar100(path):
 def test_cifar100_fine_and_coarse(name, classes, monkeypatch, tmp_path):
     from lab import paths
     sha = _fake_cifar100(paths.data_dir() / "keras" / "cifar-100-python.tar.gz")
-    files = dict(kd.FILES)
-    files["cifar100"] = [(files["cifar100"][0][0], files["cifar100"][0][1], {"sha256": sha})]
-    monkeypatch.setattr(kd, "FILES", files)
+    row = registry.SOURCES["cifar100"]
+    monkeypatch.setitem(registry.SOURCES, "cifar100",
+                        dataclasses.replace(row, files=({**row.files[0], "sha256": sha},)))
     data = load_dataset(name, download=False, val_fraction=0.25)
     assert data.input_shape == (32, 32, 3) and data.num_classes == classes
     assert len(data.y_train) == 300 and len(data.y_val) == 100 and len(data.y_test) == 100
@@ -274,7 +275,7 @@ def test_fashion_mnist_idx_parsing(monkeypatch):
     root = paths.data_dir() / "keras"
     root.mkdir(parents=True)
     files = []
-    for fname, _, _ in kd.FILES["fashion_mnist"]:
+    for fname in (file["file"] for file in registry.SOURCES["fashion_mnist"].files):
         n = 50 if fname.startswith("train") else 10
         if "images" in fname:
             payload = b"\x00\x00\x08\x03" + n.to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 \
@@ -283,8 +284,9 @@ def test_fashion_mnist_idx_parsing(monkeypatch):
             payload = b"\x00\x00\x08\x01" + n.to_bytes(4, "big") + (np.arange(n) % 10).astype(np.uint8).tobytes()
         with gzip.open(root / fname, "wb") as handle:
             handle.write(payload)
-        files.append((fname, "", {"md5": hashlib.md5((root / fname).read_bytes()).hexdigest()}))
-    monkeypatch.setattr(kd, "FILES", {**kd.FILES, "fashion_mnist": files})
+        files.append({"file": fname, "url": "", "md5": hashlib.md5((root / fname).read_bytes()).hexdigest()})
+    monkeypatch.setitem(registry.SOURCES, "fashion_mnist",
+                        dataclasses.replace(registry.SOURCES["fashion_mnist"], files=tuple(files)))
     data = load_dataset("fashion_mnist", download=False)
     assert data.input_shape == (28, 28, 1) and data.class_names[-1] == "Ankle boot"
     assert len(data.y_test) == 10

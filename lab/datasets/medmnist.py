@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +42,10 @@ def is_multilabel(flag: str) -> bool:
 
 def npz_path(flag: str, size: int = 28, data_dir: str | Path | None = None) -> Path:
     """Returns where the npz of ``flag`` at ``size`` pixels is cached."""
-    suffix = "" if size == 28 else f"_{size}"
+    from lab.datasets.registry import medmnist_size_key
+
     root = Path(data_dir) if data_dir else paths.data_dir()
-    return root / "medmnist" / f"{flag}{suffix}.npz"
+    return root / "medmnist" / f"{flag}{medmnist_size_key(size)}.npz"
 
 
 def load_medmnist(
@@ -70,58 +70,38 @@ def load_medmnist(
         ValueError: unknown flag or size, a 3D flag, or a multi-label flag (chestmnist).
         DatasetNotAvailableError: the npz is not cached and cannot be downloaded.
     """
-    path, meta, key = _registry_file(flag, size, data_dir, download)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
-        raise ValueError(
-            f"{path} is not a readable MedMNIST npz ({error}). Delete it and run again to "
-            "download it anew."
-        ) from error
-    expected = [f"{s}_{kind}" for s in ("train", "val", "test") for kind in ("images", "labels")]
-    missing = [name for name in expected if name not in arrays]
-    if missing:
-        raise ValueError(f"{path} lacks the arrays {missing}; it is not a MedMNIST npz. Delete it.")
-    return Dataset(
-        name=flag,
-        x_train=arrays["train_images"],
-        y_train=arrays["train_labels"],
-        x_val=arrays["val_images"],
-        y_val=arrays["val_labels"],
-        x_test=arrays["test_images"],
-        y_test=arrays["test_labels"],
-        class_names=_registry_class_names(meta),
-        task=meta["task"],
-        source=_registry_source(meta, key, size),
-    )
+    return stream_medmnist(flag, size=size, data_dir=data_dir, download=download).collect()
 
 
 def stream_medmnist(
     flag: str, *, size: int = 28, data_dir: str | Path | None = None, download: bool = True
 ):
-    """``load_medmnist`` for chunked reading: a ``lab.datasets.sources.StreamSource``.
+    """The reader of MedMNIST: ``load_medmnist`` as a ``lab.datasets.sources.StreamSource``.
 
-    The same checks, download and md5 verification as ``load_medmnist``; the npz members are
-    then read a chunk of images at a time (see ``lab.datasets.sources``).
+    The flag and size are checked and the npz downloaded and verified against the md5 of the
+    registry (``lab.datasets.registry``); the npz members are then read a chunk of images at a
+    time (see ``lab.datasets.sources``).
     """
     from lab.datasets.sources import StreamSource, npz_members, npz_split_sources
 
-    path, meta, key = _registry_file(flag, size, data_dir, download)
+    path, meta, file = _registry_file(flag, size, data_dir, download)
     try:
         splits = npz_split_sources(path, npz_members(path))
     except ValueError as error:
-        raise ValueError(f"{error} It is not a readable MedMNIST npz: delete {path} and run again to download it "
+        raise ValueError(f"{path} is not a readable MedMNIST npz ({error}). Delete it and run again to download it "
                          "anew.") from error
     return StreamSource(name=flag, class_names=_registry_class_names(meta), task=meta["task"],
-                        source=_registry_source(meta, key, size), splits=splits)
+                        source=_registry_source(meta, file, size), splits=splits)
 
 
 def _registry_file(flag: str, size: int, data_dir: str | Path | None, download: bool
-                   ) -> tuple[Path, dict[str, Any], str]:
-    """Checks a flag and size, and returns its verified npz, its registry entry and its size key."""
+                   ) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """Checks a flag and size, and returns its verified npz, medmnist's entry and the registry's file."""
+    from lab.datasets.registry import sources
+
     info = registry()
-    if flag not in info:
+    row = sources().get(flag)
+    if row is None or row.kind != "medmnist":
         raise ValueError(f"Unknown MedMNIST flag {flag!r}. 2D flags: {', '.join(flags_2d())}.")
     if flag.endswith("3d"):
         raise ValueError(
@@ -136,11 +116,10 @@ def _registry_file(flag: str, size: int, data_dir: str | Path | None, download: 
         )
     if size not in SIZES:
         raise ValueError(f"MedMNIST size must be one of {SIZES}, received size={size}.")
-    meta = info[flag]
-    key = "" if size == 28 else f"_{size}"
+    file = row.file_for(size)
     target = npz_path(flag, size, data_dir)
     try:
-        path = fetch(meta[f"url{key}"], target, md5=meta[f"MD5{key}"], download=download)
+        path = fetch(file["url"], target, md5=file["md5"], download=download)
     except ChecksumError as error:
         # Refused under the registry name, whose records promise the official data; the file
         # may still be the user's own on purpose (a re-export, a subset), which npz: reads.
@@ -149,7 +128,7 @@ def _registry_file(flag: str, size: int, data_dir: str | Path | None, download: 
             f"your own file: dataset='npz:{target}' (better: move it out of {target.parent} first). Its run "
             "records then mark the source as unofficial, with the file's md5."
         ) from error
-    return path, meta, key
+    return path, info[flag], file
 
 
 def _registry_class_names(meta: dict[str, Any]) -> list[str]:
@@ -157,8 +136,8 @@ def _registry_class_names(meta: dict[str, Any]) -> list[str]:
     return [labels[str(i)] for i in range(len(labels))]
 
 
-def _registry_source(meta: dict[str, Any], key: str, size: int) -> dict[str, Any]:
-    return {"url": meta[f"url{key}"], "md5": meta[f"MD5{key}"], "size": size,
+def _registry_source(meta: dict[str, Any], file: dict[str, Any], size: int) -> dict[str, Any]:
+    return {"url": file["url"], "md5": file["md5"], "size": size,
             "license": meta.get("license"), "medmnist_version": _version()}
 
 
@@ -189,32 +168,15 @@ def load_npz(path: str | Path, *, size: int | None = None, class_names: list[str
         ValueError: not an npz, missing or malformed arrays, a size that differs from the
             images', class names that do not cover the labels.
     """
-    from lab.datasets.sources import npz_members, npz_split_sources
-
-    path = _existing_npz(path)
-    members = npz_members(path)
-    splits = npz_split_sources(path, members)  # checks every array's header and every label
-    _check_npz_size(path, splits["train"].shape, size)
-    names, how = _npz_class_names(path, members, {s: splits[s].labels for s in SPLITS}, class_names)
-    images = {}
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            for split in SPLITS:
-                images[split] = npz[f"{split}_images"]
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
-        raise ValueError(f"{path} is not a readable npz ({error}).") from error
-    return Dataset(
-        name=name or path.stem,
-        **{f"x_{s}": images[s] for s in SPLITS}, **{f"y_{s}": splits[s].labels for s in SPLITS},
-        class_names=names,
-        task="binary-class" if len(names) == 2 else "multi-class",
-        source=_npz_source(path, how),
-    )
+    return stream_npz(path, size=size, class_names=class_names, name=name).collect()
 
 
 def stream_npz(path: str | Path, *, size: int | None = None, class_names: list[str] | None = None,
                name: str | None = None):
-    """``load_npz`` for chunked reading: a ``lab.datasets.sources.StreamSource``."""
+    """The reader of your own npz files: ``load_npz`` as a ``lab.datasets.sources.StreamSource``.
+
+    Every array's header and every label is checked before an image is read.
+    """
     from lab.datasets.sources import StreamSource, npz_members, npz_split_sources
 
     path = _existing_npz(path)

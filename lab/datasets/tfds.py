@@ -56,6 +56,7 @@ def load_tfds(
 
     The official ``validation`` split is used when the dataset has one; otherwise one is carved
     from train. Images of varying size need ``image_size`` (they are resized to a square).
+    It reads what ``stream_tfds`` streams (``StreamSource.collect``).
     ``source`` records the TFDS name, config, version and the splits read (see the module
     docstring for how the version is chosen and checked).
 
@@ -69,49 +70,8 @@ def load_tfds(
         download: let TFDS download and prepare the dataset when missing.
         image_key, label_key: feature names of the image and the label.
     """
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
-
-    builder = prepared_builder(name, data_dir=data_dir, download=download)
-
-    # The split names come from the prepared dataset's metadata; when it has none (not prepared,
-    # or faked by tfds.testing.mock_data in the tests) assume the usual train and test.
-    splits = set(builder.info.splits.keys()) or {"train", "test"}
-    label_feature = builder.info.features[label_key]
-    class_names = list(getattr(label_feature, "names", [str(i) for i in range(label_feature.num_classes)]))
-
-    def to_numpy(split: str) -> tuple[np.ndarray, np.ndarray]:
-        ds = builder.as_dataset(split=split, shuffle_files=False)
-        def prepare(example):
-            image = example[image_key]
-            if image_size:
-                image = tf.cast(tf.image.resize(image, (image_size, image_size)), tf.uint8)
-            return image, example[label_key]
-        images, labels = [], []
-        for image, label in tfds.as_numpy(ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)):
-            images.append(image)
-            labels.append(label)
-        shapes = {im.shape for im in images}
-        if len(shapes) > 1:
-            raise ValueError(f"TFDS {name!r} has images of several sizes; pass image_size to resize them.")
-        return np.stack(images), np.asarray(labels, dtype=np.int64)
-
-    x_train, y_train = to_numpy("train")
-    val_split = next((s for s in ("validation", "val") if s in splits), None)
-    if val_split:
-        x_val, y_val = to_numpy(val_split)
-    else:
-        x_train, y_train, x_val, y_val = carve_validation(x_train, y_train, val_fraction, seed)
-    if "test" not in splits:
-        raise ValueError(f"TFDS {name!r} has no test split (splits: {sorted(splits)}).")
-    x_test, y_test = to_numpy("test")
-    return Dataset(
-        name=f"tfds:{name}", x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
-        x_test=x_test, y_test=y_test, class_names=class_names,
-        source={**tfds_source(builder), "image_size": image_size,
-                "splits": {"train": "train", "val": val_split or f"carved {val_fraction} of train, seed {seed}",
-                           "test": "test"}},
-    )
+    return stream_tfds(name, image_size=image_size, val_fraction=val_fraction, seed=seed, data_dir=data_dir,
+                       download=download, image_key=image_key, label_key=label_key).collect()
 
 
 def tfds_source(builder) -> dict[str, str | None]:
@@ -225,7 +185,7 @@ def stream_tfds(
     image_key: str = "image",
     label_key: str = "label",
 ):
-    """``load_tfds`` without the arrays: each split streamed from the prepared dataset.
+    """The reader of TFDS: ``load_tfds`` without the arrays, each split streamed from the prepared dataset.
 
     The labels come from a first pass that skips decoding the images
     (``tfds.decode.SkipDecoding``); the images are then decoded (and resized) a chunk at a time
