@@ -44,8 +44,8 @@ def test_shapes_masks_match_labels_and_imbalance():
 
 def test_shapes_grayscale_and_bad_arguments():
     assert load_shapes(num_train=5, num_val=5, num_test=5, channels=1).input_shape == (28, 28, 1)
-    with pytest.raises(ValueError, match="image_size must be at least 16"):
-        load_shapes(image_size=8)
+    with pytest.raises(ValueError, match="dataset_size must be at least 16 pixels for shapes, received"):
+        load_shapes(dataset_size=8)
     with pytest.raises(ValueError, match="class_weights"):
         load_shapes(class_weights=(1, 2))
 
@@ -309,11 +309,11 @@ def _write_images(folder, classes=("cat", "dog", "owl"), per_class=8, size=(20, 
 
 def test_image_folder_split_by_fractions(tmp_path):
     _write_images(tmp_path / "flowers")
-    data = load_image_folder(tmp_path / "flowers", image_size=16, split_fractions=(0.5, 0.25, 0.25), seed=1)
+    data = load_image_folder(tmp_path / "flowers", dataset_size=16, split_fractions=(0.5, 0.25, 0.25), seed=1)
     assert data.class_names == ["cat", "dog", "owl"]
     assert data.input_shape == (16, 16, 3)
     assert [len(data.split(s)[1]) for s in ("train", "val", "test")] == [12, 6, 6]
-    again = load_image_folder(tmp_path / "flowers", image_size=16, seed=1)
+    again = load_image_folder(tmp_path / "flowers", dataset_size=16, seed=1)
     assert np.array_equal(again.x_test, data.x_test)
 
 
@@ -329,7 +329,7 @@ def test_unreadable_image_is_named(tmp_path):
     bad = tmp_path / "ds" / "dog" / "broken.jpg"
     bad.write_bytes(b"not an image")
     with pytest.raises(ValueError, match="Cannot read image .*broken.jpg"):
-        load_image_folder(tmp_path / "ds", image_size=8)
+        load_image_folder(tmp_path / "ds", dataset_size=8)
 
 
 RAMP = np.arange(0, 65536, 257, dtype=np.uint16).reshape(16, 16)  # 0, 257, ..., 65535: 8-bit 0..255 scaled
@@ -346,7 +346,7 @@ def test_image_folder_scales_16_bit_images(tmp_path, suffix, image, color_mode):
         for name in ("a", "b"):
             (tmp_path / split / name).mkdir(parents=True)
             image().save(tmp_path / split / name / f"ramp{suffix}")
-    data = load_image_folder(tmp_path, image_size=16, color_mode=color_mode)
+    data = load_image_folder(tmp_path, dataset_size=16, color_mode=color_mode)
     expected = np.arange(256, dtype=np.uint8).reshape(16, 16)  # clipping would give 0, 255, 255, ...
     for x in (data.x_train, data.x_val, data.x_test):
         for channel in range(x.shape[-1]):
@@ -358,11 +358,11 @@ def test_image_folder_refuses_float_and_out_of_range_images_by_name(tmp_path):
     Image.fromarray((RAMP / 65535).astype(np.float32)).save(tmp_path / "ds" / "dog" / "float.tif")
     with pytest.raises(ValueError, match=r"Image .*float\.tif holds 32-bit floating-point values \(Pillow mode 'F', "
                                          r"from 0 to 1\).*round\(value \* 255\)"):
-        load_image_folder(tmp_path / "ds", image_size=8)
+        load_image_folder(tmp_path / "ds", dataset_size=8)
     (tmp_path / "ds" / "dog" / "float.tif").unlink()
     Image.fromarray(np.full((8, 8), 70000, np.int32)).save(tmp_path / "ds" / "owl" / "wide.tif")
     with pytest.raises(ValueError, match=r"Image .*wide\.tif holds integers from 70000 to 70000 .*0\.\.65535"):
-        load_image_folder(tmp_path / "ds", image_size=8)
+        load_image_folder(tmp_path / "ds", dataset_size=8)
 
 
 def test_empty_class_folder_is_refused_by_name(tmp_path):
@@ -371,25 +371,25 @@ def test_empty_class_folder_is_refused_by_name(tmp_path):
     (tmp_path / "ds" / "zebra" / "notes.txt").write_text("not an image")
     with pytest.raises(ValueError, match=r"1 class folder\(s\) hold no images .*ds/zebra\. .*remove the empty "
                                          r"folder\(s\) or add images"):
-        load_image_folder(tmp_path / "ds", image_size=8)
+        load_image_folder(tmp_path / "ds", dataset_size=8)
 
 
 def test_split_folders_need_every_class_in_train_only(tmp_path):
     _write_images(tmp_path / "ds" / "train", per_class=3)
     _write_images(tmp_path / "ds" / "test", classes=("cat", "dog"), per_class=2)  # no owl in test: allowed
-    data = load_image_folder(tmp_path / "ds", image_size=8, split_fractions=(0.5, 0.4, 0.1))
+    data = load_image_folder(tmp_path / "ds", dataset_size=8, split_fractions=(0.5, 0.4, 0.1))
     assert data.class_names == ["cat", "dog", "owl"]
     assert data.class_counts("test").tolist() == [2, 2, 0] and data.class_counts("train").min() >= 1
 
     (tmp_path / "ds" / "train" / "yak").mkdir()
     with pytest.raises(ValueError, match=r"class folder\(s\) hold no images .*train/yak"):
-        load_image_folder(tmp_path / "ds", image_size=8)
+        load_image_folder(tmp_path / "ds", dataset_size=8)
     (tmp_path / "ds" / "train" / "yak").rmdir()
 
     # A class folder in test that train lacks: its images would have no label.
     _write_images(tmp_path / "ds" / "test", classes=("yak",), per_class=1)
     with pytest.raises(ValueError, match=r"test has class folders that the training folder lacks: \['yak'\]"):
-        load_image_folder(tmp_path / "ds", image_size=8)
+        load_image_folder(tmp_path / "ds", dataset_size=8)
 
 
 def test_write_image_folder_refuses_values_that_are_not_8_bit(tmp_path):

@@ -127,7 +127,7 @@ def open_source(name: str, *, size: int | None = None, val_fraction: float = 0.1
             f"{name.strip()!r} has a fixed image size of {fixed}x{fixed}, received size={size} (dataset_size). Leave "
             f"size and dataset_size unset and set pipeline_size={size} to resize the images in the pipeline instead."
         )
-    sized = {"image_size": size} if size else {}
+    sized = {"dataset_size": size} if size else {}
     if source.kind == "digits":
         return load_digits(seed=seed, **options)
     if source.kind == "shapes":
@@ -141,7 +141,7 @@ def open_source(name: str, *, size: int | None = None, val_fraction: float = 0.1
     if source.kind == "npz":
         return stream_npz(argument, size=size, **options)
     if source.kind == "tfds":
-        return stream_tfds(argument, image_size=size, val_fraction=val_fraction, seed=seed, data_dir=data_dir,
+        return stream_tfds(argument, dataset_size=size, val_fraction=val_fraction, seed=seed, data_dir=data_dir,
                            download=download, **options)
     return stream_image_folder(argument, **sized, seed=seed, **options)
 

@@ -39,61 +39,51 @@ _SPLIT_DIRS = {"train": ("train",), "val": ("val", "validation", "valid"), "test
 _DECODE_THREADS = min(8, os.cpu_count() or 1)
 
 
-def load_image_folder(
-    root: str | Path,
-    *,
-    image_size: int | tuple[int, int] = 224,
-    resize_to: int | None = None,
-    color_mode: str = "rgb",
-    split_fractions: tuple[float, float, float] = (0.5, 0.25, 0.25),
-    seed: int = 0,
-    name: str | None = None,
-) -> Dataset:
-    """Loads an image-folder dataset into memory as uint8 arrays of one size.
-
-    Args:
-        root: the dataset folder (see the module docstring for the layouts).
-        image_size: final (height, width), or one int for square images.
-        resize_to: if given, first resize so the shorter side is this many pixels, then
-            centre-crop ``image_size`` (E11: resize 256, crop 224). Otherwise resize directly.
-        color_mode: ``"rgb"`` or ``"grayscale"``.
-        split_fractions: train/val/test shares when the folder has no split folders.
-        seed: draws the split when fractions are used.
-        name: dataset name for records (default: the folder's name).
-
-    Raises:
-        FileNotFoundError: the folder does not exist.
-        ValueError: no class folders or images, an empty class folder (named), class folders
-            in val/test that train lacks, an unreadable or floating-point image (named), bad
-            fractions.
-    """
-    return stream_image_folder(root, image_size=image_size, resize_to=resize_to, color_mode=color_mode,
-                               split_fractions=split_fractions, seed=seed, name=name).collect()
+def load_image_folder(root: str | Path, **options: Any) -> Dataset:
+    """Loads an image-folder dataset into memory as uint8 arrays of one size: what
+    ``stream_image_folder`` reads (same arguments and errors), collected."""
+    return stream_image_folder(root, **options).collect()
 
 
 def stream_image_folder(
     root: str | Path,
     *,
-    image_size: int | tuple[int, int] = 224,
+    dataset_size: int | tuple[int, int] = 224,
     resize_to: int | None = None,
     color_mode: str = "rgb",
     split_fractions: tuple[float, float, float] = (0.5, 0.25, 0.25),
     seed: int = 0,
     name: str | None = None,
 ):
-    """The reader of image folders: ``load_image_folder`` without the arrays, read lazily.
+    """The reader of image folders: the file lists and the seeded split, the images read lazily.
 
     Each split's images are decoded a chunk of files at a time, in order (``load_image_folder``
     collects what this reads), so a folder of any size needs memory for a chunk of images only.
 
+    Args:
+        root: the dataset folder (see the module docstring for the layouts).
+        dataset_size: final (height, width), or one int for square images (a run's ``dataset_size``).
+        resize_to: if given, first resize so the shorter side is this many pixels, then
+            centre-crop ``dataset_size`` (E11: resize 256, crop 224). Otherwise resize directly.
+        color_mode: ``"rgb"`` or ``"grayscale"``.
+        split_fractions: train/val/test shares when the folder has no split folders.
+        seed: draws the split when fractions are used.
+        name: dataset name for records (default: the folder's name).
+
     Returns:
-        A ``lab.datasets.sources.StreamSource`` with ``load_image_folder``'s ``source``, whose
-        ``listing_sha256`` (a hash of every file's path, size and modification time) tells
-        whether the folder changed since an export.
+        A ``lab.datasets.sources.StreamSource`` whose ``source`` has the folder's
+        ``listing_sha256`` (a hash of every file's path, size and modification time), which
+        tells whether the folder changed since an export.
+
+    Raises:
+        FileNotFoundError: the folder does not exist.
+        ValueError: no class folders or images, an empty class folder (named), class folders
+            in val/test that train lacks, bad fractions; when read, an unreadable or
+            floating-point image (named).
     """
     from lab.datasets.sources import SplitSource, StreamSource
 
-    plan = _plan_folder(root, image_size=image_size, resize_to=resize_to, color_mode=color_mode,
+    plan = _plan_folder(root, dataset_size=dataset_size, resize_to=resize_to, color_mode=color_mode,
                         split_fractions=split_fractions, seed=seed)
     size = plan["size"]
     shape = (size[0], size[1], 3 if color_mode == "rgb" else 1)
@@ -138,7 +128,7 @@ def count_folder_images(root: str | Path) -> int:
     return len(_images_under(root)) if root.is_dir() else 0
 
 
-def _plan_folder(root: str | Path, *, image_size, resize_to, color_mode, split_fractions, seed) -> dict[str, Any]:
+def _plan_folder(root: str | Path, *, dataset_size, resize_to, color_mode, split_fractions, seed) -> dict[str, Any]:
     """What ``load_image_folder`` reads: the class names, each split's files and labels, and the
     seeded split; everything but the pixels.
 
@@ -150,7 +140,7 @@ def _plan_folder(root: str | Path, *, image_size, resize_to, color_mode, split_f
         raise FileNotFoundError(f"Image folder {root} does not exist.")
     if color_mode not in ("rgb", "grayscale"):
         raise ValueError(f"color_mode must be 'rgb' or 'grayscale', received {color_mode!r}.")
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    size = (dataset_size, dataset_size) if isinstance(dataset_size, int) else tuple(dataset_size)
 
     split_dirs = {split: _first_existing(root, names) for split, names in _SPLIT_DIRS.items()}
     if split_dirs["train"] is not None:

@@ -48,39 +48,34 @@ def npz_path(flag: str, size: int = 28, data_dir: str | Path | None = None) -> P
     return root / "medmnist" / f"{flag}{medmnist_size_key(size)}.npz"
 
 
-def load_medmnist(
-    flag: str,
-    *,
-    size: int = 28,
-    data_dir: str | Path | None = None,
-    download: bool = True,
-) -> Dataset:
-    """Loads a 2D MedMNIST dataset with its official train/val/test split.
-
-    Args:
-        flag: a 2D MedMNIST flag such as ``"bloodmnist"`` or ``"pneumoniamnist"``.
-        size: image side in pixels, one of 28, 64, 128, 224.
-        data_dir: cache directory (default: the kit's data directory).
-        download: download the npz when it is not cached (checked against medmnist's md5).
-
-    Returns:
-        A Dataset with uint8 images of shape (size, size, channels) and int64 labels.
-
-    Raises:
-        ValueError: unknown flag or size, a 3D flag, or a multi-label flag (chestmnist).
-        DatasetNotAvailableError: the npz is not cached and cannot be downloaded.
-    """
-    return stream_medmnist(flag, size=size, data_dir=data_dir, download=download).collect()
+def load_medmnist(flag: str, **options: Any) -> Dataset:
+    """Loads a 2D MedMNIST dataset with its official train/val/test split into memory: what
+    ``stream_medmnist`` reads (same arguments and errors), collected."""
+    return stream_medmnist(flag, **options).collect()
 
 
 def stream_medmnist(
     flag: str, *, size: int = 28, data_dir: str | Path | None = None, download: bool = True
 ):
-    """The reader of MedMNIST: ``load_medmnist`` as a ``lab.datasets.sources.StreamSource``.
+    """The reader of MedMNIST: a 2D flag with its official train/val/test split, read a chunk at a time.
 
     The flag and size are checked and the npz downloaded and verified against the md5 of the
     registry (``lab.datasets.registry``); the npz members are then read a chunk of images at a
     time (see ``lab.datasets.sources``).
+
+    Args:
+        flag: a 2D MedMNIST flag such as ``"bloodmnist"`` or ``"pneumoniamnist"``.
+        size: image side in pixels, one of 28, 64, 128, 224.
+        data_dir: cache directory (default: the kit's data directory).
+        download: download the npz when it is not cached (checked against its md5).
+
+    Returns:
+        A ``lab.datasets.sources.StreamSource`` of uint8 images of shape (size, size, channels).
+
+    Raises:
+        ValueError: unknown flag or size, a 3D flag, or a multi-label flag (chestmnist).
+        DatasetNotAvailableError: the npz is not cached and cannot be downloaded.
+        ChecksumError: the cached npz is not the registry's.
     """
     from lab.datasets.sources import StreamSource, npz_members, npz_split_sources
 
@@ -144,9 +139,17 @@ def _registry_source(meta: dict[str, Any], file: dict[str, Any], size: int) -> d
 # -- your own npz files -------------------------------------------------------------------------
 
 
-def load_npz(path: str | Path, *, size: int | None = None, class_names: list[str] | None = None,
-             name: str | None = None) -> Dataset:
-    """Loads your own MedMNIST-format npz into memory (registry name ``npz:<path>``).
+def load_npz(path: str | Path, **options: Any) -> Dataset:
+    """Loads your own MedMNIST-format npz into memory (registry name ``npz:<path>``): what
+    ``stream_npz`` reads (same arguments and errors), collected."""
+    return stream_npz(path, **options).collect()
+
+
+def stream_npz(path: str | Path, *, size: int | None = None, class_names: list[str] | None = None,
+               name: str | None = None):
+    """The reader of your own MedMNIST-format npz files, a chunk of images at a time.
+
+    Every array's header and every label is checked before an image is read.
 
     Args:
         path: the npz file, holding ``{train,val,test}_images`` (NHW or NHWC, uint8 or
@@ -159,23 +162,15 @@ def load_npz(path: str | Path, *, size: int | None = None, class_names: list[str
         name: the dataset's name in records (default: the file name without ``.npz``).
 
     Returns:
-        A Dataset whose ``source`` marks it as unofficial, with the file's md5, size in bytes
-        and path (and the MedMNIST flag whose official md5 it has, if any). The md5 reads the
-        whole file once per load (a few seconds per GB), as the registry's files are checked.
+        A ``lab.datasets.sources.StreamSource`` whose ``source`` marks it as unofficial, with the
+        file's md5, size in bytes and path (and the MedMNIST flag whose official md5 it has, if
+        any). The md5 reads the whole file once (a few seconds per GB), as the registry's files
+        are checked.
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: not an npz, missing or malformed arrays, a size that differs from the
             images', class names that do not cover the labels.
-    """
-    return stream_npz(path, size=size, class_names=class_names, name=name).collect()
-
-
-def stream_npz(path: str | Path, *, size: int | None = None, class_names: list[str] | None = None,
-               name: str | None = None):
-    """The reader of your own npz files: ``load_npz`` as a ``lab.datasets.sources.StreamSource``.
-
-    Every array's header and every label is checked before an image is read.
     """
     from lab.datasets.sources import StreamSource, npz_members, npz_split_sources
 

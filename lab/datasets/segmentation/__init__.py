@@ -92,12 +92,12 @@ def load_segmentation_dataset(
     if source.kind == "shapes":
         from lab.datasets.embedded import load_shapes
 
-        dataset = SegmentationDataset.from_dataset(load_shapes(seed=seed, image_size=size or 32, **options))
+        dataset = SegmentationDataset.from_dataset(load_shapes(seed=seed, dataset_size=size or 32, **options))
     elif source.kind == "pets":
-        dataset = load_oxford_pets(image_size=size or 128, val_fraction=val_fraction, seed=seed, data_dir=data_dir,
+        dataset = load_oxford_pets(dataset_size=size or 128, val_fraction=val_fraction, seed=seed, data_dir=data_dir,
                                    download=download, **options)
     else:
-        dataset = load_mask_folder(argument, **({"image_size": size} if size else {}),
+        dataset = load_mask_folder(argument, **({"dataset_size": size} if size else {}),
                                    **({"background_class": background_class} if background_class is not None else {}),
                                    val_fraction=val_fraction, seed=seed, **options)
     if background_class is not None and background_class != dataset.background_class:
