@@ -27,6 +27,8 @@ def test_rows_name_known_tasks_and_one_kind():
     for row in sources().values():
         assert row.tasks and set(row.tasks) <= set(TASKS), row
         assert row.is_prefix == (row.shown is not None), row
+        if "classification" in row.tasks:
+            assert row.kind in datasets.READ_KINDS, f"load_dataset has no reader of {row.kind!r}"
 
 
 def test_a_fixed_name_wins_over_a_prefix_for_its_task():

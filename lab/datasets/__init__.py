@@ -143,11 +143,13 @@ def open_source(name: str, *, size: int | None = None, val_fraction: float = 0.1
     if source.kind == "tfds":
         return stream_tfds(argument, dataset_size=size, val_fraction=val_fraction, seed=seed, data_dir=data_dir,
                            download=download, **options)
-    return stream_image_folder(argument, **sized, seed=seed, **options)
+    return stream_image_folder(argument, **sized, seed=seed, **options)  # "folder", the last of READ_KINDS
 
 
-# The kinds whose reader yields a stream (a chunk of images at a time); the others are read whole.
+# The classification kinds whose reader yields a stream (a chunk of images at a time), and those
+# read whole (small: at most 180 MB); ``open_source`` has a reader for each.
 STREAMED_KINDS = ("medmnist", "npz", "tfds", "folder")
+READ_KINDS = ("digits", "shapes", "keras", *STREAMED_KINDS)
 # Above this many bytes of images, a run with data_path="auto" streams its data from TFRecords
 # instead of loading it. Colab gives 12 GB of RAM, and an in-memory run holds the arrays and the
 # pipeline's copy of them (from_tensor_slices, the cache), two to three times the images: 2 GiB

@@ -1,6 +1,7 @@
 """Segmentation data: images with per-pixel class masks, and the loaders that make them.
 
-``load_segmentation_dataset(name, ...)`` is the registry of segmentation sets:
+``load_segmentation_dataset(name, ...)`` loads the registry's segmentation sets (the rows of
+``lab.datasets.registry`` whose tasks include segmentation):
 
     shapes                   the embedded shapes with their masks (0 = background, shape's class + 1)
     tfds:oxford_iiit_pet     Oxford-IIIT Pet trimaps (1 pet, 2 background, 3 border) as classes
