@@ -154,7 +154,7 @@ def test_medmnist_registry_has_every_2d_flag():
     for flag in ("pathmnist", "dermamnist", "bloodmnist", "octmnist", "pneumoniamnist", "organamnist"):
         assert flag in flags
     assert not any(f.endswith("3d") for f in flags)
-    assert mm.registry()["bloodmnist"]["n_samples"] == {"train": 11959, "val": 1712, "test": 3421}
+    assert registry.medmnist_info()["bloodmnist"]["n_samples"] == {"train": 11959, "val": 1712, "test": 3421}
 
 
 def _fake_medmnist(path, channels, classes, n=12, side=28):
@@ -173,9 +173,9 @@ def _fake_medmnist(path, channels, classes, n=12, side=28):
 def test_medmnist_loads_cached_npz(flag, channels, classes, size, monkeypatch, tmp_path):
     path = mm.npz_path(flag, size)
     md5 = _fake_medmnist(path, channels, classes, side=size)
-    info = {k: dict(v) for k, v in mm.registry().items()}
+    info = {k: dict(v) for k, v in registry.medmnist_info().items()}
     info[flag]["MD5" if size == 28 else f"MD5_{size}"] = md5
-    monkeypatch.setattr(mm, "registry", lambda: info)
+    monkeypatch.setattr(registry, "medmnist_info", lambda: info)
     data = load_dataset(flag, size=size, download=False)
     assert data.input_shape == (size, size, channels)
     assert data.num_classes == classes and data.y_train.ndim == 1
@@ -191,7 +191,7 @@ def test_medmnist_missing_file_offline_names_path_and_url():
 
 def test_medmnist_checksum_mismatch_is_reported():
     _fake_medmnist(mm.npz_path("bloodmnist"), 3, 8)
-    with pytest.raises(ChecksumError, match="expected md5 " + mm.registry()["bloodmnist"]["MD5"]):
+    with pytest.raises(ChecksumError, match="expected md5 " + registry.medmnist_info()["bloodmnist"]["MD5"]):
         load_dataset("bloodmnist", download=False)
 
 
@@ -199,9 +199,9 @@ def test_medmnist_corrupt_npz_is_reported_by_file(monkeypatch):
     path = mm.npz_path("bloodmnist")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"PK\x03\x04 not really a zip")
-    info = {k: dict(v) for k, v in mm.registry().items()}
+    info = {k: dict(v) for k, v in registry.medmnist_info().items()}
     info["bloodmnist"]["MD5"] = hashlib.md5(path.read_bytes()).hexdigest()
-    monkeypatch.setattr(mm, "registry", lambda: info)
+    monkeypatch.setattr(registry, "medmnist_info", lambda: info)
     with pytest.raises(ValueError, match="bloodmnist.npz is not a readable MedMNIST npz"):
         load_dataset("bloodmnist", download=False)
 

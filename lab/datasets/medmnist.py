@@ -17,35 +17,22 @@ import numpy as np
 
 from lab import paths
 from lab.datasets.base import SPLITS, Dataset
+import lab.datasets.registry as table
 from lab.download import ChecksumError, fetch, file_hash
-
-SIZES = (28, 64, 128, 224)
-
-
-def registry() -> dict[str, dict[str, Any]]:
-    """Returns medmnist's INFO dictionary (every flag, 2D and 3D)."""
-    # medmnist/__init__.py tries to import its torch Dataset classes and prints a reminder to
-    # install torch when that fails; the registry itself needs none of it, so mute the print.
-    with contextlib.redirect_stdout(io.StringIO()):
-        from medmnist.info import INFO
-    return INFO
-
 
 def flags_2d() -> list[str]:
     """Returns the 2D MedMNIST flags (the ones the kit's image models can train on)."""
-    return sorted(flag for flag in registry() if not flag.endswith("3d"))
+    return sorted(flag for flag in table.medmnist_info() if not flag.endswith("3d"))
 
 
 def is_multilabel(flag: str) -> bool:
-    return registry()[flag]["task"].startswith("multi-label")
+    return table.medmnist_info()[flag]["task"].startswith("multi-label")
 
 
 def npz_path(flag: str, size: int = 28, data_dir: str | Path | None = None) -> Path:
     """Returns where the npz of ``flag`` at ``size`` pixels is cached."""
-    from lab.datasets.registry import medmnist_size_key
-
     root = Path(data_dir) if data_dir else paths.data_dir()
-    return root / "medmnist" / f"{flag}{medmnist_size_key(size)}.npz"
+    return root / "medmnist" / f"{flag}{table.medmnist_size_key(size)}.npz"
 
 
 def load_medmnist(flag: str, **options: Any) -> Dataset:
@@ -92,10 +79,8 @@ def stream_medmnist(
 def _registry_file(flag: str, size: int, data_dir: str | Path | None, download: bool
                    ) -> tuple[Path, dict[str, Any], dict[str, Any]]:
     """Checks a flag and size, and returns its verified npz, medmnist's entry and the registry's file."""
-    from lab.datasets.registry import sources
-
-    info = registry()
-    row = sources().get(flag)
+    info = table.medmnist_info()
+    row = table.sources().get(flag)
     if row is None or row.kind != "medmnist":
         raise ValueError(f"Unknown MedMNIST flag {flag!r}. 2D flags: {', '.join(flags_2d())}.")
     if flag.endswith("3d"):
@@ -109,8 +94,8 @@ def _registry_file(flag: str, size: int, data_dir: str | Path | None, download: 
             "which needs sigmoid outputs and per-label metrics that the kit does not train yet. "
             f"Pick a single-label flag: {', '.join(f for f in flags_2d() if not is_multilabel(f))}."
         )
-    if size not in SIZES:
-        raise ValueError(f"MedMNIST size must be one of {SIZES}, received size={size}.")
+    if size not in table.MEDMNIST_SIZES:
+        raise ValueError(f"MedMNIST size must be one of {table.MEDMNIST_SIZES}, received size={size}.")
     file = row.file_for(size)
     target = npz_path(flag, size, data_dir)
     try:
@@ -233,7 +218,7 @@ def _npz_class_names(path: Path, members: dict, labels: dict[str, np.ndarray],
 def _npz_source(path: Path, how: str) -> dict[str, Any]:
     """Where your own npz came from: unofficial, with its md5 (and the MedMNIST flag it matches)."""
     md5 = file_hash(path, "md5")
-    matches = [f"{flag}{'' if key == 'MD5' else key[3:]}" for flag, meta in registry().items()
+    matches = [f"{flag}{'' if key == 'MD5' else key[3:]}" for flag, meta in table.medmnist_info().items()
                for key, value in meta.items() if key.startswith("MD5") and value == md5]
     return {"npz": str(path.resolve()), "md5": md5, "bytes": path.stat().st_size, "official": False,
             "class_names": how, **({"matches_medmnist": matches[0]} if matches else {})}

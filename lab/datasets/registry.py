@@ -10,19 +10,23 @@ Rows are of two sorts: a fixed name (``"cifar10"``, ``"shapes"``) and a prefix e
 whose rest is an argument (``"folder:<path>"``, ``"tfds:<name>"``). A fixed name wins over a
 prefix (``tfds:oxford_iiit_pet`` is the pets segmentation set, any other ``tfds:`` name a TFDS
 classification set). The MedMNIST rows are read from medmnist's own registry
-(``medmnist.info.INFO``), which is data the kit does not copy.
+(``medmnist.info.INFO``, ``medmnist_info``), which is data the kit does not copy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import io
 from typing import Any
 
 TASKS = ("classification", "segmentation", "instance")
 _KERAS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 _KERAS_SPLITS = {"train": 60_000, "test": 10_000}
 _CIFAR_SPLITS = {"train": 50_000, "test": 10_000}
+# The image sides MedMNIST publishes (the 3D flags: 28 and 64 only).
+MEDMNIST_SIZES = (28, 64, 128, 224)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,15 +110,24 @@ SOURCES: dict[str, Source] = {source.name: source for source in (
 )}
 
 
+def medmnist_info() -> dict[str, dict[str, Any]]:
+    """medmnist's registry, ``medmnist.info.INFO``: every flag (2D and 3D) with its task, labels,
+    channels, split sizes, and the url and md5 of its npz at each size."""
+    # medmnist/__init__.py tries to import its torch Dataset classes and prints a reminder to
+    # install torch when that fails; the registry itself needs none of it, so mute the print.
+    with contextlib.redirect_stdout(io.StringIO()):
+        from medmnist.info import INFO
+    return INFO
+
+
 def _medmnist_sources() -> dict[str, Source]:
     """The MedMNIST rows, from medmnist's registry (every flag; the 3D ones unlisted, refused by the reader)."""
-    from lab.datasets.medmnist import SIZES, registry
-
     rows = {}
-    for flag, meta in registry().items():
-        sizes = tuple(size for size in SIZES if f"url{medmnist_size_key(size)}" in meta)
-        files = tuple({"file": f"{flag}{medmnist_size_key(size)}.npz", "size": size, "url": meta[f"url{medmnist_size_key(size)}"],
-                       "md5": meta[f"MD5{medmnist_size_key(size)}"]} for size in sizes)
+    for flag, meta in medmnist_info().items():
+        keys = {size: medmnist_size_key(size) for size in MEDMNIST_SIZES if f"url{medmnist_size_key(size)}" in meta}
+        sizes = tuple(keys)
+        files = tuple({"file": f"{flag}{key}.npz", "size": size, "url": meta[f"url{key}"], "md5": meta[f"MD5{key}"]}
+                      for size, key in keys.items())
         rows[flag] = Source(flag, "medmnist", classes=len(meta["label"]), channels=int(meta["n_channels"]),
                             sizes=sizes, splits=dict(meta["n_samples"]), files=files,
                             listed=not flag.endswith("3d"))
