@@ -97,3 +97,14 @@ def test_loading_collects_the_stream_of_the_same_name(tmp_path):
     assert isinstance(datasets.open_source("digits"), datasets.Dataset)
     assert open_stream("digits") is None
     assert registry.SOURCES["digits"].kind not in datasets.STREAMED_KINDS
+
+
+def test_the_rows_say_what_the_offline_sets_hold():
+    from lab.datasets.segmentation import load_segmentation_dataset
+
+    digits, shapes = load_dataset("digits"), load_dataset("shapes", limit=20)
+    assert digits.num_classes == SOURCES["digits"].classes and digits.input_shape[-1] == SOURCES["digits"].channels
+    assert sum(len(digits.split(s)[1]) for s in ("train", "val", "test")) == SOURCES["digits"].splits["all"]
+    assert digits.input_shape[0] == SOURCES["digits"].fixed_size
+    assert shapes.num_classes == SOURCES["shapes"].classes and shapes.input_shape[-1] == SOURCES["shapes"].channels
+    assert load_segmentation_dataset("shapes", limit=20).num_classes == SOURCES["shapes"].classes + 1

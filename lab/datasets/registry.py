@@ -38,7 +38,9 @@ class Source:
         kind: which reader loads it (``digits``, ``shapes``, ``keras``, ``medmnist``, ``npz``,
             ``tfds``, ``folder``, ``pets``, ``coco``).
         tasks: the tasks it serves (of ``TASKS``).
-        classes: the number of classes (None: known only once read).
+        classes: the number of classes, as a classification set (a segmentation set's own
+            count, background included; ``shapes`` as segmentation adds its background to
+            these). None: known only once read.
         channels: image channels (None: known only once read).
         sizes: the image sides it can be loaded at (one: a fixed size; None: any side).
         splits: images of each published split (None: known only once read).
