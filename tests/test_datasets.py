@@ -1,3 +1,4 @@
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -10,7 +11,7 @@ from PIL import Image
 
 from lab.datasets import Dataset, from_arrays, list_datasets, load_data, load_dataset, load_image_folder, load_shapes
 from lab.datasets import medmnist as mm
-from lab.datasets import keras_datasets as kd
+from lab.datasets import registry
 from lab.datasets.folders import write_image_folder
 from lab.download import ChecksumError, DatasetNotAvailableError
 
@@ -43,8 +44,8 @@ def test_shapes_masks_match_labels_and_imbalance():
 
 def test_shapes_grayscale_and_bad_arguments():
     assert load_shapes(num_train=5, num_val=5, num_test=5, channels=1).input_shape == (28, 28, 1)
-    with pytest.raises(ValueError, match="image_size must be at least 16"):
-        load_shapes(image_size=8)
+    with pytest.raises(ValueError, match="dataset_size must be at least 16 pixels for shapes, received"):
+        load_shapes(dataset_size=8)
     with pytest.raises(ValueError, match="class_weights"):
         load_shapes(class_weights=(1, 2))
 
@@ -153,7 +154,7 @@ def test_medmnist_registry_has_every_2d_flag():
     for flag in ("pathmnist", "dermamnist", "bloodmnist", "octmnist", "pneumoniamnist", "organamnist"):
         assert flag in flags
     assert not any(f.endswith("3d") for f in flags)
-    assert mm.registry()["bloodmnist"]["n_samples"] == {"train": 11959, "val": 1712, "test": 3421}
+    assert registry.medmnist_info()["bloodmnist"]["n_samples"] == {"train": 11959, "val": 1712, "test": 3421}
 
 
 def _fake_medmnist(path, channels, classes, n=12, side=28):
@@ -172,9 +173,9 @@ def _fake_medmnist(path, channels, classes, n=12, side=28):
 def test_medmnist_loads_cached_npz(flag, channels, classes, size, monkeypatch, tmp_path):
     path = mm.npz_path(flag, size)
     md5 = _fake_medmnist(path, channels, classes, side=size)
-    info = {k: dict(v) for k, v in mm.registry().items()}
+    info = {k: dict(v) for k, v in registry.medmnist_info().items()}
     info[flag]["MD5" if size == 28 else f"MD5_{size}"] = md5
-    monkeypatch.setattr(mm, "registry", lambda: info)
+    monkeypatch.setattr(registry, "medmnist_info", lambda: info)
     data = load_dataset(flag, size=size, download=False)
     assert data.input_shape == (size, size, channels)
     assert data.num_classes == classes and data.y_train.ndim == 1
@@ -190,7 +191,7 @@ def test_medmnist_missing_file_offline_names_path_and_url():
 
 def test_medmnist_checksum_mismatch_is_reported():
     _fake_medmnist(mm.npz_path("bloodmnist"), 3, 8)
-    with pytest.raises(ChecksumError, match="expected md5 " + mm.registry()["bloodmnist"]["MD5"]):
+    with pytest.raises(ChecksumError, match="expected md5 " + registry.medmnist_info()["bloodmnist"]["MD5"]):
         load_dataset("bloodmnist", download=False)
 
 
@@ -198,9 +199,9 @@ def test_medmnist_corrupt_npz_is_reported_by_file(monkeypatch):
     path = mm.npz_path("bloodmnist")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"PK\x03\x04 not really a zip")
-    info = {k: dict(v) for k, v in mm.registry().items()}
+    info = {k: dict(v) for k, v in registry.medmnist_info().items()}
     info["bloodmnist"]["MD5"] = hashlib.md5(path.read_bytes()).hexdigest()
-    monkeypatch.setattr(mm, "registry", lambda: info)
+    monkeypatch.setattr(registry, "medmnist_info", lambda: info)
     with pytest.raises(ValueError, match="bloodmnist.npz is not a readable MedMNIST npz"):
         load_dataset("bloodmnist", download=False)
 
@@ -259,9 +260,9 @@ def _fake_cifar100(path):
 def test_cifar100_fine_and_coarse(name, classes, monkeypatch, tmp_path):
     from lab import paths
     sha = _fake_cifar100(paths.data_dir() / "keras" / "cifar-100-python.tar.gz")
-    files = dict(kd.FILES)
-    files["cifar100"] = [(files["cifar100"][0][0], files["cifar100"][0][1], {"sha256": sha})]
-    monkeypatch.setattr(kd, "FILES", files)
+    row = registry.SOURCES["cifar100"]
+    monkeypatch.setitem(registry.SOURCES, "cifar100",
+                        dataclasses.replace(row, files=({**row.files[0], "sha256": sha},)))
     data = load_dataset(name, download=False, val_fraction=0.25)
     assert data.input_shape == (32, 32, 3) and data.num_classes == classes
     assert len(data.y_train) == 300 and len(data.y_val) == 100 and len(data.y_test) == 100
@@ -274,7 +275,7 @@ def test_fashion_mnist_idx_parsing(monkeypatch):
     root = paths.data_dir() / "keras"
     root.mkdir(parents=True)
     files = []
-    for fname, _, _ in kd.FILES["fashion_mnist"]:
+    for fname in (file["file"] for file in registry.SOURCES["fashion_mnist"].files):
         n = 50 if fname.startswith("train") else 10
         if "images" in fname:
             payload = b"\x00\x00\x08\x03" + n.to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 \
@@ -283,8 +284,9 @@ def test_fashion_mnist_idx_parsing(monkeypatch):
             payload = b"\x00\x00\x08\x01" + n.to_bytes(4, "big") + (np.arange(n) % 10).astype(np.uint8).tobytes()
         with gzip.open(root / fname, "wb") as handle:
             handle.write(payload)
-        files.append((fname, "", {"md5": hashlib.md5((root / fname).read_bytes()).hexdigest()}))
-    monkeypatch.setattr(kd, "FILES", {**kd.FILES, "fashion_mnist": files})
+        files.append({"file": fname, "url": "", "md5": hashlib.md5((root / fname).read_bytes()).hexdigest()})
+    monkeypatch.setitem(registry.SOURCES, "fashion_mnist",
+                        dataclasses.replace(registry.SOURCES["fashion_mnist"], files=tuple(files)))
     data = load_dataset("fashion_mnist", download=False)
     assert data.input_shape == (28, 28, 1) and data.class_names[-1] == "Ankle boot"
     assert len(data.y_test) == 10
@@ -307,11 +309,11 @@ def _write_images(folder, classes=("cat", "dog", "owl"), per_class=8, size=(20, 
 
 def test_image_folder_split_by_fractions(tmp_path):
     _write_images(tmp_path / "flowers")
-    data = load_image_folder(tmp_path / "flowers", image_size=16, split_fractions=(0.5, 0.25, 0.25), seed=1)
+    data = load_image_folder(tmp_path / "flowers", dataset_size=16, split_fractions=(0.5, 0.25, 0.25), seed=1)
     assert data.class_names == ["cat", "dog", "owl"]
     assert data.input_shape == (16, 16, 3)
     assert [len(data.split(s)[1]) for s in ("train", "val", "test")] == [12, 6, 6]
-    again = load_image_folder(tmp_path / "flowers", image_size=16, seed=1)
+    again = load_image_folder(tmp_path / "flowers", dataset_size=16, seed=1)
     assert np.array_equal(again.x_test, data.x_test)
 
 
@@ -327,7 +329,7 @@ def test_unreadable_image_is_named(tmp_path):
     bad = tmp_path / "ds" / "dog" / "broken.jpg"
     bad.write_bytes(b"not an image")
     with pytest.raises(ValueError, match="Cannot read image .*broken.jpg"):
-        load_image_folder(tmp_path / "ds", image_size=8)
+        load_image_folder(tmp_path / "ds", dataset_size=8)
 
 
 RAMP = np.arange(0, 65536, 257, dtype=np.uint16).reshape(16, 16)  # 0, 257, ..., 65535: 8-bit 0..255 scaled
@@ -344,7 +346,7 @@ def test_image_folder_scales_16_bit_images(tmp_path, suffix, image, color_mode):
         for name in ("a", "b"):
             (tmp_path / split / name).mkdir(parents=True)
             image().save(tmp_path / split / name / f"ramp{suffix}")
-    data = load_image_folder(tmp_path, image_size=16, color_mode=color_mode)
+    data = load_image_folder(tmp_path, dataset_size=16, color_mode=color_mode)
     expected = np.arange(256, dtype=np.uint8).reshape(16, 16)  # clipping would give 0, 255, 255, ...
     for x in (data.x_train, data.x_val, data.x_test):
         for channel in range(x.shape[-1]):
@@ -356,11 +358,11 @@ def test_image_folder_refuses_float_and_out_of_range_images_by_name(tmp_path):
     Image.fromarray((RAMP / 65535).astype(np.float32)).save(tmp_path / "ds" / "dog" / "float.tif")
     with pytest.raises(ValueError, match=r"Image .*float\.tif holds 32-bit floating-point values \(Pillow mode 'F', "
                                          r"from 0 to 1\).*round\(value \* 255\)"):
-        load_image_folder(tmp_path / "ds", image_size=8)
+        load_image_folder(tmp_path / "ds", dataset_size=8)
     (tmp_path / "ds" / "dog" / "float.tif").unlink()
     Image.fromarray(np.full((8, 8), 70000, np.int32)).save(tmp_path / "ds" / "owl" / "wide.tif")
     with pytest.raises(ValueError, match=r"Image .*wide\.tif holds integers from 70000 to 70000 .*0\.\.65535"):
-        load_image_folder(tmp_path / "ds", image_size=8)
+        load_image_folder(tmp_path / "ds", dataset_size=8)
 
 
 def test_empty_class_folder_is_refused_by_name(tmp_path):
@@ -369,25 +371,25 @@ def test_empty_class_folder_is_refused_by_name(tmp_path):
     (tmp_path / "ds" / "zebra" / "notes.txt").write_text("not an image")
     with pytest.raises(ValueError, match=r"1 class folder\(s\) hold no images .*ds/zebra\. .*remove the empty "
                                          r"folder\(s\) or add images"):
-        load_image_folder(tmp_path / "ds", image_size=8)
+        load_image_folder(tmp_path / "ds", dataset_size=8)
 
 
 def test_split_folders_need_every_class_in_train_only(tmp_path):
     _write_images(tmp_path / "ds" / "train", per_class=3)
     _write_images(tmp_path / "ds" / "test", classes=("cat", "dog"), per_class=2)  # no owl in test: allowed
-    data = load_image_folder(tmp_path / "ds", image_size=8, split_fractions=(0.5, 0.4, 0.1))
+    data = load_image_folder(tmp_path / "ds", dataset_size=8, split_fractions=(0.5, 0.4, 0.1))
     assert data.class_names == ["cat", "dog", "owl"]
     assert data.class_counts("test").tolist() == [2, 2, 0] and data.class_counts("train").min() >= 1
 
     (tmp_path / "ds" / "train" / "yak").mkdir()
     with pytest.raises(ValueError, match=r"class folder\(s\) hold no images .*train/yak"):
-        load_image_folder(tmp_path / "ds", image_size=8)
+        load_image_folder(tmp_path / "ds", dataset_size=8)
     (tmp_path / "ds" / "train" / "yak").rmdir()
 
     # A class folder in test that train lacks: its images would have no label.
     _write_images(tmp_path / "ds" / "test", classes=("yak",), per_class=1)
     with pytest.raises(ValueError, match=r"test has class folders that the training folder lacks: \['yak'\]"):
-        load_image_folder(tmp_path / "ds", image_size=8)
+        load_image_folder(tmp_path / "ds", dataset_size=8)
 
 
 def test_write_image_folder_refuses_values_that_are_not_8_bit(tmp_path):

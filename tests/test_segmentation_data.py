@@ -48,7 +48,7 @@ def _write_pairs(folder, sizes, mask_suffix="", value=255):
 def test_mask_folder_maps_values_and_resizes_masks_with_nearest(tmp_path):
     _write_pairs(tmp_path / "set", [(40, 30), (25, 50), (33, 33), (60, 20), (16, 16), (30, 40), (44, 28)],
                  mask_suffix="_mask")
-    data = load_mask_folder(tmp_path / "set", image_size=16, mask_suffix="_mask", seed=0)
+    data = load_mask_folder(tmp_path / "set", dataset_size=16, mask_suffix="_mask", seed=0)
     assert data.class_names == ["background", "foreground"]
     assert sum(len(data.split(s)[0]) for s in ("train", "val", "test")) == 7
     assert data.input_shape == (16, 16, 3)

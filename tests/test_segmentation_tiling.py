@@ -104,12 +104,12 @@ def test_a_tiled_folder_keeps_its_validation_and_test_images_whole(tmp_path):
 
 def test_resize_then_tile(tmp_path):
     _write_folder(tmp_path / "set", [(40, 30), (33, 47), (50, 50), (36, 40), (45, 33)])
-    data = load_mask_folder(tmp_path / "set", image_size=32, tile_size=16, tile_margin=4)
+    data = load_mask_folder(tmp_path / "set", dataset_size=32, tile_size=16, tile_margin=4)
     assert data.input_shape == (16, 16, 3) and data.tile_margin == 4
     assert all(image.shape == (32, 32, 3) for image in data.whole_images("test")[0])
     assert len(data.x_train) == 4 * data.summary()["images"]["train"], "32x32 gives 2x2 tiles of 16"
     with pytest.raises(ValueError, match="larger than the resized images 8x8"):
-        load_mask_folder(tmp_path / "set", image_size=8, tile_size=16)
+        load_mask_folder(tmp_path / "set", dataset_size=8, tile_size=16)
     with pytest.raises(ValueError, match=r"tile_margin must be an integer with 0 <= 2 \* tile_margin < tile_size=16"):
         load_mask_folder(tmp_path / "set", tile_size=16, tile_margin=8)
 

@@ -255,8 +255,8 @@ def test_a_lazy_folder_read_equals_the_eager_one(tmp_path, layout):
     else:
         write_image_folder(images[:16], labels[:16], ["a", "b", "c"], root / "train")
         write_image_folder(images[16:], labels[16:], ["a", "b", "c"], root / "test")
-    eager = load_image_folder(root, image_size=8, seed=4)
-    lazy = stream_image_folder(root, image_size=8, seed=4)
+    eager = load_image_folder(root, dataset_size=8, seed=4)
+    lazy = stream_image_folder(root, dataset_size=8, seed=4)
     assert lazy.source == eager.source and lazy.class_names == eager.class_names
     for split in SPLITS:
         x, y = _concat(lazy.splits[split], chunk=4)

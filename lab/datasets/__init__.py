@@ -9,36 +9,42 @@ Names:
     folder:<path>                       an image folder (see ``load_image_folder``)
     npz:<path>                          your own MedMNIST-format npz (see ``load_npz``)
 
+Every name is a row of one table (``lab.datasets.registry``: kind, tasks, classes, sizes,
+splits, url and checksum), found by ``find_source``. Each kind has one reader: MedMNIST, npz,
+folders and TFDS yield a ``StreamSource`` read a chunk at a time (``STREAMED_KINDS``), which
+``load_dataset`` cuts to the class subset and the limit and then collects into memory; the
+keras and embedded sets, which are small, are read whole.
+
 Arrays already in memory become a Dataset with ``from_arrays``.
 
-Data larger than memory: ``lab.datasets.streaming.open_stream`` opens the same names (but the
-keras and embedded ones, which are small) for reading a chunk at a time, and ``estimate_nbytes``
-says from the registry's metadata alone (no image read) how much memory a dataset's images
-would take, which a run's ``data_path="auto"`` compares with ``STREAM_ABOVE_BYTES``.
+Data larger than memory: ``lab.datasets.streaming.open_stream`` opens the same streams without
+collecting them, and ``estimate_nbytes`` says from the table alone (no image read) how much
+memory a dataset's images would take, which a run's ``data_path="auto"`` compares with
+``STREAM_ABOVE_BYTES``.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 
 import numpy as np
 
 from lab.datasets.base import SPLITS, Dataset, carve_validation
 from lab.datasets.embedded import SHAPE_CLASSES, load_digits, load_shapes
-from lab.datasets.folders import load_image_folder
+from lab.datasets.folders import load_image_folder, stream_image_folder
 from lab.datasets.keras_datasets import load_keras_dataset
-from lab.datasets.medmnist import flags_2d, load_medmnist, load_npz
-from lab.datasets.tfds import load_tfds
+from lab.datasets.medmnist import load_medmnist, load_npz, stream_medmnist, stream_npz
+from lab.datasets.registry import find_source, list_sources
+from lab.datasets.sources import StreamSource
+from lab.datasets.tfds import load_tfds, stream_tfds
 
 __all__ = [
     "DATA_FIELDS", "Dataset", "SEGMENTATION_DATA_FIELDS", "SPLITS", "SHAPE_CLASSES", "STREAM_ABOVE_BYTES",
-    "carve_validation", "data_fields", "data_key",
-    "estimate_nbytes", "from_arrays", "list_datasets", "load_data", "load_dataset", "load_digits", "load_image_folder",
-    "load_keras_dataset", "load_medmnist", "load_npz", "load_shapes", "load_tfds",
+    "STREAMED_KINDS", "carve_validation", "data_fields", "data_key", "estimate_nbytes", "find_source", "from_arrays",
+    "list_datasets", "load_data", "load_dataset", "load_digits", "load_image_folder", "load_keras_dataset",
+    "load_medmnist", "load_npz", "load_shapes", "load_tfds", "open_source",
 ]
 
-EMBEDDED = ("digits", "shapes")
 # The configuration fields that decide which data a run loads, and the loader argument each
 # becomes. ``load_data`` reads exactly these, and ``data_key`` compares exactly these, so runs
 # of a sweep or a search that agree on them can share one load and no others do.
@@ -50,15 +56,9 @@ DATA_FIELDS = {"dataset": "name", "dataset_size": "size", "dataset_resize": "res
 SEGMENTATION_DATA_FIELDS = {field: field for field in (
     "background_class", "tile_size", "tile_margin", "class_names", "class_values",
     "mask_suffix", "images_dir", "masks_dir")}
-KERAS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "cifar100_coarse")
-# The image side of the sets that come in one size. ``size`` cannot change it, so any other
-# ``size`` is refused rather than recorded as if the data had been loaded at it.
-FIXED_SIZES = {"digits": 8, "mnist": 28, "fashion_mnist": 28, "cifar10": 32, "cifar100": 32, "cifar100_coarse": 32}
-
-
 def list_datasets() -> list[str]:
-    """Returns every registered dataset name (plus the ``tfds:`` and ``folder:`` prefixes)."""
-    return [*EMBEDDED, *KERAS, *flags_2d(), "tfds:<name>", "folder:<path>", "npz:<path>"]
+    """Returns every registered dataset name (plus the ``tfds:``, ``folder:`` and ``npz:`` prefixes)."""
+    return list_sources("classification")
 
 
 def load_dataset(
@@ -75,12 +75,16 @@ def load_dataset(
 ) -> Dataset:
     """Loads a dataset by registry name, then applies the class subset and the size limit.
 
+    The sets read a chunk at a time (MedMNIST, npz, folders, TFDS) are opened as a stream
+    (``open_source``), cut to the class subset and the limit from their labels, and only the
+    images kept are read into memory (``StreamSource.collect``).
+
     Args:
         name: a registry name (see the module docstring).
         size: MedMNIST image size (28, 64, 128, 224); image side for tfds and folders;
             for shapes, the generated image side. The keras datasets and digits come in one
-            size (``FIXED_SIZES``): leave it None (or that size) and resize in the pipeline
-            with ``pipeline_size`` instead.
+            size (the registry's ``sizes``): leave it None (or that size) and resize in the
+            pipeline with ``pipeline_size`` instead.
         num_classes: keep only this many classes, drawn by ``seed`` (labels remapped).
         limit: keep at most this many images per split (stratified, by ``seed``).
         val_fraction: share of train held out as validation where a dataset has no val split.
@@ -93,102 +97,113 @@ def load_dataset(
         ValueError: an unknown name, listing the valid ones; a ``size`` the dataset cannot be
             loaded at; a ``limit`` smaller than the number of classes of a split.
     """
-    name = name.strip()
-    lowered = name.lower()
-    if size is not None and lowered in FIXED_SIZES and size != FIXED_SIZES[lowered]:
-        side = FIXED_SIZES[lowered]
-        raise ValueError(
-            f"{name!r} has a fixed image size of {side}x{side}, received size={size} (dataset_size). Leave size and "
-            f"dataset_size unset and set pipeline_size={size} to resize the images in the pipeline instead."
-        )
-    if lowered == "digits":
-        dataset = load_digits(seed=seed, **options)
-    elif lowered == "shapes":
-        dataset = load_shapes(seed=seed, **({"image_size": size} if size else {}), **options)
-    elif lowered in KERAS:
-        base, label_mode = ("cifar100", "coarse") if lowered == "cifar100_coarse" else (lowered, options.pop("label_mode", "fine"))
-        dataset = load_keras_dataset(base, label_mode=label_mode, val_fraction=val_fraction, seed=seed,
-                                     data_dir=data_dir, download=download, **options)
-    elif lowered in flags_2d() or lowered.endswith("mnist3d") or lowered == "chestmnist":
-        dataset = load_medmnist(lowered, size=28 if size is None else size, data_dir=data_dir, download=download,
-                                **options)
-    elif lowered.startswith("tfds:"):
-        dataset = load_tfds(name[5:], image_size=size, val_fraction=val_fraction, seed=seed,
-                            data_dir=data_dir, download=download, **options)
-    elif lowered.startswith("folder:"):
-        dataset = load_image_folder(name[7:], **({"image_size": size} if size else {}), seed=seed, **options)
-    elif lowered.startswith("npz:"):
-        dataset = load_npz(name[4:], size=size, **options)
-    else:
-        close = difflib.get_close_matches(lowered, list_datasets(), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"Unknown dataset {name!r}.{hint} Available: {', '.join(list_datasets())}.")
+    data = open_source(name, size=size, val_fraction=val_fraction, seed=seed, data_dir=data_dir,
+                       download=download, **options)
+    data = subset_and_limit(data, name, num_classes=num_classes, limit=limit, seed=seed)
+    return data.collect() if isinstance(data, StreamSource) else data
+
+
+def subset_and_limit(data, name: str, *, num_classes: int | None, limit: int | None, seed: int):
+    """Applies the class subset and the limit to a ``Dataset`` or a ``StreamSource`` (both choose
+    from the labels alone, so they keep the same images) and records the registry name."""
     if num_classes is not None:
-        dataset = dataset.subset_classes(num_classes, seed=seed)
-    dataset = dataset.limit(limit, seed=seed)
-    dataset.source = {**dataset.source, "loaded_as": name}  # the registry name, which a run record names
-    return dataset
+        data = data.subset_classes(num_classes, seed=seed)
+    data = data.limit(limit, seed=seed)
+    data.source = {**data.source, "loaded_as": name.strip()}  # the registry name, which a run record names
+    return data
 
 
+def open_source(name: str, *, size: int | None = None, val_fraction: float = 0.1, seed: int = 0,
+                data_dir: str | None = None, download: bool = True, **options) -> Dataset | StreamSource:
+    """The data of a registry name as its kind's reader gives it: a ``StreamSource`` for the sets
+    read a chunk at a time (``STREAMED_KINDS``), a ``Dataset`` for the small ones read whole.
+
+    Arguments as ``load_dataset`` (no class subset or limit).
+    """
+    source, argument = find_source(name, "classification")
+    fixed = source.fixed_size
+    if size is not None and fixed is not None and size != fixed:
+        raise ValueError(
+            f"{name.strip()!r} has a fixed image size of {fixed}x{fixed}, received size={size} (dataset_size). Leave "
+            f"size and dataset_size unset and set pipeline_size={size} to resize the images in the pipeline instead."
+        )
+    sized = {"dataset_size": size} if size else {}
+    if source.kind == "digits":
+        return load_digits(seed=seed, **options)
+    if source.kind == "shapes":
+        return load_shapes(seed=seed, **sized, **options)
+    if source.kind == "keras":
+        return load_keras_dataset(source.base or source.name, **{**options, **source.options},
+                                  val_fraction=val_fraction, seed=seed, data_dir=data_dir, download=download)
+    if source.kind == "medmnist":
+        return stream_medmnist(source.name, size=28 if size is None else size, data_dir=data_dir, download=download,
+                               **options)
+    if source.kind == "npz":
+        return stream_npz(argument, size=size, **options)
+    if source.kind == "tfds":
+        return stream_tfds(argument, dataset_size=size, val_fraction=val_fraction, seed=seed, data_dir=data_dir,
+                           download=download, **options)
+    return stream_image_folder(argument, **sized, seed=seed, **options)  # "folder", the last of READ_KINDS
+
+
+# The classification kinds whose reader yields a stream (a chunk of images at a time), and those
+# read whole (small: at most 180 MB); ``open_source`` has a reader for each.
+STREAMED_KINDS = ("medmnist", "npz", "tfds", "folder")
+READ_KINDS = ("digits", "shapes", "keras", *STREAMED_KINDS)
 # Above this many bytes of images, a run with data_path="auto" streams its data from TFRecords
 # instead of loading it. Colab gives 12 GB of RAM, and an in-memory run holds the arrays and the
 # pipeline's copy of them (from_tensor_slices, the cache), two to three times the images: 2 GiB
 # keeps that well inside. PathMNIST at 28, 64 px (0.25, 1.3 GB) loads; at 128, 224 px (5.3,
 # 16 GB) streams.
 STREAM_ABOVE_BYTES = 2 * 2**30
-# Image bytes of the datasets that come in one size (all well below the threshold).
-_FIXED_BYTES = {"digits": 1797 * 64 * 8, "mnist": 70_000 * 28 * 28, "fashion_mnist": 70_000 * 28 * 28,
-                "cifar10": 60_000 * 32 * 32 * 3, "cifar100": 60_000 * 32 * 32 * 3,
-                "cifar100_coarse": 60_000 * 32 * 32 * 3}
 
 
 def estimate_nbytes(name: str, *, size: int | None = None, limit: int | None = None,
                     data_dir: str | None = None) -> int | None:
     """The bytes a dataset's uint8 images would take in memory, without loading any image.
 
-    From the registry (MedMNIST's split sizes), an npz's array headers, a folder's file count
-    (times ``size``, default 224, squared, 3 channels) or a prepared TFDS dataset's metadata.
-    ``limit`` caps each split; a class subset is not counted (the estimate is then high).
+    From the registry's split sizes, channels and image sides (the keras sets, digits, MedMNIST),
+    an npz's array headers, a folder's file count (times ``size``, default 224, squared, 3
+    channels) or a prepared TFDS dataset's metadata. ``limit`` caps each split; a class subset
+    is not counted (the estimate is then high).
 
     Returns:
         The estimate, or None where it cannot be had without loading (``shapes``, a TFDS
         dataset that is not prepared, images of varying size).
-    """
-    lowered = name.strip().lower()
-    splits: list[int] = []
-    image_bytes = 0
-    if lowered in _FIXED_BYTES:
-        return _FIXED_BYTES[lowered]
-    if lowered in flags_2d():
-        from lab.datasets.medmnist import registry
 
-        meta = registry()[lowered]
-        side = size or 28
-        splits, image_bytes = list(meta["n_samples"].values()), side * side * int(meta["n_channels"])
-    elif lowered.startswith("npz:"):
+    Raises:
+        ValueError: an unknown name, listing the valid ones.
+    """
+    source, argument = find_source(name, "classification")
+    if source.splits is not None and source.channels is not None and source.sizes is not None:
+        side = size or source.sizes[0]
+        splits, image_bytes = list(source.splits.values()), side * side * source.channels
+        # Digits are split by fractions: its one published "split" is all its images.
+        if limit is not None and "all" not in source.splits:
+            splits = [min(count, limit) for count in splits]
+        return int(sum(splits)) * image_bytes
+    if source.kind == "npz":
         from lab.datasets.sources import npz_members
 
         try:
-            members = npz_members(name.strip()[4:])
+            members = npz_members(argument)
         except (OSError, ValueError):
             return None  # the loader names what is wrong with the file
         images = [members[f"{s}_images"] for s in SPLITS if f"{s}_images" in members]
         splits = [m.shape[0] for m in images]
         image_bytes = int(np.prod(images[0].shape[1:])) * images[0].dtype.itemsize if images else 0
-    elif lowered.startswith("folder:"):
+        splits = splits if limit is None else [min(count, limit) for count in splits]
+        return int(sum(splits)) * image_bytes
+    if source.kind == "folder":
         from lab.datasets.folders import count_folder_images
 
         side = size or 224
-        # The split is not known before listing the classes; one "split" of every image.
-        splits, image_bytes = [count_folder_images(name.strip()[7:])], side * side * 3
-    elif lowered.startswith("tfds:"):
-        return _tfds_nbytes(name.strip()[5:], size, limit, data_dir)
-    else:
-        return None
-    if limit is not None:
-        splits = [min(count, limit) for count in splits] if not lowered.startswith("folder:") else \
-            [min(splits[0], 3 * limit)]
-    return int(sum(splits)) * image_bytes
+        # The split is not known before listing the classes: every image, at most three limits.
+        count = count_folder_images(argument)
+        return (count if limit is None else min(count, 3 * limit)) * side * side * 3
+    if source.kind == "tfds":
+        return _tfds_nbytes(argument, size, limit, data_dir)
+    return None
 
 
 def _tfds_nbytes(name: str, size: int | None, limit: int | None, data_dir: str | None) -> int | None:

@@ -48,7 +48,7 @@ def load_shapes(
     num_train: int = 1200,
     num_val: int = 300,
     num_test: int = 300,
-    image_size: int = 28,
+    dataset_size: int = 28,
     channels: int = 3,
     class_weights: tuple[float, ...] | None = DEFAULT_SHAPE_WEIGHTS,
     noise: float = 0.15,
@@ -58,7 +58,7 @@ def load_shapes(
 
     Args:
         num_train, num_val, num_test: images per split.
-        image_size: side of the square images in pixels (at least 16).
+        dataset_size: side of the square images in pixels (at least 16).
         channels: 3 (colour) or 1 (grayscale).
         class_weights: relative class frequencies (len 6), or None for balanced classes.
         noise: standard deviation of the background noise, in [0, 1] intensity units.
@@ -67,9 +67,8 @@ def load_shapes(
     Returns:
         A Dataset whose ``masks_*`` hold 0 for background and ``class_id + 1`` on the shape.
     """
-    if image_size < 16:
-        raise ValueError(f"image_size must be at least 16 pixels for shapes, received {image_size} (in a run: "
-                         f"set dataset_size to 16 or more).")
+    if dataset_size < 16:
+        raise ValueError(f"dataset_size must be at least 16 pixels for shapes, received {dataset_size}.")
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, received {channels}.")
     weights = np.ones(len(SHAPE_CLASSES)) if class_weights is None else np.asarray(class_weights, float)
@@ -82,10 +81,10 @@ def load_shapes(
     arrays = {}
     for split, count in (("train", num_train), ("val", num_val), ("test", num_test)):
         labels = rng.choice(len(SHAPE_CLASSES), size=count, p=weights / weights.sum())
-        images = np.empty((count, image_size, image_size, channels), np.uint8)
-        masks = np.empty((count, image_size, image_size), np.uint8)
+        images = np.empty((count, dataset_size, dataset_size, channels), np.uint8)
+        masks = np.empty((count, dataset_size, dataset_size), np.uint8)
         for i, label in enumerate(labels):
-            images[i], masks[i] = _draw(rng, int(label), image_size, channels, noise)
+            images[i], masks[i] = _draw(rng, int(label), dataset_size, channels, noise)
         arrays[split] = (images, labels.astype(np.int64), masks)
     return Dataset(
         name="shapes",
@@ -94,7 +93,7 @@ def load_shapes(
         x_test=arrays["test"][0], y_test=arrays["test"][1], masks_test=arrays["test"][2],
         class_names=list(SHAPE_CLASSES),
         source={"generator": "lab.datasets.embedded.load_shapes", "seed": seed,
-                "image_size": image_size, "channels": channels, "noise": noise,
+                "image_size": dataset_size, "channels": channels, "noise": noise,
                 "class_weights": None if class_weights is None else list(class_weights)},
     )
 

@@ -24,6 +24,8 @@ file does not state, and guessing it wrong would give a dataset that looks fine 
 from __future__ import annotations
 
 import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,81 +35,55 @@ from lab.datasets.base import Dataset, carve_validation
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 _SPLIT_DIRS = {"train": ("train",), "val": ("val", "validation", "valid"), "test": ("test",)}
+# Threads that decode a chunk of files at once; a few keep a disk and the cores busy.
+_DECODE_THREADS = min(8, os.cpu_count() or 1)
 
 
-def load_image_folder(
-    root: str | Path,
-    *,
-    image_size: int | tuple[int, int] = 224,
-    resize_to: int | None = None,
-    color_mode: str = "rgb",
-    split_fractions: tuple[float, float, float] = (0.5, 0.25, 0.25),
-    seed: int = 0,
-    name: str | None = None,
-) -> Dataset:
-    """Loads an image-folder dataset into memory as uint8 arrays of one size.
-
-    Args:
-        root: the dataset folder (see the module docstring for the layouts).
-        image_size: final (height, width), or one int for square images.
-        resize_to: if given, first resize so the shorter side is this many pixels, then
-            centre-crop ``image_size`` (E11: resize 256, crop 224). Otherwise resize directly.
-        color_mode: ``"rgb"`` or ``"grayscale"``.
-        split_fractions: train/val/test shares when the folder has no split folders.
-        seed: draws the split when fractions are used.
-        name: dataset name for records (default: the folder's name).
-
-    Raises:
-        FileNotFoundError: the folder does not exist.
-        ValueError: no class folders or images, an empty class folder (named), class folders
-            in val/test that train lacks, an unreadable or floating-point image (named), bad
-            fractions.
-    """
-    plan = _plan_folder(root, image_size=image_size, resize_to=resize_to, color_mode=color_mode,
-                        split_fractions=split_fractions, seed=seed)
-    size = plan["size"]
-    if plan["carved"] is None:
-        loaded = {split: (_read_images(files, size, resize_to, color_mode), labels)
-                  for split, (files, labels) in plan["splits"].items()}
-    else:
-        # Every image is read once, then the split is taken from the array (as it always was).
-        files, labels = plan["carved"]
-        images = _read_images(files, size, resize_to, color_mode)
-        loaded = {split: (images[index], labels[index]) for split, index in plan["indices"].items()}
-    return Dataset(
-        name=name or plan["root"].name,
-        x_train=loaded["train"][0], y_train=loaded["train"][1],
-        x_val=loaded["val"][0], y_val=loaded["val"][1],
-        x_test=loaded["test"][0], y_test=loaded["test"][1],
-        class_names=plan["class_names"],
-        source=plan["source"],
-    )
+def load_image_folder(root: str | Path, **options: Any) -> Dataset:
+    """Loads an image-folder dataset into memory as uint8 arrays of one size: what
+    ``stream_image_folder`` reads (same arguments and errors), collected."""
+    return stream_image_folder(root, **options).collect()
 
 
 def stream_image_folder(
     root: str | Path,
     *,
-    image_size: int | tuple[int, int] = 224,
+    dataset_size: int | tuple[int, int] = 224,
     resize_to: int | None = None,
     color_mode: str = "rgb",
     split_fractions: tuple[float, float, float] = (0.5, 0.25, 0.25),
     seed: int = 0,
     name: str | None = None,
 ):
-    """``load_image_folder`` without the arrays: the same file lists and seeded split, read lazily.
+    """The reader of image folders: the file lists and the seeded split, the images read lazily.
 
-    Each split's images are decoded file by file in a ``tf.data`` pipeline
-    (``folder_split_dataset``) with ``load_image_folder``'s reader, so they are the same pixels
-    in the same order, and a folder of any size needs memory for a chunk of images only.
+    Each split's images are decoded a chunk of files at a time, in order (``load_image_folder``
+    collects what this reads), so a folder of any size needs memory for a chunk of images only.
+
+    Args:
+        root: the dataset folder (see the module docstring for the layouts).
+        dataset_size: final (height, width), or one int for square images (a run's ``dataset_size``).
+        resize_to: if given, first resize so the shorter side is this many pixels, then
+            centre-crop ``dataset_size`` (E11: resize 256, crop 224). Otherwise resize directly.
+        color_mode: ``"rgb"`` or ``"grayscale"``.
+        split_fractions: train/val/test shares when the folder has no split folders.
+        seed: draws the split when fractions are used.
+        name: dataset name for records (default: the folder's name).
 
     Returns:
-        A ``lab.datasets.sources.StreamSource`` with ``load_image_folder``'s ``source``, whose
-        ``listing_sha256`` (a hash of every file's path, size and modification time) tells
-        whether the folder changed since an export.
+        A ``lab.datasets.sources.StreamSource`` whose ``source`` has the folder's
+        ``listing_sha256`` (a hash of every file's path, size and modification time), which
+        tells whether the folder changed since an export.
+
+    Raises:
+        FileNotFoundError: the folder does not exist.
+        ValueError: no class folders or images, an empty class folder (named), class folders
+            in val/test that train lacks, bad fractions; when read, an unreadable or
+            floating-point image (named).
     """
     from lab.datasets.sources import SplitSource, StreamSource
 
-    plan = _plan_folder(root, image_size=image_size, resize_to=resize_to, color_mode=color_mode,
+    plan = _plan_folder(root, dataset_size=dataset_size, resize_to=resize_to, color_mode=color_mode,
                         split_fractions=split_fractions, seed=seed)
     size = plan["size"]
     shape = (size[0], size[1], 3 if color_mode == "rgb" else 1)
@@ -119,50 +95,21 @@ def stream_image_folder(
                         source=plan["source"], splits=splits)
 
 
-def folder_split_dataset(files: list[Path], labels: np.ndarray, size: tuple[int, int], *,
-                         resize_to: int | None = None, color_mode: str = "rgb", num_parallel_calls: int | None = None):
-    """A ``tf.data.Dataset`` of ``(image, label)`` read lazily from a list of image files.
-
-    Each file is opened, decoded and resized when the pipeline reaches it, by the same Pillow
-    code as ``load_image_folder`` (so the pixels equal the eager path's), in parallel and in
-    the files' order. Memory is a few images per parallel call, whatever the folder's size.
-
-    Args:
-        files: the image files, in order.
-        labels: one int64 class id per file.
-        size: (height, width) of the images produced.
-        resize_to, color_mode: as ``load_image_folder``.
-        num_parallel_calls: files decoded at once (default: AUTOTUNE).
-
-    Returns:
-        A dataset of uint8 (H, W, C) images and int64 labels.
-    """
-    import tensorflow as tf
-
-    channels = 3 if color_mode == "rgb" else 1
-
-    def read(path):
-        return _read_images([Path(path.decode())], size, resize_to, color_mode)[0]
-
-    def decode(path, label):
-        image = tf.numpy_function(read, [path], tf.uint8, stateful=False)
-        return tf.ensure_shape(image, (size[0], size[1], channels)), label
-
-    paths = tf.data.Dataset.from_tensor_slices((tf.constant([str(f) for f in files], dtype=tf.string),
-                                                tf.constant(np.asarray(labels, np.int64))))
-    return paths.map(decode, num_parallel_calls=num_parallel_calls or tf.data.AUTOTUNE, deterministic=True)
-
-
 def _folder_reader(files: list[Path], size: tuple[int, int], resize_to: int | None, color_mode: str):
-    """``SplitSource.reader`` of a folder split: chunks of images decoded by ``folder_split_dataset``."""
+    """``SplitSource.reader`` of a folder split: the files decoded in order, a chunk at a time.
+
+    Files are decoded on a few threads (Pillow releases the GIL while it decodes and resizes),
+    each by ``_read_images``, and come back in the files' order.
+    """
 
     def reader(chunk: int):
-        if not files:
-            return
-        ds = folder_split_dataset(files, np.zeros(len(files), np.int64), size, resize_to=resize_to,
-                                  color_mode=color_mode).batch(chunk).prefetch(1)
-        for images, _ in ds.as_numpy_iterator():
-            yield images
+        with ThreadPoolExecutor(max_workers=_DECODE_THREADS) as pool:
+            for start in range(0, len(files), chunk):
+                part = files[start:start + chunk]
+                per_thread = max(1, -(-len(part) // _DECODE_THREADS))
+                pieces = pool.map(lambda i: _read_images(part[i:i + per_thread], size, resize_to, color_mode),
+                                  range(0, len(part), per_thread))
+                yield np.concatenate(list(pieces))
 
     return reader
 
@@ -181,25 +128,21 @@ def count_folder_images(root: str | Path) -> int:
     return len(_images_under(root)) if root.is_dir() else 0
 
 
-def _plan_folder(root: str | Path, *, image_size, resize_to, color_mode, split_fractions, seed) -> dict[str, Any]:
+def _plan_folder(root: str | Path, *, dataset_size, resize_to, color_mode, split_fractions, seed) -> dict[str, Any]:
     """What ``load_image_folder`` reads: the class names, each split's files and labels, and the
     seeded split; everything but the pixels.
 
     Returns:
-        ``root``, ``size``, ``class_names``, ``splits`` (``{split: (files, labels)}``),
-        ``carved`` (the files and labels the fractions split is taken from, or None),
-        ``indices`` (``{split: positions in carved}``) and ``source``.
+        ``root``, ``size``, ``class_names``, ``splits`` (``{split: (files, labels)}``) and ``source``.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"Image folder {root} does not exist.")
     if color_mode not in ("rgb", "grayscale"):
         raise ValueError(f"color_mode must be 'rgb' or 'grayscale', received {color_mode!r}.")
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    size = (dataset_size, dataset_size) if isinstance(dataset_size, int) else tuple(dataset_size)
 
     split_dirs = {split: _first_existing(root, names) for split, names in _SPLIT_DIRS.items()}
-    carved = None
-    indices: dict[str, np.ndarray] = {}
     if split_dirs["train"] is not None:
         class_names = _class_folders(split_dirs["train"])
         listed = {}
@@ -231,7 +174,6 @@ def _plan_folder(root: str | Path, *, image_size, resize_to, color_mode, split_f
         train_idx, _, val_idx, _ = carve_validation(
             rest_idx, labels[rest_idx], float(fractions[1] / (fractions[0] + fractions[1])), seed
         )
-        carved = (files, labels)
         indices = {"train": train_idx, "val": val_idx, "test": test_idx}
         splits = {s: ([files[i] for i in idx], labels[idx]) for s, idx in indices.items()}
         layout = f"split by fractions {tuple(float(f) for f in fractions)}"
@@ -240,8 +182,7 @@ def _plan_folder(root: str | Path, *, image_size, resize_to, color_mode, split_f
     source = {"folder": str(root.resolve()), "layout": layout, "image_size": list(size),
               "resize_to": resize_to, "color_mode": color_mode, "split_seed": seed,
               "listing_sha256": _listing_sha256(everything, root)}
-    return {"root": root, "size": size, "class_names": class_names, "splits": splits, "carved": carved,
-            "indices": indices, "source": source}
+    return {"root": root, "size": size, "class_names": class_names, "splits": splits, "source": source}
 
 
 def _first_existing(root: Path, names: tuple[str, ...]) -> Path | None:

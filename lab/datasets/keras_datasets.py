@@ -1,6 +1,7 @@
 """The Keras datasets (mnist, fashion_mnist, cifar10, cifar100), cached under the data directory.
 
-The files, URLs and checksums are those ``keras.datasets`` uses; the kit downloads and parses
+The files, URLs and checksums are those ``keras.datasets`` uses, kept in the registry's table
+(``lab.datasets.registry.SOURCES``, ``files`` of each ``keras`` row); the kit downloads and parses
 them itself so that they live in the kit's data directory, are verified, are written
 atomically and fail with a clear message offline. Keras datasets have no validation split, so
 one is carved from train (stratified, by seed).
@@ -18,26 +19,6 @@ import numpy as np
 from lab import paths
 from lab.datasets.base import Dataset, carve_validation
 from lab.download import fetch
-
-_KERAS = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
-
-FILES = {
-    "mnist": [("mnist.npz", _KERAS + "mnist.npz",
-               {"sha256": "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"})],
-    # MD5s as published in zalandoresearch/fashion-mnist's README.
-    "fashion_mnist": [
-        ("train-images-idx3-ubyte.gz", _KERAS + "train-images-idx3-ubyte.gz", {"md5": "8d4fb7e6c68d591d4c3dfef9ec88bf0d"}),
-        ("train-labels-idx1-ubyte.gz", _KERAS + "train-labels-idx1-ubyte.gz", {"md5": "25c81989df183df01b3e8a0aad5dffbe"}),
-        ("t10k-images-idx3-ubyte.gz", _KERAS + "t10k-images-idx3-ubyte.gz", {"md5": "bef4ecab320f06d8554ea6380940ec79"}),
-        ("t10k-labels-idx1-ubyte.gz", _KERAS + "t10k-labels-idx1-ubyte.gz", {"md5": "bb300cfdad3c16e7a12a480ee83cd310"}),
-    ],
-    "cifar10": [("cifar-10-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                 {"sha256": "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"})],
-    "cifar100": [("cifar-100-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-                  {"sha256": "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7"})],
-}
-
-NAMES = tuple(FILES)
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot"]
@@ -65,12 +46,16 @@ def load_keras_dataset(
     Returns:
         A Dataset of uint8 images.
     """
-    if name not in FILES:
-        raise ValueError(f"Unknown Keras dataset {name!r}; available: {', '.join(NAMES)}.")
+    from lab.datasets.registry import SOURCES
+
+    names = [row.name for row in SOURCES.values() if row.kind == "keras" and row.base is None]
+    if name not in names:
+        raise ValueError(f"Unknown Keras dataset {name!r}; available: {', '.join(names)}.")
     if label_mode not in ("fine", "coarse"):
         raise ValueError(f"label_mode must be 'fine' or 'coarse', received {label_mode!r}.")
     root = (Path(data_dir) if data_dir else paths.data_dir()) / "keras"
-    files = [fetch(url, root / fname, download=download, **digest) for fname, url, digest in FILES[name]]
+    files = [fetch(file["url"], root / file["file"], download=download,
+                   **{key: file[key] for key in ("md5", "sha256") if key in file}) for file in SOURCES[name].files]
     if name == "mnist":
         with np.load(files[0], allow_pickle=False) as npz:
             (x_train, y_train), (x_test, y_test) = (npz["x_train"], npz["y_train"]), (npz["x_test"], npz["y_test"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -18,110 +17,71 @@ import numpy as np
 
 from lab import paths
 from lab.datasets.base import SPLITS, Dataset
+import lab.datasets.registry as table
 from lab.download import ChecksumError, fetch, file_hash
-
-SIZES = (28, 64, 128, 224)
-
-
-def registry() -> dict[str, dict[str, Any]]:
-    """Returns medmnist's INFO dictionary (every flag, 2D and 3D)."""
-    # medmnist/__init__.py tries to import its torch Dataset classes and prints a reminder to
-    # install torch when that fails; the registry itself needs none of it, so mute the print.
-    with contextlib.redirect_stdout(io.StringIO()):
-        from medmnist.info import INFO
-    return INFO
-
 
 def flags_2d() -> list[str]:
     """Returns the 2D MedMNIST flags (the ones the kit's image models can train on)."""
-    return sorted(flag for flag in registry() if not flag.endswith("3d"))
+    return sorted(flag for flag in table.medmnist_info() if not flag.endswith("3d"))
 
 
 def is_multilabel(flag: str) -> bool:
-    return registry()[flag]["task"].startswith("multi-label")
+    return table.medmnist_info()[flag]["task"].startswith("multi-label")
 
 
 def npz_path(flag: str, size: int = 28, data_dir: str | Path | None = None) -> Path:
     """Returns where the npz of ``flag`` at ``size`` pixels is cached."""
-    suffix = "" if size == 28 else f"_{size}"
     root = Path(data_dir) if data_dir else paths.data_dir()
-    return root / "medmnist" / f"{flag}{suffix}.npz"
+    return root / "medmnist" / f"{flag}{table.medmnist_size_key(size)}.npz"
 
 
-def load_medmnist(
-    flag: str,
-    *,
-    size: int = 28,
-    data_dir: str | Path | None = None,
-    download: bool = True,
-) -> Dataset:
-    """Loads a 2D MedMNIST dataset with its official train/val/test split.
-
-    Args:
-        flag: a 2D MedMNIST flag such as ``"bloodmnist"`` or ``"pneumoniamnist"``.
-        size: image side in pixels, one of 28, 64, 128, 224.
-        data_dir: cache directory (default: the kit's data directory).
-        download: download the npz when it is not cached (checked against medmnist's md5).
-
-    Returns:
-        A Dataset with uint8 images of shape (size, size, channels) and int64 labels.
-
-    Raises:
-        ValueError: unknown flag or size, a 3D flag, or a multi-label flag (chestmnist).
-        DatasetNotAvailableError: the npz is not cached and cannot be downloaded.
-    """
-    path, meta, key = _registry_file(flag, size, data_dir, download)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
-        raise ValueError(
-            f"{path} is not a readable MedMNIST npz ({error}). Delete it and run again to "
-            "download it anew."
-        ) from error
-    expected = [f"{s}_{kind}" for s in ("train", "val", "test") for kind in ("images", "labels")]
-    missing = [name for name in expected if name not in arrays]
-    if missing:
-        raise ValueError(f"{path} lacks the arrays {missing}; it is not a MedMNIST npz. Delete it.")
-    return Dataset(
-        name=flag,
-        x_train=arrays["train_images"],
-        y_train=arrays["train_labels"],
-        x_val=arrays["val_images"],
-        y_val=arrays["val_labels"],
-        x_test=arrays["test_images"],
-        y_test=arrays["test_labels"],
-        class_names=_registry_class_names(meta),
-        task=meta["task"],
-        source=_registry_source(meta, key, size),
-    )
+def load_medmnist(flag: str, **options: Any) -> Dataset:
+    """Loads a 2D MedMNIST dataset with its official train/val/test split into memory: what
+    ``stream_medmnist`` reads (same arguments and errors), collected."""
+    return stream_medmnist(flag, **options).collect()
 
 
 def stream_medmnist(
     flag: str, *, size: int = 28, data_dir: str | Path | None = None, download: bool = True
 ):
-    """``load_medmnist`` for chunked reading: a ``lab.datasets.sources.StreamSource``.
+    """The reader of MedMNIST: a 2D flag with its official train/val/test split, read a chunk at a time.
 
-    The same checks, download and md5 verification as ``load_medmnist``; the npz members are
-    then read a chunk of images at a time (see ``lab.datasets.sources``).
+    The flag and size are checked and the npz downloaded and verified against the md5 of the
+    registry (``lab.datasets.registry``); the npz members are then read a chunk of images at a
+    time (see ``lab.datasets.sources``).
+
+    Args:
+        flag: a 2D MedMNIST flag such as ``"bloodmnist"`` or ``"pneumoniamnist"``.
+        size: image side in pixels, one of 28, 64, 128, 224.
+        data_dir: cache directory (default: the kit's data directory).
+        download: download the npz when it is not cached (checked against its md5).
+
+    Returns:
+        A ``lab.datasets.sources.StreamSource`` of uint8 images of shape (size, size, channels).
+
+    Raises:
+        ValueError: unknown flag or size, a 3D flag, or a multi-label flag (chestmnist).
+        DatasetNotAvailableError: the npz is not cached and cannot be downloaded.
+        ChecksumError: the cached npz is not the registry's.
     """
     from lab.datasets.sources import StreamSource, npz_members, npz_split_sources
 
-    path, meta, key = _registry_file(flag, size, data_dir, download)
+    path, meta, file = _registry_file(flag, size, data_dir, download)
     try:
         splits = npz_split_sources(path, npz_members(path))
     except ValueError as error:
-        raise ValueError(f"{error} It is not a readable MedMNIST npz: delete {path} and run again to download it "
+        raise ValueError(f"{path} is not a readable MedMNIST npz ({error}). Delete it and run again to download it "
                          "anew.") from error
     return StreamSource(name=flag, class_names=_registry_class_names(meta), task=meta["task"],
-                        source=_registry_source(meta, key, size), splits=splits)
+                        source=_registry_source(meta, file, size), splits=splits)
 
 
 def _registry_file(flag: str, size: int, data_dir: str | Path | None, download: bool
-                   ) -> tuple[Path, dict[str, Any], str]:
-    """Checks a flag and size, and returns its verified npz, its registry entry and its size key."""
-    info = registry()
-    if flag not in info:
+                   ) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """Checks a flag and size, and returns its verified npz, medmnist's entry and the registry's file."""
+    info = table.medmnist_info()
+    row = table.sources().get(flag)
+    if row is None or row.kind != "medmnist":
         raise ValueError(f"Unknown MedMNIST flag {flag!r}. 2D flags: {', '.join(flags_2d())}.")
     if flag.endswith("3d"):
         raise ValueError(
@@ -134,13 +94,12 @@ def _registry_file(flag: str, size: int, data_dir: str | Path | None, download: 
             "which needs sigmoid outputs and per-label metrics that the kit does not train yet. "
             f"Pick a single-label flag: {', '.join(f for f in flags_2d() if not is_multilabel(f))}."
         )
-    if size not in SIZES:
-        raise ValueError(f"MedMNIST size must be one of {SIZES}, received size={size}.")
-    meta = info[flag]
-    key = "" if size == 28 else f"_{size}"
+    if size not in table.MEDMNIST_SIZES:
+        raise ValueError(f"MedMNIST size must be one of {table.MEDMNIST_SIZES}, received size={size}.")
+    file = row.file_for(size)
     target = npz_path(flag, size, data_dir)
     try:
-        path = fetch(meta[f"url{key}"], target, md5=meta[f"MD5{key}"], download=download)
+        path = fetch(file["url"], target, md5=file["md5"], download=download)
     except ChecksumError as error:
         # Refused under the registry name, whose records promise the official data; the file
         # may still be the user's own on purpose (a re-export, a subset), which npz: reads.
@@ -149,7 +108,7 @@ def _registry_file(flag: str, size: int, data_dir: str | Path | None, download: 
             f"your own file: dataset='npz:{target}' (better: move it out of {target.parent} first). Its run "
             "records then mark the source as unofficial, with the file's md5."
         ) from error
-    return path, meta, key
+    return path, info[flag], file
 
 
 def _registry_class_names(meta: dict[str, Any]) -> list[str]:
@@ -157,17 +116,25 @@ def _registry_class_names(meta: dict[str, Any]) -> list[str]:
     return [labels[str(i)] for i in range(len(labels))]
 
 
-def _registry_source(meta: dict[str, Any], key: str, size: int) -> dict[str, Any]:
-    return {"url": meta[f"url{key}"], "md5": meta[f"MD5{key}"], "size": size,
+def _registry_source(meta: dict[str, Any], file: dict[str, Any], size: int) -> dict[str, Any]:
+    return {"url": file["url"], "md5": file["md5"], "size": size,
             "license": meta.get("license"), "medmnist_version": _version()}
 
 
 # -- your own npz files -------------------------------------------------------------------------
 
 
-def load_npz(path: str | Path, *, size: int | None = None, class_names: list[str] | None = None,
-             name: str | None = None) -> Dataset:
-    """Loads your own MedMNIST-format npz into memory (registry name ``npz:<path>``).
+def load_npz(path: str | Path, **options: Any) -> Dataset:
+    """Loads your own MedMNIST-format npz into memory (registry name ``npz:<path>``): what
+    ``stream_npz`` reads (same arguments and errors), collected."""
+    return stream_npz(path, **options).collect()
+
+
+def stream_npz(path: str | Path, *, size: int | None = None, class_names: list[str] | None = None,
+               name: str | None = None):
+    """The reader of your own MedMNIST-format npz files, a chunk of images at a time.
+
+    Every array's header and every label is checked before an image is read.
 
     Args:
         path: the npz file, holding ``{train,val,test}_images`` (NHW or NHWC, uint8 or
@@ -180,41 +147,16 @@ def load_npz(path: str | Path, *, size: int | None = None, class_names: list[str
         name: the dataset's name in records (default: the file name without ``.npz``).
 
     Returns:
-        A Dataset whose ``source`` marks it as unofficial, with the file's md5, size in bytes
-        and path (and the MedMNIST flag whose official md5 it has, if any). The md5 reads the
-        whole file once per load (a few seconds per GB), as the registry's files are checked.
+        A ``lab.datasets.sources.StreamSource`` whose ``source`` marks it as unofficial, with the
+        file's md5, size in bytes and path (and the MedMNIST flag whose official md5 it has, if
+        any). The md5 reads the whole file once (a few seconds per GB), as the registry's files
+        are checked.
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: not an npz, missing or malformed arrays, a size that differs from the
             images', class names that do not cover the labels.
     """
-    from lab.datasets.sources import npz_members, npz_split_sources
-
-    path = _existing_npz(path)
-    members = npz_members(path)
-    splits = npz_split_sources(path, members)  # checks every array's header and every label
-    _check_npz_size(path, splits["train"].shape, size)
-    names, how = _npz_class_names(path, members, {s: splits[s].labels for s in SPLITS}, class_names)
-    images = {}
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            for split in SPLITS:
-                images[split] = npz[f"{split}_images"]
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
-        raise ValueError(f"{path} is not a readable npz ({error}).") from error
-    return Dataset(
-        name=name or path.stem,
-        **{f"x_{s}": images[s] for s in SPLITS}, **{f"y_{s}": splits[s].labels for s in SPLITS},
-        class_names=names,
-        task="binary-class" if len(names) == 2 else "multi-class",
-        source=_npz_source(path, how),
-    )
-
-
-def stream_npz(path: str | Path, *, size: int | None = None, class_names: list[str] | None = None,
-               name: str | None = None):
-    """``load_npz`` for chunked reading: a ``lab.datasets.sources.StreamSource``."""
     from lab.datasets.sources import StreamSource, npz_members, npz_split_sources
 
     path = _existing_npz(path)
@@ -276,7 +218,7 @@ def _npz_class_names(path: Path, members: dict, labels: dict[str, np.ndarray],
 def _npz_source(path: Path, how: str) -> dict[str, Any]:
     """Where your own npz came from: unofficial, with its md5 (and the MedMNIST flag it matches)."""
     md5 = file_hash(path, "md5")
-    matches = [f"{flag}{'' if key == 'MD5' else key[3:]}" for flag, meta in registry().items()
+    matches = [f"{flag}{'' if key == 'MD5' else key[3:]}" for flag, meta in table.medmnist_info().items()
                for key, value in meta.items() if key.startswith("MD5") and value == md5]
     return {"npz": str(path.resolve()), "md5": md5, "bytes": path.stat().st_size, "official": False,
             "class_names": how, **({"matches_medmnist": matches[0]} if matches else {})}

@@ -11,7 +11,9 @@ cannot map a member of a zip, and MedMNIST ships its npz files deflated), its he
 
 The readers of each kind of data build on this (``lab.datasets.medmnist.stream_medmnist`` and
 ``stream_npz``, ``lab.datasets.folders.stream_image_folder``, ``lab.datasets.tfds.stream_tfds``);
-``lab.datasets.streaming`` opens them by registry name and streams a run's data.
+``lab.datasets.open_source`` opens them by registry name; ``StreamSource.collect`` reads one into
+memory (what ``load_dataset`` and each kind's ``load_*`` do), and ``lab.datasets.streaming``
+streams a run's data.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from lab.datasets.base import SPLITS, limit_indices, select_classes
+from lab.datasets.base import SPLITS, Dataset, limit_indices, select_classes
 
 # Images read per chunk (2.4 MB at 28x28x3), fewer for large images: a chunk never holds more
 # than _CHUNK_BYTES of images (426 images at 224x224x3 uint8).
@@ -142,6 +144,24 @@ class StreamSource:
         splits = {s: self.splits[s].select(indices[s], labels[s]) for s in SPLITS}
         return dataclasses.replace(self, splits=splits, class_names=[self.class_names[c] for c in kept],
                                    source=dict(self.source, subset_classes=[int(c) for c in kept], subset_seed=seed))
+
+    def collect(self) -> Dataset:
+        """Reads every split into memory: the ``Dataset`` of the same images, labels and source.
+
+        Each split's images go straight into one array of its announced size, so loading needs
+        the memory of the images and one chunk, never twice the images.
+        """
+        arrays: dict[str, np.ndarray] = {}
+        for split in SPLITS:
+            part = self.splits[split]
+            images = np.empty((part.count, *part.shape), dtype=part.dtype)
+            position = 0
+            for chunk, _ in part.chunks():
+                images[position:position + len(chunk)] = chunk
+                position += len(chunk)
+            arrays[f"x_{split}"], arrays[f"y_{split}"] = images, part.labels
+        return Dataset(name=self.name, class_names=list(self.class_names), task=self.task, source=dict(self.source),
+                       **arrays)
 
     def limit(self, per_split: int | None, seed: int = 0) -> "StreamSource":
         """``Dataset.limit`` without reading an image."""

@@ -1,12 +1,11 @@
 """What a run streams: datasets opened by name for chunked reading, converted to TFRecords once.
 
-``open_stream(name, ...)`` is ``load_dataset`` without the arrays: it returns a
-``lab.datasets.sources.StreamSource`` for
+``open_stream(name, ...)`` is ``load_dataset`` without the arrays (``load_dataset`` collects
+the same stream into memory): it returns a ``lab.datasets.sources.StreamSource`` for
 
 - MedMNIST (registry flags) and ``npz:<path>``: the npz members read a chunk at a time;
-- ``folder:<path>``: the file lists and the seeded split of ``load_image_folder``, decoded file
-  by file in a ``tf.data`` pipeline (``lab.datasets.folders.folder_split_dataset``) with the
-  same reader as the eager path, so the pixels are the same;
+- ``folder:<path>``: the file lists and the seeded split of ``load_image_folder``, decoded a
+  chunk of files at a time;
 - ``tfds:<name>``: the prepared dataset streamed as ``tf.data``; labels from a pass that skips
   decoding the images.
 
@@ -65,33 +64,21 @@ def open_stream(
     Raises:
         ValueError, DatasetNotAvailableError: as ``load_dataset`` for the same arguments.
     """
-    from lab.datasets import medmnist, tfds as tfds_module
-    from lab.datasets import folders
+    from lab.datasets import STREAMED_KINDS, find_source, open_source, subset_and_limit
 
-    lowered = name.strip().lower()
-    folder_options = {key: value for key, value in (("split_fractions", split_fractions), ("color_mode", color_mode))
-                      if value is not None}
-    if folder_options and not lowered.startswith("folder:"):
-        raise ValueError(f"{' and '.join(folder_options)} apply to image folders (dataset='folder:<path>'); "
+    source, _ = find_source(name, "classification")
+    options = {key: value for key, value in (("split_fractions", split_fractions), ("color_mode", color_mode))
+               if value is not None}
+    if options and source.kind != "folder":
+        raise ValueError(f"{' and '.join(options)} apply to image folders (dataset='folder:<path>'); "
                          f"received dataset={name!r}.")
-    if lowered.startswith("npz:"):
-        stream = medmnist.stream_npz(name.strip()[4:], size=size)
-    elif lowered in medmnist.flags_2d() or lowered.endswith("mnist3d"):
-        stream = medmnist.stream_medmnist(lowered, size=28 if size is None else size, data_dir=data_dir,
-                                          download=download)
-    elif lowered.startswith("folder:"):
-        stream = folders.stream_image_folder(name.strip()[7:], **({"image_size": size} if size else {}),
-                                             resize_to=resize_to, seed=seed, **folder_options)
-    elif lowered.startswith("tfds:"):
-        stream = tfds_module.stream_tfds(name.strip()[5:], image_size=size, val_fraction=val_fraction, seed=seed,
-                                         data_dir=data_dir, download=download)
-    else:
+    if source.kind not in STREAMED_KINDS:
         return None
-    if num_classes is not None:
-        stream = stream.subset_classes(num_classes, seed=seed)
-    stream = stream.limit(limit, seed=seed)
-    stream.source = {**stream.source, "loaded_as": name.strip()}
-    return stream
+    if source.kind == "folder":
+        options["resize_to"] = resize_to
+    stream = open_source(name, size=size, val_fraction=val_fraction, seed=seed, data_dir=data_dir,
+                         download=download, **options)
+    return subset_and_limit(stream, name, num_classes=num_classes, limit=limit, seed=seed)
 
 
 # -- what a run streams ------------------------------------------------------------------------------

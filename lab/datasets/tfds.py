@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,77 +42,10 @@ from lab.datasets.base import Dataset, carve_validation
 from lab.download import DatasetNotAvailableError
 
 
-def load_tfds(
-    name: str,
-    *,
-    image_size: int | None = None,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    data_dir: str | Path | None = None,
-    download: bool = True,
-    image_key: str = "image",
-    label_key: str = "label",
-) -> Dataset:
-    """Loads an image-classification dataset from TensorFlow Datasets into memory.
-
-    The official ``validation`` split is used when the dataset has one; otherwise one is carved
-    from train. Images of varying size need ``image_size`` (they are resized to a square).
-    ``source`` records the TFDS name, config, version and the splits read (see the module
-    docstring for how the version is chosen and checked).
-
-    Args:
-        name: the TFDS name, e.g. ``"oxford_flowers102"`` or ``"cifar10"``; ``"name:1.2.3"`` or
-            ``"name/config:1.2.3"`` pins a config and version (TFDS's syntax).
-        image_size: resize every image to this square size (required for varying sizes).
-        val_fraction: share of train held out when there is no validation split.
-        seed: draws that split.
-        data_dir: TFDS data_dir (default: ``<data dir>/tensorflow_datasets``).
-        download: let TFDS download and prepare the dataset when missing.
-        image_key, label_key: feature names of the image and the label.
-    """
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
-
-    builder = prepared_builder(name, data_dir=data_dir, download=download)
-
-    # The split names come from the prepared dataset's metadata; when it has none (not prepared,
-    # or faked by tfds.testing.mock_data in the tests) assume the usual train and test.
-    splits = set(builder.info.splits.keys()) or {"train", "test"}
-    label_feature = builder.info.features[label_key]
-    class_names = list(getattr(label_feature, "names", [str(i) for i in range(label_feature.num_classes)]))
-
-    def to_numpy(split: str) -> tuple[np.ndarray, np.ndarray]:
-        ds = builder.as_dataset(split=split, shuffle_files=False)
-        def prepare(example):
-            image = example[image_key]
-            if image_size:
-                image = tf.cast(tf.image.resize(image, (image_size, image_size)), tf.uint8)
-            return image, example[label_key]
-        images, labels = [], []
-        for image, label in tfds.as_numpy(ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)):
-            images.append(image)
-            labels.append(label)
-        shapes = {im.shape for im in images}
-        if len(shapes) > 1:
-            raise ValueError(f"TFDS {name!r} has images of several sizes; pass image_size to resize them.")
-        return np.stack(images), np.asarray(labels, dtype=np.int64)
-
-    x_train, y_train = to_numpy("train")
-    val_split = next((s for s in ("validation", "val") if s in splits), None)
-    if val_split:
-        x_val, y_val = to_numpy(val_split)
-    else:
-        x_train, y_train, x_val, y_val = carve_validation(x_train, y_train, val_fraction, seed)
-    if "test" not in splits:
-        raise ValueError(f"TFDS {name!r} has no test split (splits: {sorted(splits)}).")
-    x_test, y_test = to_numpy("test")
-    return Dataset(
-        name=f"tfds:{name}", x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
-        x_test=x_test, y_test=y_test, class_names=class_names,
-        source={**tfds_source(builder), "image_size": image_size,
-                "splits": {"train": "train", "val": val_split or f"carved {val_fraction} of train, seed {seed}",
-                           "test": "test"}},
-    )
+def load_tfds(name: str, **options: Any) -> Dataset:
+    """Loads an image-classification dataset from TensorFlow Datasets into memory: what
+    ``stream_tfds`` reads (same arguments and errors), collected."""
+    return stream_tfds(name, **options).collect()
 
 
 def tfds_source(builder) -> dict[str, str | None]:
@@ -217,7 +151,7 @@ def _other_versions(builder) -> str:
 def stream_tfds(
     name: str,
     *,
-    image_size: int | None = None,
+    dataset_size: int | None = None,
     val_fraction: float = 0.1,
     seed: int = 0,
     data_dir: str | Path | None = None,
@@ -225,19 +159,33 @@ def stream_tfds(
     image_key: str = "image",
     label_key: str = "label",
 ):
-    """``load_tfds`` without the arrays: each split streamed from the prepared dataset.
+    """The reader of TFDS: an image-classification dataset, each split streamed from the prepared dataset.
 
-    The labels come from a first pass that skips decoding the images
-    (``tfds.decode.SkipDecoding``); the images are then decoded (and resized) a chunk at a time
-    when a split is read. A validation split carved from train (when the dataset has none) is
-    drawn from the labels exactly as ``load_tfds`` draws it, so both paths hold the same images.
+    The official ``validation`` split is used when the dataset has one; otherwise one is carved
+    from train, drawn from the labels by ``seed``. The labels come from a first pass that skips
+    decoding the images (``tfds.decode.SkipDecoding``); the images are then decoded (and
+    resized) a chunk at a time when a split is read (``load_tfds`` collects them).
+
+    Args:
+        name: the TFDS name, e.g. ``"oxford_flowers102"`` or ``"cifar10"``; ``"name:1.2.3"`` or
+            ``"name/config:1.2.3"`` pins a config and version (TFDS's syntax).
+        dataset_size: resize every image to this square size (required for varying sizes).
+        val_fraction: share of train held out when there is no validation split.
+        seed: draws that split.
+        data_dir: TFDS data_dir (default: ``<data dir>/tensorflow_datasets``).
+        download: let TFDS download and prepare the dataset when missing.
+        image_key, label_key: feature names of the image and the label.
 
     Returns:
-        A ``lab.datasets.sources.StreamSource`` with the ``source`` ``load_tfds`` records.
+        A ``lab.datasets.sources.StreamSource`` whose ``source`` records the TFDS name, config,
+        version and the splits read (see the module docstring for how the version is chosen
+        and checked).
 
     Raises:
-        ValueError: as ``load_tfds``; also images of varying size without ``image_size``
-            (known here from the dataset's metadata, before any image is read).
+        ValueError: no such dataset, a version that does not match, no test split, or images
+            of varying size without ``dataset_size`` (known from the dataset's metadata,
+            before any image is read).
+        DatasetNotAvailableError: not prepared and cannot be downloaded.
     """
     import tensorflow as tf
     import tensorflow_datasets as tfds
@@ -252,10 +200,10 @@ def stream_tfds(
         raise ValueError(f"TFDS {name!r} has no test split (splits: {sorted(splits)}).")
     feature = builder.info.features[image_key]
     height, width, channels = (tuple(feature.shape) + (None,) * 3)[:3]
-    if image_size:
-        height = width = image_size
+    if dataset_size:
+        height = width = dataset_size
     if height is None or width is None or channels is None:
-        raise ValueError(f"TFDS {name!r} has images of several sizes; pass image_size to resize them.")
+        raise ValueError(f"TFDS {name!r} has images of several sizes; pass dataset_size to resize them.")
     shape = (int(height), int(width), int(channels))
 
     def labels_of(split: str) -> np.ndarray:
@@ -270,8 +218,8 @@ def stream_tfds(
 
             def prepare(example):
                 image = example[image_key]
-                if image_size:
-                    image = tf.cast(tf.image.resize(image, (image_size, image_size)), tf.uint8)
+                if dataset_size:
+                    image = tf.cast(tf.image.resize(image, (dataset_size, dataset_size)), tf.uint8)
                 return image
 
             ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(chunk).prefetch(1)
@@ -293,7 +241,7 @@ def stream_tfds(
         sources["train"], sources["val"] = train.select(train_idx, y_train), train.select(val_idx, y_val)
     return StreamSource(
         name=f"tfds:{name}", class_names=class_names, task="multi-class",
-        source={**tfds_source(builder), "image_size": image_size,
+        source={**tfds_source(builder), "image_size": dataset_size,
                 "splits": {"train": "train", "val": val_split or f"carved {val_fraction} of train, seed {seed}",
                            "test": "test"}},
         splits={split: sources[split] for split in ("train", "val", "test")},

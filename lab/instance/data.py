@@ -514,16 +514,18 @@ def load_instance_dataset(name: str, **options: Any) -> InstanceDataset:
     """Loads an instance dataset by name.
 
     Args:
-        name: ``"shapes"`` (the generated set) or ``"coco:PATH"`` (a COCO JSON file or a folder
-            with train.json and val.json).
+        name: ``"shapes"`` (the generated set) or ``"coco:<path>"`` (a COCO JSON file or a
+            folder with train.json and val.json): the registry's instance sets
+            (``lab.datasets.registry``).
         **options: passed to ``load_instance_shapes`` or ``load_coco``.
 
     Returns:
         The InstanceDataset.
+
+    Raises:
+        ValueError: an unknown name, listing the valid ones.
     """
-    if name == "shapes":
-        return load_instance_shapes(**options)
-    if isinstance(name, str) and name.startswith("coco:") and name[len("coco:"):].strip():
-        return load_coco(name[len("coco:"):], **options)
-    raise ValueError(f"Unknown instance dataset {name!r}; use 'shapes' (generated) or 'coco:PATH' (a COCO JSON "
-                     f"file, or a folder with train.json and val.json).")
+    from lab.datasets.registry import find_source
+
+    source, argument = find_source(name, "instance")
+    return load_instance_shapes(**options) if source.kind == "shapes" else load_coco(argument, **options)

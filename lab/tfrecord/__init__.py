@@ -21,7 +21,8 @@ Modules, each importing only those listed before it:
     manifest     the format: file names, options, each split's manifest (``read_manifest``)
     provenance   fingerprints and content hashes, ``check_provenance``; each shard's size
                  and sha256 checked against its manifest entry
-    writing      ``write_tfrecords``, ``write_tfrecords_from_batches``, ``export_dataset``:
+    writing      ``write_tfrecords_from_batches`` (the one writer, over a stream of batches),
+                 ``write_tfrecords`` and ``export_dataset`` (arrays as such a stream):
                  shards, manifests and the atomic commit of ``dataset.json``
     reading      ``read_tfrecords``, ``verify_tfrecords``, ``make_tfrecord_pipeline``
     streamed     ``export_stream``, ``open_export``, ``check_export``, ``StreamedDataset``:

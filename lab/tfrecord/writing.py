@@ -1,5 +1,10 @@
 """Writing shards: one split's shards and manifest, and a whole dataset with ``dataset.json``.
 
+One writer, over a stream of ``(images, labels)`` batches (``write_tfrecords_from_batches``):
+arrays in memory are written as a stream of batches, one a shard (``write_tfrecords``,
+``export_dataset``), and a dataset read a chunk at a time as the stream of its chunks
+(``export_stream`` in ``lab.tfrecord.streamed``).
+
 The manifest is the commit point. Every shard is written to a temporary file and renamed once
 complete, and the manifest is written last, so nothing half-written is ever read:
 
@@ -46,31 +51,32 @@ __all__ = ["DEFAULT_IMAGES_PER_SHARD", "export_dataset", "write_tfrecords", "wri
 DEFAULT_IMAGES_PER_SHARD = 4096
 
 
-def write_tfrecords(
-    images: np.ndarray,
-    labels: np.ndarray,
+def write_tfrecords_from_batches(
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
     directory: str | os.PathLike,
     *,
     split: str = "train",
-    num_shards: int | None = None,
     images_per_shard: int | None = None,
     compression: str | None = None,
     encoding: str = "raw",
     class_names: Sequence[str] | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """Writes in-memory images and labels as TFRecord shards plus ``<split>.manifest.json``.
+    """Writes a stream of ``(images, labels)`` batches as TFRecord shards plus ``<split>.manifest.json``.
 
-    Everything is checked before the first file is written, so a mistake in the arrays leaves
-    the directory (and any earlier export of the split) untouched.
+    The one writer of the kit: in-memory arrays (``write_tfrecords``, ``export_dataset``) and
+    datasets read a chunk at a time (``export_stream``) are streams of batches it writes. Only
+    one batch is held at a time. The first batch fixes the image shape and dtype; every later
+    batch must match it. A batch that fails the checks stops the export: the shards already
+    finished are deleted and no manifest is written.
 
     Args:
-        images: NHWC images (NHW for grayscale), uint8 (or float32 with ``encoding="raw"``).
-        labels: one integer class id per image, shape (N,) or (N, 1).
+        batches: an iterable (e.g. a generator) of ``(images, labels)`` pairs: NHWC images
+            (NHW for grayscale), uint8 (or float32 with ``encoding="raw"``), and one integer
+            class id per image, shape (N,) or (N, 1). Batch sizes may vary and need not divide
+            ``images_per_shard``.
         directory: where the shards and the manifest go (created if missing).
         split: the split's name, used in file names (``train``, ``val``, ``test``...).
-        num_shards: split into exactly this many shards of near-equal size. Give either this
-            or ``images_per_shard``, not both.
         images_per_shard: at most this many images per shard (default 4096).
         compression: ``None``, ``"GZIP"`` or ``"ZLIB"``.
         encoding: ``"raw"`` (the array bytes; fastest to read) or ``"png"`` (lossless,
@@ -82,11 +88,37 @@ def write_tfrecords(
         The shard paths, in order.
 
     Raises:
-        ValueError: bad arrays or options; the message says what was received.
+        ValueError: no batches at all, or a batch with bad or inconsistent arrays, or bad
+            options; the message says what was received.
     """
-    return _write_arrays(images, labels, directory, split=split, num_shards=num_shards,
-                         images_per_shard=images_per_shard, compression=compression, encoding=encoding,
-                         class_names=class_names, metadata=metadata, provenance=None)
+    return _write_split(iter(batches), directory, split=split,
+                        shard_sizes=itertools.repeat(_check_images_per_shard(images_per_shard)),
+                        spec=_Spec(encoding=_check_encoding(encoding), num_classes=_num_classes(class_names)),
+                        compression=compression, class_names=class_names, metadata=metadata)
+
+
+def write_tfrecords(images: np.ndarray, labels: np.ndarray, directory: str | os.PathLike, *,
+                    num_shards: int | None = None, images_per_shard: int | None = None, **options: Any) -> list[Path]:
+    """Writes in-memory images and labels: the arrays as a stream of batches, one a shard, through
+    the writer of ``write_tfrecords_from_batches``.
+
+    The arrays are checked whole before the first file is written, so a mistake in them leaves
+    the directory (and any earlier export of the split) untouched.
+
+    Args:
+        images, labels: the split, as one batch of ``write_tfrecords_from_batches``.
+        directory: where the shards and the manifest go (created if missing).
+        num_shards: split into exactly this many shards of near-equal size. Give either this
+            or ``images_per_shard``, not both.
+        images_per_shard: at most this many images per shard (default 4096).
+        **options: ``split``, ``compression``, ``encoding``, ``class_names`` and ``metadata``,
+            as ``write_tfrecords_from_batches`` takes them.
+
+    Returns:
+        The shard paths, in order.
+    """
+    return _write_arrays(images, labels, directory, num_shards=num_shards, images_per_shard=images_per_shard,
+                         **options)
 
 
 def _write_arrays(
@@ -94,14 +126,14 @@ def _write_arrays(
     labels: np.ndarray,
     directory: str | os.PathLike,
     *,
-    split: str,
     num_shards: int | None,
     images_per_shard: int | None,
-    compression: str | None,
-    encoding: str,
-    class_names: Sequence[str] | None,
-    metadata: dict[str, Any] | None,
-    provenance: dict[str, Any] | None,
+    split: str = "train",
+    compression: str | None = None,
+    encoding: str = "raw",
+    class_names: Sequence[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> list[Path]:
     """``write_tfrecords`` plus the provenance that only ``export_dataset`` knows."""
     if num_shards is not None and images_per_shard is not None:
@@ -122,54 +154,15 @@ def _write_arrays(
             )
         # One batch per shard, sizes differing by at most one (the first ones larger).
         sizes = [count // num_shards + (i < count % num_shards) for i in range(num_shards)] if count else []
-        starts = np.cumsum([0, *sizes[:-1]], dtype=int)
-        batches = ((images[a:a + n], labels[a:a + n]) for a, n in zip(starts, sizes))
-        shard_sizes: Iterator[int] = iter(sizes)
     else:
         per_shard = _check_images_per_shard(images_per_shard)
-        batches = ((images[i:i + per_shard], labels[i:i + per_shard]) for i in range(0, count, per_shard))
-        shard_sizes = itertools.repeat(per_shard)
-    return _write_split(batches, directory, split=split, shard_sizes=shard_sizes, spec=spec,
+        sizes = [min(per_shard, count - start) for start in range(0, count, per_shard)]
+    # The arrays as a stream of batches, one a shard.
+    starts = np.cumsum([0, *sizes[:-1]], dtype=int)
+    batches = ((images[a:a + n], labels[a:a + n]) for a, n in zip(starts, sizes))
+    return _write_split(batches, directory, split=split, shard_sizes=iter(sizes), spec=spec,
                         compression=compression, class_names=class_names, metadata=metadata,
                         provenance=provenance)
-
-
-def write_tfrecords_from_batches(
-    batches: Iterable[tuple[np.ndarray, np.ndarray]],
-    directory: str | os.PathLike,
-    *,
-    split: str = "train",
-    images_per_shard: int | None = None,
-    compression: str | None = None,
-    encoding: str = "raw",
-    class_names: Sequence[str] | None = None,
-    metadata: dict[str, Any] | None = None,
-) -> list[Path]:
-    """Writes ``(images, labels)`` batches as TFRecord shards, for data that does not fit in memory.
-
-    Only one batch is held at a time. The first batch fixes the image shape and dtype; every
-    later batch must match it. A batch that fails the checks stops the export: the shards
-    already finished are deleted and no manifest is written.
-
-    Args:
-        batches: an iterable (e.g. a generator) of ``(images, labels)`` pairs, each as
-            ``write_tfrecords`` takes them; batch sizes may vary and need not divide
-            ``images_per_shard``.
-        directory, split, compression, encoding, class_names, metadata: as in
-            ``write_tfrecords``.
-        images_per_shard: at most this many images per shard (default 4096). The total is not
-            known in advance, so there is no ``num_shards``.
-
-    Returns:
-        The shard paths, in order.
-
-    Raises:
-        ValueError: no batches at all, or a batch with bad or inconsistent arrays.
-    """
-    spec = _Spec(encoding=_check_encoding(encoding), num_classes=_num_classes(class_names))
-    shard_sizes = itertools.repeat(_check_images_per_shard(images_per_shard))
-    return _write_split(iter(batches), directory, split=split, shard_sizes=shard_sizes, spec=spec,
-                        compression=compression, class_names=class_names, metadata=metadata)
 
 
 def export_dataset(

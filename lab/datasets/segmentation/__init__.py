@@ -1,6 +1,7 @@
 """Segmentation data: images with per-pixel class masks, and the loaders that make them.
 
-``load_segmentation_dataset(name, ...)`` is the registry of segmentation sets:
+``load_segmentation_dataset(name, ...)`` loads the registry's segmentation sets (the rows of
+``lab.datasets.registry`` whose tasks include segmentation):
 
     shapes                   the embedded shapes with their masks (0 = background, shape's class + 1)
     tfds:oxford_iiit_pet     Oxford-IIIT Pet trimaps (1 pet, 2 background, 3 border) as classes
@@ -41,7 +42,10 @@ from lab.datasets.segmentation.pets import PET_CLASSES, load_oxford_pets, trimap
 
 
 def list_segmentation_datasets() -> list[str]:
-    return ["shapes", "tfds:oxford_iiit_pet", "folder:<path>"]
+    """The segmentation sets of the registry (``lab.datasets.registry``)."""
+    from lab.datasets.registry import list_sources
+
+    return list_sources("segmentation")
 
 
 def load_segmentation_dataset(
@@ -76,28 +80,27 @@ def load_segmentation_dataset(
     Raises:
         ValueError: an unknown name; a folder option given for another set.
     """
-    lowered = name.strip().lower()
-    folder = lowered.startswith("folder:")
+    from lab.datasets.registry import find_source
+
+    source, argument = find_source(name, "segmentation")
+    folder = source.kind == "folder"
     # A folder option left at None is unset (a notebook passes its parameters whatever the set).
     options = {key: value for key, value in options.items() if not (key in FOLDER_OPTIONS and value is None)}
     misplaced = [key for key in FOLDER_OPTIONS if key in options]
     if misplaced and not folder:
         raise ValueError(f"{', '.join(misplaced)} appl{'ies' if len(misplaced) == 1 else 'y'} to mask folders "
                          f"(dataset='folder:<path>'), not to {name!r}; leave {' and '.join(misplaced)} unset.")
-    if lowered == "shapes":
+    if source.kind == "shapes":
         from lab.datasets.embedded import load_shapes
 
-        dataset = SegmentationDataset.from_dataset(load_shapes(seed=seed, image_size=size or 32, **options))
-    elif lowered == "tfds:oxford_iiit_pet":
-        dataset = load_oxford_pets(image_size=size or 128, val_fraction=val_fraction, seed=seed, data_dir=data_dir,
+        dataset = SegmentationDataset.from_dataset(load_shapes(seed=seed, dataset_size=size or 32, **options))
+    elif source.kind == "pets":
+        dataset = load_oxford_pets(dataset_size=size or 128, val_fraction=val_fraction, seed=seed, data_dir=data_dir,
                                    download=download, **options)
-    elif folder:
-        dataset = load_mask_folder(name.strip()[7:], **({"image_size": size} if size else {}),
+    else:
+        dataset = load_mask_folder(argument, **({"dataset_size": size} if size else {}),
                                    **({"background_class": background_class} if background_class is not None else {}),
                                    val_fraction=val_fraction, seed=seed, **options)
-    else:
-        raise ValueError(f"Unknown segmentation dataset {name!r}. Available: "
-                         f"{', '.join(list_segmentation_datasets())}.")
     if background_class is not None and background_class != dataset.background_class:
         dataset = dataclasses.replace(dataset, background_class=background_class)
     dataset = dataset.limit(limit, seed=seed)

@@ -26,7 +26,7 @@ COLOR_MODES = ("rgb", "grayscale")
 def load_mask_folder(
     root: str | Path,
     *,
-    image_size: int | tuple[int, int] | None = None,
+    dataset_size: int | tuple[int, int] | None = None,
     tile_size: int | None = None,
     tile_margin: int | None = None,
     class_values: dict[int, int] | None = None,
@@ -60,7 +60,7 @@ def load_mask_folder(
     Images are read as 8-bit, 16-bit images scaled by their range (see
     ``lab.datasets.folders.to_8bit``); mask values are class values and are never rescaled.
 
-    Images of any size become arrays of one size: ``image_size`` resizes each image
+    Images of any size become arrays of one size: ``dataset_size`` resizes each image
     (bilinear) and its mask (nearest neighbour); ``tile_size`` cuts both into square tiles
     (the last row and column flush with the border, so nothing is dropped), after the resize
     when both are given. Tiles are cut after the split, so tiles of one image never land in
@@ -70,7 +70,7 @@ def load_mask_folder(
 
     Args:
         root: the folder.
-        image_size: resize everything to this side (or (height, width)).
+        dataset_size: resize everything to this side (or (height, width)).
         tile_size: cut tiles of this side (images must be at least this large).
         tile_margin: the context margin of overlap-tile prediction, 0 <= 2 * margin <
             tile_size (None: tile_size // 8).
@@ -94,7 +94,7 @@ def load_mask_folder(
             default reading) does not map (with the files that hold them), sizes that do not fit.
     """
     root = Path(root).expanduser()
-    size, tile_margin = _checked_folder_options(root, image_size, tile_size, tile_margin, color_mode)
+    size, tile_margin = _checked_folder_options(root, dataset_size, tile_size, tile_margin, color_mode)
     pairs, layout = _split_pairs(root, images_dir, masks_dir, mask_suffix, split_fractions, val_fraction, seed)
     loaded, mask_values = _read_splits(pairs, color_mode)
     mapping = _value_mapping(class_values, mask_values)
@@ -112,7 +112,7 @@ def load_mask_folder(
                                             for key, value in _stacked(split, images, masks, root).items()})
 
 
-def _checked_folder_options(root: Path, image_size: int | tuple[int, int] | None, tile_size: int | None,
+def _checked_folder_options(root: Path, dataset_size: int | tuple[int, int] | None, tile_size: int | None,
                             tile_margin: int | None, color_mode: str) -> tuple[tuple[int, int] | None, int]:
     """Refuses a missing folder and bad options before any file is read.
 
@@ -123,7 +123,8 @@ def _checked_folder_options(root: Path, image_size: int | tuple[int, int] | None
         raise FileNotFoundError(f"Mask folder {root} does not exist.")
     if color_mode not in COLOR_MODES:
         raise ValueError(f"color_mode must be 'rgb' or 'grayscale', received {color_mode!r}.")
-    size = (image_size, image_size) if isinstance(image_size, int) else (tuple(image_size) if image_size else None)
+    size = ((dataset_size, dataset_size) if isinstance(dataset_size, int)
+            else (tuple(dataset_size) if dataset_size else None))
     if tile_size is None:
         if tile_margin:
             raise ValueError(f"tile_margin={tile_margin} is the margin of tiles: set tile_size too.")
@@ -233,8 +234,8 @@ def _stacked(split: str, images: list[np.ndarray], masks: list[np.ndarray], root
     """A split's images and masks as two arrays, refusing images of several sizes."""
     shapes = {image.shape for image in images}
     if len(shapes) > 1:
-        raise ValueError(f"The images under {root} have several sizes ({sorted(shapes)[:3]}...); pass image_size "
-                         "(dataset_size) to resize them or tile_size to cut them into tiles.")
+        raise ValueError(f"The images under {root} have several sizes ({sorted(shapes)[:3]}...); pass dataset_size "
+                         "to resize them or tile_size to cut them into tiles.")
     return {f"x_{split}": np.stack(images), f"masks_{split}": np.stack(masks)}
 
 

@@ -33,7 +33,7 @@ def trimap_to_classes(trimap: np.ndarray, border: str = "class") -> np.ndarray:
 
 def load_oxford_pets(
     *,
-    image_size: int | tuple[int, int] = 128,
+    dataset_size: int | tuple[int, int] = 128,
     border: str = "class",
     val_fraction: float = 0.1,
     seed: int = 0,
@@ -42,11 +42,11 @@ def load_oxford_pets(
 ) -> SegmentationDataset:
     """Loads TFDS ``oxford_iiit_pet`` (3,680 train, 3,669 test images) with trimap classes.
 
-    Images are resized to ``image_size`` (bilinear), trimaps with nearest neighbour, as the
+    Images are resized to ``dataset_size`` (bilinear), trimaps with nearest neighbour, as the
     TensorFlow segmentation tutorial does (128x128). Validation is carved from train by ``seed``.
 
     Args:
-        image_size: final side (or (height, width)).
+        dataset_size: final side (or (height, width)).
         border: what the trimap's border becomes (see ``trimap_to_classes``).
         val_fraction: share of train held out for validation.
         seed: draws that split.
@@ -58,7 +58,7 @@ def load_oxford_pets(
 
     from lab.datasets.tfds import prepared_builder
 
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    size = (dataset_size, dataset_size) if isinstance(dataset_size, int) else tuple(dataset_size)
     trimap_to_classes(np.array([1, 2, 3]), border)  # validates ``border`` before any work
     builder = prepared_builder("oxford_iiit_pet", data_dir=data_dir, download=download)
 
