@@ -16,6 +16,9 @@ fully on disk. (If a process dies between the rename and the append, ``rebuild_i
 the missing line.) A partial folder says which process writes it (``owner.json``: host and
 pid); the next run in the same reports directory removes those whose process is gone
 (``clean_partial``), never one that a live process is writing.
+
+The runs of a sweep, batch, search or ablation are named by the group's collection record
+(``load_collection``, ``list_collections``; the format is in ``lab.collection``).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ import numpy as np
 import pandas as pd
 
 from lab import atomic, paths
+# A group of runs (a sweep, batch, search or ablation) is one collection record, read here too.
+from lab.collection import Collection, list_collections, load_collection, write_collection  # noqa: F401
 
 INDEX_NAME = "index.jsonl"
 PARTIAL_PREFIX = ".partial-"
