@@ -303,3 +303,28 @@ def test_unreadable_spec_is_a_clear_error(tmp_path):
         load_spec(bad)
     result = subprocess.run([sys.executable, "-m", "lab.batch", str(bad)], capture_output=True, text=True)
     assert result.returncode == 2 and "is not valid JSON" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_batch_of_an_older_kit_resumes_from_its_batch_jsonl(untrained_notebook, isolated_dirs, capsys):
+    """A batch folder from before collection records: its committed jobs are read from batch.jsonl,
+    kept when the batch starts again, and written into its collection record from then on."""
+    from lab import atomic
+
+    spec = spec_from_dict({"notebook": str(untrained_notebook), "name": "old",
+                           "runs": [{"name": "done", "note": "a"}, {"name": "todo", "note": "b"}]})
+    folder = isolated_dirs / "reports" / "batches" / "old"
+    done = spec.jobs[0]
+    atomic.append_line(folder / "batch.jsonl", json.dumps({
+        "key": done.key, "name": "done", "parameters": done.parameters, "status": "completed", "run_ids": [],
+        "attempt": f"{done.key}-1", "seconds": 1.0, "notebook": "notebooks/done.ipynb"}))
+    (folder / ".attempts" / f"{done.key}-1").mkdir(parents=True)  # committed, not yet applied
+    (folder / ".attempts" / "killed-2").mkdir()  # never committed
+    assert list(committed_jobs(folder)) == [done.key]
+    result = run_batch(spec)
+    assert "1 of 2 runs already finished; running 1" in capsys.readouterr().out
+    assert not any((folder / ".attempts").iterdir()), "the committed attempt applied, the killed one removed"
+    assert [(r["name"], r["status"], r["tries"]) for r in result.records] == [("done", "completed", 1),
+                                                                             ("todo", "completed", 1)]
+    record = json.loads((folder / "collection.json").read_text())
+    assert [m["job"] for m in record["members"]] == ["done", "todo"] and record["members"][0]["seconds"] == 1.0
+    assert record["kind"] == "batch" and record["finished"] and record["details"]["jobs"][1]["name"] == "todo"
