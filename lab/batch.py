@@ -305,7 +305,7 @@ class _Commits:
         self.members[key] = members
         self.write(finished=None)
 
-    def write(self, *, finished: str | None) -> collection.Collection:
+    def write(self, *, finished: str | None) -> Path:
         order = [job.key for job in self.spec.jobs]
         keys = [key for key in order if key in self.members] + [key for key in self.members if key not in order]
         return collection.write_collection(self.folder, **self.header, finished=finished,
@@ -626,8 +626,8 @@ def summarise(spec: BatchSpec, folder: Path, runs_root: Path | None = None, comm
     # A notebook parameter that is not a configuration field (say a notebook's own switch) is
     # shown from the job's parameters; configuration fields from what each run recorded.
     done = collection.now()
-    record = commits.write(finished=done) if commits else collection.rewrite(load_collection(folder), finished=done)
-    tensorboard.write_hparams(record)
+    written = commits.write(finished=done) if commits else collection.rewrite(load_collection(folder), finished=done)
+    tensorboard.write_hparams(load_collection(written))
     return BatchResult(spec.name, folder, records, table)
 
 

@@ -19,7 +19,7 @@ from lab import atomic, collection, paths, plots, tensorboard
 from lab.classification import CLASSIFICATION, check_model
 from lab.config import BaseConfig, InstanceConfig, RunConfig
 from lab.datasets import Dataset, data_key
-from lab.records import Run, load_run, load_runs, results_table, summary_columns, to_markdown
+from lab.records import Run, load_collection, load_run, load_runs, results_table, summary_columns, to_markdown
 from lab.training import train
 
 
@@ -158,10 +158,10 @@ def write_summary(name: str, runs: list[Run], reports_dir: str | None = None, *,
     atomic.write_text(folder / "results.md", to_markdown(table) + "\n")
     plots.save(plots.compare_curves({run.name: run.history() for run in runs}), folder / "curves.png")
     configs = [run.config for run in runs]
-    record = collection.write_collection(
+    written = collection.write_collection(
         folder, kind=kind, name=name, varied={key: collection.values_taken(key, configs) for key in varied},
         fixed=collection.split_configuration(configs)[1], members=[collection.member(run) for run in runs],
         started=started or collection.now(), finished=collection.now(),
         command=command or collection.command("lab.sweep.write_summary", name=name, varied=list(varied)))
-    tensorboard.write_hparams(record)
+    tensorboard.write_hparams(load_collection(written))
     return folder

@@ -272,8 +272,8 @@ def export(run_tuner: RunTuner, name: str, directory: Path, goal: keras_tuner.Ob
                 shutil.copyfile(run.path / "model.keras", tmp)
     if runs:
         plots.save(plots.compare_curves({r.name: r.history() for r in runs}), directory / "curves.png")
-    record = collection.rewrite(load_collection(directory), members=members, finished=collection.now())
-    tensorboard.write_hparams(record)
+    written = collection.rewrite(load_collection(directory), members=members, finished=collection.now())
+    tensorboard.write_hparams(load_collection(written))
     return SearchResult(name, directory, search_id, goal, table, best, runs)
 
 
