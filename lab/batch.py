@@ -23,10 +23,10 @@ Nothing is lost or counted twice when a batch is killed at any moment and starte
 On a restart, committed attempts whose folder still exists are applied again (step 3 is
 idempotent), the folders of uncommitted attempts (killed mid-run) are deleted, and only the
 parameter sets without a commit are run (a batch written before collection records, with its
-``batch.jsonl``, resumes the same way: ``lab.records.load_collection`` reads it). A failed run is committed too and the batch goes on;
-``--retry-failed`` runs the failed ones again. The summary shows a failed job as ``failed`` even
-where its training runs completed, and the command exits with 1 when any job failed (a diverged
-run is a result: exit 0).
+``batch.jsonl``, resumes the same way: ``lab.records.load_collection`` reads it). A failed run
+is committed too and the batch goes on; ``--retry-failed`` runs the failed ones again. The
+summary shows a failed job as ``failed`` even where its training runs completed, and the command
+exits with 1 when any job failed (a diverged run is a result: exit 0).
 """
 
 from __future__ import annotations

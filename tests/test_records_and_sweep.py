@@ -103,7 +103,8 @@ def test_sweep_goes_on_after_a_divergence_and_resumes(isolated_dirs, capsys):
     assert record.kind == "sweep" and record.name == "lr" and record.finished is not None
     assert [m["run_id"] for m in record.members] == [r.run_id for r in result.runs]
     assert [m["status"] for m in record.members] == ["diverged", "completed"]
-    assert set(record.varied) == {"divergence_patience", "learning_rate"} and record.varied["learning_rate"] == [50.0, 3e-3]
+    assert set(record.varied) == {"divergence_patience", "learning_rate"}
+    assert record.varied["learning_rate"] == [50.0, 3e-3]
     assert record.fixed["model"] == "cnn" and "learning_rate" not in record.fixed
     assert record.command["call"] == "lab.sweep.run_sweep" and record.command["lab_version"]
 
