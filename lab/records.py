@@ -467,8 +467,9 @@ def _read(folder: Path) -> Collection:
         raise FileNotFoundError(f"{folder} holds no collection record ({COLLECTION_NAME}, or an older kit's "
                                 f"{', '.join(LEGACY_MARKERS.values())}).")
     if marker.name != COLLECTION_NAME:
-        return {"batch.jsonl": _legacy_batch, "sweep.json": _legacy_sweep, "search.json": _legacy_search}[
-            marker.name](folder)
+        kind = next(kind for kind, name in LEGACY_MARKERS.items() if name == marker.name)
+        read_legacy = {"batch": _legacy_batch, "sweep": _legacy_sweep, "search": _legacy_search}[kind]
+        return read_legacy(folder)
     record = json.loads(marker.read_text(encoding="utf-8"))
     if record.get("version", 0) > COLLECTION_VERSION:
         raise ValueError(f"{marker} is of format {record['version']}, newer than this kit reads "
