@@ -16,7 +16,8 @@ Modules, one concern each:
     lab.pretraining  backbones pretrained offline (``weights="pretrain-offline"``)
     lab.transfer_studies  E2's unfreezing comparison, E8's efficiency table
     lab.callbacks  epoch log line, timer, divergence monitor, best weights
-    lab.records    run folders, the run index and its lookup, results tables
+    lab.records    run folders, the run index and its lookup, results tables; collections read back
+    lab.collection the one record of a sweep, batch, search or ablation (collection.json): format, writer
     lab.evaluation scores from saved predictions (classification and segmentation)
     lab.plots      learning curves, confusion matrices, sample grids, masks
     lab.sweep      run many configurations; a diverged run never stops a sweep

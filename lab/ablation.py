@@ -10,8 +10,10 @@ rate, on any dataset. Two engines:
 * ``--engine python``: the same runs in this process, summary in ``reports/sweeps/<name>/``
   with the class distribution, a grid of samples and the best run's confusion matrix.
 
-Every run has its own record under ``reports/runs/`` either way. ``make run`` runs it offline on
-scikit-learn's embedded digits, enlarged to 16x16. On BloodMNIST itself:
+Every run has its own record under ``reports/runs/`` either way, and the folder holds the
+collection record (``collection.json`` of kind ``ablation``, read by
+``lab.records.load_collection``). ``make run`` runs it offline on scikit-learn's embedded
+digits, enlarged to 16x16. On BloodMNIST itself:
 
     python -m lab.ablation --dataset bloodmnist --epochs 60 --patience 10
 """
@@ -19,6 +21,7 @@ scikit-learn's embedded digits, enlarged to 16x16. On BloodMNIST itself:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 import time
@@ -53,7 +56,8 @@ def run_ablation(base: RunConfig, *, name: str = "e1-ablation", variants: list[d
                  resume: bool = False) -> SweepResult:
     """Runs the E1 ablation on ``base`` and writes its summary and figures."""
     data = CLASSIFICATION.load_data(base)  # streamed when the configuration says so
-    result = run_sweep(base, variants or E1_VARIANTS, name=name, columns=COLUMNS, data=data, resume=resume)
+    result = run_sweep(base, variants or E1_VARIANTS, name=name, columns=COLUMNS, data=data, resume=resume,
+                       kind="ablation")
     folder = result.summary_dir
     plots.save(plots.sample_grid(data.x_train, data.y_train, data.class_names, seed=base.seed,
                                  title=f"{data.name}: samples per class"), folder / "samples.png")
@@ -71,7 +75,8 @@ def run_ablation(base: RunConfig, *, name: str = "e1-ablation", variants: list[d
 
 
 def notebook_batch_spec(base: RunConfig, variants: list[dict], *, name: str, workers: int = 1):
-    """The ablation as a papermill batch of the E1 notebook (one notebook per configuration)."""
+    """The ablation as a papermill batch of the E1 notebook (one notebook per configuration), which
+    its collection record calls an ablation."""
     from lab.batch import spec_from_dict
     from lab.notebooks import NOTEBOOK_DIR
 
@@ -80,8 +85,9 @@ def notebook_batch_spec(base: RunConfig, variants: list[dict], *, name: str, wor
               "batch_size": base.batch_size, "seed": base.seed, "normalization": "none", "dropout_rate": 0.0,
               "l2": 0.0, "augment": False, "quick": False}
     runs = [dict(variant) for variant in variants]  # each job's name becomes its run's name
-    return spec_from_dict({"notebook": str(NOTEBOOK_DIR / "01-cnn-regularisation.ipynb"), "name": name,
+    spec = spec_from_dict({"notebook": str(NOTEBOOK_DIR / "01-cnn-regularisation.ipynb"), "name": name,
                            "parameters": shared, "runs": runs, "workers": workers})
+    return dataclasses.replace(spec, kind="ablation")
 
 
 def main(argv: list[str] | None = None) -> int:

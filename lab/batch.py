@@ -13,17 +13,20 @@ Nothing is lost or counted twice when a batch is killed at any moment and starte
 
 1. Each attempt runs with ``LAB_REPORTS_DIR`` pointing into its own ``.attempts/<key>-<id>/``
    folder, so the run records its notebook writes stay there until the attempt is committed.
-2. When the notebook ends (finished, diverged or failed) one line is appended to
-   ``batch.jsonl``: the commit. It names the attempt and the run ids it produced.
+2. When the notebook ends (finished, diverged or failed) the batch's collection record
+   (``collection.json``, ``lab.collection``) is rewritten with the job's runs (or, when it
+   trained nothing, the job alone): the commit, atomic like every write of the record. Each
+   entry names the attempt, the job and its parameters.
 3. Then the attempt is applied: its run folders move into ``reports/runs/`` and the run index
    (skipping any already there), its notebook moves to ``notebooks/``, and its folder goes.
 
 On a restart, committed attempts whose folder still exists are applied again (step 3 is
 idempotent), the folders of uncommitted attempts (killed mid-run) are deleted, and only the
-parameter sets without a commit are run. A failed run is committed too and the batch goes on;
-``--retry-failed`` runs the failed ones again. The summary shows a failed job as ``failed`` even
-where its training runs completed, and the command exits with 1 when any job failed (a diverged
-run is a result: exit 0).
+parameter sets without a commit are run (a batch written before collection records, with its
+``batch.jsonl``, resumes the same way: ``lab.records.load_collection`` reads it). A failed run
+is committed too and the batch goes on; ``--retry-failed`` runs the failed ones again. The
+summary shows a failed job as ``failed`` even where its training runs completed, and the command
+exits with 1 when any job failed (a diverged run is a result: exit 0).
 """
 
 from __future__ import annotations
@@ -49,17 +52,18 @@ from typing import Any
 import nbformat
 import pandas as pd
 
-from lab import atomic, paths, plots, tensorboard
+from lab import atomic, collection, paths, plots, tensorboard
 from lab.notebooks import parameter_names
 from lab.progress import progress as progress_bar, write as write_line
-from lab.records import INDEX_NAME, load_run, read_index, results_table, summary_columns, to_markdown
+from lab.records import INDEX_NAME, load_collection, load_run, read_index, results_table, summary_columns, to_markdown
 
-RECORDS_NAME = "batch.jsonl"
 # The kit's Jupyter kernel (the venv's Python), registered by `make setup`; nbval and JupyterLab
 # use it by the same name. Where it is not registered (Colab) batches run in "python3".
 DEFAULT_KERNEL = "lab"
 FALLBACK_KERNEL = "python3"
 FINISHED = ("completed", "diverged", "failed")
+# What a batch's collection members say of their job besides the run (lab.collection).
+JOB_KEYS = ("key", "parameters", "attempt", "seconds", "error", "notebook", "finished", "tries")
 
 @dataclasses.dataclass
 class Job:
@@ -82,6 +86,7 @@ class BatchSpec:
         varied: the parameter names that differ between jobs (the summary's columns).
         workers: notebooks executed at once.
         kernel: the Jupyter kernel name passed to papermill (None: ``resolve_kernel``'s default).
+        kind: what the batch's collection record calls it ("ablation" for ``lab.ablation``).
     """
 
     notebook: Path
@@ -91,6 +96,7 @@ class BatchSpec:
     varied: list[str]
     workers: int = 1
     kernel: str | None = None
+    kind: str = "batch"
 
 
 def load_spec(path: str | os.PathLike) -> BatchSpec:
@@ -251,14 +257,59 @@ def batch_dir(name: str, reports_dir: str | os.PathLike | None = None) -> Path:
     return root / "batches" / name
 
 
-def read_records(folder: Path) -> list[dict[str, Any]]:
-    """The committed records of a batch folder, oldest first (a truncated last line is skipped)."""
-    return atomic.read_lines(folder / RECORDS_NAME)
+def committed_jobs(folder: Path) -> dict[str, dict[str, Any]]:
+    """The committed jobs of a batch folder by job key, in the batch's order: the last attempt of
+    each, read from the batch's collection record (``lab.records.load_collection``).
+
+    Each job holds its ``name``, ``status`` (failed when one of its runs failed or its notebook
+    raised, else diverged when one diverged, else completed), ``run_ids``, its ``members`` in
+    the record, and ``JOB_KEYS``. A folder without a record has none.
+    """
+    try:
+        members = load_collection(folder).members
+    except FileNotFoundError:
+        return {}
+    jobs: dict[str, dict[str, Any]] = {}
+    for entry in members:
+        job = jobs.setdefault(entry["key"], {"name": entry["job"], **{k: entry.get(k) for k in JOB_KEYS},
+                                             "run_ids": [], "members": []})
+        job["members"].append(entry)
+        if entry.get("run_id"):
+            job["run_ids"].append(entry["run_id"])
+    for job in jobs.values():
+        statuses = {entry["status"] for entry in job["members"]}
+        job["status"] = next((s for s in ("failed", "diverged") if s in statuses), "completed")
+    return jobs
 
 
-def latest_records(folder: Path) -> dict[str, dict[str, Any]]:
-    """The last committed record of every job key."""
-    return {r["key"]: r for r in read_records(folder)}
+class _Commits:
+    """The batch's collection record, which every commit rewrites whole (atomically): before the
+    rename the job is not committed, after it the job is."""
+
+    def __init__(self, spec: BatchSpec, folder: Path, kernel: str, command: dict[str, Any]):
+        self.spec, self.folder = spec, folder
+        self.members = {key: job["members"] for key, job in committed_jobs(folder).items()}
+        self.lock = threading.Lock()
+        self.header = dict(
+            kind=spec.kind, name=spec.name, started=collection.now(), command=command,
+            varied={key: collection.values_taken(key, [job.parameters for job in spec.jobs]) for key in spec.varied},
+            fixed=spec.parameters,
+            details={"notebook": str(spec.notebook), "kernel": kernel,
+                     "jobs": [{"name": j.label, "key": j.key, "parameters": j.parameters} for j in spec.jobs]})
+
+    def tries(self, key: str) -> int:
+        return max((entry.get("tries") or 1 for entry in self.members.get(key, [])), default=0)
+
+    def commit(self, key: str, members: list[dict[str, Any]]) -> None:
+        """Records a finished job (call with ``lock`` held)."""
+        self.members[key] = members
+        self.write(finished=None)
+
+    def write(self, *, finished: str | None) -> Path:
+        order = [job.key for job in self.spec.jobs]
+        keys = [key for key in order if key in self.members] + [key for key in self.members if key not in order]
+        return collection.write_collection(self.folder, **self.header, finished=finished,
+                                           members=[entry for key in keys for entry in self.members[key]])
 
 
 # -- running ----------------------------------------------------------------------------------
@@ -330,23 +381,23 @@ def run_batch(
     (folder / "notebooks").mkdir(parents=True, exist_ok=True)
     runs_root = paths.runs_dir(reports_dir)
     _recover(folder, runs_root)
-    atomic.write_json(folder / "spec.json", {
-        "notebook": str(spec.notebook), "parameters": spec.parameters, "kernel": kernel,
-        "jobs": [{"name": j.label, "key": j.key, "parameters": j.parameters} for j in spec.jobs]})
+    commits = _Commits(spec, folder, kernel, collection.command(
+        "lab.batch.run_batch", spec=spec.name, workers=workers or spec.workers, kernel=kernel,
+        retry_failed=retry_failed, fresh=fresh, timeout=timeout))
+    commits.write(finished=None)  # what the batch runs, before it runs it
 
-    committed = latest_records(folder)
+    committed = committed_jobs(folder)
     todo = [j for j in spec.jobs
             if j.key not in committed or (retry_failed and committed[j.key]["status"] == "failed")]
     skipped = len(spec.jobs) - len(todo)
     if skipped:
         print(f"[resume] {skipped} of {len(spec.jobs)} runs already finished; running {len(todo)}.", flush=True)
     progress = _Progress(len(spec.jobs), skipped, spec.name)
-    commit_lock = threading.Lock()
     children: set[subprocess.Popen] = set()
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers or spec.workers)
     try:
         futures = [executor.submit(_run_job, spec, job, folder, runs_root, kernel, timeout,
-                                   progress, commit_lock, children) for job in todo]
+                                   progress, commits, children) for job in todo]
         for future in concurrent.futures.as_completed(futures):
             future.result()  # re-raise a bug in the batch machinery itself (not a notebook error)
     except BaseException:
@@ -356,7 +407,7 @@ def run_batch(
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
         progress.close()
-    return summarise(spec, folder, runs_root)
+    return summarise(spec, folder, runs_root, commits)
 
 
 def resolve_kernel(kernel: str | None) -> str:
@@ -390,7 +441,7 @@ def resolve_kernel(kernel: str | None) -> str:
 
 
 def _run_job(spec: BatchSpec, job: Job, folder: Path, runs_root: Path, kernel: str, timeout: float | None,
-             progress: _Progress, commit_lock: threading.Lock, children: set) -> None:
+             progress: _Progress, commits: _Commits, children: set) -> None:
     attempt = folder / ".attempts" / f"{job.key}-{uuid.uuid4().hex[:8]}"
     (attempt / "reports").mkdir(parents=True)
     params = attempt / "parameters.json"
@@ -419,7 +470,8 @@ def _run_job(spec: BatchSpec, job: Job, folder: Path, runs_root: Path, kernel: s
     seconds = time.perf_counter() - started
     if returncode < 0 and returncode != -1:
         raise KeyboardInterrupt(f"notebook {job.label} was stopped by signal {-returncode}")
-    run_ids, statuses = _attempt_runs(attempt)
+    entries = read_index(attempt / "reports")
+    run_ids, statuses = [e["run_id"] for e in entries], [e.get("status", "unknown") for e in entries]
     error = None
     if returncode != 0:
         status = "failed"
@@ -431,18 +483,19 @@ def _run_job(spec: BatchSpec, job: Job, folder: Path, runs_root: Path, kernel: s
         status = "diverged"
     else:
         status = "completed"
-    record = {"key": job.key, "name": job.label, "parameters": job.parameters, "status": status,
-              "run_ids": run_ids, "seconds": round(seconds, 2), "attempt": attempt.name, "error": error,
-              "notebook": f"notebooks/{_safe(job.label)}.ipynb", "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    with commit_lock:
-        atomic.append_line(folder / RECORDS_NAME, json.dumps(record, sort_keys=True, default=str))  # the commit
-        _apply(folder, runs_root, record)
+    record = {"key": job.key, "parameters": job.parameters, "seconds": round(seconds, 2), "attempt": attempt.name,
+              "error": error, "notebook": f"notebooks/{_safe(job.label)}.ipynb", "finished": collection.now()}
+    with commits.lock:
+        record["tries"] = commits.tries(job.key) + 1
+        # One member per run the notebook recorded (a failed job's runs say failed, as its summary
+        # rows do), or the job alone when it trained nothing.
+        members = [{"run_id": e["run_id"], "name": e.get("name", job.label), "status": "failed" if status == "failed"
+                    else e.get("status", "unknown"), "config_hash": e.get("config_hash"), "job": job.label, **record}
+                   for e in entries] or [{"run_id": None, "name": job.label, "status": status, "job": job.label,
+                                          **record}]
+        commits.commit(job.key, members)  # the commit
+        _apply(folder, runs_root, {**record, "run_ids": run_ids})
     progress.finished(job, status, seconds, error)
-
-
-def _attempt_runs(attempt: Path) -> tuple[list[str], list[str]]:
-    entries = read_index(attempt / "reports")
-    return [e["run_id"] for e in entries], [e.get("status", "unknown") for e in entries]
 
 
 def _failed_runs_error(attempt: Path, run_ids: list[str], statuses: list[str]) -> str:
@@ -483,7 +536,7 @@ def _recover(folder: Path, runs_root: Path) -> None:
     attempts = folder / ".attempts"
     if not attempts.exists():
         return
-    committed = {r["attempt"]: r for r in read_records(folder)}
+    committed = {job["attempt"]: job for job in committed_jobs(folder).values()}
     for attempt in sorted(attempts.iterdir()):
         if attempt.name in committed:
             _apply(folder, runs_root, committed[attempt.name])
@@ -524,11 +577,13 @@ def _safe(label: str) -> str:
 
 # -- summary ----------------------------------------------------------------------------------
 
-def summarise(spec: BatchSpec, folder: Path, runs_root: Path | None = None) -> BatchResult:
-    """Writes ``summary.csv``, ``summary.md``, ``curves.png`` and the TensorBoard HParams
-    experiment (``tensorboard/``: the varied parameters and the metrics) from the committed records."""
+def summarise(spec: BatchSpec, folder: Path, runs_root: Path | None = None, commits: _Commits | None = None
+              ) -> BatchResult:
+    """Writes ``summary.csv``, ``summary.md``, ``curves.png``, the finished collection record and the
+    TensorBoard HParams experiment (``tensorboard/``: the varied parameters and the metrics) from
+    the committed jobs (``commits``: the running batch's record; default: the folder's record as it is)."""
     runs_root = runs_root or paths.runs_dir()
-    committed = latest_records(folder)
+    committed = committed_jobs(folder)
     records = [committed[j.key] for j in spec.jobs if j.key in committed]
     loaded = {record["key"]: [load_run(runs_root / rid) for rid in record["run_ids"] if (runs_root / rid).exists()]
               for record in records}
@@ -570,10 +625,9 @@ def summarise(spec: BatchSpec, folder: Path, runs_root: Path | None = None) -> B
         plots.save(plots.compare_curves(histories), folder / "curves.png")
     # A notebook parameter that is not a configuration field (say a notebook's own switch) is
     # shown from the job's parameters; configuration fields from what each run recorded.
-    tensorboard.write_experiment(folder, [run for record in records for run in loaded[record["key"]]],
-                                 hparams=spec.varied,
-                                 parameters={run.run_id: {k: record["parameters"].get(k) for k in spec.varied}
-                                             for record in records for run in loaded[record["key"]]})
+    done = collection.now()
+    written = commits.write(finished=done) if commits else collection.rewrite(load_collection(folder), finished=done)
+    tensorboard.write_hparams(load_collection(written))
     return BatchResult(spec.name, folder, records, table)
 
 

@@ -16,6 +16,10 @@ fully on disk. (If a process dies between the rename and the append, ``rebuild_i
 the missing line.) A partial folder says which process writes it (``owner.json``: host and
 pid); the next run in the same reports directory removes those whose process is gone
 (``clean_partial``), never one that a live process is writing.
+
+The runs of a sweep, batch, search or ablation are named by the group's collection record, read
+here (``load_collection``, ``list_collections``: a ``Collection`` with its member runs, older
+kits' folders included); its format and writer are ``lab.collection``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ import numpy as np
 import pandas as pd
 
 from lab import atomic, paths
+from lab.collection import (COLLECTION_NAME, COLLECTION_VERSION, FOLDERS, LEGACY_MARKERS, member, space_domains,
+                            split_configuration)
 from lab.tasks import TASKS
 
 INDEX_NAME = "index.jsonl"
@@ -46,6 +52,7 @@ RECORD_VERSION = 2
 # Version-1 configuration fields and their version-2 names (lab.config.RENAMED says why).
 _V1_FIELDS = {"image_size": "pipeline_size", "input_size": "backbone_input_size", "resize_to": "dataset_resize",
               "encoder_weights": "weights"}
+
 
 @dataclasses.dataclass
 class Run:
@@ -315,3 +322,224 @@ def results_table(runs: Iterable[Run], columns: list[str] | None = None) -> pd.D
 def to_markdown(frame: pd.DataFrame, floatfmt: str = ".4f") -> str:
     """A markdown table for reports (``tabulate`` does the layout)."""
     return frame.to_markdown(index=False, floatfmt=floatfmt)
+
+
+# -- collections: the runs of a sweep, batch, search or ablation (format: lab.collection) ---------
+
+@dataclasses.dataclass
+class Collection:
+    """A collection record read back (``load_collection``).
+
+    Attributes:
+        folder: the collection's folder.
+        kind: "sweep", "batch", "search" or "ablation".
+        name: its name.
+        varied: key -> the values it took (a search: the domain of each key).
+        fixed: the configuration its members share.
+        members: one dict per run (``lab.collection.MEMBER_KEYS`` and the kind's own keys), in order.
+        started, finished, seconds, command, written: when and how it was made.
+        details: what only this kind records.
+        version: the record's format; 0 for a folder read from an older kit's files.
+    """
+
+    folder: Path
+    kind: str
+    name: str
+    varied: dict[str, Any]
+    fixed: dict[str, Any]
+    members: list[dict[str, Any]]
+    started: str | None = None
+    finished: str | None = None
+    seconds: float | None = None
+    command: dict[str, Any] = dataclasses.field(default_factory=dict)
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    written: str | None = None
+    version: int = COLLECTION_VERSION
+
+    @property
+    def reports_dir(self) -> Path:
+        """The reports folder holding ``runs/`` (the collection folder is ``<reports>/<kind>s/<name>``)."""
+        return self.folder.parent.parent
+
+    @property
+    def objective(self) -> tuple[str, str] | None:
+        """A search's objective (metric, "min" or "max"); None for other kinds."""
+        objective = self.details.get("objective")
+        return (str(objective[0]), str(objective[1])) if objective else None
+
+    def run_path(self, entry: dict[str, Any]) -> Path:
+        """Where a member's run record is (members name their runs by id under ``<reports>/runs``)."""
+        return self.reports_dir / "runs" / entry["run_id"]
+
+    def runs(self) -> list[Run]:
+        """The members' run records, in order (a member whose record is gone is left out: ``notes``)."""
+        return [load_run(self.run_path(m)) for m in self.members
+                if m.get("run_id") and (self.run_path(m) / "metrics.json").exists()]
+
+    def notes(self) -> list[str]:
+        """What the runs do not say: members without a record, jobs that failed and why."""
+        notes = []
+        for entry in self.members:
+            what = f"Batch job {entry['job']!r}" if "job" in entry else f"Run {entry['name']!r}"
+            present = entry.get("run_id") and (self.run_path(entry) / "metrics.json").exists()
+            if entry.get("run_id") and not present:
+                notes.append(f"{what}: run {entry['run_id']} has no record in {self.reports_dir / 'runs'} (deleted?).")
+            if entry.get("status") == "failed" and "job" in entry and entry.get("error"):
+                error = str(entry["error"]).strip().splitlines()[-1][:300]
+                how = "failed before training any run" if not entry.get("run_id") else "failed (its notebook raised)"
+                note = f"{what} {how}: {error}"
+                if note not in notes:  # a job with several runs: said once
+                    notes.append(note)
+        return notes
+
+
+def load_collection(source: str | os.PathLike, *, reports_dir: str | os.PathLike | None = None,
+                    kind: str | None = None) -> Collection:
+    """Reads a collection by folder or by name.
+
+    Args:
+        source: a collection folder, or a name looked up under ``reports_dir``'s sweeps,
+            batches and searches.
+        reports_dir: where to look a name up (default: the kit's reports folder).
+        kind: the kind a name must have (needed when a sweep and a batch share a name).
+
+    Raises:
+        FileNotFoundError: no collection of that name or in that folder (the message lists those
+            that exist).
+        ValueError: a name several collections have (say which with ``kind``), or a record of
+            a newer format.
+    """
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return _read(path.resolve())
+    found = [c for c in list_collections(reports_dir) if c.name == str(source) and kind in (None, c.kind)]
+    if len(found) > 1:
+        raise ValueError(f"{str(source)!r} names several collections ({', '.join(c.kind for c in found)}); pass "
+                         f"kind= to say which.")
+    if not found:
+        names = [f"{c.kind}:{c.name}" for c in list_collections(reports_dir)]
+        raise FileNotFoundError(f"No collection named {str(source)!r}" + (f" of kind {kind!r}" if kind else "")
+                                + f". Collections: {', '.join(names) or '(none)'}.")
+    return found[0]
+
+
+def list_collections(reports_dir: str | os.PathLike | None = None) -> list[Collection]:
+    """Every collection under the reports folder's sweeps, batches and searches, by folder and name."""
+    root = Path(reports_dir).expanduser().resolve() if reports_dir else paths.reports_dir()
+    found = []
+    for folder_name in dict.fromkeys(FOLDERS.values()):
+        parent = root / folder_name
+        if parent.is_dir():
+            found += [_read(folder) for folder in sorted(parent.iterdir())
+                      if folder.is_dir() and not folder.name.startswith(".") and _marker(folder)]
+    return found
+
+
+def is_collection(folder: str | os.PathLike) -> bool:
+    """Whether a folder holds a collection record (or an older kit's sweep, batch or search files)."""
+    return Path(folder).is_dir() and _marker(Path(folder)) is not None
+
+
+def _marker(folder: Path) -> Path | None:
+    """The file that makes a folder a collection: ``collection.json``, or an older kit's marker."""
+    for name in (COLLECTION_NAME, *LEGACY_MARKERS.values()):
+        if (folder / name).exists():
+            return folder / name
+    return None
+
+
+def _read(folder: Path) -> Collection:
+    marker = _marker(folder)
+    if marker is None:
+        raise FileNotFoundError(f"{folder} holds no collection record ({COLLECTION_NAME}, or an older kit's "
+                                f"{', '.join(LEGACY_MARKERS.values())}).")
+    if marker.name != COLLECTION_NAME:
+        kind = next(kind for kind, name in LEGACY_MARKERS.items() if name == marker.name)
+        read_legacy = {"batch": _legacy_batch, "sweep": _legacy_sweep, "search": _legacy_search}[kind]
+        return read_legacy(folder)
+    record = json.loads(marker.read_text(encoding="utf-8"))
+    if record.get("version", 0) > COLLECTION_VERSION:
+        raise ValueError(f"{marker} is of format {record['version']}, newer than this kit reads "
+                         f"({COLLECTION_VERSION}); update lab.")
+    fields = {f.name for f in dataclasses.fields(Collection)} - {"folder"}
+    return Collection(folder=folder, **{k: v for k, v in record.items() if k in fields})
+
+
+# -- folders written before collection.json ------------------------------------------------------
+
+def _index_entries(folder: Path) -> dict[str, dict[str, Any]]:
+    return {entry["run_id"]: entry for entry in read_index(folder.parent.parent)}
+
+
+def _legacy_sweep(folder: Path) -> Collection:
+    """``sweep.json``: the run ids behind the table; what varied is read from the runs' configurations."""
+    manifest = json.loads((folder / LEGACY_MARKERS["sweep"]).read_text(encoding="utf-8"))
+    members = [{k: entry.get(k) for k in ("run_id", "name", "status", "config_hash")}
+               for entry in manifest.get("runs", [])]
+    collection = Collection(folder, "sweep", manifest.get("name", folder.name), {}, {}, members,
+                            written=manifest.get("written"), version=0)
+    for m in collection.members:
+        m["path"] = f"runs/{m['run_id']}"
+    collection.varied, collection.fixed = split_configuration(run.config for run in collection.runs())
+    return collection
+
+
+def _legacy_batch(folder: Path) -> Collection:
+    """``batch.jsonl`` (one line per committed attempt: the last of each job counts) in ``spec.json``'s order."""
+    lines = atomic.read_lines(folder / LEGACY_MARKERS["batch"])
+    committed = {record["key"]: record for record in lines}
+    tries: dict[str, int] = {}
+    for record in lines:
+        tries[record["key"]] = tries.get(record["key"], 0) + 1
+    spec_path = folder / "spec.json"
+    spec = json.loads(spec_path.read_text(encoding="utf-8")) if spec_path.exists() else {}
+    order = [job["key"] for job in spec.get("jobs", [])]
+    keys = [key for key in order if key in committed] + [key for key in committed if key not in order]
+    index = _index_entries(folder)
+    members = []
+    for key in keys:
+        record = committed[key]
+        job = {"job": record["name"], "key": key, "parameters": record.get("parameters", {}),
+               "attempt": record.get("attempt"), "seconds": record.get("seconds"), "error": record.get("error"),
+               "notebook": record.get("notebook"), "finished": record.get("finished"), "tries": tries[key]}
+        for run_id in record.get("run_ids") or [None]:
+            entry = index.get(run_id, {})
+            status = "failed" if record["status"] == "failed" else entry.get("status", record["status"])
+            members.append({"run_id": run_id, "name": entry.get("name", record["name"]), "status": status,
+                            "path": f"runs/{run_id}" if run_id else None,
+                            "config_hash": entry.get("config_hash"), **job})
+    parameters = [committed[key].get("parameters", {}) for key in keys]
+    varied, fixed = split_configuration(parameters)
+    details = {k: spec[k] for k in ("notebook", "kernel") if k in spec}
+    if spec.get("jobs"):
+        details["jobs"] = [{"name": job["name"], "key": job["key"]} for job in spec["jobs"]]
+    return Collection(folder, "batch", folder.name, varied, spec.get("parameters", fixed), members,
+                      details=details, version=0)
+
+
+def _legacy_search(folder: Path) -> Collection:
+    """``search.json`` (what was asked) and ``trials.csv`` (one row per trial); without the table (a
+    search stopped before its export) the trials are the runs tagged with the search's name and id."""
+    manifest = json.loads((folder / LEGACY_MARKERS["search"]).read_text(encoding="utf-8"))
+    name = manifest.get("name", folder.name)
+    index = _index_entries(folder)
+    trials = folder / "trials.csv"
+    members = []
+    if trials.exists() and trials.stat().st_size:
+        for row in pd.read_csv(trials, dtype={"trial": str, "run_id": str}).to_dict("records"):
+            run_id = row.get("run_id") if isinstance(row.get("run_id"), str) else None
+            if run_id is None:
+                continue  # a trial that has no run record (keras-tuner's, still running when exported)
+            entry = index.get(run_id, {})
+            members.append({"run_id": run_id, "name": entry.get("name", run_id), "status": entry.get("status"),
+                            "path": f"runs/{run_id}", "config_hash": entry.get("config_hash"),
+                            "trial": row.get("trial"), "tuner_status": row.get("tuner_status"),
+                            "score": None if pd.isna(row.get("score")) else row.get("score")})
+    else:
+        tags = [f"search:{name}", f"search-id:{manifest.get('search_id')}"]
+        for run in load_runs(folder.parent.parent, tags=tags):
+            trial = next((t[len("trial:"):] for t in run.config.get("tags") or [] if t.startswith("trial:")), None)
+            members.append({**member(run, trial=trial), "path": f"runs/{run.run_id}"})
+    details = {k: v for k, v in manifest.items() if k not in ("name", "base", "updated")}
+    return Collection(folder, "search", name, space_domains(manifest.get("space") or {}), manifest.get("base") or {},
+                      members, details=details, written=manifest.get("updated"), version=0)

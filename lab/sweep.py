@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from lab import atomic, paths, plots, tensorboard
+from lab import atomic, collection, paths, plots, tensorboard
 from lab.config import config_for
 from lab.datasets import data_key
-from lab.records import Run, load_run, load_runs, results_table, summary_columns, to_markdown
+from lab.records import Run, load_collection, load_run, load_runs, results_table, summary_columns, to_markdown
 from lab.tasks import TASKS
 from lab.training import run
 
@@ -55,6 +54,7 @@ def run_sweep(
     columns: list[str] | None = None,
     data: Any = None,
     resume: bool = False,
+    kind: str = "sweep",
 ) -> SweepResult:
     """Runs one training per variant (base values overridden by the variant) and summarises.
 
@@ -66,12 +66,15 @@ def run_sweep(
         columns: columns of the results table (default: the varied keys and the main metrics).
         data: a dataset shared by every run (otherwise loaded once per distinct data setting).
         resume: reuse runs already recorded with the same configuration hash.
+        kind: what its collection record calls it ("ablation" for ``lab.ablation``).
 
     Returns:
         A SweepResult. ``summary_dir`` holds ``results.csv``, ``results.md``, ``curves.png``,
-        ``sweep.json`` (the run ids and configurations behind every row) and ``tensorboard/``
-        (the HParams dashboard of the varied values: ``tensorboard --logdir <summary_dir>``).
+        ``collection.json`` (the collection record: what varied, what was fixed, the run behind
+        every row, ``lab.collection``) and ``tensorboard/`` (the HParams dashboard of the varied
+        values: ``tensorboard --logdir <summary_dir>``).
     """
+    started = collection.now()
     base_config = config_for(base)
     variants = [dict(v) for v in variants]
     if not variants:
@@ -115,13 +118,27 @@ def run_sweep(
             print(f"    -> {result.status}: {reason}")
         runs.append(load_run(result.run_dir))
     varied = sorted({k for v in variants for k in v if k != "name"})
-    return SweepResult(name, runs, write_summary(name, runs, configs[0].reports_dir, columns=columns, varied=varied))
+    made_by = collection.command("lab.sweep.run_sweep", name=name, variants=variants, resume=resume, kind=kind)
+    return SweepResult(name, runs, write_summary(name, runs, configs[0].reports_dir, columns=columns, varied=varied,
+                                                 kind=kind, started=started, command=made_by))
 
 
 def write_summary(name: str, runs: list[Run], reports_dir: str | None = None, *,
-                  columns: list[str] | None = None, varied: Sequence[str] = ()) -> Path:
-    """Writes a sweep's table (CSV and markdown), overlaid curves and provenance, and its
-    TensorBoard HParams experiment (``tensorboard/``: the varied values and the metrics)."""
+                  columns: list[str] | None = None, varied: Sequence[str] = (), kind: str = "sweep",
+                  started: str | None = None, command: dict[str, Any] | None = None) -> Path:
+    """Writes a sweep's table (CSV and markdown), overlaid curves, collection record and its
+    TensorBoard HParams experiment (``tensorboard/``: the varied values and the metrics).
+
+    Args:
+        name: the sweep's name (its folder under ``reports/sweeps/``).
+        runs: its runs, in order.
+        reports_dir: the reports folder (default: the kit's).
+        columns: the table's columns (default: the name, the varied keys, the summary columns).
+        varied: the configuration keys the sweep varies.
+        kind: the collection record's kind ("sweep", or "ablation").
+        started: when the sweep started (``lab.collection.now()``; default: now).
+        command: how it was made (``lab.collection.command``; default: this call).
+    """
     folder = (Path(reports_dir) if reports_dir else paths.reports_dir()) / "sweeps" / name
     present = {key for run in runs for key in (*run.config, *run.metrics)}
     columns = columns or ["name", *varied, *(c for c in summary_columns(runs) if c in present)]
@@ -130,10 +147,11 @@ def write_summary(name: str, runs: list[Run], reports_dir: str | None = None, *,
         table.to_csv(tmp, index=False)
     atomic.write_text(folder / "results.md", to_markdown(table) + "\n")
     plots.save(plots.compare_curves({run.name: run.history() for run in runs}), folder / "curves.png")
-    atomic.write_json(folder / "sweep.json", {
-        "name": name, "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "runs": [{"run_id": r.run_id, "name": r.name, "status": r.status, "path": str(r.path),
-                  "config_hash": r.config.get("config_hash")} for r in runs],
-    })
-    tensorboard.write_experiment(folder, runs, hparams=varied)
+    configs = [run.config for run in runs]
+    written = collection.write_collection(
+        folder, kind=kind, name=name, varied={key: collection.values_taken(key, configs) for key in varied},
+        fixed=collection.split_configuration(configs)[1], members=[collection.member(run) for run in runs],
+        started=started or collection.now(), finished=collection.now(),
+        command=command or collection.command("lab.sweep.write_summary", name=name, varied=list(varied)))
+    tensorboard.write_hparams(load_collection(written))
     return folder

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from lab.config import NOT_HASHED
-from lab.records import Run, summary_columns
+from lab.records import Collection, Run, summary_columns
 from lab.tasks import TASKS
 
 LOG_DIR = "tensorboard"  # a run's (and an experiment's) logs, inside its folder
@@ -250,6 +250,25 @@ def _numbers(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 # -- experiments: sweeps, batches, searches ---------------------------------------------------------
+
+def write_hparams(collection: Collection) -> Path | None:
+    """Writes the HParams experiment of a collection (a sweep, batch, search or ablation as
+    ``lab.records.load_collection`` reads it) into ``<its folder>/tensorboard``.
+
+    What it varied are the parameters, with their values (a search: its space's domains) as
+    declared domains; a member's own ``parameters`` that are not configuration fields (a batch's
+    notebook switches) are shown too; a search's objective is the first metric.
+
+    Returns:
+        ``<folder>/tensorboard``, or None when no member run logged to TensorBoard.
+    """
+    domains = {key: (values["min"], values["max"]) if isinstance(values, dict) else list(values)
+               for key, values in collection.varied.items()}
+    parameters = {m["run_id"]: {k: v for k, v in m["parameters"].items() if k in collection.varied}
+                  for m in collection.members if m.get("run_id") and m.get("parameters")}
+    return write_experiment(collection.folder, collection.runs(), hparams=list(collection.varied), domains=domains,
+                            parameters=parameters, metrics=[collection.objective[0]] if collection.objective else [])
+
 
 def write_experiment(folder: str | os.PathLike, runs: Sequence[Run], *, hparams: Iterable[str] = (),
                      domains: Mapping[str, Any] | None = None,

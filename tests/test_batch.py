@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from lab.batch import load_spec, main, read_records, run_batch, spec_from_dict
+from lab.batch import committed_jobs, load_spec, main, run_batch, spec_from_dict
 from lab.records import read_index
 
 PARAMETERS = '''
@@ -170,7 +170,7 @@ def test_the_command_exits_1_when_a_job_failed_and_0_when_none_did(untrained_not
     assert main([str(passing)]) == 0
     out = capsys.readouterr().out
     assert "already finished" in out and "failed" not in out
-    assert len(read_records(folder)) == 2
+    assert len(_jobs(folder)) == 2
 
 
 @pytest.mark.parametrize("statuses,code", [(["failed", "completed"], 1), (["diverged", "completed"], 0)])
@@ -206,7 +206,7 @@ def test_a_failed_job_reads_failed_in_the_summary_even_when_its_runs_completed(t
     out = capsys.readouterr().out
     assert "2 of 4 jobs failed (fails-after-training, training-breaks)" in out and "--retry-failed" in out
     folder = isolated_dirs / "reports" / "batches" / "honest"
-    records = {r["name"]: r for r in read_records(folder)}
+    records = {r["name"]: r for r in _jobs(folder)}
     trained = read_index()
     completed = {e["run_id"] for e in trained if e["status"] == "completed"}
     assert set(records["fails-after-training"]["run_ids"]) <= completed, "its run completed before it raised"
@@ -248,9 +248,10 @@ def test_failed_and_diverged_runs_are_recorded_and_the_batch_goes_on(tiny_notebo
     assert not any((result.folder / ".attempts").iterdir()), "committed attempts were applied and removed"
     # started again: nothing is rerun; with retry_failed only the failed one is
     again = run_batch(spec)
-    assert len(read_records(again.folder)) == 3
+    assert len(_jobs(again.folder)) == 3
     run_batch(spec, retry_failed=True)
-    assert sorted(r["name"] for r in read_records(again.folder)) == ["diverges", "fails", "fails", "learns"]
+    tries = {r["name"]: r["tries"] for r in _jobs(again.folder)}
+    assert tries == {"fails": 2, "diverges": 1, "learns": 1}, "only the failed job ran again"
 
 
 @pytest.mark.slow
@@ -265,7 +266,7 @@ def test_a_killed_batch_resumes_without_losing_or_duplicating(tiny_notebook, iso
     deadline = time.time() + 180
     # Kill it while the second notebook is running: one record committed, one attempt in flight.
     while time.time() < deadline:
-        if len(read_records(folder)) >= 1 and (folder / ".attempts").exists() and any((folder / ".attempts").iterdir()):
+        if len(_jobs(folder)) >= 1 and (folder / ".attempts").exists() and any((folder / ".attempts").iterdir()):
             break
         time.sleep(0.2)
     else:
@@ -273,14 +274,14 @@ def test_a_killed_batch_resumes_without_losing_or_duplicating(tiny_notebook, iso
         pytest.fail("the batch did not get going")
     batch.send_signal(signal.SIGKILL)
     batch.wait()
-    committed_before = len(read_records(folder))
+    committed_before = len(_jobs(folder))
     assert 1 <= committed_before < 4
     time.sleep(1.0)  # the orphaned papermill child is told to stop when its parent dies
 
     finished = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert "already finished" in finished.stdout
-    records = read_records(folder)
+    records = _jobs(folder)
     assert sorted(r["name"] for r in records) == sorted(j.label for j in load_spec(spec_path).jobs)
     assert len(records) == 4, "no parameter set recorded twice"
     runs = [e for e in read_index() if "tiny" in e["name"]]
@@ -290,6 +291,11 @@ def test_a_killed_batch_resumes_without_losing_or_duplicating(tiny_notebook, iso
     assert len(list((folder / "notebooks").glob("*.ipynb"))) == 4
 
 
+def _jobs(folder) -> list[dict]:
+    """The batch's committed jobs (the last attempt of each), from its collection record."""
+    return list(committed_jobs(folder).values())
+
+
 def test_unreadable_spec_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
@@ -297,3 +303,28 @@ def test_unreadable_spec_is_a_clear_error(tmp_path):
         load_spec(bad)
     result = subprocess.run([sys.executable, "-m", "lab.batch", str(bad)], capture_output=True, text=True)
     assert result.returncode == 2 and "is not valid JSON" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_batch_of_an_older_kit_resumes_from_its_batch_jsonl(untrained_notebook, isolated_dirs, capsys):
+    """A batch folder from before collection records: its committed jobs are read from batch.jsonl,
+    kept when the batch starts again, and written into its collection record from then on."""
+    from lab import atomic
+
+    spec = spec_from_dict({"notebook": str(untrained_notebook), "name": "old",
+                           "runs": [{"name": "done", "note": "a"}, {"name": "todo", "note": "b"}]})
+    folder = isolated_dirs / "reports" / "batches" / "old"
+    done = spec.jobs[0]
+    atomic.append_line(folder / "batch.jsonl", json.dumps({
+        "key": done.key, "name": "done", "parameters": done.parameters, "status": "completed", "run_ids": [],
+        "attempt": f"{done.key}-1", "seconds": 1.0, "notebook": "notebooks/done.ipynb"}))
+    (folder / ".attempts" / f"{done.key}-1").mkdir(parents=True)  # committed, not yet applied
+    (folder / ".attempts" / "killed-2").mkdir()  # never committed
+    assert list(committed_jobs(folder)) == [done.key]
+    result = run_batch(spec)
+    assert "1 of 2 runs already finished; running 1" in capsys.readouterr().out
+    assert not any((folder / ".attempts").iterdir()), "the committed attempt applied, the killed one removed"
+    assert [(r["name"], r["status"], r["tries"]) for r in result.records] == [("done", "completed", 1),
+                                                                             ("todo", "completed", 1)]
+    record = json.loads((folder / "collection.json").read_text())
+    assert [m["job"] for m in record["members"]] == ["done", "todo"] and record["members"][0]["seconds"] == 1.0
+    assert record["kind"] == "batch" and record["finished"] and record["details"]["jobs"][1]["name"] == "todo"

@@ -7,8 +7,8 @@ import pytest
 
 from lab import atomic
 from lab.config import RunConfig
-from lab.records import (INDEX_NAME, RunWriter, clean_partial, load_run, load_runs, read_index, rebuild_index,
-                         results_table, to_markdown)
+from lab.records import (INDEX_NAME, RunWriter, clean_partial, load_collection, load_run, load_runs, read_index,
+                         rebuild_index, results_table, to_markdown)
 from lab.sweep import grid, run_sweep
 
 FAST = dict(dataset="digits", limit=200, model="cnn", depth=2, filters=8, dense_units=16, epochs=2, verbose=0)
@@ -97,10 +97,16 @@ def test_sweep_goes_on_after_a_divergence_and_resumes(isolated_dirs, capsys):
     assert [r.status for r in result.runs] == ["diverged", "completed"]
     table = pd.read_csv(result.summary_dir / "results.csv")
     assert table["name"].tolist() == ["diverges", "learns"] and "learning_rate" in table.columns
-    for name in ("results.md", "curves.png", "sweep.json"):
+    for name in ("results.md", "curves.png", "collection.json"):
         assert (result.summary_dir / name).stat().st_size > 0
-    provenance = json.loads((result.summary_dir / "sweep.json").read_text())
-    assert [r["run_id"] for r in provenance["runs"]] == [r.run_id for r in result.runs]
+    record = load_collection(result.summary_dir)
+    assert record.kind == "sweep" and record.name == "lr" and record.finished is not None
+    assert [m["run_id"] for m in record.members] == [r.run_id for r in result.runs]
+    assert [m["status"] for m in record.members] == ["diverged", "completed"]
+    assert set(record.varied) == {"divergence_patience", "learning_rate"}
+    assert record.varied["learning_rate"] == [50.0, 3e-3]
+    assert record.fixed["model"] == "cnn" and "learning_rate" not in record.fixed
+    assert record.command["call"] == "lab.sweep.run_sweep" and record.command["lab_version"]
 
     again = run_sweep(FAST, variants, name="lr", resume=True)
     assert [r.run_id for r in again.runs] == [r.run_id for r in result.runs]

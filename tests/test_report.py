@@ -291,6 +291,20 @@ def test_python_m_lab_report_writes_the_report_and_the_templates_ship_in_the_whe
         assert template_source(path.name) == path.read_text(encoding="utf-8")
 
 
+def test_an_ablation_is_a_source_by_name_wherever_its_engine_wrote_it(demo_sweep, isolated_dirs):
+    """The runs come from the collection record's members, in its order, and its kind names it."""
+    from lab.sweep import write_summary
+
+    _, runs = demo_sweep
+    write_summary("e1", [runs[2], runs[0]], varied=["model"], kind="ablation")  # the python engine's folder
+    source = resolve_source("ablation:e1")
+    assert source.kind == "ablation" and source.label == "Ablation e1"
+    assert [run.run_id for run in source.runs] == [runs[2].run_id, runs[0].run_id]
+    assert resolve_source("e1").kind == "ablation"
+    with pytest.raises(UnknownSourceError, match="There is no ablation named 'e2'"):
+        resolve_source("ablation:e2")
+
+
 def test_a_batch_report_names_jobs_that_failed_before_training(isolated_dirs):
     run = _record("job-a", val_loss=0.3)
     folder = isolated_dirs / "reports" / "batches" / "nightly"

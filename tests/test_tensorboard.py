@@ -262,3 +262,30 @@ def test_runs_without_tensorboard_logs_make_no_experiment(tmp_path):
     run = _fake_run(tmp_path, "a", {"learning_rate": 0.1, "tensorboard": False}, {"name": "a"})
     assert tensorboard.write_experiment(tmp_path / "sweep", [run], hparams=["learning_rate"]) is None
     assert not (tmp_path / "sweep").exists()
+
+
+def test_a_collections_experiment_is_read_from_its_record(tmp_path):
+    """``write_hparams`` takes what varied (a search's ranges as intervals), a batch job's own
+    parameters and a search's objective from the collection record, and its runs from its members."""
+    from lab.collection import write_collection
+    from lab.records import load_collection
+
+    runs = [_fake_run(tmp_path, "a", {"learning_rate": 0.05}, {"name": "a", "val_accuracy": 0.5, "val_loss": 1.0}),
+            _fake_run(tmp_path, "b", {"learning_rate": 0.001}, {"name": "b", "val_accuracy": 0.7, "val_loss": 0.9})]
+    members = [{"run_id": run.run_id, "name": run.name, "status": run.status} for run in runs]
+    search = load_collection(write_collection(tmp_path / "searches" / "s", kind="search", name="s",
+                               varied={"learning_rate": {"min": 1e-4, "max": 1e-2}}, fixed={}, members=members,
+                               started=None, details={"objective": ["val_loss", "min"]}))
+    experiment, groups = _dashboard(tensorboard.write_hparams(search))
+    infos = {info.name: info for info in experiment.hparam_infos}
+    assert (infos["learning_rate"].domain_interval.min_value, infos["learning_rate"].domain_interval.max_value) \
+        == (1e-4, 0.05)
+    assert experiment.metric_infos[0].name.tag == "val_loss" and sorted(g.name for g in groups) == ["a", "b"]
+    batch = load_collection(write_collection(tmp_path / "batches" / "b", kind="batch", name="b",
+                              varied={"learning_rate": [0.05, 0.001], "switch": [1, "on"]}, fixed={},
+                              members=[{**member, "job": member["name"], "parameters": {"switch": switch, "other": 3}}
+                                       for member, switch in zip(members, (1, "on"))], started=None))
+    experiment, groups = _dashboard(tensorboard.write_hparams(batch))
+    infos = {info.name: info for info in experiment.hparam_infos}
+    assert list(infos["learning_rate"].domain_discrete) == [0.001, 0.05] and "other" not in infos
+    assert {group.name: _value(group.hparams["switch"]) for group in groups} == {"a": "1", "b": "on"}

@@ -16,7 +16,7 @@ import keras_tuner
 import pytest
 
 from lab.config import RunConfig
-from lab.records import PARTIAL_PREFIX, load_run, load_runs, read_index
+from lab.records import PARTIAL_PREFIX, load_collection, load_run, load_runs, read_index
 from lab.tuning import cnn_space, make_objective, parse_space, record_metrics, search, transfer_space
 from lab.tuning.space import declare, space_values
 from lab.tuning.tuner import RunTuner
@@ -174,8 +174,15 @@ def test_a_search_records_every_trial_and_exports_the_best(digits_small, isolate
     assert best["score"] == pytest.approx(best_score) and set(best["hyperparameters"]) == {"learning_rate", "filters"}
     assert load_run(best["run_path"]).metrics["val_accuracy"] == pytest.approx(best_score)
     assert (folder / "best_model.keras").read_bytes() == (result.best_run.path / "model.keras").read_bytes()
-    for name in ("trials.csv", "trials.md", "curves.png", "search.json"):
+    for name in ("trials.csv", "trials.md", "curves.png", "collection.json"):
         assert (folder / name).stat().st_size > 0, name
+    # The collection record names the trials' runs with their scores, and what resuming checks.
+    record = load_collection(folder)
+    assert record.kind == "search" and record.finished is not None and record.objective == ("val_accuracy", "max")
+    assert [m["run_id"] for m in record.members] == table["run_id"].tolist()
+    assert [m["score"] for m in record.members] == pytest.approx(table["score"].tolist())
+    assert record.varied == {"learning_rate": {"min": 1e-3, "max": 1e-2}, "filters": [4, 8]}
+    assert record.details["search_id"] == result.search_id and record.fixed["model"] == "cnn"
     assert result.best_config().filters == best["hyperparameters"]["filters"]
     assert len(result.table(["name", "val_accuracy"])) == 2
 

@@ -7,7 +7,8 @@
 
 SOURCE is a batch folder or name (``reports/batches/<name>``), a sweep (``reports/sweeps/<name>``),
 a search (``reports/searches/<name>``), one run folder, one or more run ids, or ``tag:NAME``; a name
-found in several places is chosen with ``batch:``, ``sweep:`` or ``search:``. An unknown source is
+found in several places is chosen with ``batch:``, ``sweep:`` or ``search:`` (``ablation:`` names
+an ablation, whichever engine wrote it). An unknown source is
 refused with a list of what exists.
 
 The report holds what a course report holds: what varied between the runs and what was fixed, the

@@ -2,7 +2,9 @@
 
 A search lives in ``reports/searches/<name>/``:
 
-    search.json                what was asked: tuner, objective, space, base configuration, seed
+    collection.json            the collection record (``lab.collection``): the space, the base
+                               configuration, the trials' runs with their scores, and what was
+                               asked (tuner, objective, seed, data: what resuming checks)
     keras_tuner/               keras-tuner's own project (oracle state, one folder per trial)
     trials.csv, trials.md      one row per trial: its values, status, score and run record
     best_hyperparameters.json  the best trial's values, score, run id and configuration
@@ -35,16 +37,18 @@ from typing import Any
 import keras_tuner
 import pandas as pd
 
-from lab import atomic, paths, plots, tensorboard
+from lab import atomic, collection, paths, plots, tensorboard
 from lab.config import BaseConfig, config_for
 from lab.datasets import data_fields
-from lab.records import Run, load_runs, results_table, to_markdown
+from lab.records import Run, load_collection, load_runs, results_table, to_markdown
 from lab.tasks import TASKS
-from lab.tuning.space import Entry, check_against, parse_space, space_values
+from lab.tuning.space import check_against, parse_space, space_values
 from lab.tuning.tuner import (SEARCH_ID, TUNERS, RunHyperModel, RunTuner, make_objective, make_oracle,
                               trial_run)
 
-MANIFEST = "search.json"
+# The facts of a search's collection record (its ``details``) that resuming compares with the
+# saved search: trials set up differently would not be comparable.
+RESUME_CHECKS = ("tuner", "objective", "space", "base_hash", "seed", "data", "tuner_options")
 
 
 @dataclasses.dataclass
@@ -183,8 +187,16 @@ def search(
         # keras-tuner reloaded its own state: the id is the one its oracle holds (the saved one
         # on resume), which is also the one every trial carries to the workers.
         search_id = run_tuner.oracle.hyperparameters.get(SEARCH_ID)
-        atomic.write_json(directory / MANIFEST, {**manifest, "search_id": search_id, "max_trials": max_trials,
-                                                 "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        # Written before the first trial, so that a killed search can be checked and resumed; the
+        # trials' runs are its members from the export on.
+        previous = load_collection(directory) if overwrite is False else None
+        collection.write_collection(
+            directory, kind="search", name=name, varied=collection.space_domains(manifest["space"]),
+            fixed=manifest["base"], members=previous.members if previous else [], started=collection.now(),
+            command=collection.command("lab.tuning.search", name=name, tuner=tuner, max_trials=max_trials,
+                                       resume=resume, seed=seed),
+            details={**{k: v for k, v in manifest.items() if k not in ("name", "base")}, "search_id": search_id,
+                     "max_trials": max_trials})
         if resume and overwrite is False and run_tuner.oracle.trials:
             done = sum(t.status in ("COMPLETED", "FAILED") for t in run_tuner.oracle.trials.values())
             print(f"Resuming search {name!r}: {done} trial(s) finished, up to {max_trials} in all")
@@ -227,12 +239,12 @@ def searches_dir(reports_dir: str | os.PathLike | None = None) -> Path:
 
 def export(run_tuner: RunTuner, name: str, directory: Path, goal: keras_tuner.Objective,
            reports_dir: str | None) -> SearchResult:
-    """Writes the trials table, the best hyperparameters and model, the curves and the
-    TensorBoard HParams experiment."""
+    """Writes the trials table, the best hyperparameters and model, the curves, the collection
+    record with the trials' runs, and the TensorBoard HParams experiment."""
     oracle = run_tuner.oracle
     search_id = oracle.hyperparameters.get(SEARCH_ID)
     entries = run_tuner.hypermodel.entries
-    rows, runs = [], []
+    rows, runs, members = [], [], []
     for trial_id in sorted(oracle.trials):
         trial = oracle.trials[trial_id]
         run = trial_run(name, search_id, trial_id, reports_dir)
@@ -241,6 +253,8 @@ def export(run_tuner: RunTuner, name: str, directory: Path, goal: keras_tuner.Ob
                "run_id": run.run_id if run else None, "tuner": _tag(run, "tuner:") if run else None}
         if run is not None:
             runs.append(run)
+            members.append(collection.member(run, trial=trial_id, tuner_status=trial.status, score=trial.score,
+                                             tuner=row["tuner"]))
             row |= {k: run.metrics.get(k) for k in TASKS[run.task].summary_columns}
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -262,18 +276,9 @@ def export(run_tuner: RunTuner, name: str, directory: Path, goal: keras_tuner.Ob
                 shutil.copyfile(run.path / "model.keras", tmp)
     if runs:
         plots.save(plots.compare_curves({r.name: r.history() for r in runs}), directory / "curves.png")
-    tensorboard.write_experiment(directory, runs, hparams=[e.name for e in entries],
-                                 domains={e.name: _domain(e) for e in entries}, metrics=[goal.name])
+    written = collection.rewrite(load_collection(directory), members=members, finished=collection.now())
+    tensorboard.write_hparams(load_collection(written))
     return SearchResult(name, directory, search_id, goal, table, best, runs)
-
-
-def _domain(entry: Entry) -> tuple | list:
-    """A space entry's domain for TensorBoard: ``(min, max)`` of a range, the values of a choice."""
-    if entry.kind == "choice":
-        return [entry.decode(value) for value in entry.values]
-    if entry.kind == "int":
-        return int(entry.min), int(entry.max)
-    return float(entry.min), float(entry.max)
 
 
 def _worker_result(run_tuner: RunTuner, name: str, directory: Path, goal: keras_tuner.Objective,
@@ -287,8 +292,11 @@ def _worker_result(run_tuner: RunTuner, name: str, directory: Path, goal: keras_
 
 def _start_or_resume(directory: Path, manifest: dict[str, Any], resume: bool | None) -> tuple[str, bool]:
     """Decides between a new search and the saved one; returns (new search id, overwrite)."""
-    saved_path = directory / MANIFEST
-    exists = saved_path.exists() or (directory / "keras_tuner").exists()
+    try:
+        saved = load_collection(directory).details  # an older kit's search.json is read too
+    except FileNotFoundError:
+        saved = None
+    exists = saved is not None or (directory / "keras_tuner").exists()
     new_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     if not exists:
         return new_id, True
@@ -302,13 +310,11 @@ def _start_or_resume(directory: Path, manifest: dict[str, Any], resume: bool | N
         os.replace(directory, aside)
         print(f"Starting search {manifest['name']!r} afresh; the previous one was moved to {aside}")
         return new_id, True
-    try:
-        saved = json.loads(saved_path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError) as error:
-        raise ValueError(f"{directory} holds a keras-tuner project but no readable {MANIFEST}, so it cannot be "
-                         "checked for resuming; pass resume=False to start afresh (it is moved aside).") from error
-    differences = [key for key in ("tuner", "objective", "space", "base_hash", "seed", "data", "tuner_options")
-                   if saved.get(key) != manifest.get(key)]
+    if saved is None:
+        raise ValueError(f"{directory} holds a keras-tuner project but no collection record "
+                         f"({collection.COLLECTION_NAME}), so it cannot be checked for resuming; pass resume=False to "
+                         "start afresh (it is moved aside).")
+    differences = [key for key in RESUME_CHECKS if saved.get(key) != manifest.get(key)]
     if differences:
         details = "; ".join(f"{k}: saved {_short(saved.get(k))}, now {_short(manifest.get(k))}" for k in differences)
         raise ValueError(f"resume=True, but search {manifest['name']!r} was set up differently ({details}). Its trials "
