@@ -49,7 +49,7 @@ def empty_memory_cache():
 
 
 def _key(extractor, data, **changes):
-    options = dict(passes=1, augmenter=None, input_scaling="unit", image_size=None, seed=0) | changes
+    options = dict(passes=1, augmenter=None, input_scaling="unit", pipeline_size=None, seed=0) | changes
     return cache_key(extractor, data, **options)
 
 
@@ -75,7 +75,7 @@ def test_the_key_covers_weights_scaling_and_augmentation(model, extractor):
     data = _data()
     key = _key(extractor, data)
     assert _key(extractor, data, input_scaling="imagenet") != key
-    assert _key(extractor, data, image_size=16) != key
+    assert _key(extractor, data, pipeline_size=16) != key
     # Without augmented passes the augmenter and seed are not used, so they do not split the cache.
     flip = keras.Sequential([keras.layers.RandomFlip("horizontal", seed=1)])
     assert _key(extractor, data, augmenter=flip, seed=5) == key

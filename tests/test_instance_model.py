@@ -15,7 +15,7 @@ from lab.config import InstanceConfig
 from lab.instance import extra
 
 # The quick setting (E7 on a CPU): a ResNet-18-FPN at 128 px with light heads builds in seconds.
-QUICK = dict(backbone="resnet18", input_size=128, fpn_filters=64, head_convs=1, head_filters=64, fc_dims=256,
+QUICK = dict(backbone="resnet18", pipeline_size=128, fpn_filters=64, head_convs=1, head_filters=64, fc_dims=256,
              sampled_rois=64, norm_momentum=0.9)
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,8 +46,8 @@ def test_instance_config_hash_follows_the_model_options_only():
 
 
 @pytest.mark.parametrize("values, message", [
-    (dict(input_size=100), ("input_size must be a multiple of 64", "received input_size=100")),
-    (dict(input_size=0), "input_size must be a positive integer"),
+    (dict(pipeline_size=100), ("pipeline_size must be a multiple of 64", "received pipeline_size=100")),
+    (dict(pipeline_size=0), "pipeline_size must be a positive integer"),
     (dict(sampled_rois=2), ("sampled_rois must be at least 4", "received sampled_rois=2")),
     (dict(unfreeze=2), "unfreeze must be 'all' (everything trains) or 0 (the backbone stays frozen), received "
                        "unfreeze=2"),
@@ -67,6 +67,8 @@ def test_instance_config_hash_follows_the_model_options_only():
     (dict(dataset="coco:/x", split_fractions=[0.5, 0.5]), "split_fractions must be three positive shares"),
     (dict(model="unet"), "'unet' is a segmentation model: train it with lab.segmentation.train_segmentation"),
     (dict(depth=3), "Model 'maskrcnn' has no option 'depth'"),
+    # Mask R-CNN's input side was input_size: an old batch names the new field, not a transfer model's.
+    (dict(input_size=128), "'input_size' is now called pipeline_size (Mask R-CNN's square input side"),
 ])
 def test_instance_config_refuses_bad_values_by_name(values, message):
     with pytest.raises(ValueError) as refused:

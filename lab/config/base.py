@@ -31,19 +31,37 @@ MONITORS = {
     # training): the best epoch is the one with the best validation COCO AP.
     "instance": {"val_mask_ap": "max", "val_box_ap": "max", "val_mask_ap50": "max"},
 }
-# Old names, refused with the new one, so that an old notebook or batch fails clearly.
+# Old names, refused with the new one, so that an old notebook or batch fails clearly, and read
+# under the new one from an older run record (``lab.records.upgrade_config``):
+# {old name: (new name, what it is)}.
 RENAMED = {
-    "image_size": "pipeline_size (resized in the tf.data pipeline)",
-    "input_size": "backbone_input_size (resized inside a transfer model)",
-    "resize_to": "dataset_resize (an image folder's shorter side before the centre crop)",
-    "trainable": "unfreeze (0: only the new output layer; 'all': everything)",
-    "trainable_encoder": "unfreeze (0: frozen encoder; 'all': the encoder trains too)",
-    "encoder_weights": "weights ('imagenet' or None)",
-    "run_name": "name",
-    "run_tags": "tags",
+    "image_size": ("pipeline_size", "resized in the tf.data pipeline"),
+    "input_size": ("backbone_input_size", "resized inside a transfer model"),
+    "resize_to": ("dataset_resize", "an image folder's shorter side before the centre crop"),
+    "trainable": ("unfreeze", "0: only the new output layer; 'all': everything"),
+    "trainable_encoder": ("unfreeze", "0: frozen backbone; 'all': the backbone trains too"),
+    "encoder_weights": ("weights", "'imagenet' or None"),
+    "encoder": ("backbone", "a pretrained_unet's pretrained network"),
+    "run_name": ("name", "a readable run name"),
+    "run_tags": ("tags", "free labels"),
+}
+# Where a task's old name took another new name than RENAMED gives: {task: {old name: (new name,
+# what it is)}}. Mask R-CNN resizes in its tf.data pipeline (Model Garden's parser), not inside
+# the model, so its input_size is a pipeline_size.
+RENAMED_IN_TASK = {
+    "instance": {"input_size": ("pipeline_size", "Mask R-CNN's square input side, resized and padded to in "
+                                                 "the tf.data pipeline")},
 }
 # Not part of what a run computes, so not part of its hash.
 NOT_HASHED = ("name", "tags", "reports_dir", "verbose", "tensorboard")
+
+
+def renamed_fields(*tasks: str | None) -> dict[str, tuple[str, str]]:
+    """``RENAMED`` as it holds for the configurations of ``tasks``: {old name: (new name, what it is)}."""
+    renamed = dict(RENAMED)
+    for task in tasks:
+        renamed.update(RENAMED_IN_TASK.get(task, {}))
+    return renamed
 
 
 def model_option(name: str | None = None, default: Any = None) -> Any:
@@ -84,7 +102,7 @@ class BaseConfig(metaclass=_CheckedKeys):
         model: a registered model of the task (``lab.models.MODELS``); depth, filters,
             convs_per_block, normalization, dropout_rate, dense_units take the builder's
             default when None.
-        weights: pretrained weights of a transfer backbone or a pretrained_unet encoder:
+        weights: pretrained weights of a transfer or pretrained_unet backbone:
             "imagenet", None (random), a kit-saved run folder / .keras file, or (transfer)
             "pretrain-offline": a backbone pretrained here on embedded data (``lab.pretraining``).
         unfreeze: what trains (see ``lab.config``); freeze_batchnorm keeps BatchNorm in
@@ -182,10 +200,11 @@ class BaseConfig(metaclass=_CheckedKeys):
         """Refuses keys that are not fields: a renamed one names its new name, a typo the closest."""
         known = cls.field_names()
         unknown = sorted(set(values) - set(known))
+        renamed = renamed_fields(*cls.TASKS)
         problems = []
         for key in unknown:
-            if key in RENAMED:
-                problems.append(f"{key!r} is now called {RENAMED[key]}")
+            if key in renamed:
+                problems.append(f"{key!r} is now called {renamed[key][0]} ({renamed[key][1]})")
             else:
                 close = difflib.get_close_matches(key, known, n=1)
                 problems.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
@@ -269,8 +288,6 @@ class BaseConfig(metaclass=_CheckedKeys):
             options["weights"] = self.weights  # None is meaningful here: random initialisation
         if self.unfreeze is not None and "unfreeze" in accepted:
             options["unfreeze"] = self.unfreeze
-        elif self.unfreeze is not None and "trainable_encoder" in accepted:
-            options["trainable_encoder"] = self.unfreeze != 0
         return options
 
     # -- validation ----------------------------------------------------------------------------------

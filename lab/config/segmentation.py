@@ -33,7 +33,7 @@ class SegmentationConfig(BaseConfig):
         mask_suffix, images_dir, masks_dir: how masks are named and where images and masks
             are (defaults "", "images", "masks").
     Model: "unet", "pretrained_unet", "deeplab", "fcn" (segmentation) or "autoencoder",
-        "denoising_autoencoder", "vae"; upsampling, output_activation, encoder, decoder_filters,
+        "denoising_autoencoder", "vae"; upsampling, output_activation, backbone, decoder_filters,
         output_stride, atrous_rates, aspp_filters, skip_levels, latent_channels, latent_dim,
         noise_stddev, kl_weight are their switches (None: the builder's default).
     Training:
@@ -62,7 +62,7 @@ class SegmentationConfig(BaseConfig):
     masks_dir: str | None = None
     upsampling: str | None = model_option()
     output_activation: str | None = model_option()
-    encoder: str | None = model_option()
+    backbone: str | None = model_option()
     decoder_filters: list[int] | None = model_option()
     output_stride: int | None = model_option()
     atrous_rates: list[int] | None = model_option()
@@ -109,12 +109,12 @@ class SegmentationConfig(BaseConfig):
             raise ValueError(f"cache must be True or False for {self.task} runs, received cache={self.cache!r}.")
         if self.weights not in (None, "imagenet"):
             raise ValueError(f"weights must be 'imagenet' or None (random initialisation) for a segmentation "
-                             f"encoder, received weights={self.weights!r}.")
+                             f"backbone, received weights={self.weights!r}.")
         if self.unfreeze not in (None, 0, "all"):
-            raise ValueError(f"unfreeze must be 0 (frozen encoder) or 'all' (the encoder trains too), received "
+            raise ValueError(f"unfreeze must be 0 (frozen backbone) or 'all' (the backbone trains too), received "
                              f"unfreeze={self.unfreeze!r}.")
-        if self.unfreeze is not None and "trainable_encoder" not in model_options(self.model):
-            raise ValueError(f"unfreeze applies to pretrained_unet's encoder; model {self.model!r} trains whole. "
+        if self.unfreeze is not None and "unfreeze" not in model_options(self.model):
+            raise ValueError(f"unfreeze applies to pretrained_unet's backbone; model {self.model!r} trains whole. "
                              f"Received unfreeze={self.unfreeze!r}.")
         if not 0.0 < self.background_flag_ratio < 1.0:
             raise ValueError(f"background_flag_ratio must be between 0 and 1, received {self.background_flag_ratio}.")

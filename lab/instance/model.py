@@ -29,7 +29,7 @@ IMAGENET_CHECKPOINTS = {"resnet50": "resnet50_imagenet/ckpt-28080"}
 CHECKPOINT_FILES = (".index", ".data-00000-of-00001")
 
 
-def maskrcnn_experiment(num_classes: int, *, backbone: str = "resnet50", input_size: int = 512,
+def maskrcnn_experiment(num_classes: int, *, backbone: str = "resnet50", pipeline_size: int = 512,
                         fpn_filters: int = 256, head_convs: int = 4, head_filters: int = 256, fc_dims: int = 1024,
                         sampled_rois: int = 512, norm_momentum: float = 0.99, weights: str | None = "imagenet", unfreeze: int | str = "all") -> Any:
     """Model Garden's Mask R-CNN experiment for ``num_classes`` foreground classes.
@@ -37,7 +37,7 @@ def maskrcnn_experiment(num_classes: int, *, backbone: str = "resnet50", input_s
     Args:
         num_classes: foreground classes (Model Garden adds the background class 0).
         backbone: one of ``BACKBONES``.
-        input_size: side of the square model input, a multiple of 64.
+        pipeline_size: side of the square model input, a multiple of 64.
         fpn_filters: channels of the FPN levels and of the RPN head.
         head_convs: convolutions of the box head and of the mask head (Model Garden: 4).
         head_filters: channels of those convolutions.
@@ -73,7 +73,7 @@ def maskrcnn_experiment(num_classes: int, *, backbone: str = "resnet50", input_s
     experiment = exp_factory.get_exp_config("maskrcnn_resnetfpn_coco")
     model = experiment.task.model
     model.num_classes = num_classes + 1  # Model Garden counts the background class
-    model.input_size = [input_size, input_size, 3]
+    model.input_size = [pipeline_size, pipeline_size, 3]  # Model Garden's name; its parser resizes to it
     model.backbone.resnet.model_id = int(backbone.removeprefix("resnet"))
     model.decoder.fpn.num_filters = fpn_filters
     model.rpn_head.num_filters = fpn_filters
