@@ -49,8 +49,8 @@ def test_instance_config_hash_follows_the_model_options_only():
     (dict(pipeline_size=100), ("pipeline_size must be a multiple of 64", "received pipeline_size=100")),
     (dict(pipeline_size=0), "pipeline_size must be a positive integer"),
     (dict(sampled_rois=2), ("sampled_rois must be at least 4", "received sampled_rois=2")),
-    (dict(unfreeze=2), "unfreeze must be 'all' (everything trains) or 0 (the backbone stays frozen), received "
-                       "unfreeze=2"),
+    (dict(unfreeze=2), "unfreeze must be 0 (the backbone stays frozen) or 'all' (the backbone trains too), "
+                       "received unfreeze=2"),
     (dict(optimizer="rmsprop"), "optimizer must be 'sgd' or 'adam' for Mask R-CNN"),
     (dict(aug_rotation=0.1), "aug_rotation=0.1: not used by Mask R-CNN"),
     (dict(input_scaling="imagenet"), "input_scaling='imagenet': not used by Mask R-CNN"),
@@ -100,6 +100,15 @@ def test_imagenet_weights_need_a_backbone_with_a_published_checkpoint():
     with pytest.raises(ValueError, match=r"no ImageNet checkpoint for resnet18; received weights='imagenet'.*"
                                          r"backbone='resnet50'.*weights=None"):
         maskrcnn_experiment(3, backbone="resnet18", weights="imagenet")
+
+
+def test_the_builder_refuses_a_stage_count_as_its_configuration_does():
+    from lab.instance.model import maskrcnn_experiment
+
+    # Mask R-CNN's backbone trains whole or not at all: unfreeze=2 must not train it all silently.
+    with pytest.raises(ValueError, match=r"unfreeze must be 0 \(the backbone stays frozen\) or 'all'.*received "
+                                         r"unfreeze=2"):
+        maskrcnn_experiment(3, backbone="resnet18", weights=None, unfreeze=2)
 
 
 def test_experiment_receives_every_flat_value():

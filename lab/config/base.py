@@ -3,7 +3,7 @@
 ``BaseConfig`` holds the fields every run has and what every configuration does: refusing
 unknown and renamed keys (``RENAMED``), building from flat values, ``replace``, ``to_dict`` and
 the hash of everything that affects results (``NOT_HASHED`` is what does not). The value checks
-at the bottom (``_one_of``, ``_positive``, ``_positive_int``) are shared by the task
+at the bottom (``check_frozen_or_all``, ``_one_of``, ``_positive``, ``_positive_int``) are shared by the task
 configurations of ``lab.config``, so that every invalid value is refused in the same words.
 """
 
@@ -389,6 +389,14 @@ class BaseConfig(metaclass=_CheckedKeys):
                 raise ValueError(f"Model {self.model!r} has no option {field.name!r} (received {field.name}={value!r}). "
                                  f"Its options: {', '.join(names.get(o, o) for o in accepted) or 'none'}.")
 
+
+
+def check_frozen_or_all(unfreeze: Any) -> None:
+    """``unfreeze`` of a model whose backbone trains whole or not at all (pretrained_unet, Mask
+    R-CNN): the one check that their configurations and their builders call."""
+    if isinstance(unfreeze, bool) or unfreeze not in (0, "all"):
+        raise ValueError(f"unfreeze must be 0 (the backbone stays frozen) or 'all' (the backbone trains too), "
+                         f"received unfreeze={unfreeze!r}.")
 
 
 def _one_of(key: str, value: Any, allowed: tuple, context: str = "") -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from lab.config.base import BaseConfig, _positive_int, model_option
+from lab.config.base import BaseConfig, _positive_int, check_frozen_or_all, model_option
 
 
 @dataclasses.dataclass
@@ -76,9 +76,7 @@ class InstanceConfig(BaseConfig):
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam' for Mask R-CNN (Model Garden's optimizers), "
                              f"received optimizer={self.optimizer!r}.")
-        if self.unfreeze not in (0, "all"):
-            raise ValueError(f"unfreeze must be 'all' (everything trains) or 0 (the backbone stays frozen), "
-                             f"received unfreeze={self.unfreeze!r}.")
+        check_frozen_or_all(self.unfreeze)
         if self.weights is not None and not isinstance(self.weights, str):
             raise ValueError(f"weights must be 'imagenet', None or a checkpoint path, received weights={self.weights!r}.")
         if self.color_mode is not None:

@@ -19,6 +19,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, Iterator
 
+from lab.config.base import check_frozen_or_all
 from lab.instance.extra import require_model_garden
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -62,6 +63,7 @@ def maskrcnn_experiment(num_classes: int, *, backbone: str = "resnet50", pipelin
     """
     if backbone not in BACKBONES:
         raise ValueError(f"Unknown backbone {backbone!r} for Mask R-CNN. Available: {', '.join(BACKBONES)}.")
+    check_frozen_or_all(unfreeze)
     if weights == "imagenet" and backbone not in IMAGENET_CHECKPOINTS:
         raise ValueError(f"Model Garden publishes no ImageNet checkpoint for {backbone}; received weights='imagenet' "
                          f"with backbone={backbone!r}. Use backbone='resnet50' for ImageNet weights, or weights=None "

@@ -21,6 +21,9 @@ from typing import Sequence
 import keras
 from keras import layers
 
+# The configuration's own checks of these fields: one check for every layer.
+from lab.config.base import check_frozen_or_all
+from lab.config.segmentation import check_backbone_weights
 from lab.models.layers import EncoderPreprocessing
 
 NORMALIZATIONS = (None, "none", "batch", "layer")
@@ -166,11 +169,8 @@ def pretrained_unet(
     if backbone not in UNET_BACKBONES:
         raise ValueError(f"Unknown backbone {backbone!r} for pretrained_unet. Available backbones: "
                          f"{', '.join(UNET_BACKBONES)}.")
-    if weights not in ("imagenet", None):
-        raise ValueError(f"weights must be 'imagenet' or None, received weights={weights!r}.")
-    if isinstance(unfreeze, bool) or unfreeze not in (0, "all"):
-        raise ValueError(f"unfreeze must be 0 (frozen backbone) or 'all' (the backbone trains too), received "
-                         f"unfreeze={unfreeze!r}.")
+    check_backbone_weights(weights)
+    check_frozen_or_all(unfreeze)
     check_segmentation_args(input_shape, num_classes, output_activation, normalization, upsampling, dropout_rate)
     spec = UNET_BACKBONES[backbone]
     if len(decoder_filters) != len(spec["skips"]) - 1:
