@@ -124,7 +124,8 @@ def compute_features(model: keras.Model, data: Dataset, *, cache: str | None = "
     hit = stored is not None
     if stored is None:
         stored = _extract(extractor, data, passes=passes, augmenter=augmenter, batch_size=batch_size,
-                          input_scaling=input_scaling, pipeline_size=pipeline_size, seed=seed, progress_bar=progress_bar)
+                          input_scaling=input_scaling, pipeline_size=pipeline_size, seed=seed,
+                          progress_bar=progress_bar)
         _store(key, stored, cache)
     return Features(stored["train"], stored["train_labels"], stored["train_clean"], stored["val"], stored["test"],
                     key, hit, time.perf_counter() - started)

@@ -23,7 +23,7 @@ from lab.models.transfer import feature_extractor, transfer_model
 
 @pytest.fixture(scope="module")
 def model():
-    return transfer_model((8, 8, 1), 3, backbone="resnet18", weights=None, input_size=32)
+    return transfer_model((8, 8, 1), 3, backbone="resnet18", weights=None, backbone_input_size=32)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_the_key_covers_weights_scaling_and_augmentation(model, extractor):
                 _key(extractor, data, passes=2, augmenter=flip, seed=1),
                 _key(extractor, data, passes=2, seed=0,
                      augmenter=keras.Sequential([keras.layers.RandomRotation(0.1, seed=1)]))}) == 5
-    other = transfer_model((8, 8, 1), 3, backbone="resnet18", weights=None, input_size=32)
+    other = transfer_model((8, 8, 1), 3, backbone="resnet18", weights=None, backbone_input_size=32)
     other.set_weights(model.get_weights())
     assert _key(feature_extractor(other), data) == key, "the key depends on the weights, not on the object"
     weight = other.get_layer("resnet18_backbone").weights[0]

@@ -133,7 +133,8 @@ def test_the_e1_notebook_batch_names_each_run_after_its_configuration():
     ({"model": "maskrcnn", "input_size": 256}, {"pipeline_size": 256}),
     ({"record_version": 2, "task": "segmentation", "model": "pretrained_unet", "encoder": "vgg16", "unfreeze": 0},
      {"backbone": "vgg16", "unfreeze": 0}),
-    ({"model": "pretrained_unet", "encoder": "vgg16", "trainable_encoder": True}, {"backbone": "vgg16", "unfreeze": "all"}),
+    ({"model": "pretrained_unet", "encoder": "vgg16", "trainable_encoder": True},
+     {"backbone": "vgg16", "unfreeze": "all"}),
     ({"record_version": 2, "task": "classification", "model": "transfer", "backbone_input_size": 64},
      {"backbone_input_size": 64}),
 ])

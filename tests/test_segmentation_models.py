@@ -92,7 +92,7 @@ def test_pretrained_unet_backbones_and_frozen_weights(backbone):
 def test_pretrained_unet_unfreeze_trains_the_backbone_or_refuses_a_stage_count():
     options = dict(backbone="mobilenetv2", weights=None, decoder_filters=(8, 8, 4, 4))
     assert pretrained_unet((32, 32, 3), 3, unfreeze="all", **options).get_layer("backbone").trainable
-    with pytest.raises(ValueError, match=r"unfreeze must be 0 \(the backbone stays frozen\) or 'all'.*received unfreeze=2"):
+    with pytest.raises(ValueError, match=r"unfreeze must be 0 \(the backbone stays frozen\) or 'all'.*unfreeze=2"):
         pretrained_unet((32, 32, 3), 3, unfreeze=2, **options)
     with pytest.raises(ValueError, match="weights must be 'imagenet' or None .*received weights='random'"):
         pretrained_unet((32, 32, 3), 3, backbone="mobilenetv2", weights="random")

@@ -78,7 +78,7 @@ class RunConfig(BaseConfig):
     activation: str | None = model_option()
     init_from: str | None = None
     backbone: str | None = model_option()
-    backbone_input_size: int | None = model_option("input_size")
+    backbone_input_size: int | None = model_option()
     pooling: str | None = model_option()
     head_units: list[int] | None = model_option()
     head_dropout: float | None = model_option()

@@ -22,8 +22,9 @@ def check_backbone_weights(weights: str | None) -> None:
 
 
 def check_tiles(tile_size: int | None, tile_margin: int | None) -> None:
-    """The one check of ``tile_size`` and ``tile_margin``, which the configuration, the mask-folder
-    loader and the overlap-tile prediction (``lab.segmentation.tiling``) all call.
+    """The one check of ``tile_size`` and ``tile_margin``, which the configuration and the
+    overlap-tile prediction (``lab.segmentation.tiling``) call (the mask-folder loader of
+    ``lab.datasets`` still restates it: it should call this one).
 
     Args:
         tile_size: the tile side (None: untiled), a positive integer.
@@ -63,7 +64,7 @@ class SegmentationConfig(BaseConfig):
             overlap-tile and scored per image (``lab.segmentation.tiling``).
         tile_margin: the context each predicted tile keeps around its centre, 0 <= 2 *
             tile_margin < tile_size (None: tile_size // 8; 0: naive tiling, seams). Both are
-            checked by ``check_tiles``, the one check every layer calls.
+            checked by ``check_tiles``, the one check of both (the tiling calls it too).
         class_names: the name of every class id, e.g. ["membrane", "cell"].
         class_values: {mask value: class id}, e.g. {0: 0, 255: 1} or {0: 0, 128: 1, 255: 2}.
         mask_suffix, images_dir, masks_dir: how masks are named and where images and masks
