@@ -3,8 +3,9 @@
 ``BaseConfig`` holds the fields every run has and what every configuration does: refusing
 unknown and renamed keys (``RENAMED``), building from flat values, ``replace``, ``to_dict`` and
 the hash of everything that affects results (``NOT_HASHED`` is what does not). The value checks
-at the bottom (``check_frozen_or_all``, ``_one_of``, ``_positive``, ``_positive_int``) are shared by the task
-configurations of ``lab.config``, so that every invalid value is refused in the same words.
+at the bottom (``check_frozen_or_all``, ``_one_of``, ``_positive``, ``_positive_int``) are shared
+by the task configurations of ``lab.config`` (and ``check_frozen_or_all`` by the builders too),
+so that every invalid value is refused in the same words.
 """
 
 from __future__ import annotations
@@ -64,9 +65,11 @@ def renamed_fields(*tasks: str | None) -> dict[str, tuple[str, str]]:
     return renamed
 
 
-def model_option(name: str | None = None, default: Any = None) -> Any:
-    """A field that is a model builder's keyword option (``name``: the builder's name for it)."""
-    return dataclasses.field(default=default, metadata={"option": name or True})
+def model_option(default: Any = None) -> Any:
+    """A field that is a model builder's keyword option, under the same name: a builder takes the
+    configuration's word (``backbone_input_size``, ``pipeline_size``), so that one name holds in
+    every layer."""
+    return dataclasses.field(default=default, metadata={"option": True})
 
 
 class _CheckedKeys(type):
@@ -280,9 +283,9 @@ class BaseConfig(metaclass=_CheckedKeys):
         pretrained weights and the freeze policy where the builder takes them."""
         options = {}
         for field in dataclasses.fields(self):
-            option, value = field.metadata.get("option"), getattr(self, field.name)
-            if option and value is not None:
-                options[field.name if option is True else option] = tuple(value) if isinstance(value, list) else value
+            value = getattr(self, field.name)
+            if field.metadata.get("option") and value is not None:
+                options[field.name] = tuple(value) if isinstance(value, list) else value
         accepted = model_options(self.model)
         if "weights" in accepted:
             options["weights"] = self.weights  # None is meaningful here: random initialisation
@@ -379,15 +382,11 @@ class BaseConfig(metaclass=_CheckedKeys):
 
     def _validate_model_options(self) -> None:
         accepted = model_options(self.model)
-        names = {(f.name if f.metadata["option"] is True else f.metadata["option"]): f.name
-                 for f in dataclasses.fields(self) if f.metadata.get("option")}
         for field in dataclasses.fields(self):
-            option = field.metadata.get("option")
             value = getattr(self, field.name)
-            builder_name = field.name if option is True else option
-            if option and value is not None and builder_name not in accepted:
+            if field.metadata.get("option") and value is not None and field.name not in accepted:
                 raise ValueError(f"Model {self.model!r} has no option {field.name!r} (received {field.name}={value!r}). "
-                                 f"Its options: {', '.join(names.get(o, o) for o in accepted) or 'none'}.")
+                                 f"Its options: {', '.join(accepted) or 'none'}.")
 
 
 
