@@ -3,9 +3,9 @@
 ``BaseConfig`` holds the fields every run has and what every configuration does: refusing
 unknown and renamed keys (``RENAMED``), building from flat values, ``replace``, ``to_dict`` and
 the hash of everything that affects results (``NOT_HASHED`` is what does not). The value checks
-at the bottom (``check_frozen_or_all``, ``_one_of``, ``_positive``, ``_positive_int``) are shared
-by the task configurations of ``lab.config`` (and ``check_frozen_or_all`` by the builders too),
-so that every invalid value is refused in the same words.
+at the bottom (``check_frozen_or_all``, ``check_rate``, ``_one_of``, ``_positive``,
+``_positive_int``) are shared by the task configurations of ``lab.config`` (the public ones by
+the model builders too), so that every invalid value is refused in the same words.
 """
 
 from __future__ import annotations
@@ -335,12 +335,11 @@ class BaseConfig(metaclass=_CheckedKeys):
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be between 0 and 1, received val_fraction={self.val_fraction}.")
         self._validate_folder_options()
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), received momentum={self.momentum}.")
+        check_rate("momentum", self.momentum)
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, received weight_decay={self.weight_decay}.")
-        if self.dropout_rate is not None and not 0.0 <= self.dropout_rate < 1.0:
-            raise ValueError(f"dropout_rate must be in [0, 1), received dropout_rate={self.dropout_rate}.")
+        if self.dropout_rate is not None:
+            check_rate("dropout_rate", self.dropout_rate)
         if self.unfreeze is not None and self.unfreeze != "all" and (
                 isinstance(self.unfreeze, bool) or not isinstance(self.unfreeze, int) or self.unfreeze < 0):
             raise ValueError(f"unfreeze must be 0 (head only), a number of last stages, or 'all'; received "
@@ -396,6 +395,13 @@ def check_frozen_or_all(unfreeze: Any) -> None:
     if isinstance(unfreeze, bool) or unfreeze not in (0, "all"):
         raise ValueError(f"unfreeze must be 0 (the backbone stays frozen) or 'all' (the backbone trains too), "
                          f"received unfreeze={unfreeze!r}.")
+
+
+def check_rate(key: str, value: float) -> None:
+    """A rate in [0, 1) (dropout_rate, momentum, label_smoothing, head_dropout): the one check of
+    that range, which the configurations and the model builders call."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{key} must be in [0, 1), received {key}={value!r}.")
 
 
 def _one_of(key: str, value: Any, allowed: tuple, context: str = "") -> None:

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from lab.config.base import check_rate
 from lab.models.backbones import (backbone_spec, backbone_stages, build_backbone, check_backbone_input_size,
                                   find_backbone)
 from lab.models.layers import BackboneInput, ClassToken
@@ -75,8 +76,7 @@ def transfer_model(
         raise ValueError(f"Transfer models take grayscale or RGB images; received {channels} channels.")
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, received {num_classes}.")
-    if not 0.0 <= head_dropout < 1.0:
-        raise ValueError(f"head_dropout must be in [0, 1), received head_dropout={head_dropout}.")
+    check_rate("head_dropout", head_dropout)
     if any(not isinstance(units, int) or units < 1 for units in head_units):
         raise ValueError(f"head_units must be positive integers, received head_units={list(head_units)}.")
     size = backbone_input_size or spec.fixed_size or max(height, width, spec.min_size)

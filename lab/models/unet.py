@@ -22,7 +22,7 @@ import keras
 from keras import layers
 
 # The configuration's own checks of these fields: one check for every layer.
-from lab.config.base import check_frozen_or_all
+from lab.config.base import check_frozen_or_all, check_rate
 from lab.config.segmentation import check_backbone_weights
 from lab.models.layers import EncoderPreprocessing
 
@@ -285,8 +285,7 @@ def check_segmentation_args(input_shape: Sequence[int], num_classes: int, output
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, received {normalization!r}.")
     if upsampling not in UPSAMPLINGS:
         raise ValueError(f"upsampling must be one of {UPSAMPLINGS}, received {upsampling!r}.")
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"dropout_rate must be in [0, 1), received dropout_rate={dropout_rate}.")
+    check_rate("dropout_rate", dropout_rate)
 
 
 def check_divisible(input_shape: Sequence[int], divisor: int, why: str) -> None:
