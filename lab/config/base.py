@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import numbers
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -400,7 +401,8 @@ def check_frozen_or_all(unfreeze: Any) -> None:
 def check_rate(key: str, value: float) -> None:
     """A rate in [0, 1) (dropout_rate, momentum, label_smoothing, head_dropout): the one check of
     that range, which the configurations and the model builders call."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+    # numbers.Real takes NumPy's floats too (a rate drawn from a NumPy grid).
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < 1.0:
         raise ValueError(f"{key} must be in [0, 1), received {key}={value!r}.")
 
 

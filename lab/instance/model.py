@@ -38,7 +38,8 @@ def maskrcnn_experiment(num_classes: int, *, backbone: str = "resnet50", pipelin
     Args:
         num_classes: foreground classes (Model Garden adds the background class 0).
         backbone: one of ``BACKBONES``.
-        pipeline_size: side of the square model input, a multiple of 64.
+        pipeline_size: side of the square model input, a multiple of 64: Model Garden's parser
+            resizes (keeping the aspect ratio) and pads every image to it in the tf.data pipeline.
         fpn_filters: channels of the FPN levels and of the RPN head.
         head_convs: convolutions of the box head and of the mask head (Model Garden: 4).
         head_filters: channels of those convolutions.

@@ -136,7 +136,7 @@ def pretrained_unet(
     output_activation: str = "softmax",
     name: str | None = None,
 ) -> keras.Model:
-    """Builds a U-Net whose encoder is a pretrained keras.applications backbone (the TF tutorial's model).
+    """Builds a U-Net on a pretrained keras.applications backbone (the TF tutorial's model).
 
     The backbone is one nested model named ``backbone`` whose outputs are the feature maps
     listed in ``UNET_BACKBONES``; the decoder upsamples the deepest one step by step (a 3x3
