@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import QUIET_HELP, LoadMeter, wait_until_quiet  # noqa: E402
 
-LIGHT = dict(backbone="resnet18", input_size=128, fpn_filters=64, head_convs=1, head_filters=64, fc_dims=256,
+LIGHT = dict(backbone="resnet18", pipeline_size=128, fpn_filters=64, head_convs=1, head_filters=64, fc_dims=256,
              sampled_rois=64, norm_momentum=0.9, weights=None, batch_size=2)
 
 

@@ -360,7 +360,7 @@ def kit_worker(spec: dict) -> None:
                                    translation=config.aug_translation, contrast=config.aug_contrast,
                                    seed=config.seed)
     train_ds = make_pipeline(images, labels, training=True, batch_size=config.batch_size, augmenter=augmenter,
-                             image_size=config.pipeline_size, input_scaling=config.input_scaling, cache=config.cache,
+                             pipeline_size=config.pipeline_size, input_scaling=config.input_scaling, cache=config.cache,
                              seed=config.seed, deterministic=config.deterministic)
     if spec.get("tfdata"):
         data_options = tf.data.Options()

@@ -121,7 +121,7 @@ class Classification:
         if config.model == "transfer":
             results["transfer"] = transfer_summary(plan.model)
         batch_size = max(config.batch_size, 256)
-        common = dict(batch_size=batch_size, image_size=config.pipeline_size, input_scaling=config.input_scaling,
+        common = dict(batch_size=batch_size, pipeline_size=config.pipeline_size, input_scaling=config.input_scaling,
                       training=False, cache=False)
         evaluated = plan.model if features is None else plan.phases[0].fitted
 
@@ -414,7 +414,7 @@ def _feature_plan(model: keras.Model, config: RunConfig, data: Dataset, augmente
     """The head trains alone on backbone features computed once (exact for a frozen backbone)."""
     features = compute_features(model, data, cache=config.feature_cache, passes=config.feature_cache_passes,
                                 augmenter=augmenter, batch_size=max(config.batch_size, 256),
-                                input_scaling=config.input_scaling, image_size=config.pipeline_size,
+                                input_scaling=config.input_scaling, pipeline_size=config.pipeline_size,
                                 seed=config.seed)
     head = compile_model(head_model(model), config)
     train_ds, val_ds = _feature_pipelines(features, data, config)
@@ -456,7 +456,7 @@ def _freeze_batchnorm(config: RunConfig) -> bool:
 
 
 def _image_pipelines(config: RunConfig, data: Dataset, augmenter):
-    common = dict(batch_size=config.batch_size, image_size=config.pipeline_size, input_scaling=config.input_scaling,
+    common = dict(batch_size=config.batch_size, pipeline_size=config.pipeline_size, input_scaling=config.input_scaling,
                   seed=config.seed, deterministic=config.deterministic)
     if isinstance(data, StreamedDataset):
         # Streamed from the shards (verified once here, by sha256); no cache: the shards are it.

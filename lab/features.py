@@ -92,7 +92,7 @@ class Features:
 
 def compute_features(model: keras.Model, data: Dataset, *, cache: str | None = "memory", passes: int = 1,
                      augmenter: keras.Sequential | None = None, batch_size: int = 256,
-                     input_scaling: str = "unit", image_size: int | None = None, seed: int = 0,
+                     input_scaling: str = "unit", pipeline_size: int | None = None, seed: int = 0,
                      progress_bar: bool = True) -> Features:
     """Returns the pooled backbone features of every split of ``data``, cached.
 
@@ -104,7 +104,7 @@ def compute_features(model: keras.Model, data: Dataset, *, cache: str | None = "
         augmenter: the training augmentation (required when passes > 1).
         batch_size: images per forward pass.
         input_scaling: the pipeline scaling the model was built for.
-        image_size: the pipeline's resize (``RunConfig.image_size``), before the model's own.
+        pipeline_size: the pipeline's resize (``RunConfig.pipeline_size``), before the model's own.
         seed: seeds the augmentation passes.
         progress_bar: count the images pushed through the backbone on a bar (``lab.progress``; only
             when they are computed, not on a cache hit).
@@ -119,19 +119,20 @@ def compute_features(model: keras.Model, data: Dataset, *, cache: str | None = "
     started = time.perf_counter()
     extractor = feature_extractor(model)
     key = cache_key(extractor, data, passes=passes, augmenter=augmenter, input_scaling=input_scaling,
-                    image_size=image_size, seed=seed)
+                    pipeline_size=pipeline_size, seed=seed)
     stored = _load(key, cache)
     hit = stored is not None
     if stored is None:
         stored = _extract(extractor, data, passes=passes, augmenter=augmenter, batch_size=batch_size,
-                          input_scaling=input_scaling, image_size=image_size, seed=seed, progress_bar=progress_bar)
+                          input_scaling=input_scaling, pipeline_size=pipeline_size, seed=seed,
+                          progress_bar=progress_bar)
         _store(key, stored, cache)
     return Features(stored["train"], stored["train_labels"], stored["train_clean"], stored["val"], stored["test"],
                     key, hit, time.perf_counter() - started)
 
 
 def cache_key(extractor: keras.Model, data: Dataset, *, passes: int, augmenter, input_scaling: str,
-              image_size: int | None, seed: int) -> str:
+              pipeline_size: int | None, seed: int) -> str:
     """Hashes everything the features depend on: weights, configuration, augmentation and data.
 
     Every byte of the weights and of every split's images and labels is hashed (with shapes
@@ -146,7 +147,7 @@ def cache_key(extractor: keras.Model, data: Dataset, *, passes: int, augmenter, 
     nested = [[type(layer).__name__, layer.name, layer.dtype_policy.name]
               for layer in extractor.layers if isinstance(layer, keras.Model)]
     described = {"layers": layers, "nested": nested, "weights": [[list(w.shape), w.dtype.str] for w in weights],
-                 "input_scaling": input_scaling, "image_size": image_size, "passes": passes,
+                 "input_scaling": input_scaling, "pipeline_size": pipeline_size, "passes": passes,
                  "augmenter": augmenter.get_config() if augmenter is not None and passes > 1 else None,
                  "seed": seed if passes > 1 else None}
     digest.update(json.dumps(described, sort_keys=True, default=str).encode())
@@ -190,9 +191,9 @@ class _CountImages(keras.callbacks.Callback):
             self.bar.update(int(keras.tree.flatten(outputs)[0].shape[0]))
 
 
-def _extract(extractor, data: Dataset, *, passes, augmenter, batch_size, input_scaling, image_size, seed,
+def _extract(extractor, data: Dataset, *, passes, augmenter, batch_size, input_scaling, pipeline_size, seed,
              progress_bar: bool = True) -> dict:
-    common = dict(training=False, batch_size=batch_size, input_scaling=input_scaling, image_size=image_size,
+    common = dict(training=False, batch_size=batch_size, input_scaling=input_scaling, pipeline_size=pipeline_size,
                   cache=False)
     # One bar for every image of every split and pass (the clean training split is also pass 0 when
     # there is no augmentation); Keras' own per-call Progbar would restart for each of them.

@@ -85,7 +85,7 @@ def make_pipeline(
     *,
     training: bool,
     batch_size: int = 64,
-    image_size: int | tuple[int, int] | None = None,
+    pipeline_size: int | tuple[int, int] | None = None,
     to_rgb: bool = False,
     input_scaling: str = "unit",
     cache: bool | str | Path = True,
@@ -102,7 +102,7 @@ def make_pipeline(
         labels: integer labels, or None for an images-only pipeline (prediction).
         training: shuffle and augment only when True.
         batch_size: images per batch.
-        image_size: resize to this (height, width) first (bilinear), e.g. to enlarge 28 px
+        pipeline_size: resize to this (height, width) first (bilinear), e.g. to enlarge 28 px
             MedMNIST images for a pretrained backbone.
         to_rgb: repeat a single grayscale channel three times.
         input_scaling: ``"unit"`` (to [0, 1]), ``"imagenet"`` ([0, 1] then ImageNet mean/std),
@@ -123,7 +123,7 @@ def make_pipeline(
     uint8_input = images.dtype == np.uint8
     ds = tf.data.Dataset.from_tensor_slices(images if labels is None else (images, labels))
     # 1. Deterministic per-image work, done once and cached.
-    ds = prepare_images(ds, image_size=image_size, to_rgb=to_rgb, uint8_input=uint8_input,
+    ds = prepare_images(ds, pipeline_size=pipeline_size, to_rgb=to_rgb, uint8_input=uint8_input,
                         deterministic=deterministic)
     # 2. Cache.
     if cache is True:
@@ -148,16 +148,16 @@ def check_batching(batch_size: int, input_scaling: str) -> None:
         raise ValueError(f"input_scaling must be one of {INPUT_SCALINGS}, received {input_scaling!r}.")
 
 
-def prepare_images(ds: tf.data.Dataset, *, image_size: int | tuple[int, int] | None, to_rgb: bool,
+def prepare_images(ds: tf.data.Dataset, *, pipeline_size: int | tuple[int, int] | None, to_rgb: bool,
                    uint8_input: bool, deterministic: bool = True,
                    num_parallel_calls: int = AUTOTUNE) -> tf.data.Dataset:
     """Stage 1: resizing and grayscale-to-RGB per image (elements: image or (image, label)).
 
     Resized uint8 images are rounded back to uint8, so a cache after this stage stays small.
     """
-    if image_size is None and not to_rgb:
+    if pipeline_size is None and not to_rgb:
         return ds
-    size = (image_size, image_size) if isinstance(image_size, int) else image_size
+    size = (pipeline_size, pipeline_size) if isinstance(pipeline_size, int) else pipeline_size
 
     def prepare(image, *label):
         if to_rgb and image.shape[-1] == 1:

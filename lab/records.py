@@ -40,18 +40,17 @@ import pandas as pd
 from lab import atomic, paths
 from lab.collection import (COLLECTION_NAME, COLLECTION_VERSION, FOLDERS, LEGACY_MARKERS, member, space_domains,
                             split_configuration)
+from lab.config.base import renamed_fields
 from lab.tasks import TASKS
 
 INDEX_NAME = "index.jsonl"
 PARTIAL_PREFIX = ".partial-"
 OWNER_NAME = "owner.json"  # in a partial folder: the host and process writing it
 
-# The record format. Version 2 renamed configuration fields (lab.config.RENAMED); older records
-# are read with their fields under the new names (``upgrade_config``).
-RECORD_VERSION = 2
-# Version-1 configuration fields and their version-2 names (lab.config.RENAMED says why).
-_V1_FIELDS = {"image_size": "pipeline_size", "input_size": "backbone_input_size", "resize_to": "dataset_resize",
-              "encoder_weights": "weights"}
+# The record format. Version 2 renamed configuration fields, version 3 InstanceConfig's
+# input_size (to pipeline_size) and the segmentation encoder (to backbone); older records are
+# read with their fields under the new names (``upgrade_config``, from lab.config's RENAMED).
+RECORD_VERSION = 3
 
 
 @dataclasses.dataclass
@@ -236,13 +235,18 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
     """A recorded configuration under the current field names (older records are kept as written)."""
     if config.get("record_version", 1) >= RECORD_VERSION:
         return config
-    upgraded = {_V1_FIELDS.get(key, key): value for key, value in config.items()}
+    upgraded = dict(config)
+    # Old names whose values changed meaning too, before the plain renames.
     if "trainable" in upgraded:  # "head" trained only the new output layer: unfreeze=0
         trainable = upgraded.pop("trainable")
         upgraded.setdefault("unfreeze", 0 if trainable == "head" else upgraded.get("unfreeze"))
     if "trainable_encoder" in upgraded:
         trainable = upgraded.pop("trainable_encoder")
         upgraded.setdefault("unfreeze", None if trainable is None else ("all" if trainable else 0))
+    # A record without its task (an early one) is a Mask R-CNN run when its model is maskrcnn.
+    task = upgraded.get("task") or ("instance" if upgraded.get("model") == "maskrcnn" else None)
+    renamed = renamed_fields(task)
+    upgraded = {renamed[key][0] if key in renamed else key: value for key, value in upgraded.items()}
     if upgraded.get("weights") == "none":  # version 1 wrote a random segmentation encoder so
         upgraded["weights"] = None
     return upgraded

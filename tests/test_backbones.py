@@ -33,7 +33,7 @@ STAGES = {
 def test_every_backbone_builds_without_weights_and_classifies(name):
     keras.backend.clear_session()
     spec = BACKBONES[name]
-    model = transfer_model((28, 28, 1), 7, backbone=name, weights=None, input_size=spec.min_size)
+    model = transfer_model((28, 28, 1), 7, backbone=name, weights=None, backbone_input_size=spec.min_size)
     out = model(np.zeros((2, 28, 28, 1), np.float32))
     assert tuple(out.shape) == (2, 7)
     np.testing.assert_allclose(np.asarray(out).sum(axis=1), 1.0, rtol=1e-5)
@@ -69,8 +69,8 @@ def test_an_unknown_backbone_lists_the_valid_ones():
 
 
 def test_a_too_small_input_names_the_minimum():
-    with pytest.raises(ValueError, match=r"inceptionv3.*at least 75x75.*input_size=32"):
-        transfer_model((32, 32, 3), 3, backbone="inceptionv3", weights=None, input_size=32)
+    with pytest.raises(ValueError, match=r"inceptionv3.*at least 75x75.*backbone_input_size=32"):
+        transfer_model((32, 32, 3), 3, backbone="inceptionv3", weights=None, backbone_input_size=32)
 
 
 def test_unfreezing_more_stages_than_exist_says_how_many():
@@ -93,8 +93,8 @@ def test_imagenet_weights_offline_give_a_clear_error(monkeypatch):
         build_backbone("vgg16", 32, weights="imagenet")
 
 
-def test_a_pretrained_transformer_needs_its_input_size():
-    with pytest.raises(ValueError, match="vit_b16 takes 224x224 inputs.*input_size=224"):
+def test_a_pretrained_transformer_needs_its_backbone_input_size():
+    with pytest.raises(ValueError, match="vit_b16 takes 224x224 inputs.*backbone_input_size=224"):
         build_backbone("vit_b16", 64, weights="imagenet")
 
 

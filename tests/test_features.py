@@ -23,7 +23,7 @@ from lab.models.transfer import feature_extractor, transfer_model
 
 @pytest.fixture(scope="module")
 def model():
-    return transfer_model((8, 8, 1), 3, backbone="resnet18", weights=None, input_size=32)
+    return transfer_model((8, 8, 1), 3, backbone="resnet18", weights=None, backbone_input_size=32)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def empty_memory_cache():
 
 
 def _key(extractor, data, **changes):
-    options = dict(passes=1, augmenter=None, input_scaling="unit", image_size=None, seed=0) | changes
+    options = dict(passes=1, augmenter=None, input_scaling="unit", pipeline_size=None, seed=0) | changes
     return cache_key(extractor, data, **options)
 
 
@@ -75,7 +75,7 @@ def test_the_key_covers_weights_scaling_and_augmentation(model, extractor):
     data = _data()
     key = _key(extractor, data)
     assert _key(extractor, data, input_scaling="imagenet") != key
-    assert _key(extractor, data, image_size=16) != key
+    assert _key(extractor, data, pipeline_size=16) != key
     # Without augmented passes the augmenter and seed are not used, so they do not split the cache.
     flip = keras.Sequential([keras.layers.RandomFlip("horizontal", seed=1)])
     assert _key(extractor, data, augmenter=flip, seed=5) == key
@@ -84,7 +84,7 @@ def test_the_key_covers_weights_scaling_and_augmentation(model, extractor):
                 _key(extractor, data, passes=2, augmenter=flip, seed=1),
                 _key(extractor, data, passes=2, seed=0,
                      augmenter=keras.Sequential([keras.layers.RandomRotation(0.1, seed=1)]))}) == 5
-    other = transfer_model((8, 8, 1), 3, backbone="resnet18", weights=None, input_size=32)
+    other = transfer_model((8, 8, 1), 3, backbone="resnet18", weights=None, backbone_input_size=32)
     other.set_weights(model.get_weights())
     assert _key(feature_extractor(other), data) == key, "the key depends on the weights, not on the object"
     weight = other.get_layer("resnet18_backbone").weights[0]

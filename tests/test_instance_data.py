@@ -16,7 +16,7 @@ from lab.instance.types import Instances
 
 
 def small_shapes(**options) -> InstanceDataset:
-    return load_instance_shapes(**({"num_train": 12, "num_val": 4, "num_test": 3, "image_size": 48} | options))
+    return load_instance_shapes(**({"num_train": 12, "num_val": 4, "num_test": 3, "dataset_size": 48} | options))
 
 
 # -- the generated set --------------------------------------------------------------------------
@@ -78,13 +78,13 @@ def test_limit_summary_and_bad_arguments():
     assert sum(summary["train_class_counts"].values()) == summary["instances"]["train"]
     with pytest.raises(ValueError, match="limit must be a positive"):
         data.limit(0)
-    with pytest.raises(ValueError, match="image_size must be an integer of at least 32.*received 16"):
-        load_instance_shapes(image_size=16)
+    with pytest.raises(ValueError, match="dataset_size must be an integer of at least 32.*received 16"):
+        load_instance_shapes(dataset_size=16)
     with pytest.raises(ValueError, match="Unknown split 'dev'"):
         data.split("dev")
     with pytest.raises(ValueError, match=r"Unknown instance dataset 'pets'\..* Available: shapes, coco:<path>\."):
         load_instance_dataset("pets")
-    assert load_instance_dataset("shapes", num_train=2, num_val=1, num_test=0, image_size=32).name == "shapes"
+    assert load_instance_dataset("shapes", num_train=2, num_val=1, num_test=0, dataset_size=32).name == "shapes"
 
 
 def test_instance_dataset_refuses_bad_content():

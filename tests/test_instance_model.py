@@ -15,7 +15,7 @@ from lab.config import InstanceConfig
 from lab.instance import extra
 
 # The quick setting (E7 on a CPU): a ResNet-18-FPN at 128 px with light heads builds in seconds.
-QUICK = dict(backbone="resnet18", input_size=128, fpn_filters=64, head_convs=1, head_filters=64, fc_dims=256,
+QUICK = dict(backbone="resnet18", pipeline_size=128, fpn_filters=64, head_convs=1, head_filters=64, fc_dims=256,
              sampled_rois=64, norm_momentum=0.9)
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,11 +46,11 @@ def test_instance_config_hash_follows_the_model_options_only():
 
 
 @pytest.mark.parametrize("values, message", [
-    (dict(input_size=100), ("input_size must be a multiple of 64", "received input_size=100")),
-    (dict(input_size=0), "input_size must be a positive integer"),
+    (dict(pipeline_size=100), ("pipeline_size must be a multiple of 64", "received pipeline_size=100")),
+    (dict(pipeline_size=0), "pipeline_size must be a positive integer"),
     (dict(sampled_rois=2), ("sampled_rois must be at least 4", "received sampled_rois=2")),
-    (dict(unfreeze=2), "unfreeze must be 'all' (everything trains) or 0 (the backbone stays frozen), received "
-                       "unfreeze=2"),
+    (dict(unfreeze=2), "unfreeze must be 0 (the backbone stays frozen) or 'all' (the backbone trains too), "
+                       "received unfreeze=2"),
     (dict(optimizer="rmsprop"), "optimizer must be 'sgd' or 'adam' for Mask R-CNN"),
     (dict(aug_rotation=0.1), "aug_rotation=0.1: not used by Mask R-CNN"),
     (dict(input_scaling="imagenet"), "input_scaling='imagenet': not used by Mask R-CNN"),
@@ -67,6 +67,8 @@ def test_instance_config_hash_follows_the_model_options_only():
     (dict(dataset="coco:/x", split_fractions=[0.5, 0.5]), "split_fractions must be three positive shares"),
     (dict(model="unet"), "'unet' is a segmentation model: train it with lab.segmentation.train_segmentation"),
     (dict(depth=3), "Model 'maskrcnn' has no option 'depth'"),
+    # Mask R-CNN's input side was input_size: an old batch names the new field, not a transfer model's.
+    (dict(input_size=128), "'input_size' is now called pipeline_size (Mask R-CNN's square input side"),
 ])
 def test_instance_config_refuses_bad_values_by_name(values, message):
     with pytest.raises(ValueError) as refused:
@@ -98,6 +100,15 @@ def test_imagenet_weights_need_a_backbone_with_a_published_checkpoint():
     with pytest.raises(ValueError, match=r"no ImageNet checkpoint for resnet18; received weights='imagenet'.*"
                                          r"backbone='resnet50'.*weights=None"):
         maskrcnn_experiment(3, backbone="resnet18", weights="imagenet")
+
+
+def test_the_builder_refuses_a_stage_count_as_its_configuration_does():
+    from lab.instance.model import maskrcnn_experiment
+
+    # Mask R-CNN's backbone trains whole or not at all: unfreeze=2 must not train it all silently.
+    with pytest.raises(ValueError, match=r"unfreeze must be 0 \(the backbone stays frozen\) or 'all'.*received "
+                                         r"unfreeze=2"):
+        maskrcnn_experiment(3, backbone="resnet18", weights=None, unfreeze=2)
 
 
 def test_experiment_receives_every_flat_value():

@@ -25,7 +25,7 @@ from lab.instance import load_data, train_instance  # noqa: E402
 
 # The quick setting at its smallest: 8 images per split, 2 epochs of 4 steps (about 30 s a run on
 # two cores, most of it tracing). A cosine schedule, so that the per-step schedule is exercised.
-TINY = dict(dataset="shapes", backbone="resnet18", input_size=128, fpn_filters=64, head_convs=1, head_filters=64,
+TINY = dict(dataset="shapes", backbone="resnet18", pipeline_size=128, fpn_filters=64, head_convs=1, head_filters=64,
             fc_dims=256, sampled_rois=64, norm_momentum=0.9, weights=None, epochs=2, batch_size=2,
             learning_rate=0.01, lr_schedule="cosine", limit=8, verbose=0)
 CLASSES = ["circle", "square", "triangle"]
@@ -113,7 +113,7 @@ def test_run_writes_the_whole_record(runs):
     assert config["task"] == "instance" and config["class_names"] == CLASSES
     assert config["data"]["content_sha256"] == data.content_hash()
     assert config["data"]["class_names"] == CLASSES and config["data"]["images"] == {"train": 8, "val": 8, "test": 8}
-    assert config["model_options"] == {key: TINY[key] for key in ("backbone", "input_size", "fpn_filters",
+    assert config["model_options"] == {key: TINY[key] for key in ("backbone", "pipeline_size", "fpn_filters",
                                                                    "head_convs", "head_filters", "fc_dims",
                                                                    "sampled_rois", "norm_momentum", "weights")} | {
         "unfreeze": "all"}

@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import pytest
 
+from lab.config import RunConfig
 from lab.models import build_model, model_options
 
 # (model, input shape, classes, options, parameter count). The counts pin the architectures:
@@ -72,3 +73,13 @@ def test_model_options_lists_builder_defaults():
     options = model_options("cnn")
     assert options["normalization"] == "none" and options["depth"] == 3 and "name" not in options
     assert model_options("simple") == {}
+
+
+@pytest.mark.parametrize("refuse", [
+    lambda: build_model("mlp", (8, 8, 1), 3, dropout_rate=1.5),
+    lambda: build_model("unet", (32, 32, 3), 3, dropout_rate=1.5),
+    lambda: RunConfig(model="cnn", dropout_rate=1.5),
+])
+def test_a_rate_is_refused_in_the_same_words_by_the_configuration_and_every_builder(refuse):
+    with pytest.raises(ValueError, match=r"^dropout_rate must be in \[0, 1\), received dropout_rate=1\.5\.$"):
+        refuse()

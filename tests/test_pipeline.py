@@ -52,7 +52,7 @@ def test_augmentation_is_off_for_evaluation(tiny_images):
 
 def test_resize_grayscale_to_rgb_and_imagenet_scaling():
     gray = np.full((4, 8, 8, 1), 255, np.uint8)
-    ds = make_pipeline(gray, np.zeros(4, int), training=False, batch_size=4, image_size=16, to_rgb=True,
+    ds = make_pipeline(gray, np.zeros(4, int), training=False, batch_size=4, pipeline_size=16, to_rgb=True,
                        input_scaling="imagenet")
     images = next(iter(ds))[0].numpy()
     assert images.shape == (4, 16, 16, 3)

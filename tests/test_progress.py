@@ -112,7 +112,7 @@ def test_feature_extraction_counts_every_image_of_every_split_and_pass(monkeypat
 
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = split(12), split(6), split(6)
     data = Dataset("tiny", x_train, y_train, x_val, y_val, x_test, y_test, ["a", "b", "c"])
-    model = transfer_model((8, 8, 1), 3, backbone="resnet18", weights=None, input_size=32)
+    model = transfer_model((8, 8, 1), 3, backbone="resnet18", weights=None, backbone_input_size=32)
     augmenter = keras.Sequential([keras.layers.RandomFlip("horizontal", seed=0)])
     clear_memory_cache()
     try:

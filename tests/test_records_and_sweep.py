@@ -7,8 +7,8 @@ import pytest
 
 from lab import atomic
 from lab.config import RunConfig
-from lab.records import (INDEX_NAME, RunWriter, clean_partial, load_collection, load_run, load_runs, read_index,
-                         rebuild_index, results_table, to_markdown)
+from lab.records import (INDEX_NAME, RECORD_VERSION, RunWriter, clean_partial, load_collection, load_run, load_runs,
+                         read_index, rebuild_index, results_table, to_markdown, upgrade_config)
 from lab.sweep import grid, run_sweep
 
 FAST = dict(dataset="digits", limit=200, model="cnn", depth=2, filters=8, dense_units=16, epochs=2, verbose=0)
@@ -131,3 +131,21 @@ def test_the_e1_notebook_batch_names_each_run_after_its_configuration():
     assert [job.parameters["name"] for job in spec.jobs] == [v["name"] for v in E1_VARIANTS[:3]]
     assert all(job.parameters["pipeline_size"] == 16 and job.parameters["epochs"] == 2 for job in spec.jobs)
     assert set(spec.jobs[0].parameters) <= set(parameter_names(spec.notebook)), "every parameter is the notebook's"
+
+
+@pytest.mark.parametrize("recorded, expected", [
+    # Version 2 still called Mask R-CNN's input side input_size, and pretrained_unet's backbone encoder.
+    ({"record_version": 2, "task": "instance", "model": "maskrcnn", "input_size": 128}, {"pipeline_size": 128}),
+    ({"model": "maskrcnn", "input_size": 256}, {"pipeline_size": 256}),
+    ({"record_version": 2, "task": "segmentation", "model": "pretrained_unet", "encoder": "vgg16", "unfreeze": 0},
+     {"backbone": "vgg16", "unfreeze": 0}),
+    ({"model": "pretrained_unet", "encoder": "vgg16", "trainable_encoder": True},
+     {"backbone": "vgg16", "unfreeze": "all"}),
+    ({"record_version": 2, "task": "classification", "model": "transfer", "backbone_input_size": 64},
+     {"backbone_input_size": 64}),
+])
+def test_older_records_are_read_under_the_new_names(recorded, expected):
+    config = upgrade_config(recorded)
+    assert {key: config[key] for key in expected} == expected
+    assert not {"input_size", "encoder", "trainable_encoder"} & set(config)
+    assert upgrade_config({**config, "record_version": RECORD_VERSION}) == {**config, "record_version": RECORD_VERSION}

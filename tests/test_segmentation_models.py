@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lab.models.autoencoder import add_noise, transposed_conv_output_size
-from lab.models.unet import ENCODERS, pretrained_unet, unet
+from lab.models.unet import UNET_BACKBONES, pretrained_unet, unet
 from lab.models import build_model, model_options, models_for
 
 AUTOENCODERS = models_for("reconstruction")
@@ -17,7 +17,7 @@ SEGMENTERS = [
     ("unet", dict(depth=2, filters=4)),
     ("unet", dict(depth=3, filters=4, upsampling="bilinear", normalization="batch", dropout_rate=0.1)),
     ("unet", dict(depth=2, filters=4, upsampling="nearest", normalization="layer")),
-    ("pretrained_unet", dict(encoder="mobilenetv2", weights=None, decoder_filters=(16, 8, 8, 4))),
+    ("pretrained_unet", dict(backbone="mobilenetv2", weights=None, decoder_filters=(16, 8, 8, 4))),
     ("deeplab", dict(filters=4)),
     ("deeplab", dict(filters=4, output_stride=8, atrous_rates=(1, 2, 3), normalization=None)),
     ("fcn", dict(depth=3, filters=4)),
@@ -74,19 +74,28 @@ def test_sizes_that_do_not_divide_name_the_sizes_that_do():
         unet((32, 32, 3), 3, upsampling="unpool")
 
 
-def test_unknown_encoder_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="Available encoders: mobilenetv2, resnet50, vgg16, efficientnetb0"):
-        pretrained_unet((64, 64, 3), 3, encoder="resnet18", weights=None)
+def test_unknown_backbone_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="Available backbones: mobilenetv2, resnet50, vgg16, efficientnetb0"):
+        pretrained_unet((64, 64, 3), 3, backbone="resnet18", weights=None)
 
 
-@pytest.mark.parametrize("encoder", list(ENCODERS))
-def test_pretrained_unet_encoders_and_frozen_weights(encoder):
-    model = pretrained_unet((32, 32, 3), 3, encoder=encoder, weights=None, decoder_filters=(8, 8, 4, 4))
+@pytest.mark.parametrize("backbone", list(UNET_BACKBONES))
+def test_pretrained_unet_backbones_and_frozen_weights(backbone):
+    model = pretrained_unet((32, 32, 3), 3, backbone=backbone, weights=None, decoder_filters=(8, 8, 4, 4))
     assert model(np.zeros((1, 32, 32, 3), np.float32)).shape == (1, 32, 32, 3)
-    encoder_model = model.get_layer("encoder")
-    assert not encoder_model.trainable and encoder_model.count_params() > 0
+    backbone_model = model.get_layer("backbone")
+    assert not backbone_model.trainable and backbone_model.count_params() > 0
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    assert trainable < model.count_params() - encoder_model.count_params() + 1
+    assert trainable < model.count_params() - backbone_model.count_params() + 1
+
+
+def test_pretrained_unet_unfreeze_trains_the_backbone_or_refuses_a_stage_count():
+    options = dict(backbone="mobilenetv2", weights=None, decoder_filters=(8, 8, 4, 4))
+    assert pretrained_unet((32, 32, 3), 3, unfreeze="all", **options).get_layer("backbone").trainable
+    with pytest.raises(ValueError, match=r"unfreeze must be 0 \(the backbone stays frozen\) or 'all'.*unfreeze=2"):
+        pretrained_unet((32, 32, 3), 3, unfreeze=2, **options)
+    with pytest.raises(ValueError, match="weights must be 'imagenet' or None .*received weights='random'"):
+        pretrained_unet((32, 32, 3), 3, backbone="mobilenetv2", weights="random")
 
 
 def test_imagenet_weights_offline_say_where_keras_caches_them(monkeypatch):
@@ -97,7 +106,7 @@ def test_imagenet_weights_offline_say_where_keras_caches_them(monkeypatch):
 
     monkeypatch.setattr(file_utils, "get_file", offline)
     with pytest.raises(RuntimeError, match=r"~/.keras/models.*KERAS_HOME.*weights=None"):
-        pretrained_unet((64, 64, 3), 3, encoder="mobilenetv2", weights="imagenet")
+        pretrained_unet((64, 64, 3), 3, backbone="mobilenetv2", weights="imagenet")
 
 
 @pytest.mark.parametrize("size, kernel, stride", [(4, 2, 2), (7, 3, 2), (5, 4, 3), (8, 3, 1)])
@@ -148,7 +157,7 @@ def test_registry_refuses_unknown_models_and_options():
         build_model("vae", (32, 32, 3), 3)
     with pytest.raises(ValueError, match=r"has no option\(s\) \['latent_dim'\]"):
         build_model("unet", (32, 32, 3), 3, latent_dim=2)
-    assert model_options("unet")["depth"] == 4 and model_options("pretrained_unet")["encoder"] == "mobilenetv2"
+    assert model_options("unet")["depth"] == 4 and model_options("pretrained_unet")["backbone"] == "mobilenetv2"
 
 
 def test_vae_latent_grid_plot():

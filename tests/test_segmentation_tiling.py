@@ -15,7 +15,7 @@ from lab.segmentation.tiling import overlap_tile_windows, predict_whole_images, 
 
 
 @pytest.mark.parametrize("height,width", [(37, 53), (16, 16), (5, 3), (1, 7), (100, 33)])
-@pytest.mark.parametrize("tile,margin", [(16, 4), (16, 0), (32, 7)])
+@pytest.mark.parametrize("tile,margin", [(16, 4), (16, 0), (32, 7), (np.int64(16), np.int64(4))])
 def test_stitching_an_identity_model_gives_the_image_back(height, width, tile, margin):
     image = np.random.default_rng(height * width).integers(0, 256, (height, width, 3), dtype=np.uint8)
     windows, layout = overlap_tile_windows(image, tile, margin)
@@ -38,8 +38,8 @@ def test_the_margin_removes_the_seams_of_naive_tiling():
     # The reference: the same filter over the whole image, mirrored at the image's borders.
     padded = np.pad(image, ((8, 8), (8, 8), (0, 0)), mode="reflect")
     reference = _blur(padded[np.newaxis], radius)[0][8:-8, 8:-8]
-    [overlap] = predict_whole_images(_blur, [image], tile_size=16, margin=radius)
-    [naive] = predict_whole_images(_blur, [image], tile_size=16, margin=0)
+    [overlap] = predict_whole_images(_blur, [image], tile_size=16, tile_margin=radius)
+    [naive] = predict_whole_images(_blur, [image], tile_size=16, tile_margin=0)
     np.testing.assert_allclose(overlap, reference, atol=1e-12)
     error = np.abs(naive - reference)[..., 0]
     assert error.max() > 0.05, "naive tiling differs from the whole-image prediction"
@@ -52,8 +52,13 @@ def test_the_margin_removes_the_seams_of_naive_tiling():
 
 
 def test_tile_layout_refuses_a_margin_without_centre():
-    with pytest.raises(ValueError, match=r"0 <= 2 \* margin < tile_size=16"):
+    # The configuration's own check, in its words: one check of the tile fields for every layer.
+    with pytest.raises(ValueError, match=r"tile_margin must be an integer with 0 <= 2 \* tile_margin < tile_size=16"):
         tile_layout(20, 20, 16, 8)
+    with pytest.raises(ValueError, match="tile_size must be a positive integer, received tile_size=0"):
+        tile_layout(20, 20, 0, 0)
+    with pytest.raises(ValueError, match="tile_margin must be given"):
+        tile_layout(20, 20, 16, None)
     with pytest.raises(ValueError, match="stitch expects one 16x16 output per window"):
         stitch(np.zeros((3, 16, 16, 2)), tile_layout(20, 20, 16, 2))
 

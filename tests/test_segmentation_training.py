@@ -101,15 +101,17 @@ def test_configuration_errors_are_clear():
         train_segmentation(model="vae")
     with pytest.raises(ValueError, match="monitor must be one of"):
         SegmentationConfig(monitor="val_iou")
-    config = SegmentationConfig(model="pretrained_unet", encoder="vgg16", weights=None,
+    config = SegmentationConfig(model="pretrained_unet", backbone="vgg16", weights=None,
                                 decoder_filters=[8, 8, 4, 4])
-    assert config.model_options() == {"encoder": "vgg16", "weights": None, "decoder_filters": (8, 8, 4, 4)}
-    assert config.replace(weights="imagenet", unfreeze="all").model_options()["trainable_encoder"] is True
+    assert config.model_options() == {"backbone": "vgg16", "weights": None, "decoder_filters": (8, 8, 4, 4)}
+    assert config.replace(weights="imagenet", unfreeze="all").model_options()["unfreeze"] == "all"
     with pytest.raises(ValueError, match="weights must be 'imagenet' or None"):
         config.replace(weights="random")
     with pytest.raises(ValueError, match="'encoder_weights' is now called weights"):
         config.replace(encoder_weights=None)
-    with pytest.raises(ValueError, match="unfreeze applies to pretrained_unet's encoder"):
+    with pytest.raises(ValueError, match=r"'encoder' is now called backbone \(a pretrained_unet's"):
+        config.replace(backbone=None, encoder="vgg16")
+    with pytest.raises(ValueError, match="unfreeze applies to pretrained_unet's backbone"):
         SegmentationConfig(model="unet", unfreeze=0)
     assert config.replace(name="x").config_hash() == config.config_hash()
 

@@ -24,7 +24,7 @@ TINY = {
                          verbose=0),
     "reconstruction": dict(dataset="shapes", model="autoencoder", filters=[4, 8], batch_size=8, epochs=1, limit=16,
                            verbose=0),
-    "instance": dict(dataset="shapes", model="maskrcnn", backbone="resnet18", input_size=128, fpn_filters=64,
+    "instance": dict(dataset="shapes", model="maskrcnn", backbone="resnet18", pipeline_size=128, fpn_filters=64,
                      head_convs=1, head_filters=64, fc_dims=256, sampled_rois=64, norm_momentum=0.9, weights=None,
                      epochs=1, batch_size=2, limit=4, verbose=0),
 }

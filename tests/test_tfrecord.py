@@ -262,9 +262,9 @@ def test_training_pipeline_shuffles_repeatably_and_augments(tmp_path):
 def test_pipeline_resizes_and_converts_grayscale(tmp_path):
     x, y = _images(channels=1, count=10)
     write_tfrecords(x, y, tmp_path, encoding="png")
-    ds = make_tfrecord_pipeline(tmp_path, training=False, batch_size=4, image_size=12, to_rgb=True,
+    ds = make_tfrecord_pipeline(tmp_path, training=False, batch_size=4, pipeline_size=12, to_rgb=True,
                                 input_scaling="none")
-    expected = make_pipeline(x, y, training=False, batch_size=4, image_size=12, to_rgb=True,
+    expected = make_pipeline(x, y, training=False, batch_size=4, pipeline_size=12, to_rgb=True,
                              input_scaling="none", cache=False)
     for (a, _), (b, _) in zip(ds, expected, strict=True):
         assert a.shape[1:] == (12, 12, 3)

@@ -47,7 +47,7 @@ def test_freeze_policies_train_the_expected_stages():
 
 
 def test_frozen_batchnorm_stays_in_inference_mode_while_the_last_stage_trains(small_digits):
-    model = transfer_model((8, 8, 1), 10, backbone="resnet18", weights=None, input_size=32, unfreeze=1,
+    model = transfer_model((8, 8, 1), 10, backbone="resnet18", weights=None, backbone_input_size=32, unfreeze=1,
                            freeze_batchnorm=True)
     compile_model(model, RunConfig(**TRANSFER, unfreeze=1, steps_per_execution=1))
     backbone, _ = find_backbone(model)
@@ -166,7 +166,7 @@ def test_transfer_is_proven_offline_pretrain_save_fine_tune(small_digits):
     # Round trip: the fine-tuning model starts from exactly the saved backbone.
     saved, _ = find_backbone(keras.models.load_model(pretrained.run_dir / "model.keras", compile=False))
     reloaded, _ = find_backbone(transfer_model((8, 8, 1), 10, backbone="resnet18", weights=str(pretrained.run_dir),
-                                               input_size=32))
+                                               backbone_input_size=32))
     for a, b in zip(saved.get_weights(), reloaded.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 

@@ -24,7 +24,8 @@ Size fields are named after where they act:
                          generated at, the side a TFDS set or an image folder is resized to
     dataset_resize       an image folder only: the shorter side before a centre crop to
                          dataset_size (E11: 256, then 224)
-    pipeline_size        resized in the tf.data pipeline (8x8 digits to 32x32)
+    pipeline_size        resized in the tf.data pipeline (8x8 digits to 32x32; Mask R-CNN's square
+                         input side, which Model Garden's parser resizes and pads to)
     backbone_input_size  resized inside a transfer model, before its backbone (28 to 224 px)
 
 What trains is said one way, ``unfreeze``: 0 trains only the new head (a transfer model's head,
@@ -32,7 +33,8 @@ the new output layer of an ``init_from`` model, a ``pretrained_unet``'s decoder)
 backbone's last n stages, "all" everything. None leaves each model's default.
 """
 
-from lab.config.base import DISTRIBUTE, INPUT_SCALINGS, NOT_HASHED, RENAMED, BaseConfig, config_for, model_option
+from lab.config.base import (DISTRIBUTE, INPUT_SCALINGS, NOT_HASHED, RENAMED, RENAMED_IN_TASK, BaseConfig,
+                             config_for, model_option, renamed_fields)
 from lab.config.classification import DATA_PATHS, FEATURE_CACHES, TTA_MODES, RunConfig
 from lab.config.instance import InstanceConfig
 from lab.config.segmentation import RECONSTRUCTION_LOSSES, SEGMENTATION_LOSSES, SegmentationConfig

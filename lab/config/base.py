@@ -3,8 +3,9 @@
 ``BaseConfig`` holds the fields every run has and what every configuration does: refusing
 unknown and renamed keys (``RENAMED``), building from flat values, ``replace``, ``to_dict`` and
 the hash of everything that affects results (``NOT_HASHED`` is what does not). The value checks
-at the bottom (``_one_of``, ``_positive``, ``_positive_int``) are shared by the task
-configurations of ``lab.config``, so that every invalid value is refused in the same words.
+at the bottom (``check_frozen_or_all``, ``check_rate``, ``_one_of``, ``_positive``,
+``_positive_int``) are shared by the task configurations of ``lab.config`` (the public ones by
+the model builders too), so that every invalid value is refused in the same words.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import numbers
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
@@ -23,24 +25,44 @@ from lab.tasks import TASKS, task_entry, tasks_of
 
 DISTRIBUTE = (None, "mirrored", "multiworker", "tpu")
 INPUT_SCALINGS = ("unit", "imagenet", "none")
-# Old names, refused with the new one, so that an old notebook or batch fails clearly.
+# Old names, refused with the new one, so that an old notebook or batch fails clearly, and read
+# under the new one from an older run record (``lab.records.upgrade_config``):
+# {old name: (new name, what it is)}.
 RENAMED = {
-    "image_size": "pipeline_size (resized in the tf.data pipeline)",
-    "input_size": "backbone_input_size (resized inside a transfer model)",
-    "resize_to": "dataset_resize (an image folder's shorter side before the centre crop)",
-    "trainable": "unfreeze (0: only the new output layer; 'all': everything)",
-    "trainable_encoder": "unfreeze (0: frozen encoder; 'all': the encoder trains too)",
-    "encoder_weights": "weights ('imagenet' or None)",
-    "run_name": "name",
-    "run_tags": "tags",
+    "image_size": ("pipeline_size", "resized in the tf.data pipeline"),
+    "input_size": ("backbone_input_size", "resized inside a transfer model"),
+    "resize_to": ("dataset_resize", "an image folder's shorter side before the centre crop"),
+    "trainable": ("unfreeze", "0: only the new output layer; 'all': everything"),
+    "trainable_encoder": ("unfreeze", "0: frozen backbone; 'all': the backbone trains too"),
+    "encoder_weights": ("weights", "'imagenet' or None"),
+    "encoder": ("backbone", "a pretrained_unet's pretrained network"),
+    "run_name": ("name", "a readable run name"),
+    "run_tags": ("tags", "free labels"),
+}
+# Where a task's old name took another new name than RENAMED gives: {task: {old name: (new name,
+# what it is)}}. Mask R-CNN resizes in its tf.data pipeline (Model Garden's parser), not inside
+# the model, so its input_size is a pipeline_size.
+RENAMED_IN_TASK = {
+    "instance": {"input_size": ("pipeline_size", "Mask R-CNN's square input side, resized and padded to in "
+                                                 "the tf.data pipeline")},
 }
 # Not part of what a run computes, so not part of its hash.
 NOT_HASHED = ("name", "tags", "reports_dir", "verbose", "tensorboard")
 
 
-def model_option(name: str | None = None, default: Any = None) -> Any:
-    """A field that is a model builder's keyword option (``name``: the builder's name for it)."""
-    return dataclasses.field(default=default, metadata={"option": name or True})
+def renamed_fields(*tasks: str | None) -> dict[str, tuple[str, str]]:
+    """``RENAMED`` as it holds for the configurations of ``tasks``: {old name: (new name, what it is)}."""
+    renamed = dict(RENAMED)
+    for task in tasks:
+        renamed.update(RENAMED_IN_TASK.get(task, {}))
+    return renamed
+
+
+def model_option(default: Any = None) -> Any:
+    """A field that is a model builder's keyword option, under the same name: a builder takes the
+    configuration's word (``backbone_input_size``, ``pipeline_size``), so that one name holds in
+    every layer."""
+    return dataclasses.field(default=default, metadata={"option": True})
 
 
 class _CheckedKeys(type):
@@ -76,7 +98,7 @@ class BaseConfig(metaclass=_CheckedKeys):
         model: a registered model of the task (``lab.models.MODELS``); depth, filters,
             convs_per_block, normalization, dropout_rate, dense_units take the builder's
             default when None.
-        weights: pretrained weights of a transfer backbone or a pretrained_unet encoder:
+        weights: pretrained weights of a transfer or pretrained_unet backbone:
             "imagenet", None (random), a kit-saved run folder / .keras file, or (transfer)
             "pretrain-offline": a backbone pretrained here on embedded data (``lab.pretraining``).
         unfreeze: what trains (see ``lab.config``); freeze_batchnorm keeps BatchNorm in
@@ -173,10 +195,11 @@ class BaseConfig(metaclass=_CheckedKeys):
         """Refuses keys that are not fields: a renamed one names its new name, a typo the closest."""
         known = cls.field_names()
         unknown = sorted(set(values) - set(known))
+        renamed = renamed_fields(*cls.TASKS)
         problems = []
         for key in unknown:
-            if key in RENAMED:
-                problems.append(f"{key!r} is now called {RENAMED[key]}")
+            if key in renamed:
+                problems.append(f"{key!r} is now called {renamed[key][0]} ({renamed[key][1]})")
             else:
                 close = difflib.get_close_matches(key, known, n=1)
                 problems.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
@@ -254,16 +277,14 @@ class BaseConfig(metaclass=_CheckedKeys):
         pretrained weights and the freeze policy where the builder takes them."""
         options = {}
         for field in dataclasses.fields(self):
-            option, value = field.metadata.get("option"), getattr(self, field.name)
-            if option and value is not None:
-                options[field.name if option is True else option] = tuple(value) if isinstance(value, list) else value
+            value = getattr(self, field.name)
+            if field.metadata.get("option") and value is not None:
+                options[field.name] = tuple(value) if isinstance(value, list) else value
         accepted = model_options(self.model)
         if "weights" in accepted:
             options["weights"] = self.weights  # None is meaningful here: random initialisation
         if self.unfreeze is not None and "unfreeze" in accepted:
             options["unfreeze"] = self.unfreeze
-        elif self.unfreeze is not None and "trainable_encoder" in accepted:
-            options["trainable_encoder"] = self.unfreeze != 0
         return options
 
     # -- validation ----------------------------------------------------------------------------------
@@ -308,12 +329,11 @@ class BaseConfig(metaclass=_CheckedKeys):
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be between 0 and 1, received val_fraction={self.val_fraction}.")
         self._validate_folder_options()
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), received momentum={self.momentum}.")
+        check_rate("momentum", self.momentum)
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, received weight_decay={self.weight_decay}.")
-        if self.dropout_rate is not None and not 0.0 <= self.dropout_rate < 1.0:
-            raise ValueError(f"dropout_rate must be in [0, 1), received dropout_rate={self.dropout_rate}.")
+        if self.dropout_rate is not None:
+            check_rate("dropout_rate", self.dropout_rate)
         if self.unfreeze is not None and self.unfreeze != "all" and (
                 isinstance(self.unfreeze, bool) or not isinstance(self.unfreeze, int) or self.unfreeze < 0):
             raise ValueError(f"unfreeze must be 0 (head only), a number of last stages, or 'all'; received "
@@ -355,15 +375,11 @@ class BaseConfig(metaclass=_CheckedKeys):
 
     def _validate_model_options(self) -> None:
         accepted = model_options(self.model)
-        names = {(f.name if f.metadata["option"] is True else f.metadata["option"]): f.name
-                 for f in dataclasses.fields(self) if f.metadata.get("option")}
         for field in dataclasses.fields(self):
-            option = field.metadata.get("option")
             value = getattr(self, field.name)
-            builder_name = field.name if option is True else option
-            if option and value is not None and builder_name not in accepted:
+            if field.metadata.get("option") and value is not None and field.name not in accepted:
                 raise ValueError(f"Model {self.model!r} has no option {field.name!r} (received {field.name}={value!r}). "
-                                 f"Its options: {', '.join(names.get(o, o) for o in accepted) or 'none'}.")
+                                 f"Its options: {', '.join(accepted) or 'none'}.")
 
 
 
@@ -393,6 +409,22 @@ def config_for(config: Any = None, overrides: Mapping[str, Any] | None = None, *
         raise ValueError(f"{config.model!r} is a {config.task} model: train it with {TASKS[config.task].entry_point} "
                          f"(or lab.run), not {TASKS[task].entry_point}.")
     return config
+
+
+def check_frozen_or_all(unfreeze: Any) -> None:
+    """``unfreeze`` of a model whose backbone trains whole or not at all (pretrained_unet, Mask
+    R-CNN): the one check that their configurations and their builders call."""
+    if isinstance(unfreeze, bool) or unfreeze not in (0, "all"):
+        raise ValueError(f"unfreeze must be 0 (the backbone stays frozen) or 'all' (the backbone trains too), "
+                         f"received unfreeze={unfreeze!r}.")
+
+
+def check_rate(key: str, value: float) -> None:
+    """A rate in [0, 1) (dropout_rate, momentum, label_smoothing, head_dropout): the one check of
+    that range, which the configurations and the model builders call."""
+    # numbers.Real takes NumPy's floats too (a rate drawn from a NumPy grid).
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{key} must be in [0, 1), received {key}={value!r}.")
 
 
 def _one_of(key: str, value: Any, allowed: tuple, context: str = "") -> None:

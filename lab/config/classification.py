@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from lab.config.base import BaseConfig, _one_of, _positive, _positive_int, model_option
+from lab.config.base import BaseConfig, _one_of, _positive, _positive_int, check_rate, model_option
 
 FEATURE_CACHES = (None, "memory", "disk")
 # Test-time augmentation: which flips are averaged with the image (RandomFlip's mode names).
@@ -77,7 +77,7 @@ class RunConfig(BaseConfig):
     activation: str | None = model_option()
     init_from: str | None = None
     backbone: str | None = model_option()
-    backbone_input_size: int | None = model_option("input_size")
+    backbone_input_size: int | None = model_option()
     pooling: str | None = model_option()
     head_units: list[int] | None = model_option()
     head_dropout: float | None = model_option()
@@ -96,8 +96,7 @@ class RunConfig(BaseConfig):
         _one_of("tta", self.tta, TTA_MODES)
         if self.l2 is not None and self.l2 < 0:
             raise ValueError(f"l2 must be >= 0, received l2={self.l2}.")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), received label_smoothing={self.label_smoothing}.")
+        check_rate("label_smoothing", self.label_smoothing)
         if self.class_weighting not in (None, "balanced"):
             raise ValueError(f"class_weighting must be None or 'balanced', received {self.class_weighting!r}.")
         if isinstance(self.cache, str) and not self.cache:

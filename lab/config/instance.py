@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from lab.config.base import BaseConfig, _positive_int, model_option
+from lab.config.base import BaseConfig, _positive_int, check_frozen_or_all, model_option
 
 
 @dataclasses.dataclass
@@ -18,7 +18,7 @@ class InstanceConfig(BaseConfig):
 
     The defaults are E7's real setting (a ResNet-50-FPN Mask R-CNN on an ImageNet backbone, SGD
     with momentum, 15 epochs), meant for a GPU; a CPU needs the quick setting (a small
-    ``input_size``, ``backbone="resnet18"``, light heads, few images).
+    ``pipeline_size``, ``backbone="resnet18"``, light heads, few images).
 
     Data: dataset is "shapes" (the embedded generated instance set, E7's 300/50 images by
         default; dataset_size is its image side, default 128) or "coco:<path>" (a COCO
@@ -26,8 +26,10 @@ class InstanceConfig(BaseConfig):
         split_fractions splits a single JSON). limit keeps that many images per split.
     Model ("maskrcnn"; None takes the builder's default, ``lab.instance.model``):
         backbone: "resnet18", "resnet34", "resnet50" or "resnet101" (Model Garden's ResNet).
-        input_size: the side of the square input (images are resized keeping their aspect
-            ratio and padded).
+        pipeline_size: the side of the square model input: Model Garden's parser resizes each
+            image in the tf.data pipeline, keeping its aspect ratio, and pads it to this side (a
+            multiple of 64). It is a pipeline_size, not a backbone_input_size: nothing is
+            resized inside the model (see ``lab.config`` for the size fields).
         fpn_filters, head_convs, head_filters, fc_dims, sampled_rois: the FPN width, the
             convolutions and width of the box and mask heads, the box head's fully connected
             width, and the proposals sampled per image for the heads (the "light heads" of the
@@ -57,7 +59,7 @@ class InstanceConfig(BaseConfig):
     epochs: int = 15
     aug_flip: str | None = None
     backbone: str | None = model_option()
-    input_size: int | None = model_option()
+    pipeline_size: int | None = model_option()
     fpn_filters: int | None = model_option()
     head_convs: int | None = model_option()
     head_filters: int | None = model_option()
@@ -72,20 +74,18 @@ class InstanceConfig(BaseConfig):
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam' for Mask R-CNN (Model Garden's optimizers), "
                              f"received optimizer={self.optimizer!r}.")
-        if self.unfreeze not in (0, "all"):
-            raise ValueError(f"unfreeze must be 'all' (everything trains) or 0 (the backbone stays frozen), "
-                             f"received unfreeze={self.unfreeze!r}.")
+        check_frozen_or_all(self.unfreeze)
         if self.weights is not None and not isinstance(self.weights, str):
             raise ValueError(f"weights must be 'imagenet', None or a checkpoint path, received weights={self.weights!r}.")
         if self.color_mode is not None:
             raise ValueError(f"color_mode does not apply to instance data (images are read as RGB), received "
                              f"color_mode={self.color_mode!r}. Leave it unset (None).")
-        for key in ("input_size", "fpn_filters", "head_convs", "head_filters", "fc_dims", "sampled_rois"):
+        for key in ("pipeline_size", "fpn_filters", "head_convs", "head_filters", "fc_dims", "sampled_rois"):
             if getattr(self, key) is not None:
                 _positive_int(key, getattr(self, key))
-        if self.input_size is not None and self.input_size % 64:
-            raise ValueError(f"input_size must be a multiple of 64 (the FPN's coarsest level is 1/64 of the image), "
-                             f"received input_size={self.input_size}.")
+        if self.pipeline_size is not None and self.pipeline_size % 64:
+            raise ValueError(f"pipeline_size must be a multiple of 64 (the FPN's coarsest level is 1/64 of the "
+                             f"image), received pipeline_size={self.pipeline_size}.")
         if self.sampled_rois is not None and self.sampled_rois < 4:
             raise ValueError(f"sampled_rois must be at least 4 (a quarter of them are foreground for the mask head), "
                              f"received sampled_rois={self.sampled_rois}.")

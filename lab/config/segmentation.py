@@ -3,13 +3,49 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any, ClassVar
 
-from lab.config.base import BaseConfig, _one_of, _positive_int, model_option
+from lab.config.base import BaseConfig, _one_of, _positive_int, check_frozen_or_all, model_option
 from lab.models import model_options
 
 SEGMENTATION_LOSSES = ("crossentropy", "dice", "combined")
 RECONSTRUCTION_LOSSES = ("binary_crossentropy", "mse")
+
+
+def check_backbone_weights(weights: str | None) -> None:
+    """``weights`` of a segmentation backbone (pretrained_unet's): the one check that the
+    configuration and the builder call."""
+    if weights not in (None, "imagenet"):
+        raise ValueError(f"weights must be 'imagenet' or None (random initialisation) for a segmentation backbone, "
+                         f"received weights={weights!r}.")
+
+
+def check_tiles(tile_size: int | None, tile_margin: int | None) -> None:
+    """The one check of ``tile_size`` and ``tile_margin``, which the configuration and the
+    overlap-tile prediction (``lab.segmentation.tiling``) call (the mask-folder loader of
+    ``lab.datasets`` still restates it: it should call this one).
+
+    Args:
+        tile_size: the tile side (None: untiled), a positive integer.
+        tile_margin: the context kept around a tile's centre, 0 <= 2 * tile_margin < tile_size
+            (None: the loader's default, tile_size // 8).
+
+    Raises:
+        ValueError: a value that is not a whole number, a tile_margin without tile_size, or a
+            margin that leaves no tile centre.
+    """
+    if tile_size is None:
+        if tile_margin is not None:
+            raise ValueError(f"tile_margin={tile_margin!r} is the context margin of tiles: set tile_size too.")
+        return
+    # numbers.Integral takes NumPy's integers too (a tile side read from an array's shape).
+    if isinstance(tile_size, bool) or not isinstance(tile_size, numbers.Integral) or tile_size < 1:
+        raise ValueError(f"tile_size must be a positive integer, received tile_size={tile_size!r}.")
+    if tile_margin is not None and (isinstance(tile_margin, bool) or not isinstance(tile_margin, numbers.Integral)
+                                    or tile_margin < 0 or 2 * tile_margin >= tile_size):
+        raise ValueError(f"tile_margin must be an integer with 0 <= 2 * tile_margin < tile_size={tile_size} (a "
+                         f"tile's centre must remain), received tile_margin={tile_margin!r}.")
 
 
 @dataclasses.dataclass
@@ -27,13 +63,14 @@ class SegmentationConfig(BaseConfig):
             side to train on; the validation and test images are predicted whole by
             overlap-tile and scored per image (``lab.segmentation.tiling``).
         tile_margin: the context each predicted tile keeps around its centre, 0 <= 2 *
-            tile_margin < tile_size (None: tile_size // 8; 0: naive tiling, seams).
+            tile_margin < tile_size (None: tile_size // 8; 0: naive tiling, seams). Both are
+            checked by ``check_tiles``, the one check of both (the tiling calls it too).
         class_names: the name of every class id, e.g. ["membrane", "cell"].
         class_values: {mask value: class id}, e.g. {0: 0, 255: 1} or {0: 0, 128: 1, 255: 2}.
         mask_suffix, images_dir, masks_dir: how masks are named and where images and masks
             are (defaults "", "images", "masks").
     Model: "unet", "pretrained_unet", "deeplab", "fcn" (segmentation) or "autoencoder",
-        "denoising_autoencoder", "vae"; upsampling, output_activation, encoder, decoder_filters,
+        "denoising_autoencoder", "vae"; upsampling, output_activation, backbone, decoder_filters,
         output_stride, atrous_rates, aspp_filters, skip_levels, latent_channels, latent_dim,
         noise_stddev, kl_weight are their switches (None: the builder's default).
     Training:
@@ -61,7 +98,7 @@ class SegmentationConfig(BaseConfig):
     masks_dir: str | None = None
     upsampling: str | None = model_option()
     output_activation: str | None = model_option()
-    encoder: str | None = model_option()
+    backbone: str | None = model_option()
     decoder_filters: list[int] | None = model_option()
     output_stride: int | None = model_option()
     atrous_rates: list[int] | None = model_option()
@@ -106,14 +143,11 @@ class SegmentationConfig(BaseConfig):
                              f"{self.input_scaling!r}.")
         if not isinstance(self.cache, bool):
             raise ValueError(f"cache must be True or False for {self.task} runs, received cache={self.cache!r}.")
-        if self.weights not in (None, "imagenet"):
-            raise ValueError(f"weights must be 'imagenet' or None (random initialisation) for a segmentation "
-                             f"encoder, received weights={self.weights!r}.")
-        if self.unfreeze not in (None, 0, "all"):
-            raise ValueError(f"unfreeze must be 0 (frozen encoder) or 'all' (the encoder trains too), received "
-                             f"unfreeze={self.unfreeze!r}.")
-        if self.unfreeze is not None and "trainable_encoder" not in model_options(self.model):
-            raise ValueError(f"unfreeze applies to pretrained_unet's encoder; model {self.model!r} trains whole. "
+        check_backbone_weights(self.weights)
+        if self.unfreeze is not None:
+            check_frozen_or_all(self.unfreeze)
+        if self.unfreeze is not None and "unfreeze" not in model_options(self.model):
+            raise ValueError(f"unfreeze applies to pretrained_unet's backbone; model {self.model!r} trains whole. "
                              f"Received unfreeze={self.unfreeze!r}.")
         if not 0.0 < self.background_flag_ratio < 1.0:
             raise ValueError(f"background_flag_ratio must be between 0 and 1, received {self.background_flag_ratio}.")
@@ -134,20 +168,11 @@ class SegmentationConfig(BaseConfig):
             raise ValueError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to mask folders "
                              f"(dataset='folder:<path>'); received dataset={self.dataset!r}. Leave "
                              f"{' and '.join(given)} unset (None).")
-        if self.tile_size is not None:
-            _positive_int("tile_size", self.tile_size)
-            if self.dataset_size is not None and self.tile_size > self.dataset_size:
-                raise ValueError(f"tile_size={self.tile_size} is larger than the images resized to dataset_size="
-                                 f"{self.dataset_size} (they are resized first, then cut into tiles): choose "
-                                 "tile_size <= dataset_size.")
-        if self.tile_margin is not None:
-            if self.tile_size is None:
-                raise ValueError(f"tile_margin={self.tile_margin!r} is the context margin of tiles: set tile_size too.")
-            if isinstance(self.tile_margin, bool) or not isinstance(self.tile_margin, int) or self.tile_margin < 0 \
-                    or 2 * self.tile_margin >= self.tile_size:
-                raise ValueError(f"tile_margin must be an integer with 0 <= 2 * tile_margin < tile_size="
-                                 f"{self.tile_size} (a tile's centre must remain), received "
-                                 f"tile_margin={self.tile_margin!r}.")
+        check_tiles(self.tile_size, self.tile_margin)
+        if self.tile_size is not None and self.dataset_size is not None and self.tile_size > self.dataset_size:
+            raise ValueError(f"tile_size={self.tile_size} is larger than the images resized to dataset_size="
+                             f"{self.dataset_size} (they are resized first, then cut into tiles): choose "
+                             "tile_size <= dataset_size.")
         if self.class_names is not None:
             names = self.class_names
             if len(names) < 2 or any(not isinstance(n, str) or not n.strip() for n in names) or \

@@ -182,7 +182,7 @@ def load_instance_shapes(
     num_train: int = 300,
     num_val: int = 50,
     num_test: int = 50,
-    image_size: int = 128,
+    dataset_size: int = 128,
     max_instances: int = 4,
     noise: float = 0.1,
     seed: int = 0,
@@ -191,7 +191,7 @@ def load_instance_shapes(
 
     Args:
         num_train, num_val, num_test: images per split (test may be 0).
-        image_size: side of the square images in pixels (at least 32).
+        dataset_size: side of the square images in pixels (at least 32).
         max_instances: the most shapes in one image (each image draws 1 to this many).
         noise: standard deviation of the per-pixel noise, in [0, 1] intensity units.
         seed: the whole dataset is a function of the arguments and this seed.
@@ -200,7 +200,7 @@ def load_instance_shapes(
         An InstanceDataset with classes ``INSTANCE_SHAPE_CLASSES``.
     """
     for what, value, least in (("num_train", num_train, 1), ("num_val", num_val, 1), ("num_test", num_test, 0),
-                               ("max_instances", max_instances, 1), ("image_size", image_size, 32)):
+                               ("max_instances", max_instances, 1), ("dataset_size", dataset_size, 32)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
             raise ValueError(f"{what} must be an integer of at least {least} for the instance shapes, "
                              f"received {value!r}.")
@@ -210,13 +210,13 @@ def load_instance_shapes(
     images: dict[str, list[np.ndarray]] = {}
     instances: dict[str, list[Instances]] = {}
     for split, count in (("train", num_train), ("val", num_val), ("test", num_test)):
-        drawn = [_draw_instances(rng, image_size, max_instances, noise) for _ in range(count)]
+        drawn = [_draw_instances(rng, dataset_size, max_instances, noise) for _ in range(count)]
         images[split] = [image for image, _ in drawn]
         instances[split] = [truth for _, truth in drawn]
     return InstanceDataset(
         name="shapes", class_names=list(INSTANCE_SHAPE_CLASSES), images=images, instances=instances,
         source={"generator": "lab.instance.data.load_instance_shapes", "num_train": num_train,
-                "num_val": num_val, "num_test": num_test, "image_size": image_size,
+                "num_val": num_val, "num_test": num_test, "dataset_size": dataset_size,
                 "max_instances": max_instances, "noise": noise, "seed": seed,
                 "min_visible_fraction": MIN_VISIBLE_FRACTION, "min_visible_pixels": MIN_VISIBLE_PIXELS},
     )

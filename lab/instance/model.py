@@ -19,6 +19,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, Iterator
 
+from lab.config.base import check_frozen_or_all
 from lab.instance.extra import require_model_garden
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -29,7 +30,7 @@ IMAGENET_CHECKPOINTS = {"resnet50": "resnet50_imagenet/ckpt-28080"}
 CHECKPOINT_FILES = (".index", ".data-00000-of-00001")
 
 
-def maskrcnn_experiment(num_classes: int, *, backbone: str = "resnet50", input_size: int = 512,
+def maskrcnn_experiment(num_classes: int, *, backbone: str = "resnet50", pipeline_size: int = 512,
                         fpn_filters: int = 256, head_convs: int = 4, head_filters: int = 256, fc_dims: int = 1024,
                         sampled_rois: int = 512, norm_momentum: float = 0.99, weights: str | None = "imagenet", unfreeze: int | str = "all") -> Any:
     """Model Garden's Mask R-CNN experiment for ``num_classes`` foreground classes.
@@ -37,7 +38,8 @@ def maskrcnn_experiment(num_classes: int, *, backbone: str = "resnet50", input_s
     Args:
         num_classes: foreground classes (Model Garden adds the background class 0).
         backbone: one of ``BACKBONES``.
-        input_size: side of the square model input, a multiple of 64.
+        pipeline_size: side of the square model input, a multiple of 64: Model Garden's parser
+            resizes (keeping the aspect ratio) and pads every image to it in the tf.data pipeline.
         fpn_filters: channels of the FPN levels and of the RPN head.
         head_convs: convolutions of the box head and of the mask head (Model Garden: 4).
         head_filters: channels of those convolutions.
@@ -62,6 +64,7 @@ def maskrcnn_experiment(num_classes: int, *, backbone: str = "resnet50", input_s
     """
     if backbone not in BACKBONES:
         raise ValueError(f"Unknown backbone {backbone!r} for Mask R-CNN. Available: {', '.join(BACKBONES)}.")
+    check_frozen_or_all(unfreeze)
     if weights == "imagenet" and backbone not in IMAGENET_CHECKPOINTS:
         raise ValueError(f"Model Garden publishes no ImageNet checkpoint for {backbone}; received weights='imagenet' "
                          f"with backbone={backbone!r}. Use backbone='resnet50' for ImageNet weights, or weights=None "
@@ -73,7 +76,7 @@ def maskrcnn_experiment(num_classes: int, *, backbone: str = "resnet50", input_s
     experiment = exp_factory.get_exp_config("maskrcnn_resnetfpn_coco")
     model = experiment.task.model
     model.num_classes = num_classes + 1  # Model Garden counts the background class
-    model.input_size = [input_size, input_size, 3]
+    model.input_size = [pipeline_size, pipeline_size, 3]  # Model Garden's name; its parser resizes to it
     model.backbone.resnet.model_id = int(backbone.removeprefix("resnet"))
     model.decoder.fpn.num_filters = fpn_filters
     model.rpn_head.num_filters = fpn_filters

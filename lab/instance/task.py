@@ -32,7 +32,7 @@ from lab.instance.extra import require_model_garden
 from lab.instance.training import EvalSet, GardenModel
 from lab.runner import FitPlan, Phase
 
-GENERATED_IMAGE_SIZE = 128  # the generated set's side when dataset_size is not set
+GENERATED_DATASET_SIZE = 128  # the generated set's side when dataset_size is not set
 
 
 class InstanceTask:
@@ -43,11 +43,11 @@ class InstanceTask:
 
         options: dict[str, Any] = {}
         if config.dataset == "shapes":
-            options["image_size"] = config.dataset_size or GENERATED_IMAGE_SIZE
+            options["dataset_size"] = config.dataset_size or GENERATED_DATASET_SIZE
         elif config.dataset_size is not None:
             raise ValueError(f"dataset_size applies to the generated set ('shapes'), received dataset_size="
                              f"{config.dataset_size} with dataset={config.dataset!r}: Mask R-CNN resizes images to "
-                             f"input_size itself. Leave dataset_size unset.")
+                             f"pipeline_size itself. Leave dataset_size unset.")
         if config.split_fractions is not None:
             options["split_fractions"] = config.split_fractions
         if str(config.dataset).startswith("coco:"):

@@ -145,21 +145,21 @@ def backbone_spec(name: str) -> BackboneSpec:
     return BACKBONES[key]
 
 
-def check_input_size(name: str, size: int) -> None:
+def check_backbone_input_size(name: str, size: int) -> None:
     """Raises ValueError if a backbone cannot take ``size`` x ``size`` inputs."""
     spec = backbone_spec(name)
     if size < spec.min_size:
         raise ValueError(f"Backbone {spec.name!r} needs inputs of at least {spec.min_size}x{spec.min_size} pixels; "
-                         f"received input_size={size}. Set backbone_input_size to {spec.min_size} or more (images are "
+                         f"received backbone_input_size={size}. Set it to {spec.min_size} or more (images are "
                          "resized inside the model).")
 
 
-def build_backbone(name: str, input_size: int, *, weights: str | None = "imagenet") -> keras.Model:
+def build_backbone(name: str, backbone_input_size: int, *, weights: str | None = "imagenet") -> keras.Model:
     """Builds a backbone without its classifier, named ``<name>_backbone``.
 
     Args:
         name: a key of ``BACKBONES``.
-        input_size: the (square) input side the backbone sees.
+        backbone_input_size: the (square) input side the backbone sees.
         weights: "imagenet" (downloaded once into Keras' cache), None (random), or a file the
             kit saved: a run folder or ``.keras`` model with this backbone inside, or a
             ``.weights.h5``/``.h5`` weights file for the backbone alone (e.g. a keras.applications
@@ -170,14 +170,15 @@ def build_backbone(name: str, input_size: int, *, weights: str | None = "imagene
         WeightsNotAvailableError: ImageNet weights not cached and not downloadable.
     """
     spec = backbone_spec(name)
-    check_input_size(spec.name, input_size)
-    if spec.fixed_size and weights == "imagenet" and input_size != spec.fixed_size:
+    check_backbone_input_size(spec.name, backbone_input_size)
+    if spec.fixed_size and weights == "imagenet" and backbone_input_size != spec.fixed_size:
         raise ValueError(f"The pretrained {spec.name} takes {spec.fixed_size}x{spec.fixed_size} inputs (its position "
-                         f"embeddings are learned for that size); received input_size={input_size}. Set "
-                         f"backbone_input_size={spec.fixed_size}.")
+                         f"embeddings are learned for that size); received backbone_input_size={backbone_input_size}. "
+                         f"Set backbone_input_size={spec.fixed_size}.")
     saved = None if weights in (None, "imagenet") else Path(weights)
     try:
-        backbone = spec.build((input_size, input_size, 3), "imagenet" if weights == "imagenet" else None)
+        backbone = spec.build((backbone_input_size, backbone_input_size, 3),
+                              "imagenet" if weights == "imagenet" else None)
     except Exception as error:  # keras' get_file and kagglehub raise plain Exceptions when offline
         if weights == "imagenet" and _looks_like_download_failure(error):
             raise WeightsNotAvailableError(_offline_message(spec, error)) from error

@@ -13,6 +13,8 @@ from typing import Sequence
 import keras
 from keras import layers
 
+from lab.config.base import check_rate  # the configuration's own check of a rate
+
 NORMALIZATIONS = ("none", "batch", "layer")
 
 
@@ -101,7 +103,7 @@ def cnn(
         raise ValueError(f"depth must be at least 1, received depth={depth}.")
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, received {normalization!r}.")
-    _check_rate("dropout_rate", dropout_rate)
+    check_rate("dropout_rate", dropout_rate)
     if l2 < 0:
         raise ValueError(f"l2 must be >= 0, received l2={l2}.")
     if convs_per_block < 1 or dense_units < 0:
@@ -154,11 +156,6 @@ def _check_common(input_shape: Sequence[int], num_classes: int) -> None:
         raise ValueError(f"input_shape must be (height, width, channels), received {tuple(input_shape)}.")
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, received {num_classes}.")
-
-
-def _check_rate(label: str, rate: float) -> None:
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"{label} must be in [0, 1), received {label}={rate}.")
 
 
 def _check_min_side(input_shape: Sequence[int], minimum: int, name: str, hint: str = "") -> None:

@@ -7,7 +7,8 @@ from typing import Sequence
 import keras
 from keras import layers
 
-from lab.models.cnn import _check_common, _check_rate
+from lab.config.base import check_rate
+from lab.models.cnn import _check_common
 
 
 def mlp(
@@ -32,7 +33,7 @@ def mlp(
         name: model name.
     """
     _check_common(input_shape, num_classes)
-    _check_rate("dropout_rate", dropout_rate)
+    check_rate("dropout_rate", dropout_rate)
     if not hidden_units or min(hidden_units) < 1:
         raise ValueError(f"hidden_units must be one or more positive widths, received {hidden_units}.")
     regularizer = keras.regularizers.L2(l2) if l2 else None

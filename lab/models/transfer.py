@@ -23,7 +23,9 @@ import keras
 import numpy as np
 from keras import layers
 
-from lab.models.backbones import backbone_spec, backbone_stages, build_backbone, check_input_size, find_backbone
+from lab.config.base import check_rate
+from lab.models.backbones import (backbone_spec, backbone_stages, build_backbone, check_backbone_input_size,
+                                  find_backbone)
 from lab.models.layers import BackboneInput, ClassToken
 
 POOLINGS = ("avg", "max", "flatten", "token")
@@ -35,7 +37,7 @@ def transfer_model(
     *,
     backbone: str = "resnet50",
     weights: str | None = "imagenet",
-    input_size: int | None = None,
+    backbone_input_size: int | None = None,
     pooling: str | None = None,
     head_units: Sequence[int] = (),
     head_dropout: float = 0.0,
@@ -53,7 +55,7 @@ def transfer_model(
         backbone: a name from ``lab.models.backbones.BACKBONES`` ("resnet50", "vgg16",
             "densenet121", "efficientnetb0", "convnexttiny", "resnet18", "vit_b16", ...).
         weights: "imagenet", None (random), or a kit-saved run folder / ``.keras`` / ``.h5``.
-        input_size: the side images are resized to inside the model (E3/E9: 28 px to 224).
+        backbone_input_size: the side images are resized to inside the model (E3/E9: 28 px to 224).
             None keeps the data's size, or the backbone's minimum if the data is smaller.
         pooling: "avg" or "max" (global pooling), "flatten", or "token" (a transformer's class
             token). None: "token" for transformers, "avg" otherwise.
@@ -74,12 +76,11 @@ def transfer_model(
         raise ValueError(f"Transfer models take grayscale or RGB images; received {channels} channels.")
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, received {num_classes}.")
-    if not 0.0 <= head_dropout < 1.0:
-        raise ValueError(f"head_dropout must be in [0, 1), received head_dropout={head_dropout}.")
+    check_rate("head_dropout", head_dropout)
     if any(not isinstance(units, int) or units < 1 for units in head_units):
         raise ValueError(f"head_units must be positive integers, received head_units={list(head_units)}.")
-    size = input_size or spec.fixed_size or max(height, width, spec.min_size)
-    check_input_size(spec.name, size)
+    size = backbone_input_size or spec.fixed_size or max(height, width, spec.min_size)
+    check_backbone_input_size(spec.name, size)
     pooling = pooling or ("token" if spec.family == "transformer" else "avg")
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, received pooling={pooling!r}.")

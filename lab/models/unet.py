@@ -1,11 +1,12 @@
-"""U-Nets for semantic segmentation: one trained from scratch, one on a pretrained encoder.
+"""U-Nets for semantic segmentation: one trained from scratch, one on a pretrained backbone.
 
 ``unet`` is Ronneberger et al.'s network (E12): at each scale two 3x3 convolutions, then 2x2
 max-pooling; the decoder upsamples (a 2x2 transposed convolution, or nearest/bilinear resizing
 followed by a 3x3 convolution), concatenates the encoder's feature map of the same scale, and
 applies two 3x3 convolutions after each merge. ``pretrained_unet`` follows the TensorFlow
-segmentation tutorial: a keras.applications network as the encoder (its intermediate
-activations are the skip connections) and a decoder of transposed convolutions.
+segmentation tutorial: a keras.applications network as the encoder, called its ``backbone``
+as everywhere in the kit (its intermediate activations are the skip connections), and a
+decoder of transposed convolutions.
 
 Both return an uncompiled ``keras.Model`` with every layer named (``enc2_conv1``,
 ``dec2_concat``, ``predictions``...). The output is per-pixel class probabilities in float32:
@@ -20,6 +21,9 @@ from typing import Sequence
 import keras
 from keras import layers
 
+# The configuration's own checks of these fields: one check for every layer.
+from lab.config.base import check_frozen_or_all, check_rate
+from lab.config.segmentation import check_backbone_weights
 from lab.models.layers import EncoderPreprocessing
 
 NORMALIZATIONS = (None, "none", "batch", "layer")
@@ -90,9 +94,9 @@ def unet(
     return keras.Model(inputs, outputs, name=name)
 
 
-# The skip layers of each encoder, highest resolution first; the last is the bottleneck.
+# The skip layers of each backbone, highest resolution first; the last is the bottleneck.
 # MobileNetV2's are the TensorFlow segmentation tutorial's.
-ENCODERS: dict[str, dict] = {
+UNET_BACKBONES: dict[str, dict] = {
     "mobilenetv2": {
         "application": "MobileNetV2",
         "preprocessing": "tf",
@@ -122,9 +126,9 @@ def pretrained_unet(
     input_shape: Sequence[int],
     num_classes: int,
     *,
-    encoder: str = "mobilenetv2",
+    backbone: str = "mobilenetv2",
     weights: str | None = "imagenet",
-    trainable_encoder: bool = False,
+    unfreeze: int | str = 0,
     decoder_filters: Sequence[int] = (512, 256, 128, 64),
     normalization: str | None = "batch",
     dropout_rate: float = 0.0,
@@ -132,56 +136,58 @@ def pretrained_unet(
     output_activation: str = "softmax",
     name: str | None = None,
 ) -> keras.Model:
-    """Builds a U-Net whose encoder is a keras.applications network (the TF tutorial's model).
+    """Builds a U-Net on a pretrained keras.applications backbone (the TF tutorial's model).
 
-    The encoder is one nested model named ``encoder`` whose outputs are the feature maps listed
-    in ``ENCODERS``; the decoder upsamples the deepest one step by step (a 3x3 transposed
-    convolution with stride 2, BatchNorm and ReLU, as the tutorial's ``pix2pix.upsample``),
-    concatenating the encoder map of each scale, and a last transposed convolution returns to
-    the input resolution. Inputs are images scaled to [0, 1], as every pipeline of the kit
-    delivers them; the model applies the encoder's own ImageNet preprocessing inside.
+    The backbone is one nested model named ``backbone`` whose outputs are the feature maps
+    listed in ``UNET_BACKBONES``; the decoder upsamples the deepest one step by step (a 3x3
+    transposed convolution with stride 2, BatchNorm and ReLU, as the tutorial's
+    ``pix2pix.upsample``), concatenating the backbone map of each scale, and a last transposed
+    convolution returns to the input resolution. Inputs are images scaled to [0, 1], as every
+    pipeline of the kit delivers them; the model applies the backbone's own ImageNet
+    preprocessing inside.
 
     Args:
-        input_shape: (height, width, channels); sides multiples of the encoder's stride (32,
+        input_shape: (height, width, channels); sides multiples of the backbone's stride (32,
             16 for VGG16), at least 32 pixels; 3 channels for ImageNet weights.
         num_classes: classes including the background.
-        encoder: a key of ``ENCODERS`` (mobilenetv2, resnet50, vgg16, efficientnetb0).
+        backbone: a key of ``UNET_BACKBONES`` (mobilenetv2, resnet50, vgg16, efficientnetb0).
         weights: "imagenet" (downloaded once by Keras into ``~/.keras/models``) or None.
-        trainable_encoder: False freezes the encoder (its BatchNorm layers then run in
-            inference mode); set ``model.get_layer("encoder").trainable = True`` later to
-            fine-tune.
+        unfreeze: 0 freezes the backbone (its BatchNorm layers then run in inference mode;
+            set ``model.get_layer("backbone").trainable = True`` later to fine-tune), "all"
+            trains it too.
         decoder_filters: filters of each decoder step, deepest first (one per skip).
         normalization: normalisation in the decoder steps (None/"none", "batch", "layer").
         dropout_rate: dropout in each decoder step.
         upsampling: "transpose", "bilinear" or "nearest" for the decoder steps.
         output_activation: "softmax", or "sigmoid" for two classes.
-        name: the model's name (default ``unet_<encoder>``).
+        name: the model's name (default ``unet_<backbone>``).
 
     Raises:
-        ValueError: an unknown encoder (listing the valid ones), bad sizes or arguments.
+        ValueError: an unknown backbone (listing the valid ones), bad sizes or arguments.
         RuntimeError: ImageNet weights that cannot be downloaded (says where Keras caches them).
     """
-    if encoder not in ENCODERS:
-        raise ValueError(f"Unknown encoder {encoder!r}. Available encoders: {', '.join(ENCODERS)}.")
-    if weights not in ("imagenet", None):
-        raise ValueError(f"weights must be 'imagenet' or None, received weights={weights!r}.")
+    if backbone not in UNET_BACKBONES:
+        raise ValueError(f"Unknown backbone {backbone!r} for pretrained_unet. Available backbones: "
+                         f"{', '.join(UNET_BACKBONES)}.")
+    check_backbone_weights(weights)
+    check_frozen_or_all(unfreeze)
     check_segmentation_args(input_shape, num_classes, output_activation, normalization, upsampling, dropout_rate)
-    spec = ENCODERS[encoder]
+    spec = UNET_BACKBONES[backbone]
     if len(decoder_filters) != len(spec["skips"]) - 1:
-        raise ValueError(f"decoder_filters needs {len(spec['skips']) - 1} values for encoder {encoder!r} (one per "
+        raise ValueError(f"decoder_filters needs {len(spec['skips']) - 1} values for backbone {backbone!r} (one per "
                          f"skip connection), received {tuple(decoder_filters)}.")
-    stride = 16 if encoder == "vgg16" else 32
-    check_divisible(input_shape, stride, f"The {encoder} encoder downsamples {stride} times")
+    stride = 16 if backbone == "vgg16" else 32
+    check_divisible(input_shape, stride, f"The {backbone} backbone downsamples {stride} times")
     if min(input_shape[:2]) < 32:
-        raise ValueError(f"The {encoder} encoder needs images of at least 32x32 pixels, received "
+        raise ValueError(f"The {backbone} backbone needs images of at least 32x32 pixels, received "
                          f"{input_shape[0]}x{input_shape[1]}.")
     if weights == "imagenet" and input_shape[2] != 3:
         raise ValueError(f"ImageNet weights need 3-channel images, received input_shape={tuple(input_shape)}. "
                          "Repeat the grayscale channel, or pass weights=None.")
 
     base = _load_application(spec["application"], tuple(input_shape), weights)
-    features = keras.Model(base.input, [base.get_layer(n).output for n in spec["skips"]], name="encoder")
-    features.trainable = trainable_encoder
+    features = keras.Model(base.input, [base.get_layer(n).output for n in spec["skips"]], name="backbone")
+    features.trainable = unfreeze == "all"
 
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = EncoderPreprocessing(spec["preprocessing"], name="imagenet_preprocessing")(inputs)
@@ -201,7 +207,7 @@ def pretrained_unet(
     else:
         x = layers.Conv2D(channels, 1, name="output_conv")(x)
     outputs = layers.Activation(output_activation, dtype="float32", name="predictions")(x)
-    return keras.Model(inputs, outputs, name=name or f"unet_{encoder}")
+    return keras.Model(inputs, outputs, name=name or f"unet_{backbone}")
 
 
 def _load_application(application: str, input_shape: tuple, weights: str | None) -> keras.Model:
@@ -218,7 +224,7 @@ def _load_application(application: str, input_shape: tuple, weights: str | None)
             f"Could not load the ImageNet weights of {application} ({type(error).__name__}: {error}). Keras "
             "downloads them once into ~/.keras/models (or $KERAS_HOME/models when KERAS_HOME is set). On an "
             "offline machine, copy that file there from a machine that has it, or pass weights=None to train "
-            "the encoder from scratch."
+            "the backbone from scratch."
         ) from error
 
 
@@ -279,8 +285,7 @@ def check_segmentation_args(input_shape: Sequence[int], num_classes: int, output
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, received {normalization!r}.")
     if upsampling not in UPSAMPLINGS:
         raise ValueError(f"upsampling must be one of {UPSAMPLINGS}, received {upsampling!r}.")
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"dropout_rate must be in [0, 1), received dropout_rate={dropout_rate}.")
+    check_rate("dropout_rate", dropout_rate)
 
 
 def check_divisible(input_shape: Sequence[int], divisor: int, why: str) -> None:

@@ -198,7 +198,7 @@ def make_tfrecord_pipeline(
     *,
     training: bool,
     batch_size: int = 64,
-    image_size: int | tuple[int, int] | None = None,
+    pipeline_size: int | tuple[int, int] | None = None,
     to_rgb: bool = False,
     input_scaling: str = "unit",
     shuffle_buffer: int | None = None,
@@ -221,7 +221,7 @@ def make_tfrecord_pipeline(
         directory, split: the export to read (see ``read_tfrecords``).
         training: shuffle (shard order, shard interleaving and a shuffle buffer) and augment
             only when True.
-        batch_size, image_size, to_rgb, input_scaling: as in ``make_pipeline``.
+        batch_size, pipeline_size, to_rgb, input_scaling: as in ``make_pipeline``.
         augmenter, deterministic, drop_remainder: as in ``make_pipeline``.
         shuffle_buffer: images in the shuffle buffer when training (default: up to 10,000
             images or 256 MB of them, whichever is fewer). Memory use grows with it.
@@ -251,7 +251,7 @@ def make_tfrecord_pipeline(
                verify_checksums=verify_checksums)
     uint8_input = manifest["dtype"] == "uint8"
     # 1. Deterministic per-image work (redone each epoch: nothing is cached).
-    ds = prepare_images(ds, image_size=image_size, to_rgb=to_rgb, uint8_input=uint8_input,
+    ds = prepare_images(ds, pipeline_size=pipeline_size, to_rgb=to_rgb, uint8_input=uint8_input,
                         deterministic=deterministic, num_parallel_calls=num_parallel_calls)
     # 3. Shuffle the training split only, within a bounded buffer; reshuffled every epoch.
     if training:
