@@ -6,7 +6,7 @@ import dataclasses
 import numbers
 from typing import Any, ClassVar
 
-from lab.config.base import BaseConfig, _one_of, _positive_int, check_frozen_or_all, model_option
+from lab.config.base import BaseConfig, _one_of, check_frozen_or_all, model_option
 from lab.models import model_options
 
 SEGMENTATION_LOSSES = ("crossentropy", "dice", "combined")
