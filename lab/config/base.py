@@ -195,7 +195,7 @@ class BaseConfig(metaclass=_CheckedKeys):
         """Refuses keys that are not fields: a renamed one names its new name, a typo the closest."""
         known = cls.field_names()
         unknown = sorted(set(values) - set(known))
-        renamed = renamed_fields(*cls.TASKS)
+        renamed = renamed_fields(*tasks_of(cls))
         problems = []
         for key in unknown:
             if key in renamed:
