@@ -53,6 +53,7 @@ import nbformat
 import pandas as pd
 
 from lab import atomic, collection, paths, plots, tensorboard
+from lab.config.base import RENAMED_IN_TASK, renamed_fields
 from lab.notebooks import parameter_names
 from lab.progress import progress as progress_bar, write as write_line
 from lab.records import INDEX_NAME, load_collection, load_run, read_index, results_table, summary_columns, to_markdown
@@ -226,17 +227,31 @@ def _refuse_unknown_parameters(notebook: Path, defined: list[str], shared: dict[
             f"The batch spec sets parameter(s) {where}, but notebook {notebook} has no cell tagged "
             f"'parameters', so papermill would inject them where nothing reads them. Tag the notebook's "
             f"first code cell 'parameters' (flat assignments of the defaults), or remove them from the spec.")
-    hints = []
+    hints, renames = [], []
     for key in places:
-        close = difflib.get_close_matches(key, defined, n=1)
-        if close:
+        new_name, close = _new_name(key, defined), difflib.get_close_matches(key, defined, n=1)
+        if new_name:  # not the close match, which would be another parameter (image_size: dataset_size)
+            renames.append(f"{key!r} is now called {new_name!r}"
+                           + ("" if new_name in defined else ", which the notebook does not define either"))
+        elif close:
             hints.append(f"{close[0]!r} for {key!r}")
-    suggestion = f" Did you mean {', '.join(hints)}?" if hints else ""
+    suggestion = (f" {'; '.join(renames)}." if renames else "") + (f" Did you mean {', '.join(hints)}?" if hints else "")
     raise ValueError(
         f"Notebook {notebook} does not define the parameter(s) {where}: papermill would inject them, the "
         f"notebook would never read them, and the summary would be labelled with values that were never used. "
         f"Valid names (its 'parameters' cell): {', '.join(defined) or '(none)'}.{suggestion} Fix the spec, or "
         f"add the parameter to the notebook's parameters cell.")
+
+
+def _new_name(key: str, defined: list[str]) -> str | None:
+    """The new name of a renamed configuration key (``lab.config.base.RENAMED``, as ``train``
+    refuses it), preferring one the notebook defines; None if ``key`` was not renamed.
+
+    A notebook may be of any task, and a task may have renamed a key otherwise
+    (``RENAMED_IN_TASK``): the new name the notebook's parameters cell assigns is the one meant.
+    """
+    names = [renamed_fields(task)[key][0] for task in (None, *RENAMED_IN_TASK) if key in renamed_fields(task)]
+    return next((name for name in names if name in defined), names[0] if names else None)
 
 
 def _has_parameters_cell(notebook: Path) -> bool:

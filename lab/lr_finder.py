@@ -77,7 +77,7 @@ def find_learning_rate(config: BaseConfig | dict[str, Any] | None = None, *, dat
             reconstruction), a flat dict of their fields (its model names the task), or None
             for a classifier's defaults.
         data: already loaded data (otherwise the configuration's dataset is loaded).
-        min_lr, max_lr: the ramp's first and last rate.
+        min_lr, max_lr: the ramp's first and last rate (finite and positive).
         steps: training steps of the ramp, cycling through the training data as needed
             (fastai's default 100); None: one pass over the training split.
         smoothing: the exponential moving average's factor for the loss (0 = no smoothing).
@@ -168,8 +168,7 @@ class LRFinder:
                    "min_smoothed_loss": math.nan if lowest is None else float(lowest["smoothed_loss"]),
                    "learning_rate_at_min_loss": math.nan if lowest is None else float(lowest["learning_rate"])}
         if not math.isfinite(suggestion):
-            results["note"] = ("no suggestion: the curve has too few points once its first tenth and last 5 "
-                               "points are left out; run more steps")
+            results["note"] = _no_suggestion_note(curve, fit_info)
         return results
 
 
@@ -271,6 +270,20 @@ def suggest_valley(learning_rates: np.ndarray, smoothed_losses: np.ndarray, *, p
     return float(rates[index])
 
 
+def _no_suggestion_note(curve: pd.DataFrame, fit_info: dict[str, Any]) -> str:
+    """Why ``suggest_valley`` gave no rate: a ramp stopped by its loss before the valley could show
+    (not finite, or past ``diverge_factor``: the rates start too high, and more steps would only
+    reach them later), or a ramp that ran every step and was too short (run more steps)."""
+    if fit_info["stopped_early"] and len(curve):
+        last = curve.iloc[-1]
+        how = "was not finite" if not math.isfinite(float(last["smoothed_loss"])) else "diverged"
+        return (f"no suggestion: the loss {how} at step {int(last['step'])} of {fit_info['steps_planned']} "
+                f"(learning rate {float(last['learning_rate']):.3g}), before the curve could show a valley. "
+                f"Lower min_lr and max_lr, or look for NaN in the data or the model")
+    return ("no suggestion: the curve has too few points once its first tenth and last 5 points are left "
+            "out; run more steps")
+
+
 def _one_pass(dataset, declared: int | None) -> int:
     steps = steps_per_epoch(dataset, declared)
     if not steps:
@@ -291,8 +304,10 @@ def _config_and_task(config: Any, overrides: dict[str, Any]) -> tuple[BaseConfig
 
 def _check_settings(min_lr: float, max_lr: float, steps: int | None, smoothing: float, diverge_factor: float) -> None:
     for key, value in (("min_lr", min_lr), ("max_lr", max_lr), ("diverge_factor", diverge_factor)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"{key} must be a positive number, received {key}={value!r}.")
+        # Finite too: a ramp to inf is inf (or NaN) from its first steps, and would be recorded
+        # as a completed ramp that only needed more steps.
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise ValueError(f"{key} must be a finite positive number, received {key}={value!r}.")
     if not min_lr < max_lr:
         raise ValueError(f"min_lr must be below max_lr, received min_lr={min_lr}, max_lr={max_lr}.")
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 2):

@@ -22,16 +22,25 @@ def data_dir() -> Path:
     return path
 
 
-def reports_dir() -> Path:
-    """Returns the run-output directory (``$LAB_REPORTS_DIR`` or ``./reports``), creating it."""
+def reports_dir(*, create: bool = True) -> Path:
+    """Returns the run-output directory (``$LAB_REPORTS_DIR`` or ``./reports``), creating it
+    unless ``create`` is False (for readers, see ``runs_dir``)."""
     path = Path(os.environ.get(REPORTS_DIR_ENV, "reports")).expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def runs_dir(reports: str | os.PathLike | None = None) -> Path:
-    """Returns the folder holding one subfolder per run, and the run index."""
-    path = Path(reports).expanduser().resolve() if reports else reports_dir()
+def runs_dir(reports: str | os.PathLike | None = None, *, create: bool = True) -> Path:
+    """Returns the folder holding one subfolder per run, and the run index.
+
+    Args:
+        reports: the reports directory (default: ``reports_dir()``).
+        create: make the folder (and the reports directory). Readers pass False: looking in a
+            mistyped folder must not create it.
+    """
+    path = Path(reports).expanduser().resolve() if reports else reports_dir(create=create)
     path = path / "runs"
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path

@@ -25,6 +25,8 @@ import numpy as np
 import tensorflow as tf
 import keras
 
+from lab.datasets.base import check_float_range
+
 AUTOTUNE = tf.data.AUTOTUNE
 
 # keras.applications' ImageNet statistics, for "imagenet" scaling (E11).
@@ -98,7 +100,7 @@ def make_pipeline(
     """Turns in-memory images (and labels) into a batched, prefetched tf.data pipeline.
 
     Args:
-        images: NHWC uint8 (0-255) or float images.
+        images: NHWC uint8 (0-255) or float images in [0, 1] (``lab.datasets.base.FLOAT_RANGE``).
         labels: integer labels, or None for an images-only pipeline (prediction).
         training: shuffle and augment only when True.
         batch_size: images per batch.
@@ -116,10 +118,14 @@ def make_pipeline(
 
     Returns:
         A ``tf.data.Dataset`` of ``(images, labels)`` batches (or images alone).
+
+    Raises:
+        ValueError: float images outside [0, 1], which every scaling would get wrong.
     """
     check_batching(batch_size, input_scaling)
     if labels is not None and len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels.")
+    check_float_range(images, "The images given to make_pipeline")
     uint8_input = images.dtype == np.uint8
     ds = tf.data.Dataset.from_tensor_slices(images if labels is None else (images, labels))
     # 1. Deterministic per-image work, done once and cached.

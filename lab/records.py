@@ -158,7 +158,7 @@ def _index_fields(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def read_index(reports_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """Returns the index entries, oldest first, skipping a truncated last line."""
-    return atomic.read_lines(paths.runs_dir(reports_dir) / INDEX_NAME)
+    return atomic.read_lines(paths.runs_dir(reports_dir, create=False) / INDEX_NAME)
 
 
 def rebuild_index(reports_dir: str | os.PathLike | None = None) -> int:
@@ -272,7 +272,7 @@ def load_runs(
         status: keep runs with this status, or one of these ("completed", "diverged", "failed").
         where: keep runs for which this returns True.
     """
-    root = paths.runs_dir(reports_dir)
+    root = paths.runs_dir(reports_dir, create=False)
     wanted = set(run_ids) if run_ids is not None else None
     statuses = {status} if isinstance(status, str) else (set(status) if status is not None else None)
     tags = set(tags or ())

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -40,12 +41,15 @@ import tensorflow as tf
 from lab import paths
 from lab.batch import load_spec, spec_from_dict
 from lab.config import RunConfig
-from lab.datasets import DATA_FIELDS, load_data, load_dataset
+from lab.datasets import DATA_FIELDS, from_arrays, load_data, load_dataset
 from lab.datasets import medmnist as mm
 from lab.datasets.folders import write_image_folder
 from lab.datasets.segmentation import load_mask_folder
 from lab.download import ChecksumError, DatasetNotAvailableError
+from lab.lr_finder import find_learning_rate
 from lab.models.backbones import WeightsNotAvailableError
+from lab.report import build_report
+from lab.report.sources import UnknownSourceError
 from lab.segmentation import train_autoencoder, train_segmentation
 from lab.tfrecord import export_dataset, make_tfrecord_pipeline, manifest_path
 from lab.training import train
@@ -144,13 +148,13 @@ def mask_folder(inputs: Path, *, count: int = 10, stray: bool = False, small_mas
     return root
 
 
-def notebook(inputs: Path) -> Path:
-    """A notebook whose parameters cell assigns epochs and learning_rate."""
+def notebook(inputs: Path, parameters: str = "epochs = 1\nlearning_rate = 0.01") -> Path:
+    """A notebook whose parameters cell assigns ``parameters`` (default: epochs and learning_rate)."""
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
 
     nb = new_notebook()
-    nb.cells = [new_code_cell("epochs = 1\nlearning_rate = 0.01"), new_code_cell("print(epochs, learning_rate)")]
+    nb.cells = [new_code_cell(parameters), new_code_cell("print(epochs, learning_rate)")]
     nb.cells[0].metadata["tags"] = ["parameters"]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path = inputs / "tiny.ipynb"
@@ -162,6 +166,15 @@ def notebook(inputs: Path) -> Path:
 def spec(inputs: Path, **raw: Any) -> dict[str, Any]:
     """A batch spec dict for the notebook above."""
     return {"notebook": str(notebook(inputs)), **raw}
+
+
+# A course notebook's parameters: both sizes, so that a close match of image_size is the wrong one.
+SIZES_NOTEBOOK = "epochs = 1\nlearning_rate = 0.01\ndataset_size = None\npipeline_size = None"
+
+
+def sizes_spec(inputs: Path, **raw: Any) -> dict[str, Any]:
+    """A batch spec dict for a notebook that defines dataset_size and pipeline_size."""
+    return {"notebook": str(notebook(inputs, SIZES_NOTEBOOK)), **raw}
 
 
 def not_json_spec(inputs: Path) -> Path:
@@ -196,11 +209,45 @@ def without_manifest(inputs: Path) -> Path:
     return directory
 
 
+def with_edited_manifest(inputs: Path) -> Path:
+    """An export whose train manifest was edited to record 3 channels; its shards hold 1."""
+    directory = exported(inputs)
+    path = manifest_path(directory, "train")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest["shape"] = [8, 8, 3]
+    path.write_text(json.dumps(manifest), encoding="utf-8")
+    return directory
+
+
+def image_npz(inputs: Path, *, dtype=np.float32, scale: float = 255.0) -> Path:
+    """A MedMNIST-format npz of random 8x8 RGB images (2 classes, 20 a split): ``dtype`` uint8
+    holds 0-255; float images hold the same pixels times ``scale / 255`` (255: 0..255, the
+    mistake; 1: [0, 1], what float images must hold)."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split in ("train", "val", "test"):
+        pixels = rng.integers(0, 256, size=(20, 8, 8, 3)).astype(np.uint8)
+        # Divided in float32 as the pipeline divides uint8 images, so that [0, 1] floats are the same numbers.
+        arrays[f"{split}_images"] = pixels if dtype == np.uint8 else pixels.astype(dtype) / dtype(255.0 / scale)
+        arrays[f"{split}_labels"] = np.tile([0, 1], 10)[:, None]
+    path = inputs / f"images-{np.dtype(dtype).name}-{scale:g}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return path
+
+
 def a_file(inputs: Path) -> Path:
     """A plain file where the student meant a folder."""
     path = inputs / "notes.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("not a folder\n", encoding="utf-8")
+    return path
+
+
+def a_folder(inputs: Path) -> Path:
+    """An empty folder where the student meant the reports folder."""
+    path = inputs / "empty"
+    path.mkdir(parents=True)
     return path
 
 
@@ -299,6 +346,11 @@ VALUES = [
     # A string where a list belongs: today it is recorded as tags ['b', 'a', 's', ...] and the run trains.
     pytest.param(call(train, **tiny(tags="baseline")), ValueError,
                  r"tags.*received tags='baseline'", id="values-tags-a-string"),
+    # An infinite bound: the ramp was NaN by step 3 and the record said "completed, run more steps".
+    pytest.param(call(find_learning_rate, **tiny(), max_lr=math.inf), ValueError,
+                 r"max_lr must be a finite positive number, received max_lr=inf", id="values-lr-finder-max_lr-inf"),
+    pytest.param(call(find_learning_rate, **tiny(), min_lr=math.nan), ValueError,
+                 r"min_lr must be a finite positive number, received min_lr=nan", id="values-lr-finder-min_lr-nan"),
     # Today scikit-learn's random_state check answers, without naming seed.
     pytest.param(call(train, **tiny(seed="0")), ValueError,
                  r"seed.*received seed='0'", id="values-seed-a-string"),
@@ -323,6 +375,13 @@ FILES = [
                  r"cache", id="files-cache-path-is-a-file"),
     pytest.param(lambda inputs: later(train, **tiny(reports_dir=str(a_file(inputs)))), (ValueError, OSError),
                  r"reports_dir", id="files-reports_dir-is-a-file"),
+    # A mistyped --reports-dir: today the refusal creates the folder and a runs/ inside it.
+    pytest.param(lambda inputs: later(build_report, "e4-adam", reports_dir=inputs / "reprots"), UnknownSourceError,
+                 r"reports folder .*reprots does not exist: is it the wrong folder\? Pass the folder that holds "
+                 r"runs/ \(--reports-dir", id="files-report-reports_dir-mistyped"),
+    pytest.param(lambda inputs: later(build_report, "e4-adam", reports_dir=a_folder(inputs)), UnknownSourceError,
+                 r"reports folder .*empty holds no run records, batches, sweeps or searches: is it the wrong folder",
+                 id="files-report-reports_dir-empty"),
 ]
 
 IMAGES = [
@@ -385,6 +444,16 @@ DATA = [
     # names the loader's argument image_size, a renamed configuration key.
     pytest.param(call(train_segmentation, **tiny_segmentation(dataset_size=8)), ValueError,
                  r"dataset_size.*16", id="data-shapes-dataset_size-too-small"),
+    # Float images in 0..255: today they train, and a pretrained backbone sees them 255 times too bright.
+    pytest.param(lambda inputs: later(train, **tiny_transfer(dataset=f"npz:{image_npz(inputs)}")), ValueError,
+                 r"train_images: images 0 to 19 are float32 values from 0 to 255, but float images must hold "
+                 r"\[0, 1\].*Divide them by 255 \(or store them as uint8", id="data-npz-float-images-0-255"),
+    pytest.param(lambda inputs: later(load_dataset, f"npz:{image_npz(inputs, scale=-255.0)}"), ValueError,
+                 r"float32 values from -255 to -?0.*Rescale them to \[0, 1\]", id="data-npz-float-images-negative"),
+    pytest.param(lambda inputs: later(from_arrays, *[np.full((4, 8, 8, 1), 128.0, np.float32), np.arange(4) % 2] * 2,
+                                      x_val=np.zeros((2, 8, 8, 1), np.float32), y_val=np.arange(2)), ValueError,
+                 r"Dataset 'arrays': the train images are float32 values from 128 to 128.*Divide them by 255",
+                 id="data-arrays-float-images-0-255"),
 ]
 
 TFRECORDS = [
@@ -400,6 +469,11 @@ TFRECORDS = [
     pytest.param(lambda inputs: later(make_tfrecord_pipeline, without_manifest(inputs), "train", training=True),
                  FileNotFoundError, r"No TFRecord manifest .*train\.manifest\.json.*Splits found: test, val.*"
                                     r"Export with lab\.tfrecord", id="tfrecords-missing-manifest"),
+    # Today TensorFlow fails inside the pipeline with a reshape error naming neither split nor field.
+    pytest.param(lambda inputs: later(make_tfrecord_pipeline, with_edited_manifest(inputs), "train", training=True),
+                 ValueError, r"train\.manifest\.json \(split 'train'\): its field 'shape' is \[8, 8, 3\] but the "
+                             r"shards hold images of shape \[8, 8, 1\].*re-export split 'train' \(export_dataset\)",
+                 id="tfrecords-manifest-shape-disagrees-with-shards"),
 ]
 
 BATCHES = [
@@ -416,6 +490,10 @@ BATCHES = [
                  ValueError, r"needs exactly one of 'grid' .* or 'runs'", id="batches-grid-and-runs"),
     pytest.param(lambda inputs: later(spec_from_dict, spec(inputs, runs=[{}], workers=0)),
                  ValueError, r"workers must be at least 1, received 0", id="batches-zero-workers"),
+    # A renamed key: today "Did you mean 'dataset_size'", the close match, not the new name.
+    pytest.param(lambda inputs: later(spec_from_dict, sizes_spec(inputs, runs=[{"image_size": 32}])),
+                 ValueError, r"'image_size' \(in 'runs' 'run1'\).*'image_size' is now called 'pipeline_size'\. Fix",
+                 id="batches-renamed-parameter"),
 ]
 
 SPACE = {"learning_rate": {"log": [1e-3, 1e-2]}}
@@ -554,3 +632,85 @@ def test_left_behind_sees_run_folders_and_temporary_files_but_allows_empty_cache
     (tmp_path / "keras" / ".tmp-cifar-10-python-x.tar.gz").write_bytes(b"half")
     assert left_behind(before, snapshot(tmp_path), empty_folders_allowed=True) == [
         "new: keras", "new: keras/.tmp-cifar-10-python-x.tar.gz"]
+
+
+# -- following the advice -----------------------------------------------------------------------
+# A message that says what to do is only useful if doing it works: each test below applies the fix
+# a refusal above suggests and checks that the call then succeeds.
+
+
+def recorded(result) -> bool:
+    """A run that trained and was recorded. A one-epoch run of a 4-unit MLP (on random images, or
+    on 60 digits) rarely beats chance, which the kit records as "diverged": a finished run too."""
+    return result.status in ("completed", "diverged") and (result.run_dir / "metrics.json").is_file()
+
+
+def test_float_images_divided_by_255_train_exactly_as_the_same_uint8_images(tmp_path):
+    """The fix of data-npz-float-images-0-255; and a uint8 npz keeps exactly its results."""
+    as_uint8 = train(**tiny(dataset=f"npz:{image_npz(tmp_path, dtype=np.uint8)}", name="uint8"))
+    as_unit = train(**tiny(dataset=f"npz:{image_npz(tmp_path, scale=1.0)}", name="divided"))
+    assert recorded(as_uint8) and recorded(as_unit) and as_uint8.status == as_unit.status
+    assert as_unit.history["loss"].tolist() == as_uint8.history["loss"].tolist()
+    assert as_unit.metrics["test_accuracy"] == as_uint8.metrics["test_accuracy"]
+
+
+def test_a_split_re_exported_after_an_edited_manifest_reads(tmp_path):
+    """The fix of tfrecords-manifest-shape-disagrees-with-shards: re-export (export_dataset)."""
+    directory = with_edited_manifest(tmp_path)
+    with pytest.raises(ValueError, match="field 'shape'"):
+        make_tfrecord_pipeline(directory, "train", training=True)
+    assert exported(tmp_path) == directory  # export_dataset again, into the same folder
+    images, _ = next(iter(make_tfrecord_pipeline(directory, "train", training=True)))
+    assert tuple(images.shape[1:]) == (8, 8, 1)
+
+
+@pytest.mark.parametrize("dataset", ["digits", "npz"])
+def test_an_export_made_by_hand_from_exactly_the_run_s_data_is_accepted(tmp_path, dataset):
+    """export_dataset with its default fingerprint, as a student calls it (today: refused with
+    "source.limit unset", and the message suggests export_dataset again). Both a set held in
+    memory (digits: its content is compared) and one the run streams from its source (an npz:
+    its source's facts are compared)."""
+    config = tiny(dataset=f"npz:{image_npz(tmp_path, dtype=np.uint8)}" if dataset == "npz" else "digits")
+    directory = tmp_path / "records"
+    export_dataset(load_data(RunConfig(**config)), directory)
+    result = train(**config, tfrecord_dir=str(directory))
+    access = json.loads((result.run_dir / "config.json").read_text(encoding="utf-8"))["data"]["access"]
+    assert recorded(result) and access["exported_now"] is False
+
+
+def test_the_advice_of_a_refused_export_works(tmp_path):
+    """tfrecords-another-seed says: point tfrecord_dir at an empty folder, or re-export the folder
+    with export_dataset. Both then train."""
+    directory = exported(tmp_path, seed=0)
+    with pytest.raises(ValueError, match="re-export it with lab.tfrecord.export_dataset"):
+        train(**tiny(seed=1, tfrecord_dir=str(directory)))
+    assert recorded(train(**tiny(seed=1, tfrecord_dir=str(tmp_path / "empty"))))
+    export_dataset(load_data(RunConfig(**tiny(seed=1))), directory)
+    assert recorded(train(**tiny(seed=1, tfrecord_dir=str(directory))))
+
+
+def test_a_renamed_batch_parameter_under_its_new_name_is_accepted(tmp_path):
+    """The fix of batches-renamed-parameter; and a renamed key the notebook lacks is named too."""
+    spec = spec_from_dict(sizes_spec(tmp_path, runs=[{"pipeline_size": 32}]))
+    assert [job.parameters["pipeline_size"] for job in spec.jobs] == [32]
+    with pytest.raises(ValueError, match=r"'resize_to' is now called 'dataset_resize', which the notebook "
+                                         r"does not define either"):
+        spec_from_dict(sizes_spec(tmp_path / "other", runs=[{"resize_to": 96}]))
+
+
+def test_a_finite_max_lr_runs_the_finder():
+    """The fix of values-lr-finder-max_lr-inf."""
+    result = find_learning_rate(**tiny(), max_lr=10.0, steps=12)
+    assert result.metrics["status"] == "completed" and result.metrics["steps_run"] >= 2
+
+
+def test_the_report_of_the_right_reports_folder_is_written_and_the_cli_refusal_writes_nothing(tmp_path, capsys):
+    """The fix of files-report-reports_dir-mistyped: the folder that holds runs/."""
+    from lab.report.cli import main
+
+    run = train(**tiny(name="reported"))
+    mistyped = tmp_path / "reprots"
+    assert main([run.run_dir.name, "--reports-dir", str(mistyped)]) == 2
+    assert "is it the wrong folder?" in capsys.readouterr().err and not mistyped.exists()
+    assert main([run.run_dir.name, "--reports-dir", str(paths.reports_dir())]) == 0
+    assert (run.run_dir / "report" / "report.html").is_file()

@@ -4,6 +4,7 @@ runner (failed, discarded and chief-only as every run is), for every Keras task.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -68,8 +69,22 @@ def test_the_finder_stops_when_the_loss_explodes():
     assert result.metrics["stopped_early"] and result.metrics["steps_run"] < 80
 
 
+def test_a_ramp_stopped_at_once_by_its_loss_says_so_instead_of_asking_for_more_steps():
+    """Rates too high from the start: the loss is not finite (or explodes) within a few steps, and
+    more steps would not help; the note names the step and its rate instead of "run more steps"."""
+    result = find_learning_rate(dataset="digits", limit=60, model="mlp", hidden_units=[8], batch_size=16, verbose=0,
+                                optimizer="sgd", steps=40, min_lr=1e6, max_lr=1e8)
+    assert math.isnan(result.suggestion) and result.metrics["stopped_early"] and result.metrics["steps_run"] < 10
+    note = result.metrics["note"]
+    assert re.search(rf"the loss (was not finite|diverged) at step {result.metrics['steps_run']} of 40 \(learning "
+                     r"rate 1\.\d+e\+06\).*Lower min_lr and max_lr", note), note
+    assert "run more steps" not in note
+
+
 @pytest.mark.parametrize("settings, message", [
     (dict(min_lr=1.0, max_lr=0.1), "min_lr must be below max_lr"),
+    (dict(max_lr=math.inf), "max_lr must be a finite positive number, received max_lr=inf"),
+    (dict(min_lr=math.nan), "min_lr must be a finite positive number, received min_lr=nan"),
     (dict(steps=1), "steps must be an integer of at least 2"),
     (dict(smoothing=1.0), "smoothing must be in"),
     (dict(diverge_factor=1.0), "diverge_factor must be above 1"),

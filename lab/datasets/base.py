@@ -3,6 +3,12 @@
 A ``Dataset`` holds train/val/test arrays (images as ``uint8`` or ``float32`` in NHWC, labels
 as ``int64`` class ids), the class names, and where the data came from. Everything downstream
 (pipelines, training, records, plots) reads these fields and nothing else.
+
+Pixel ranges. ``uint8`` images hold 0-255 and ``float32`` images hold [0, 1]: every
+``input_scaling`` of the pipelines starts from that (``lab.pipeline``: uint8 is divided by 255,
+floats are taken as they are), so a float image in 0..255 would reach a pretrained backbone
+255 times too bright. ``check_float_range`` refuses float images outside [0, 1] (and NaN) where
+data enters the kit: a ``Dataset`` on creation, and every chunk a streamed reader hands out.
 """
 
 from __future__ import annotations
@@ -14,6 +20,30 @@ from typing import Any
 import numpy as np
 
 SPLITS = ("train", "val", "test")
+# The range of float images (uint8 images are 0-255): what every input_scaling assumes.
+FLOAT_RANGE = (0.0, 1.0)
+
+
+def check_float_range(images: np.ndarray, where: str) -> None:
+    """Refuses float images with a value outside ``FLOAT_RANGE`` (or NaN); uint8 passes unread.
+
+    Args:
+        images: an array of images (any shape).
+        where: what holds them, for the message (``"Dataset 'x': train images"``).
+
+    Raises:
+        ValueError: naming ``where``, the values received and what to do.
+    """
+    if images.dtype.kind != "f" or not images.size:
+        return
+    low, high = float(np.min(images)), float(np.max(images))
+    if low >= FLOAT_RANGE[0] and high <= FLOAT_RANGE[1]:  # False for NaN, which min and max propagate
+        return
+    hint = " Divide them by 255" if high <= 255.0 and low >= 0.0 else " Rescale them to [0, 1]"
+    raise ValueError(
+        f"{where} are {images.dtype.name} values from {low:g} to {high:g}, but float images must hold [0, 1] "
+        f"(uint8 images hold 0-255); every input_scaling starts from that range, so these would reach the "
+        f"model scaled wrongly.{hint} (or store them as uint8 0-255) and load them again.")
 
 
 class ImageSplits:
@@ -88,6 +118,7 @@ class Dataset(ImageSplits):
                 raise ValueError(
                     f"Dataset {self.name!r}: {split} has {len(x)} images but {len(y)} labels."
                 )
+            check_float_range(x, f"Dataset {self.name!r}: the {split} images")
         for split in SPLITS:
             y = self.split(split)[1]
             if len(y) and (y.min() < 0 or y.max() >= self.num_classes):

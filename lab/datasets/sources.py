@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from lab.datasets.base import SPLITS, Dataset, limit_indices, select_classes
+from lab.datasets.base import SPLITS, Dataset, check_float_range, limit_indices, select_classes
 
 # Images read per chunk (2.4 MB at 28x28x3), fewer for large images: a chunk never holds more
 # than _CHUNK_BYTES of images (426 images at 224x224x3 uint8).
@@ -48,6 +48,7 @@ class SplitSource:
         reader: ``reader(chunk_images)`` yields the underlying images in order as arrays of at
             most that many (NHWC; NHW for grayscale npz members).
         indices: the sorted positions kept from what ``reader`` yields (None: all of them).
+        where: what holds the images, for error messages (an npz's path and member).
     """
 
     count: int
@@ -56,13 +57,14 @@ class SplitSource:
     labels: np.ndarray
     reader: Reader
     indices: np.ndarray | None = None
+    where: str = "The streamed data"
 
     def chunks(self, chunk_images: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yields ``(images, labels)`` of the split in order, at most ``chunk_images`` at a time.
 
         Raises:
             ValueError: the source yields images of another shape or dtype than announced, or
-                another number of them.
+                another number of them, or float images outside [0, 1] (``check_float_range``).
         """
         per_chunk = chunk_images or max(1, min(DEFAULT_CHUNK_IMAGES, _CHUNK_BYTES // max(1, self.image_bytes)))
         position, emitted = 0, 0
@@ -73,6 +75,7 @@ class SplitSource:
                 raise ValueError(f"The data holds {images.dtype.name} images of shape {tuple(images.shape[1:])} "
                                  f"after {position} images, but {self.dtype} images of shape {self.shape} were "
                                  "announced; every image must have the same shape (pass a size to resize them).")
+            check_float_range(images, f"{self.where}: images {position} to {position + len(images) - 1}")
             if self.indices is None:
                 chosen = images
             else:
@@ -332,7 +335,8 @@ def npz_split_sources(path: Path, members: dict[str, NpyMember]) -> dict[str, Sp
             raise ValueError(f"{path}: {split} has {images.shape[0]} images but {len(y)} labels.")
         shape = tuple(images.shape[1:]) + ((1,) if len(images.shape) == 3 else ())
         splits[split] = SplitSource(count=int(len(y)), shape=shape, dtype=images.dtype.name,  # type: ignore[arg-type]
-                                    labels=y.astype(np.int64), reader=images.chunks)
+                                    labels=y.astype(np.int64), reader=images.chunks,
+                                    where=f"{path}: {split}_images")
     shapes = {s.shape for s in splits.values()}
     if len(shapes) > 1:
         raise ValueError(f"{path}: the splits hold images of different shapes {sorted(shapes)}; every split "

@@ -169,7 +169,8 @@ def load_streamed(config, *, data: Any = None, reason: str = "", verbose: bool =
         if exported:
             tfrecord.export_stream(stream, directory, fingerprint=fingerprint, verbose=verbose)
         else:
-            tfrecord.check_export(directory, stream.name, fingerprint, source=stream.source)
+            expected = tfrecord.dataset_fingerprint(stream) if _exported_by_hand(directory) else fingerprint
+            tfrecord.check_export(directory, stream.name, expected, source=stream.source)
     else:
         directory = Path(config.tfrecord_dir) if config.tfrecord_dir else default_export_dir(config,
                                                                                              data.content_hash())
@@ -177,10 +178,22 @@ def load_streamed(config, *, data: Any = None, reason: str = "", verbose: bool =
         if exported:
             tfrecord.export_dataset(data, directory, fingerprint=fingerprint)
         else:
+            by_hand = _exported_by_hand(directory)
             for split in SPLITS:
-                tfrecord.check_provenance(directory, split, data, fingerprint=fingerprint)
+                tfrecord.check_provenance(directory, split, data, fingerprint=None if by_hand else fingerprint)
     # What the record says of this: why it streams, whether the shards were written now or reused,
     # and whether this run read its data from the source in chunks or had it in memory.
     return tfrecord.open_export(directory, access={"reason": reason, "exported_now": exported,
                                                    "read_from": "source, in chunks" if stream is not None
                                                    else "arrays in memory"})
+
+
+def _exported_by_hand(directory: Path) -> bool:
+    """Whether an export holds ``export_dataset``'s default fingerprint (the data's task, sizes and
+    source), as one made by hand does, rather than a run's data fields. Such an export of exactly
+    the run's data is accepted: it is checked against the same default fingerprint of the run's
+    data (and, in memory, its content), not against data fields it never recorded."""
+    from lab import tfrecord
+
+    provenance = tfrecord.read_manifest(directory, "train").get("provenance")
+    return isinstance(provenance, dict) and tfrecord.is_default_fingerprint(provenance.get("fingerprint"))

@@ -92,7 +92,8 @@ def resolve_source(source: str | os.PathLike | Sequence[str | os.PathLike], *,
 
 
 def _root(reports_dir: str | os.PathLike | None) -> Path:
-    return Path(reports_dir).expanduser().resolve() if reports_dir else paths.reports_dir()
+    # Not created: a report only reads, and a refusal must leave no folder behind.
+    return Path(reports_dir).expanduser().resolve() if reports_dir else paths.reports_dir(create=False)
 
 
 def _resolve_one(item: str, root: Path) -> Source:
@@ -171,5 +172,12 @@ def available(reports_dir: str | os.PathLike | None = None) -> dict[str, list[st
 
 
 def _listing(root: Path) -> str:
-    lines = [f"  {kind}: {', '.join(names) if names else '(none)'}" for kind, names in available(root).items()]
+    """What exists under ``root``; for a folder that holds no run and no collection, that it may
+    be the wrong folder (a mistyped ``--reports-dir``), since listing nothing would not say so."""
+    found = available(root)
+    if not any(found.values()):
+        state = "does not exist" if not root.exists() else "holds no run records, batches, sweeps or searches"
+        return (f"The reports folder {root} {state}: is it the wrong folder? Pass the folder that holds runs/ "
+                f"(--reports-dir, reports_dir=, or $LAB_REPORTS_DIR; the default is ./reports).")
+    lines = [f"  {kind}: {', '.join(names) if names else '(none)'}" for kind, names in found.items()]
     return f"What exists under {root}:\n" + "\n".join(lines)

@@ -40,7 +40,7 @@ Errors:
 from lab.tfrecord.manifest import (
     COMPRESSIONS, DATASET_FILE, ENCODINGS, MANIFEST_SUFFIX, RAW_DTYPES, manifest_path, read_manifest,
 )
-from lab.tfrecord.provenance import check_provenance, dataset_fingerprint
+from lab.tfrecord.provenance import check_provenance, dataset_fingerprint, is_default_fingerprint
 from lab.tfrecord.writing import DEFAULT_IMAGES_PER_SHARD, export_dataset, write_tfrecords, write_tfrecords_from_batches
 from lab.tfrecord.reading import make_tfrecord_pipeline, read_tfrecords, verify_tfrecords
 from lab.tfrecord.streamed import StreamedDataset, check_export, export_stream, open_export
@@ -49,7 +49,7 @@ from lab.tfrecord.streamed import StreamedDataset, check_export, export_stream, 
 # stay out of __all__ as they always did.
 __all__ = [
     "COMPRESSIONS", "DATASET_FILE", "ENCODINGS", "MANIFEST_SUFFIX", "StreamedDataset", "check_export",
-    "check_provenance", "dataset_fingerprint", "export_dataset", "export_stream", "make_tfrecord_pipeline",
+    "check_provenance", "dataset_fingerprint", "export_dataset", "is_default_fingerprint", "export_stream", "make_tfrecord_pipeline",
     "manifest_path", "open_export", "read_manifest", "read_tfrecords", "verify_tfrecords", "write_tfrecords",
     "write_tfrecords_from_batches",
 ]

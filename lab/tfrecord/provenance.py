@@ -34,7 +34,7 @@ from lab.tfrecord.manifest import manifest_path, read_manifest
 if TYPE_CHECKING:
     from lab.datasets import Dataset
 
-__all__ = ["check_provenance", "dataset_fingerprint"]
+__all__ = ["check_provenance", "dataset_fingerprint", "is_default_fingerprint"]
 
 # Images hashed per update (bounds the copy made of a non-contiguous array) and bytes read per
 # update when hashing a shard file.
@@ -63,6 +63,13 @@ def dataset_fingerprint(dataset: Dataset) -> dict[str, Any]:
     summary = dataset.summary()
     return _jsonable({"task": summary["task"], "sizes": summary["sizes"], "source": dataset.source},
                      "the fingerprint")
+
+
+def is_default_fingerprint(fingerprint: Any) -> bool:
+    """Whether a recorded fingerprint is ``dataset_fingerprint``'s (what ``export_dataset`` records
+    when given none, as an export made by hand is), rather than facts a caller chose (a run's
+    data fields): a check must compare a fingerprint of the same kind."""
+    return isinstance(fingerprint, dict) and set(fingerprint) == {"task", "sizes", "source"}
 
 
 def _fingerprint(dataset: Dataset, fingerprint: dict[str, Any] | None) -> dict[str, Any]:

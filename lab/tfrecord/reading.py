@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ import tensorflow as tf
 import keras
 
 from lab.pipeline import AUTOTUNE, batch_and_finish, check_batching, prepare_images
-from lab.tfrecord.manifest import read_manifest
+from lab.tfrecord.manifest import manifest_path, read_manifest
 from lab.tfrecord.provenance import _check_shard_sha256, _checked_shard_paths
 
 __all__ = ["make_tfrecord_pipeline", "read_tfrecords", "verify_tfrecords"]
@@ -112,6 +113,7 @@ def _read(
     if verify_checksums:
         for shard, path in zip(manifest["shards"], paths):
             _check_shard_sha256(path, shard, split)
+    _check_manifest_fields(directory, split, manifest, paths)
     compression = manifest["compression"] or ""
     files = tf.data.Dataset.from_tensor_slices(tf.constant([str(p) for p in paths], dtype=tf.string))
     if shuffle_shards and len(paths) > 1:
@@ -168,6 +170,7 @@ def verify_tfrecords(directory: str | os.PathLike, split: str = "train") -> int:
     """
     manifest = read_manifest(directory, split)
     paths = _checked_shard_paths(directory, split, manifest)
+    _check_manifest_fields(directory, split, manifest, paths)
     parse = _parser(manifest)
     total = 0
     for shard, path in zip(manifest["shards"], paths):
@@ -263,6 +266,52 @@ def make_tfrecord_pipeline(
     return batch_and_finish(ds, training=training, batch_size=batch_size, input_scaling=input_scaling,
                             uint8_input=uint8_input, augmenter=augmenter, deterministic=deterministic,
                             drop_remainder=drop_remainder, num_parallel_calls=num_parallel_calls, seed=seed)
+
+
+def _check_manifest_fields(directory: str | os.PathLike, split: str, manifest: dict[str, Any],
+                          paths: list[Path]) -> None:
+    """Checks a manifest's own fields against its shards: its ``num_examples`` against its shard
+    entries, and its ``shape``, ``dtype`` and ``encoding`` against the first record, which every
+    record carries (height, width, channels, dtype). One record is read.
+
+    The shard checksums cannot see this: a manifest edited by hand (or copied from another
+    export) keeps the shards' sha256 but describes other images, and TensorFlow would then fail
+    inside ``Model.fit`` with a reshape error that names neither the split nor the field.
+
+    Raises:
+        ValueError: naming the manifest, the split, the field, both values and what to do.
+    """
+    where = f"TFRecord manifest {manifest_path(directory, split)} (split {split!r})"
+    fix = f"The manifest was edited or belongs to another export: re-export split {split!r} (export_dataset)."
+    listed = sum(int(shard["num_examples"]) for shard in manifest["shards"])
+    if listed != manifest["num_examples"]:
+        raise ValueError(f"{where}: its field 'num_examples' is {manifest['num_examples']} but its shards list "
+                         f"{listed} records. {fix}")
+    first = next((path for shard, path in zip(manifest["shards"], paths) if shard["num_examples"]), None)
+    if first is None:
+        return
+    try:
+        record = next(iter(tf.data.TFRecordDataset(str(first), compression_type=manifest["compression"] or "",
+                                                   buffer_size=_READ_BUFFER_BYTES).take(1)))
+        feature = tf.train.Example.FromString(record.numpy()).features.feature
+        stored = [int(feature[key].int64_list.value[0]) for key in ("height", "width", "channels")]
+    except (tf.errors.OpError, ValueError, IndexError) as error:  # DecodeError is a ValueError
+        raise tf.errors.DataLossError(None, None, f"TFRecord shard {first} is corrupt: its first record does not "
+                                                  f"read ({error}). Re-export split {split!r}.") from error
+    if list(manifest["shape"]) != stored:
+        raise ValueError(f"{where}: its field 'shape' is {list(manifest['shape'])} but the shards hold images of "
+                         f"shape {stored} ({first.name}). {fix}")
+    dtype = feature["dtype"].bytes_list.value[0].decode() if "dtype" in feature else manifest["dtype"]
+    if manifest["dtype"] != dtype:
+        raise ValueError(f"{where}: its field 'dtype' is {manifest['dtype']!r} but the shards hold {dtype!r} "
+                         f"images ({first.name}). {fix}")
+    data = feature["image"].bytes_list.value[0]
+    raw_bytes = int(np.prod(stored)) * np.dtype(dtype).itemsize
+    is_png = data.startswith(b"\x89PNG\r\n\x1a\n")
+    if (manifest["encoding"] == "png") != is_png or (not is_png and len(data) != raw_bytes):
+        encoding = "png" if is_png else "raw" if len(data) == raw_bytes else "unreadable"
+        raise ValueError(f"{where}: its field 'encoding' is {manifest['encoding']!r} but the shards hold "
+                         f"{encoding} images ({first.name}). {fix}")
 
 
 def _parser(manifest: dict[str, Any]):
