@@ -39,7 +39,7 @@ import numpy as np
 
 from lab import paths
 from lab.datasets.base import Dataset, carve_validation
-from lab.download import DatasetNotAvailableError
+from lab.download import DatasetNotAvailableError, bounded_socket_waits
 
 
 def load_tfds(name: str, **options: Any) -> Dataset:
@@ -89,7 +89,8 @@ def prepared_builder(name: str, *, data_dir: str | Path | None = None, download:
     asked = str(builder.version)
     if download:
         try:
-            builder.download_and_prepare()
+            with bounded_socket_waits():  # TFDS's downloads have no timeout of their own
+                builder.download_and_prepare()
         except Exception as error:  # network errors surface as many types inside tfds
             raise DatasetNotAvailableError(
                 f"Could not download or prepare TFDS dataset {name!r} version {asked} into {data_dir} ({error}). "
