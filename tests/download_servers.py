@@ -44,6 +44,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             else:
                 self._headers(200, len(CONTENT))
                 self.wfile.write(CONTENT[: len(CONTENT) // 4])
+        elif fault == "badrange":  # answers a Range with another one (from byte 0)
+            status = 206 if self.headers.get("Range") else 200
+            self._headers(status, len(CONTENT), f"bytes 0-{len(CONTENT) - 1}/{len(CONTENT)}" if status == 206 else None)
+            self.wfile.write(CONTENT)
         elif fault == "slow":
             time.sleep(SLOW_PAUSE)
             self._headers(200, len(CONTENT))

@@ -225,3 +225,15 @@ def test_keras_finds_the_fetched_weights_in_its_cache(quick_downloads, keras_cac
     backbone = build_backbone("mobilenetv2", 96, weights="imagenet")
     assert all(np.array_equal(a, b) for a, b in zip(backbone.get_weights(), reference.get_weights(), strict=True))
     assert (keras_cache / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5").exists()
+
+
+def test_a_resume_answered_from_another_byte_is_wrong_size_and_starts_again(quick_downloads, fault_server, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("LAB_DOWNLOAD_RETRIES", "0")
+    target = tmp_path / "file.bin"
+    part = target.with_name("file.bin.part")
+    part.write_bytes(CONTENT[:100])
+    with pytest.raises(DownloadError, match=r"wrong size \(the server resumed at another byte than the 100 asked\)"):
+        fetch(f"{fault_server.base}/badrange/file.bin", target)
+    assert not part.exists() and not target.exists()  # never appended to bytes from another offset
+    assert fetch(f"{fault_server.base}/badrange/file.bin", target).read_bytes() == CONTENT
