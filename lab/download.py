@@ -142,6 +142,7 @@ def fetch(
     timeout: float | None = None,
     retries: int | None = None,
     progress_bar: bool = True,
+    cache_note: str = "set LAB_DATA_DIR to use another data directory",
 ) -> Path:
     """Returns ``path``, downloading ``url`` to it first if it is not already cached.
 
@@ -160,6 +161,8 @@ def fetch(
         retries: attempts after the first (default: ``download_settings``).
         progress_bar: show the bytes received (``lab.progress``: in a terminal or a notebook
             with widgets, never in logs or in the outputs nbval checks).
+        cache_note: what the error adds about the cache folder (a file in Keras' cache is not
+            under the data directory).
 
     Returns:
         The path of the verified file.
@@ -179,7 +182,7 @@ def fetch(
         f"Download {url} yourself and put it at {path}"
         + (f" (md5 {md5})" if md5 else "")
         + (f" (sha256 {sha256})" if sha256 else "")
-        + "; set LAB_DATA_DIR to use another data directory."
+        + f"; {cache_note}."
     )
     if not download:
         raise DatasetNotAvailableError(f"{path.name} is not in the cache ({path}). {how_to}")
@@ -342,7 +345,8 @@ def keras_downloads_through_fetch() -> Iterator[None]:
         algorithm = hash_algorithm if hash_algorithm != "auto" else \
             ("sha256" if expected and len(expected) == 64 else "md5")
         checksum = {algorithm: expected} if expected else {}
-        return str(fetch(origin, Path(base) / cache_subdir / name, **checksum))
+        return str(fetch(origin, Path(base) / cache_subdir / name, **checksum,
+                         cache_note="Keras looks for it there (set KERAS_HOME to use another folder)"))
 
     file_utils.get_file = get_file
     try:

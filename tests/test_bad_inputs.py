@@ -498,7 +498,8 @@ OFFLINE = [
     pytest.param(behind_silent_proxy(train, **tiny_transfer(weights="imagenet", backbone_input_size=96)),
                  WeightsNotAvailableError, r"ImageNet weights of 'mobilenetv2' are not cached.*no answer within 0\.3 s "
                  r"\(1 attempt, through the proxy http://127\.0\.0\.1:\d+ set by https_proxy\).*put it at "
-                 r".*models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1\.0_96_no_top\.h5", id="offline-proxy-never-answers-weights"),
+                 r".*models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1\.0_96_no_top\.h5",
+                 id="offline-proxy-never-answers-weights"),
     pytest.param(behind_silent_proxy(load_dataset, "cifar10"), DownloadError,
                  r"no answer within 0\.3 s.*put it at .*keras/cifar-10-python\.tar\.gz.*LAB_DOWNLOAD_TIMEOUT",
                  id="offline-proxy-never-answers-cifar10"),

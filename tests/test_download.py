@@ -177,7 +177,8 @@ def test_download_settings_have_defaults_and_refuse_bad_values(monkeypatch):
     monkeypatch.setenv("LAB_DOWNLOAD_TIMEOUT", "2.5")
     monkeypatch.setenv("LAB_DOWNLOAD_RETRIES", "0")
     assert download_settings() == (2.5, 0)
-    for name, value in (("LAB_DOWNLOAD_TIMEOUT", "0"), ("LAB_DOWNLOAD_TIMEOUT", "soon"), ("LAB_DOWNLOAD_RETRIES", "-1")):
+    bad_values = (("LAB_DOWNLOAD_TIMEOUT", "0"), ("LAB_DOWNLOAD_TIMEOUT", "soon"), ("LAB_DOWNLOAD_RETRIES", "-1"))
+    for name, value in bad_values:
         with monkeypatch.context() as bad:
             bad.setenv(name, value)
             with pytest.raises(ValueError, match=f"received .*{name}='{value}'"):
