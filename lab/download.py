@@ -354,19 +354,3 @@ def keras_downloads_through_fetch() -> Iterator[None]:
     finally:
         file_utils.get_file = keras_get_file
 
-
-@contextlib.contextmanager
-def bounded_socket_waits() -> Iterator[None]:
-    """Within this block, sockets opened without a timeout wait at most ``LAB_DOWNLOAD_TIMEOUT``.
-
-    For downloads another library makes with no timeout of its own (TFDS preparing a dataset:
-    requests/urllib3 then use the socket default). It does not add retries or resume: the
-    library's own are kept.
-    """
-    timeout, _ = download_settings()
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)

@@ -1,6 +1,7 @@
 import hashlib
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from download_servers import CONTENT, FAULTS
@@ -238,3 +239,30 @@ def test_a_resume_answered_from_another_byte_is_wrong_size_and_starts_again(quic
         fetch(f"{fault_server.base}/badrange/file.bin", target)
     assert not part.exists() and not target.exists()  # never appended to bytes from another offset
     assert fetch(f"{fault_server.base}/badrange/file.bin", target).read_bytes() == CONTENT
+
+
+
+def test_tfds_preparation_waits_at_most_the_timeout(quick_downloads, silent_url, monkeypatch):
+    """TFDS downloads with requests and no timeout: inside the kit's preparation each request is bounded."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    import requests
+    from tensorflow_datasets.core.download import downloader
+
+    from lab.datasets.tfds import bounded_downloads, prepared_builder
+
+    monkeypatch.setattr(downloader, "MAX_RETRIES", 1)  # TFDS's own retries (10, with backoff) are kept
+    started = time.monotonic()
+    with bounded_downloads(), pytest.raises(requests.exceptions.RequestException, match="timed out"):
+        with downloader._open_url(f"{silent_url}/file.bin", verify=True):
+            pass
+    assert time.monotonic() - started < 5
+    assert downloader._open_url.__module__ == downloader.__name__  # TFDS's own function again afterwards
+
+    seen = []
+
+    def prepare(*args, **kwargs):  # what a preparation meets: the bounded function
+        seen.append(downloader._open_url.__qualname__)
+
+    with mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare", side_effect=prepare):
+        prepared_builder("mnist", download=True)
+    assert seen == ["bounded_downloads.<locals>.bounded"]
