@@ -15,9 +15,10 @@ no ``.tmp-*``, no search or batch folder), no changed file there, and the inputs
 Empty cache folders under the data directory (``data/keras/`` made before a refused download)
 are allowed: they hold nothing a later run could trust.
 
-Every case runs offline: ``urllib.request.urlopen`` (the kit's downloads) and Keras' ``get_file``
-(ImageNet weights, cached or not) fail as they do without network, so no case can reach the
-network and the offline cases see exactly what a student without network sees.
+Every case runs offline: the kit's downloads (``lab.download.fetch``, which Keras' ImageNet
+weights go through too) are refused by a proxy on the loopback, and Keras' cache is empty, so no
+case can reach the network and the offline cases see exactly what a student without network sees.
+Cases on a bad network (a proxy that never answers, a 404, a redirect loop) use loopback servers.
 
 Refusals must come before training. Where a call would train if the kit did not refuse it, its
 settings are tiny (digits, limit 60, a 4-unit MLP, one epoch), so a missing refusal costs a second.
@@ -29,14 +30,15 @@ import functools
 import hashlib
 import json
 import math
-import urllib.error
-import urllib.request
+import os
 from pathlib import Path
+from unittest import mock
 from typing import Any, Callable
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from download_servers import fault_server, silent_server
 
 from lab import paths
 from lab.batch import load_spec, spec_from_dict
@@ -45,7 +47,7 @@ from lab.datasets import DATA_FIELDS, from_arrays, load_data, load_dataset
 from lab.datasets import medmnist as mm
 from lab.datasets.folders import write_image_folder
 from lab.datasets.segmentation import load_mask_folder
-from lab.download import ChecksumError, DatasetNotAvailableError
+from lab.download import ChecksumError, DatasetNotAvailableError, DownloadError
 from lab.lr_finder import find_learning_rate
 from lab.models.backbones import WeightsNotAvailableError
 from lab.report import build_report
@@ -86,6 +88,38 @@ def tiny_autoencoder(**changes: Any) -> dict[str, Any]:
 def call(fn: Callable, *args: Any, **kwargs: Any) -> Callable[[Path], Callable[[], Any]]:
     """A case that needs no files of its own: ``fn(*args, **kwargs)``."""
     return lambda inputs: functools.partial(fn, *args, **kwargs)
+
+
+# -- the student's network ----------------------------------------------------------------------
+
+REFUSED = "http://127.0.0.1:9"  # the discard port: nothing listens, a connection is refused at once
+
+
+def behind_silent_proxy(fn: Callable, *args: Any, **kwargs: Any) -> Callable[[Path], Callable[[], Any]]:
+    """``fn(*args, **kwargs)`` behind a proxy that accepts connections and never answers (a campus
+    or hotel network): every download must give up after its timeout."""
+    def run():
+        with silent_server() as proxy, mock.patch.dict(os.environ, {"http_proxy": proxy, "https_proxy": proxy}):
+            return fn(*args, **kwargs)
+    return lambda inputs: run
+
+
+def checkpoint_served_with(fault: str) -> Callable[[Path], Callable[[], Any]]:
+    """The Model Garden checkpoint's download from a loopback server with ``fault`` (download_servers)."""
+    from lab.instance import model as garden
+
+    def run():
+        with fault_server() as server, mock.patch.object(garden, "CHECKPOINT_BUCKET", f"{server.base}/{fault}"), \
+                mock.patch.dict(os.environ, {"no_proxy": "127.0.0.1"}):
+            return garden.imagenet_checkpoint("resnet50")
+    return lambda inputs: run
+
+
+def with_env(name: str, value: str, fn: Callable, *args: Any, **kwargs: Any) -> Callable[[Path], Callable[[], Any]]:
+    def run():
+        with mock.patch.dict(os.environ, {name: value}):
+            return fn(*args, **kwargs)
+    return lambda inputs: run
 
 
 # -- the student's files ----------------------------------------------------------------------
@@ -538,6 +572,23 @@ OFFLINE = [
     pytest.param(call(train, **tiny_transfer(weights="imagenet", backbone_input_size=96)), WeightsNotAvailableError,
                  r"ImageNet weights of 'mobilenetv2' are not cached.*~/\.keras/models.*use weights=None",
                  id="offline-imagenet-weights"),
+    # Issue 22: behind a proxy that never answers, Keras' own download of the weights waited forever.
+    pytest.param(behind_silent_proxy(train, **tiny_transfer(weights="imagenet", backbone_input_size=96)),
+                 WeightsNotAvailableError, r"ImageNet weights of 'mobilenetv2' are not cached.*no answer within 0\.3 s "
+                 r"\(1 attempt, through the proxy http://127\.0\.0\.1:\d+ set by https_proxy\).*put it at "
+                 r".*models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1\.0_96_no_top\.h5",
+                 id="offline-proxy-never-answers-weights"),
+    pytest.param(behind_silent_proxy(load_dataset, "cifar10"), DownloadError,
+                 r"no answer within 0\.3 s.*put it at .*keras/cifar-10-python\.tar\.gz.*LAB_DOWNLOAD_TIMEOUT",
+                 id="offline-proxy-never-answers-cifar10"),
+    pytest.param(checkpoint_served_with("404"), DownloadError,
+                 r"resnet50_imagenet/ckpt-28080\.index: HTTP 404 Not Found \(1 attempt\).*put it at "
+                 r".*weights/model-garden/resnet50_imagenet/ckpt-28080\.index", id="offline-checkpoint-404"),
+    pytest.param(checkpoint_served_with("loop"), DownloadError, r"a redirect loop .*put it at .*ckpt-28080\.index",
+                 id="offline-checkpoint-redirect-loop"),
+    pytest.param(with_env("LAB_DOWNLOAD_TIMEOUT", "soon", load_dataset, "cifar10"), ValueError,
+                 r"LAB_DOWNLOAD_TIMEOUT must be a positive number of seconds .*received LAB_DOWNLOAD_TIMEOUT='soon'.*"
+                 r"Unset them for the defaults", id="offline-bad-download-timeout"),
 ]
 
 CASES = [*CONFIG_NAMES, *VALUES, *FILES, *IMAGES, *MASKS, *DATA, *TFRECORDS, *BATCHES, *SEARCHES, *OFFLINE]
@@ -572,17 +623,25 @@ def left_behind(before: dict[str, str], after: dict[str, str], *, empty_folders_
 
 
 @pytest.fixture
-def offline(monkeypatch):
-    """No network, as on a student's laptop on a train: the kit's downloads and Keras' get_file fail."""
-    from keras.src.utils import file_utils
+def offline(monkeypatch, keras_cache):
+    """No network, as on a student's laptop on a train: every download is refused at once.
 
-    def no_urlopen(url, *args, **kwargs):
-        raise urllib.error.URLError(OSError(-3, "Temporary failure in name resolution"))
+    The kit's downloads (datasets, the Model Garden checkpoint, Keras' ImageNet weights, all through
+    ``lab.download.fetch``) go to a proxy on a loopback port where nothing listens, with short waits
+    and no retry; Keras' cache is an empty folder and its own ``get_file`` (never called by the kit,
+    which routes it to ``fetch``) fails as it does without network.
+    """
+    from keras.src.utils import file_utils
 
     def no_get_file(fname=None, origin=None, *args, **kwargs):
         raise Exception(f"URL fetch failure on {origin}: None -- [Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(urllib.request, "urlopen", no_urlopen)
+    for name in ("http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, REFUSED)
+    for name in ("no_proxy", "NO_PROXY", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LAB_DOWNLOAD_TIMEOUT", "0.3")
+    monkeypatch.setenv("LAB_DOWNLOAD_RETRIES", "0")
     monkeypatch.setattr(file_utils, "get_file", no_get_file)
 
 

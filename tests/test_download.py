@@ -1,8 +1,13 @@
 import hashlib
+import time
+from pathlib import Path
+from unittest import mock
 
 import pytest
+from download_servers import CONTENT, FAULTS
 
-from lab.download import ChecksumError, DatasetNotAvailableError, fetch, verify
+from lab.download import (ChecksumError, DatasetNotAvailableError, DownloadError, download_settings, fetch,
+                          recorded_sha256, verify)
 
 
 def _source(tmp_path, content=b"hello dataset"):
@@ -36,11 +41,11 @@ def test_corrupt_cached_file_is_refused_with_advice(tmp_path):
         verify(target, sha256="ab" * 32)
 
 
-def test_offline_error_names_file_path_and_url(tmp_path):
+def test_offline_error_names_file_path_and_url(tmp_path, quick_downloads):
     target = tmp_path / "cache" / "bloodmnist.npz"
     url = "http://127.0.0.1:9/bloodmnist.npz"  # nothing listens on the discard port
-    with pytest.raises(DatasetNotAvailableError) as error:
-        fetch(url, target, md5="a" * 32, timeout=2)
+    with pytest.raises(DatasetNotAvailableError, match="connection refused") as error:
+        fetch(url, target, md5="a" * 32)
     message = str(error.value)
     assert url in message and str(target) in message and "a" * 32 in message
     assert not target.exists()
@@ -49,3 +54,215 @@ def test_offline_error_names_file_path_and_url(tmp_path):
 def test_download_disabled_is_a_clear_error(tmp_path):
     with pytest.raises(DatasetNotAvailableError, match="not in the cache"):
         fetch("http://example.invalid/x.npz", tmp_path / "x.npz", download=False)
+
+
+# -- every download path meets every fault (loopback servers only: tests/download_servers.py) ----------
+
+
+def _registry(base, tmp_path, monkeypatch):
+    """A registry dataset file: fetched with its published md5 into the data folder."""
+    target = tmp_path / "data" / "keras" / "file.bin"
+    return lambda: fetch(f"{base}/file.bin", target, md5=hashlib.md5(CONTENT).hexdigest()), target
+
+
+def _keras_weights(base, tmp_path, monkeypatch):
+    """keras.applications' weights: Keras' get_file (as the applications call it), routed to fetch."""
+    from keras.src.utils import file_utils
+
+    from lab.download import keras_downloads_through_fetch
+
+    target = tmp_path / "keras_home" / "models" / "file_notop.h5"
+
+    def download():
+        with keras_downloads_through_fetch():
+            return Path(file_utils.get_file("file_notop.h5", f"{base}/file_notop.h5", cache_subdir="models",
+                                            file_hash=hashlib.sha256(CONTENT).hexdigest()))
+    return download, target
+
+
+def _checkpoint(base, tmp_path, monkeypatch):
+    """Model Garden's ImageNet checkpoint (no published checksum): its .index and .data files."""
+    import lab.instance.model as garden
+
+    monkeypatch.setattr(garden, "CHECKPOINT_BUCKET", base)
+    prefix = tmp_path / "data" / "weights" / "model-garden" / garden.IMAGENET_CHECKPOINTS["resnet50"]
+    return lambda: garden.imagenet_checkpoint("resnet50")[0].with_suffix(".index"), prefix.with_suffix(".index")
+
+
+PATHS = {"registry": _registry, "keras-weights": _keras_weights, "checkpoint": _checkpoint}
+# fault -> (the phrase of the error, or None where the download must succeed)
+EXPECTED = {
+    "silent": r"no answer within 0\.3 s \(2 attempts\)",
+    "slow": None,
+    "short": rf"cut short after {len(CONTENT) // 2} of {len(CONTENT)} bytes \(the connection closed early\) "
+             r"\(2 attempts\)",
+    "other": r"Wrong checksum for file\S* downloaded from .*/other/.*: expected",
+    "404": r"HTTP 404 Not Found \(1 attempt\)",
+    "500": r"HTTP 500 Internal Server Error \(2 attempts\)",
+    "loop": r"a redirect loop \(HTTP 302",
+    "proxy": r"no answer within 0\.3 s \(2 attempts, through the proxy http://127\.0\.0\.1:\d+ set by http_proxy\)",
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("where", PATHS)
+def test_each_download_path_meets_each_fault(where, fault, tmp_path, monkeypatch, quick_downloads, keras_cache,
+                                             fault_server, silent_url):
+    base = silent_url if fault == "silent" else f"{fault_server.base}/{fault}"
+    if fault == "proxy":
+        monkeypatch.setenv("http_proxy", silent_url)
+    if where == "checkpoint" and fault == "other":
+        pytest.skip("Model Garden publishes no checksum: other bytes are caught on reuse, by the recorded sha256 "
+                    "(test_instance_model's test_imagenet_checkpoint_records_then_checks_each_files_sha256)")
+    download, target = PATHS[where](base, tmp_path, monkeypatch)
+    started = time.monotonic()
+    if EXPECTED[fault] is None:
+        assert download() == target and target.read_bytes() == CONTENT
+        assert not target.with_name(target.name + ".part").exists()
+    else:
+        error_type = ChecksumError if fault == "other" else DownloadError
+        with pytest.raises(error_type, match=EXPECTED[fault]) as refused:
+            download()
+        message = str(refused.value)
+        assert base in message and f"put it at {target}" in message
+        assert not target.exists()
+        # Only bytes of the published file are kept to resume: a cut short one, never other bytes.
+        assert target.with_name(target.name + ".part").exists() == (fault == "short")
+    assert time.monotonic() - started < 5, "a download test must end on its own within seconds"
+
+
+def test_the_proxy_variables_are_read_at_each_download(quick_downloads, fault_server, silent_url, monkeypatch,
+                                                       tmp_path):
+    monkeypatch.setenv("http_proxy", silent_url)
+    monkeypatch.setenv("no_proxy", "127.0.0.1")  # the loopback bypasses the proxy: the download goes direct
+    assert fetch(f"{fault_server.base}/slow/file.bin", tmp_path / "file.bin").read_bytes() == CONTENT
+
+
+def test_a_download_cut_short_resumes_from_its_part_file(quick_downloads, fault_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("LAB_DOWNLOAD_RETRIES", "0")
+    target = tmp_path / "cache" / "file.bin"
+    part = target.with_name("file.bin.part")
+    with pytest.raises(DownloadError, match=rf"cut short after {len(CONTENT) // 4} of {len(CONTENT)} bytes.*"
+                                            rf"kept in {part} and resumed next time") as refused:
+        fetch(f"{fault_server.base}/resume/file.bin", target, md5=hashlib.md5(CONTENT).hexdigest())
+    assert refused.value.cause.startswith("cut short") and refused.value.path == target
+    assert part.read_bytes() == CONTENT[: len(CONTENT) // 4] and not target.exists()
+    # The next call asks only for the rest (HTTP Range) and the whole file passes its checksum.
+    assert fetch(f"{fault_server.base}/resume/file.bin", target, md5=hashlib.md5(CONTENT).hexdigest()) == target
+    assert target.read_bytes() == CONTENT and not part.exists()
+    assert fault_server.hits["resume"] == 2
+
+
+def test_a_file_published_without_checksum_is_recorded_then_checked_on_reuse(quick_downloads, fault_server,
+                                                                             tmp_path):
+    target = tmp_path / "file.bin"
+    fetch(f"{fault_server.base}/slow/file.bin", target)
+    record = recorded_sha256(target)
+    assert record.read_text().split() == [hashlib.sha256(CONTENT).hexdigest(), "file.bin"]
+    target.write_bytes(b"damaged in the cache")
+    with pytest.raises(ChecksumError, match="Checksum mismatch for .*file.bin: expected sha256"):
+        fetch(f"{fault_server.base}/slow/file.bin", target)
+
+
+def test_a_copy_placed_by_hand_is_recorded_at_first_use(tmp_path):
+    target = tmp_path / "placed.bin"
+    target.write_bytes(CONTENT)
+    assert fetch("http://127.0.0.1:9/placed.bin", target, download=False) == target
+    assert recorded_sha256(target).read_text().split()[0] == hashlib.sha256(CONTENT).hexdigest()
+
+
+def test_download_settings_have_defaults_and_refuse_bad_values(monkeypatch):
+    monkeypatch.delenv("LAB_DOWNLOAD_TIMEOUT", raising=False)
+    monkeypatch.delenv("LAB_DOWNLOAD_RETRIES", raising=False)
+    assert download_settings() == (30.0, 3)
+    monkeypatch.setenv("LAB_DOWNLOAD_TIMEOUT", "2.5")
+    monkeypatch.setenv("LAB_DOWNLOAD_RETRIES", "0")
+    assert download_settings() == (2.5, 0)
+    bad_values = (("LAB_DOWNLOAD_TIMEOUT", "0"), ("LAB_DOWNLOAD_TIMEOUT", "soon"), ("LAB_DOWNLOAD_RETRIES", "-1"))
+    for name, value in bad_values:
+        with monkeypatch.context() as bad:
+            bad.setenv(name, value)
+            with pytest.raises(ValueError, match=f"received .*{name}='{value}'"):
+                download_settings()
+
+
+def test_keras_application_weights_come_through_fetch_into_keras_cache(quick_downloads, keras_cache, silent_url,
+                                                                       monkeypatch):
+    """build_backbone on a network that never answers: a clear error within seconds, not a wait forever."""
+    from keras.src.applications import mobilenet_v2
+
+    from lab.models.backbones import WeightsNotAvailableError, build_backbone
+
+    monkeypatch.setattr(mobilenet_v2, "BASE_WEIGHT_PATH", f"{silent_url}/")
+    started = time.monotonic()
+    with pytest.raises(WeightsNotAvailableError, match=r"no answer within 0\.3 s") as refused:
+        build_backbone("mobilenetv2", 96, weights="imagenet")
+    assert time.monotonic() - started < 10
+    name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5"
+    assert f"put it at {keras_cache / 'models' / name}" in str(refused.value)
+    from keras.src.utils import file_utils
+
+    assert file_utils.get_file.__module__ == "keras.src.utils.file_utils"  # Keras' own again afterwards
+
+
+def test_keras_finds_the_fetched_weights_in_its_cache(quick_downloads, keras_cache, fault_server, monkeypatch,
+                                                      tmp_path):
+    """The file fetched is the one Keras looks for: the served weights end up in the backbone."""
+    import keras
+    import numpy as np
+    from keras.src.applications import mobilenet_v2
+
+    from download_servers import serve_file
+    from lab.models.backbones import build_backbone
+
+    reference = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(96, 96, 3))
+    served = tmp_path / "served.h5"
+    from keras.src.legacy.saving import legacy_h5_format
+    import h5py
+
+    with h5py.File(served, "w") as file:
+        legacy_h5_format.save_weights_to_hdf5_group(file, reference)
+    serve_file(fault_server, "weights", served.read_bytes())
+    monkeypatch.setattr(mobilenet_v2, "BASE_WEIGHT_PATH", f"{fault_server.base}/weights/")
+    backbone = build_backbone("mobilenetv2", 96, weights="imagenet")
+    assert all(np.array_equal(a, b) for a, b in zip(backbone.get_weights(), reference.get_weights(), strict=True))
+    assert (keras_cache / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5").exists()
+
+
+def test_a_resume_answered_from_another_byte_is_wrong_size_and_starts_again(quick_downloads, fault_server, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("LAB_DOWNLOAD_RETRIES", "0")
+    target = tmp_path / "file.bin"
+    part = target.with_name("file.bin.part")
+    part.write_bytes(CONTENT[:100])
+    with pytest.raises(DownloadError, match=r"wrong size \(the server resumed at another byte than the 100 asked\)"):
+        fetch(f"{fault_server.base}/badrange/file.bin", target)
+    assert not part.exists() and not target.exists()  # never appended to bytes from another offset
+    assert fetch(f"{fault_server.base}/badrange/file.bin", target).read_bytes() == CONTENT
+
+
+
+def test_tfds_preparation_waits_at_most_the_timeout(quick_downloads, silent_url, monkeypatch):
+    """TFDS downloads with requests and no timeout: inside the kit's preparation each request is bounded."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    import requests
+    from tensorflow_datasets.core.download import downloader
+
+    from lab.datasets.tfds import bounded_downloads, prepared_builder
+
+    monkeypatch.setattr(downloader, "MAX_RETRIES", 1)  # TFDS's own retries (10, with backoff) are kept
+    started = time.monotonic()
+    with bounded_downloads(), pytest.raises(requests.exceptions.RequestException, match="timed out"):
+        with downloader._open_url(f"{silent_url}/file.bin", verify=True):
+            pass
+    assert time.monotonic() - started < 5
+    assert downloader._open_url.__module__ == downloader.__name__  # TFDS's own function again afterwards
+
+    seen = []
+
+    def prepare(*args, **kwargs):  # what a preparation meets: the bounded function
+        seen.append(downloader._open_url.__qualname__)
+
+    with mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare", side_effect=prepare):
+        prepared_builder("mnist", download=True)
+    assert seen == ["bounded_downloads.<locals>.bounded"]

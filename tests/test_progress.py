@@ -8,7 +8,6 @@ import hashlib
 import io
 import sys
 import types
-import urllib.request
 
 import numpy as np
 import pytest
@@ -86,15 +85,18 @@ def test_a_download_counts_its_bytes_against_the_announced_size(tmp_path, monkey
     assert "file.bin" in terminal.getvalue()
 
 
-def test_a_download_cut_short_is_an_error_and_leaves_no_file(tmp_path, monkeypatch):
-    class ShortResponse(io.BytesIO):
-        headers = {"Content-Length": "100"}
+def test_a_download_cut_short_is_an_error_and_leaves_only_its_part_file(tmp_path, monkeypatch, quick_downloads,
+                                                                        fault_server, recorded_bars):
+    from download_servers import CONTENT
 
-    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: ShortResponse(b"only 13 bytes"))
+    _terminal(monkeypatch)
     target = tmp_path / "cache" / "file.bin"
-    with pytest.raises(DatasetNotAvailableError, match="announced 100 bytes but sent 13"):
-        fetch("http://example.invalid/file.bin", target)
-    assert not target.exists() and not list(target.parent.glob("*"))
+    with pytest.raises(DatasetNotAvailableError, match=f"cut short after {len(CONTENT) // 2} of {len(CONTENT)} bytes"):
+        fetch(f"{fault_server.base}/short/file.bin", target)
+    # The bytes received are kept for the next call to resume from, never under the file's name.
+    assert [path.name for path in target.parent.iterdir()] == ["file.bin.part"]
+    # One bar per attempt (this server ignores the Range asked for, so the second starts again).
+    assert [(bar.n, bar.total) for bar in recorded_bars] == [(len(CONTENT) // 2, len(CONTENT))] * 2
 
 
 def test_feature_extraction_counts_every_image_of_every_split_and_pass(monkeypatch, recorded_bars):

@@ -98,14 +98,9 @@ def test_pretrained_unet_unfreeze_trains_the_backbone_or_refuses_a_stage_count()
         pretrained_unet((32, 32, 3), 3, backbone="mobilenetv2", weights="random")
 
 
-def test_imagenet_weights_offline_say_where_keras_caches_them(monkeypatch):
-    from keras.src.utils import file_utils
-
-    def offline(*args, **kwargs):
-        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -3]")
-
-    monkeypatch.setattr(file_utils, "get_file", offline)
-    with pytest.raises(RuntimeError, match=r"~/.keras/models.*KERAS_HOME.*weights=None"):
+def test_imagenet_weights_offline_say_where_keras_caches_them(monkeypatch, quick_downloads, keras_cache, silent_url):
+    monkeypatch.setenv("https_proxy", silent_url)  # a proxy that never answers: the download gives up in seconds
+    with pytest.raises(RuntimeError, match=r"no answer within 0\.3 s.*~/.keras/models.*KERAS_HOME.*weights=None"):
         pretrained_unet((64, 64, 3), 3, backbone="mobilenetv2", weights="imagenet")
 
 

@@ -31,15 +31,16 @@ itself (read in ``tensorflow_datasets/core/load.py``, ``dataset_builder.py``,
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from lab import paths
 from lab.datasets.base import Dataset, carve_validation
-from lab.download import DatasetNotAvailableError
+from lab.download import DatasetNotAvailableError, download_settings
 
 
 def load_tfds(name: str, **options: Any) -> Dataset:
@@ -89,7 +90,8 @@ def prepared_builder(name: str, *, data_dir: str | Path | None = None, download:
     asked = str(builder.version)
     if download:
         try:
-            builder.download_and_prepare()
+            with bounded_downloads():
+                builder.download_and_prepare()
         except Exception as error:  # network errors surface as many types inside tfds
             raise DatasetNotAvailableError(
                 f"Could not download or prepare TFDS dataset {name!r} version {asked} into {data_dir} ({error}). "
@@ -101,6 +103,32 @@ def prepared_builder(name: str, *, data_dir: str | Path | None = None, download:
             f"TFDS dataset {name!r} version {asked} is not prepared under {data_dir} (no {builder.data_dir}/"
             f"dataset_info.json). Prepare it with download=True.{_other_versions(builder)}")
     return builder
+
+
+
+@contextlib.contextmanager
+def bounded_downloads() -> Iterator[None]:
+    """Within this block, each HTTP request TFDS makes waits at most ``LAB_DOWNLOAD_TIMEOUT`` seconds.
+
+    TFDS downloads with ``requests`` and no timeout, so a network that accepts connections and never
+    answers would stall a preparation forever. Its own retries, checksums and resume are kept: the
+    kit adds only the timeout, through the one function TFDS opens every URL with.
+    """
+    from tensorflow_datasets.core.download import downloader
+
+    timeout, _ = download_settings()
+    open_url = downloader._open_url
+
+    def bounded(url: str, **kwargs: Any):
+        if url.startswith("http"):  # ftp goes through urllib, which takes no keywords there
+            kwargs.setdefault("timeout", timeout)
+        return open_url(url, **kwargs)
+
+    downloader._open_url = bounded
+    try:
+        yield
+    finally:
+        downloader._open_url = open_url
 
 
 def _check_version(builder, name: str, pinned: str | None) -> None:

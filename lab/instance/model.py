@@ -15,7 +15,6 @@ imports without Model Garden; every function that needs it says how to install i
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -151,15 +150,15 @@ def load_backbone(model: Any, prefix: str | Path) -> None:
 def imagenet_checkpoint(backbone: str, *, download: bool = True) -> tuple[Path, dict[str, str]]:
     """The cached ImageNet checkpoint of ``backbone`` (downloaded once into the data folder).
 
-    Model Garden publishes no checksum for its checkpoints: the sha256 of each file is written
-    beside it when it is downloaded and checked every time it is reused, so a file damaged in the
-    cache is never loaded silently.
+    Model Garden publishes no checksum for its checkpoints: ``lab.download.fetch`` writes the
+    sha256 of each file beside it when it is downloaded (or first found, placed by hand) and
+    checks it every time it is reused, so a file damaged in the cache is never loaded silently.
 
     Returns:
         The checkpoint prefix and the sha256 of each of its files.
 
     Raises:
-        lab.download.DatasetNotAvailableError: not cached and not downloadable (offline), with
+        lab.download.DatasetNotAvailableError: not cached and not downloadable (offline, no answer), with
             where to put the files by hand.
         lab.download.ChecksumError: a cached file no longer matches its recorded sha256.
     """
@@ -171,24 +170,10 @@ def imagenet_checkpoint(backbone: str, *, download: bool = True) -> tuple[Path, 
     prefix = folder / Path(name).name
     digests = {}
     for suffix in CHECKPOINT_FILES:
-        path = prefix.with_name(prefix.name + suffix)
-        recorded = path.with_name(path.name + ".sha256")
-        expected = recorded.read_text().split()[0] if recorded.exists() else None
-        downloads.fetch(f"{CHECKPOINT_BUCKET}/{name}{suffix}", path, sha256=expected, download=download)
-        digests[path.name] = expected or _record_sha256(path, recorded)
+        path = downloads.fetch(f"{CHECKPOINT_BUCKET}/{name}{suffix}", prefix.with_name(prefix.name + suffix),
+                               download=download)
+        digests[path.name] = downloads.recorded_sha256(path).read_text(encoding="utf-8").split()[0]
     return prefix, digests
-
-
-def _record_sha256(path: Path, recorded: Path) -> str:
-    """Writes ``path``'s sha256 beside it (atomically) and returns it."""
-    from lab import atomic
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    atomic.write_text(recorded, f"{digest.hexdigest()}  {path.name}\n")
-    return digest.hexdigest()
 
 
 def _checkpoint_prefix(weights: str) -> str:

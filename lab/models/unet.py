@@ -24,6 +24,7 @@ from keras import layers
 # The configuration's own checks of these fields: one check for every layer.
 from lab.config.base import check_frozen_or_all, check_rate
 from lab.config.segmentation import check_backbone_weights
+from lab.download import keras_downloads_through_fetch
 from lab.models.layers import EncoderPreprocessing
 
 NORMALIZATIONS = (None, "none", "batch", "layer")
@@ -214,10 +215,11 @@ def _load_application(application: str, input_shape: tuple, weights: str | None)
     """Builds a keras.applications network without its classifier; explains offline failures."""
     constructor = getattr(keras.applications, application)
     try:
-        return constructor(include_top=False, weights=weights, input_shape=input_shape)
+        with keras_downloads_through_fetch():  # bounded waits and retries (lab.download)
+            return constructor(include_top=False, weights=weights, input_shape=input_shape)
     except ValueError:
-        raise  # Keras' own argument errors say what is wrong
-    except Exception as error:  # get_file raises a bare Exception for every download failure
+        raise  # Keras' own argument errors say what is wrong; a wrong checksum says what to do
+    except Exception as error:
         if weights is None:
             raise
         raise RuntimeError(
