@@ -8,7 +8,7 @@ columns of its tables, the figures its runs draw and the per-class scores of its
 report and TensorBoard ask it too, and none names a configuration class.
 
     task            config              plug-in                               entry point
-    classification  RunConfig           lab.classification.CLASSIFICATION     lab.train
+    classification  RunConfig           lab.classification.CLASSIFICATION     lab.training.train
     segmentation    SegmentationConfig  lab.segmentation.tasks.SEGMENTATION   lab.segmentation.train_segmentation
     reconstruction  SegmentationConfig  lab.segmentation.tasks.RECONSTRUCTION lab.segmentation.train_autoencoder
     instance        InstanceConfig      lab.instance.task.INSTANCE            lab.instance.train_instance
@@ -106,7 +106,7 @@ class TaskEntry:
 
 TASKS: dict[str, TaskEntry] = {entry.name: entry for entry in (
     TaskEntry(
-        "classification", "RunConfig", "lab.classification:CLASSIFICATION", "lab.train",
+        "classification", "RunConfig", "lab.classification:CLASSIFICATION", "lab.training.train",
         monitors={"val_loss": "min", "val_accuracy": "max"},
         summary_columns=("status", "best_epoch", "epochs_run", "train_accuracy", "val_accuracy", "val_loss",
                          "val_macro_auc", "test_accuracy", "test_loss", "test_macro_auc", "seconds_per_epoch"),
