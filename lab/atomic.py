@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 @contextlib.contextmanager
@@ -101,3 +101,35 @@ def json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"Cannot serialise {type(value).__name__} to JSON: {value!r}")
+
+
+@contextlib.contextmanager
+def exclusive(target: str | os.PathLike, *, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Holds an exclusive lock on ``<target>.lock`` while the block runs: one process at a time.
+
+    POSIX ``flock`` (Linux, macOS): the lock is released when the block ends or the process dies,
+    so a crashed process never leaves it held. The ``.lock`` file itself stays (removing it would
+    let a third process lock a new file while the second holds the old one). On Windows, where
+    the kit is not supported, there is no lock.
+
+    Args:
+        target: the file the lock guards.
+        on_wait: called once if another process holds the lock, before waiting for it.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    target = Path(target)
+    with open(target.with_name(target.name + ".lock"), "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

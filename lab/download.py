@@ -8,7 +8,9 @@ times with a doubling pause, resuming the bytes already received (kept in ``<fil
 HTTP Range request); the finished file is checked against its published checksum, or where none
 is published against the sha256 recorded beside it (``<file>.sha256``) at its first download,
 and only then renamed to its name. A failure names the URL, the cause in words and the path where
-a copy may be placed by hand.
+a copy may be placed by hand. Two processes fetching one file take turns (``<file>.lock``, POSIX
+``flock``): the second waits, then reuses the file the first finished instead of writing into the
+same ``.part``.
 
 Proxies come from the usual ``http_proxy``/``https_proxy``/``no_proxy`` variables, read at each
 download, and obey the same bounds (a proxy that accepts the connection and never answers is
@@ -18,18 +20,23 @@ download, and obey the same bounds (a proxy that accepts the connection and neve
 from __future__ import annotations
 
 import contextlib
+import email.message
 import hashlib
 import http.client
 import os
 import socket
+import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
+from lab.atomic import exclusive
 from lab.progress import progress
+
+T = TypeVar("T")
 
 _CHUNK = 1 << 20
 
@@ -62,7 +69,7 @@ class DownloadError(DatasetNotAvailableError):
         self.url, self.path, self.cause = url, path, cause
 
 
-class _Failure(Exception):
+class AttemptFailed(Exception):
     """One attempt's failure: its cause in words, and whether another attempt may succeed."""
 
     def __init__(self, cause: str, *, retry: bool):
@@ -143,13 +150,15 @@ def fetch(
     retries: int | None = None,
     progress_bar: bool = True,
     cache_note: str = "set LAB_DATA_DIR to use another data directory",
+    published_checksum: Callable[[email.message.Message], dict[str, str]] | None = None,
 ) -> Path:
     """Returns ``path``, downloading ``url`` to it first if it is not already cached.
 
     A cached file is checked before it is trusted: against ``md5``/``sha256``, or, for a file
     published without a checksum, against the sha256 recorded beside it (recorded now if a copy
     was placed by hand). A download goes to ``<path>.part``, resumed by later attempts and later
-    calls, and is renamed to ``path`` only once complete and verified.
+    calls, and is renamed to ``path`` only once complete and verified. While it runs, the process
+    holds ``<path>.lock``: another process fetching the same file waits, then reuses it.
 
     Args:
         url: where the file is published.
@@ -163,6 +172,9 @@ def fetch(
             with widgets, never in logs or in the outputs nbval checks).
         cache_note: what the error adds about the cache folder (a file in Keras' cache is not
             under the data directory).
+        published_checksum: for a server that sends the file's checksum with it (a storage
+            bucket's ``x-goog-hash``), reads ``{"md5": hex}`` or ``{"sha256": hex}`` from the
+            response headers; the download is checked against it when ``md5``/``sha256`` are None.
 
     Returns:
         The path of the verified file.
@@ -190,31 +202,61 @@ def fetch(
     timeout = default_timeout if timeout is None else timeout
     retries = default_retries if retries is None else retries
     path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
-    for attempt in range(retries + 1):
+    with exclusive(path, on_wait=lambda: print(f"Waiting for another process that is downloading {path} ...",
+                                               file=sys.stderr, flush=True)):
+        if path.exists():  # the other process finished it while this one waited
+            _check_cached(path, md5=md5, sha256=sha256)
+            return path
+        part = path.with_name(path.name + ".part")
+        headers = with_retries(
+            lambda: _attempt(url, part, timeout=timeout, desc=path.name, progress_bar=progress_bar),
+            url=url, path=path, how_to=how_to, timeout=timeout, retries=retries, part=part)
+        expected = {"md5": md5, "sha256": sha256}
+        if md5 is None and sha256 is None and published_checksum is not None:
+            expected.update(published_checksum(headers))
+        mismatch = _mismatch(part, **expected)
+        if mismatch:
+            part.unlink()  # other bytes than the published ones: never resume from them
+            raise ChecksumError(f"Wrong checksum for {path.name} downloaded from {url}: {mismatch}. The server or a "
+                                f"proxy sent other bytes than the published file; nothing was kept. {how_to}")
+        if md5 is None and sha256 is None:
+            _record(part, recorded_sha256(path), path.name)
+        os.replace(part, path)
+    return path
+
+
+def with_retries(attempt: Callable[[], T], *, url: str, path: Path, how_to: str, timeout: float, retries: int,
+                 part: Path | None = None) -> T:
+    """Returns what ``attempt`` returns, calling it again after a doubling pause while it fails.
+
+    Args:
+        attempt: one try; raises ``AttemptFailed`` (whose ``retry`` says if another may succeed).
+        url: what is asked for, for the error.
+        path: where the file belongs, for the error.
+        how_to: how to place the file by hand, for the error.
+        timeout: the wait in force, for the error.
+        retries: attempts after the first.
+        part: where the bytes received so far are kept, if anywhere.
+
+    Raises:
+        DownloadError: the last attempt's failure, or the first one no retry can mend.
+    """
+    number = 0
+    while True:
         try:
-            _attempt(url, part, timeout=timeout, desc=path.name, progress_bar=progress_bar)
-            break
-        except _Failure as failure:
-            if not failure.retry or attempt == retries:
-                tries = f"{attempt + 1} attempt{'s' if attempt else ''}"
+            return attempt()
+        except AttemptFailed as failure:
+            if not failure.retry or number >= retries:
+                tries = f"{number + 1} attempt{'s' if number else ''}"
                 kept = f" The {part.stat().st_size} bytes received are kept in {part} and resumed next time." \
-                    if part.exists() else ""
+                    if part is not None and part.exists() else ""
                 raise DownloadError(
                     f"Could not download {path.name} from {url}: {failure.cause} ({tries}{_via_proxy(url)}).{kept} "
                     f"If this machine is offline or behind a proxy that blocks it: {how_to} "
                     f"Waits and retries: {TIMEOUT_ENV} (now {timeout:g} s), {RETRIES_ENV} (now {retries}).",
                     url=url, path=path, cause=failure.cause) from None
-            time.sleep(BACKOFF_SECONDS * 2 ** attempt)
-    mismatch = _mismatch(part, md5=md5, sha256=sha256)
-    if mismatch:
-        part.unlink()  # other bytes than the published ones: never resume from them
-        raise ChecksumError(f"Wrong checksum for {path.name} downloaded from {url}: {mismatch}. The server or a "
-                            f"proxy sent other bytes than the published file; nothing was kept. {how_to}")
-    if md5 is None and sha256 is None:
-        _record(part, recorded_sha256(path), path.name)
-    os.replace(part, path)
-    return path
+            time.sleep(BACKOFF_SECONDS * 2 ** number)
+            number += 1
 
 
 def _check_cached(path: Path, *, md5: str | None, sha256: str | None) -> None:
@@ -242,8 +284,8 @@ def _via_proxy(url: str) -> str:
     return f", through the proxy {proxy} set by {scheme}_proxy"
 
 
-def _attempt(url: str, part: Path, *, timeout: float, desc: str, progress_bar: bool) -> None:
-    """Downloads ``url`` into ``part``, resuming it; raises _Failure."""
+def _attempt(url: str, part: Path, *, timeout: float, desc: str, progress_bar: bool) -> email.message.Message:
+    """Downloads ``url`` into ``part``, resuming it; returns the response's headers; raises AttemptFailed."""
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     try:
@@ -252,16 +294,16 @@ def _attempt(url: str, part: Path, *, timeout: float, desc: str, progress_bar: b
     except urllib.error.HTTPError as error:
         error.close()
         if 300 <= error.code < 400:
-            raise _Failure(f"a redirect loop (HTTP {error.code}: the server keeps redirecting)", retry=False) from None
+            raise AttemptFailed(f"a redirect loop (HTTP {error.code}: the server keeps redirecting)", retry=False) from None
         if error.code == 416 and have:  # the range asked for does not exist: start again from zero
             part.unlink()
-            raise _Failure(f"wrong size (the server has no bytes after the {have} already received)", retry=True) \
+            raise AttemptFailed(f"wrong size (the server has no bytes after the {have} already received)", retry=True) \
                 from None
         # A server error or "too many requests" may pass; 404 and other refusals will not.
-        raise _Failure(f"HTTP {error.code} {error.reason}", retry=error.code >= 500 or error.code in (408, 429)) \
+        raise AttemptFailed(f"HTTP {error.code} {error.reason}", retry=error.code >= 500 or error.code in (408, 429)) \
             from None
     except (OSError, http.client.HTTPException) as error:
-        raise _Failure(_cause(error, timeout), retry=True) from None
+        raise AttemptFailed(_cause(error, timeout), retry=True) from None
     with response:
         status = getattr(response, "status", None) or 200
         length = response.headers.get("Content-Length")
@@ -270,7 +312,7 @@ def _attempt(url: str, part: Path, *, timeout: float, desc: str, progress_bar: b
         if start != have:
             if status == 206:  # another range than asked: start again from zero
                 part.unlink()
-                raise _Failure(f"wrong size (the server resumed at another byte than the {have} asked)", retry=True)
+                raise AttemptFailed(f"wrong size (the server resumed at another byte than the {have} asked)", retry=True)
             have = 0  # the server ignored the range and sends the whole file: start the part again
         total = None if length is None else have + length
         received = have
@@ -284,9 +326,10 @@ def _attempt(url: str, part: Path, *, timeout: float, desc: str, progress_bar: b
                     received += len(chunk)
         except (OSError, http.client.HTTPException) as error:
             of = f" of {total}" if total is not None else ""
-            raise _Failure(f"cut short after {received}{of} bytes ({_cause(error, timeout)})", retry=True) from None
+            raise AttemptFailed(f"cut short after {received}{of} bytes ({_cause(error, timeout)})", retry=True) from None
     if total is not None and received < total:
-        raise _Failure(f"cut short after {received} of {total} bytes (the connection closed early)", retry=True)
+        raise AttemptFailed(f"cut short after {received} of {total} bytes (the connection closed early)", retry=True)
+    return response.headers
 
 
 def _resume_start(content_range: str | None) -> int | None:

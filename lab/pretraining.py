@@ -25,14 +25,13 @@ overwriting it with a model whose bytes (and sha256) differ.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from lab.atomic import atomic_path, write_json
+from lab.atomic import atomic_path, exclusive, write_json
 from lab.classification import CLASSIFICATION
 from lab.config import RunConfig
 from lab.download import file_hash
@@ -124,7 +123,7 @@ def pretrain_offline(backbone: str = "resnet18", *, dataset: str = "shapes", inp
     if _kept(target, config):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(target):
+    with exclusive(target):
         # Another process may have saved it while this one waited for the lock.
         if _kept(target, config):
             return target
@@ -240,19 +239,3 @@ def _changed_entries(stored: dict[str, Any], expected: dict[str, Any]) -> list[t
     keys = [*stored, *(key for key in expected if key not in stored)]
     return [(key, show(stored, key), show(expected, key)) for key in keys
             if show(stored, key) != show(expected, key)]
-
-
-@contextlib.contextmanager
-def _exclusive(target: Path) -> Iterator[None]:
-    """Holds an exclusive lock on ``<target>.lock`` (POSIX); elsewhere, no lock."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: concurrent pretraining of one backbone is not guarded there
-        yield
-        return
-    with open(target.with_name(target.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,13 +1,20 @@
 """Loopback servers for the download tests, one behaviour per fault (no test touches the internet).
 
 ``FaultServer`` serves ``CONTENT`` under ``/<fault>/<any file name>``, misbehaving as the fault
-says; ``silent_server`` accepts connections and never answers (a stuck network, or a proxy).
+says, with the md5 of ``CONTENT`` in ``x-goog-hash`` as a storage bucket publishes it (so "other"
+bytes are caught there too); ``silent_server`` accepts connections and never answers (a stuck
+network, or a proxy). A POST plays Kaggle's API for kagglehub: it answers any request with a
+redirect to ``server.redirect_to`` + ``/`` + the file asked for (the request's ``path``), or under
+``/api-404/`` and ``/api-500/`` with that HTTP error.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import http.server
+import json
 import socket
 import threading
 import time
@@ -17,6 +24,7 @@ CONTENT = bytes(range(256)) * 64  # 16 KiB
 OTHER = bytes(reversed(CONTENT))
 # The faults a download meets, by the path prefix that triggers each.
 FAULTS = ("silent", "slow", "short", "other", "404", "500", "loop", "proxy")
+PUBLISHED_MD5 = base64.b64encode(hashlib.md5(CONTENT).digest()).decode()  # as x-goog-hash writes it
 SLOW_PAUSE = 0.05  # between parts of a slow answer: well below the tests' timeout
 
 
@@ -60,9 +68,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._headers(200, len(body))
             self.wfile.write(body)
 
+    def do_POST(self):  # Kaggle's API: where is the file? (a redirect to the storage, as Kaggle answers)
+        self.server.hits["api"] = self.server.hits.get("api", 0) + 1
+        fault = self.path.strip("/").split("/")[0]
+        if fault in ("api-404", "api-500"):
+            self.send_error(int(fault[-3:]))
+            return
+        asked = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        self.send_response(302)
+        self.send_header("Location", f"{self.server.redirect_to}/{asked.get('path', 'file.bin')}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def _headers(self, status: int, length: int, content_range: str | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Length", str(length))
+        self.send_header("x-goog-hash", f"crc32c=AAAAAA==,md5={PUBLISHED_MD5}")
         if content_range:
             self.send_header("Content-Range", content_range)
         self.end_headers()
@@ -74,6 +95,7 @@ def fault_server() -> Iterator[http.server.ThreadingHTTPServer]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.daemon_threads = True
     server.hits, server.files = {}, {}
+    server.redirect_to = ""  # where the API's redirect points (a test sets it)
     server.base = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

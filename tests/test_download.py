@@ -59,13 +59,13 @@ def test_download_disabled_is_a_clear_error(tmp_path):
 # -- every download path meets every fault (loopback servers only: tests/download_servers.py) ----------
 
 
-def _registry(base, tmp_path, monkeypatch):
+def _registry(base, tmp_path, monkeypatch, server):
     """A registry dataset file: fetched with its published md5 into the data folder."""
     target = tmp_path / "data" / "keras" / "file.bin"
     return lambda: fetch(f"{base}/file.bin", target, md5=hashlib.md5(CONTENT).hexdigest()), target
 
 
-def _keras_weights(base, tmp_path, monkeypatch):
+def _keras_weights(base, tmp_path, monkeypatch, server):
     """keras.applications' weights: Keras' get_file (as the applications call it), routed to fetch."""
     from keras.src.utils import file_utils
 
@@ -80,7 +80,7 @@ def _keras_weights(base, tmp_path, monkeypatch):
     return download, target
 
 
-def _checkpoint(base, tmp_path, monkeypatch):
+def _checkpoint(base, tmp_path, monkeypatch, server):
     """Model Garden's ImageNet checkpoint (no published checksum): its .index and .data files."""
     import lab.instance.model as garden
 
@@ -89,7 +89,38 @@ def _checkpoint(base, tmp_path, monkeypatch):
     return lambda: garden.imagenet_checkpoint("resnet50")[0].with_suffix(".index"), prefix.with_suffix(".index")
 
 
-PATHS = {"registry": _registry, "keras-weights": _keras_weights, "checkpoint": _checkpoint}
+def _point_kagglehub_at(endpoint, tmp_path, monkeypatch):
+    """kagglehub's cache under the test's folder, and Kaggle's API at ``endpoint`` (a loopback server)."""
+    pytest.importorskip("keras_hub")
+    from kagglesdk import kaggle_env
+
+    for name in ("KAGGLE_API_ENVIRONMENT", "KAGGLE_KERNEL_RUN_TYPE", "TBE_RUNTIME_ADDR"):  # Kaggle's, Colab's
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "kagglehub"))
+    monkeypatch.setitem(kaggle_env._env_to_endpoint, kaggle_env.KaggleEnv.PROD, endpoint)
+    return tmp_path / "kagglehub" / "models" / "keras" / "resnetv1" / "keras" / "resnet_18_imagenet" / "3"
+
+
+def _preset_file(name="file.bin"):
+    """A file of the resnet_18_imagenet preset, asked for as keras-hub's from_preset asks for each."""
+    from keras_hub.src.utils import preset_utils
+
+    from lab.hub_download import keras_hub_downloads_through_fetch
+
+    with keras_hub_downloads_through_fetch():
+        return Path(preset_utils.get_file("kaggle://keras/resnetv1/keras/resnet_18_imagenet/3", name))
+
+
+def _keras_hub_preset(base, tmp_path, monkeypatch, server):
+    """keras-hub's preset file: kagglehub asks Kaggle's API (here, a redirect to ``base``), then fetch."""
+    api = f"{base}/kaggle-api" if base.startswith(server.base) else f"{server.base}/kaggle-api"  # silent: the file
+    folder = _point_kagglehub_at(api, tmp_path, monkeypatch)
+    server.redirect_to = base
+    return _preset_file, folder / "file.bin"
+
+
+PATHS = {"registry": _registry, "keras-weights": _keras_weights, "checkpoint": _checkpoint,
+         "keras-hub-preset": _keras_hub_preset}
 # fault -> (the phrase of the error, or None where the download must succeed)
 EXPECTED = {
     "silent": r"no answer within 0\.3 s \(2 attempts\)",
@@ -114,7 +145,7 @@ def test_each_download_path_meets_each_fault(where, fault, tmp_path, monkeypatch
     if where == "checkpoint" and fault == "other":
         pytest.skip("Model Garden publishes no checksum: other bytes are caught on reuse, by the recorded sha256 "
                     "(test_instance_model's test_imagenet_checkpoint_records_then_checks_each_files_sha256)")
-    download, target = PATHS[where](base, tmp_path, monkeypatch)
+    download, target = PATHS[where](base, tmp_path, monkeypatch, fault_server)
     started = time.monotonic()
     if EXPECTED[fault] is None:
         assert download() == target and target.read_bytes() == CONTENT

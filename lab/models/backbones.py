@@ -25,6 +25,7 @@ from keras import layers
 
 import lab.models.layers  # noqa: F401  (registers the kit's layers: loading a saved model needs them)
 from lab.download import DatasetNotAvailableError, keras_downloads_through_fetch
+from lab.hub_download import keras_hub_downloads_through_fetch
 
 
 _LAST = "<last>"  # a layer that belongs to the stage before it (ResNetV2's post_bn, DenseNet's bn)
@@ -177,14 +178,14 @@ def build_backbone(name: str, backbone_input_size: int, *, weights: str | None =
                          f"Set backbone_input_size={spec.fixed_size}.")
     saved = None if weights in (None, "imagenet") else Path(weights)
     try:
-        # Keras' weight files come through the kit's bounded fetch (lab.download); keras-hub's
-        # presets through kagglehub, which has its own timeouts and resume.
-        with keras_downloads_through_fetch():
+        # Keras' weight files and keras-hub's preset files both come through the kit's bounded
+        # fetch (lab.download, lab.hub_download).
+        with keras_downloads_through_fetch(), keras_hub_downloads_through_fetch():
             backbone = spec.build((backbone_input_size, backbone_input_size, 3),
                                   "imagenet" if weights == "imagenet" else None)
     except DatasetNotAvailableError as error:  # lab.download's: already says URL, cause and path
         raise WeightsNotAvailableError(_offline_message(spec, error)) from error
-    except Exception as error:  # kagglehub raises plain Exceptions when offline
+    except Exception as error:  # kagglehub raises plain Exceptions for what Kaggle refuses (401, 403)
         if weights == "imagenet" and _looks_like_download_failure(error):
             raise WeightsNotAvailableError(_offline_message(spec, error)) from error
         raise
