@@ -107,10 +107,11 @@ def json_default(value: Any) -> Any:
 def exclusive(target: str | os.PathLike, *, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     """Holds an exclusive lock on ``<target>.lock`` while the block runs: one process at a time.
 
-    POSIX ``flock`` (Linux, macOS): the lock is released when the block ends or the process dies,
-    so a crashed process never leaves it held. The ``.lock`` file itself stays (removing it would
-    let a third process lock a new file while the second holds the old one). On Windows, where
-    the kit is not supported, there is no lock.
+    POSIX ``flock`` (Linux, macOS): a process that dies releases its lock, so none is left held.
+    The holder removes the ``.lock`` file before it lets go, so nothing is left behind either; a
+    waiter that then wakes holding the removed file's lock tries again on the path's new file (the
+    usual check that the file locked is still the one at the path). On Windows, where the kit is
+    not supported, there is no lock.
 
     Args:
         target: the file the lock guards.
@@ -122,14 +123,31 @@ def exclusive(target: str | os.PathLike, *, on_wait: Callable[[], None] | None =
         yield
         return
     target = Path(target)
-    with open(target.with_name(target.name + ".lock"), "a") as handle:
+    lock = target.with_name(target.name + ".lock")
+    waited = False
+    while True:
+        handle = open(lock, "a")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait is not None:
-                on_wait()
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None and not waited:
+                    on_wait()
+                waited = True
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                current = os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino
+            except FileNotFoundError:
+                current = False
+        except BaseException:  # interrupted while waiting: the file is closed, the lock never held
+            handle.close()
+            raise
+        if current:
+            break
+        handle.close()  # the holder removed this file before this process got its lock: lock the new one
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()

@@ -26,6 +26,7 @@ settings are tiny (digits, limit 60, a 4-unit MLP, one epoch), so a missing refu
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -113,6 +114,30 @@ def checkpoint_served_with(fault: str) -> Callable[[Path], Callable[[], Any]]:
                 mock.patch.dict(os.environ, {"no_proxy": "127.0.0.1"}):
             return garden.imagenet_checkpoint("resnet50")
     return lambda inputs: run
+
+
+def keras_hub_preset_with(fault: str | None) -> Callable[[Path], Callable[[], Any]]:
+    """keras-hub's pretrained resnet18 on a machine that never had the preset (an empty kagglehub
+    cache): Kaggle's API and storage are a loopback server with ``fault`` (download_servers), or,
+    for None, behind the offline fixture's refusing proxy."""
+    from kagglesdk import kaggle_env
+
+    from lab.models.backbones import build_backbone
+
+    def setup(inputs):
+        def run():
+            env = {"KAGGLEHUB_CACHE": str(inputs.parent / "kagglehub")}
+            with contextlib.ExitStack() as stack:
+                if fault is not None:
+                    server = stack.enter_context(fault_server())
+                    server.redirect_to = f"{server.base}/{fault}"
+                    stack.enter_context(mock.patch.dict(kaggle_env._env_to_endpoint,
+                                                        {kaggle_env.KaggleEnv.PROD: f"{server.base}/kaggle-api"}))
+                    env["no_proxy"] = "127.0.0.1"
+                stack.enter_context(mock.patch.dict(os.environ, env))
+                return build_backbone("resnet18", 32, weights="imagenet")
+        return run
+    return setup
 
 
 def with_env(name: str, value: str, fn: Callable, *args: Any, **kwargs: Any) -> Callable[[Path], Callable[[], Any]]:
@@ -589,6 +614,17 @@ OFFLINE = [
     pytest.param(with_env("LAB_DOWNLOAD_TIMEOUT", "soon", load_dataset, "cifar10"), ValueError,
                  r"LAB_DOWNLOAD_TIMEOUT must be a positive number of seconds .*received LAB_DOWNLOAD_TIMEOUT='soon'.*"
                  r"Unset them for the defaults", id="offline-bad-download-timeout"),
+    # Issue 22: keras-hub's presets came through kagglehub, whose API requests have no timeout.
+    pytest.param(keras_hub_preset_with(None), WeightsNotAvailableError,
+                 r"ImageNet weights of 'resnet18' are not cached.*connection refused \(1 attempt, through the proxy "
+                 r"http://127\.0\.0\.1:9 set by https_proxy\).*put it at .*kagglehub/models/keras/resnetv1/keras/"
+                 r"resnet_18_imagenet/\d+/config\.json", id="offline-keras-hub-preset"),
+    pytest.param(keras_hub_preset_with("short"), WeightsNotAvailableError,
+                 r"'resnet18' are not cached.*cut short after \d+ of \d+ bytes .*kept in .*config\.json\.part",
+                 id="offline-keras-hub-preset-cut-short"),
+    pytest.param(keras_hub_preset_with("other"), WeightsNotAvailableError,
+                 r"'resnet18' are not cached.*Wrong checksum for config\.json downloaded from http://127\.0\.0\.1:\d+/other/config\.json: "
+                 r"expected md5", id="offline-keras-hub-preset-other-bytes"),
 ]
 
 CASES = [*CONFIG_NAMES, *VALUES, *FILES, *IMAGES, *MASKS, *DATA, *TFRECORDS, *BATCHES, *SEARCHES, *OFFLINE]

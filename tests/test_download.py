@@ -4,7 +4,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-from download_servers import CONTENT, FAULTS
+from download_servers import CONTENT, FAULTS, OTHER
 
 from lab.download import (ChecksumError, DatasetNotAvailableError, DownloadError, download_settings, fetch,
                           recorded_sha256, verify)
@@ -297,3 +297,194 @@ def test_tfds_preparation_waits_at_most_the_timeout(quick_downloads, silent_url,
     with mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare", side_effect=prepare):
         prepared_builder("mnist", download=True)
     assert seen == ["bounded_downloads.<locals>.bounded"]
+
+
+
+# fault -> (the error TFDS raises, its phrase), or None where the download must succeed; TFDS's own
+# errors (requests', its DownloadError) are kept: the kit adds the timeout only.
+TFDS_EXPECTED = {
+    "silent": ("ConnectionError", r"Read timed out\. \(read timeout=0\.3\)"),
+    "slow": None,
+    "short": ("ChunkedEncodingError", rf"IncompleteRead\({len(CONTENT) // 2} bytes read"),
+    "other": None,  # received whole; TFDS's download manager compares its sha256 with the registered one
+    "404": ("DownloadError", r"HTTP code: 404"),
+    "500": ("RetryError", r"too many 500 error responses"),
+    "loop": ("TooManyRedirects", r"Exceeded 30 redirects"),
+    "proxy": ("ConnectionError", r"url: http://127\.0\.0\.1:\d+/proxy/file\.bin .*Read timed out"),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_tfds_downloads_meet_each_fault_within_seconds(fault, quick_downloads, fault_server, silent_url, tmp_path,
+                                                       monkeypatch):
+    """TFDS's own download (the function every http file of a preparation goes through), bounded by the kit."""
+    pytest.importorskip("tensorflow_datasets")
+    from tensorflow_datasets.core.download import downloader
+
+    from lab.datasets.tfds import bounded_downloads
+
+    monkeypatch.setattr(downloader, "MAX_RETRIES", 1)  # TFDS's own retries (10, with backoff) are kept
+    base = silent_url if fault == "silent" else f"{fault_server.base}/{fault}"
+    if fault == "proxy":
+        monkeypatch.setenv("http_proxy", silent_url)
+    tfds_downloader = downloader._Downloader(max_simultaneous_downloads=1)
+    started = time.monotonic()
+    with bounded_downloads(), tfds_downloader.tqdm():
+        if TFDS_EXPECTED[fault] is None:
+            result = tfds_downloader._sync_download(f"{base}/file.bin", tmp_path, True)
+            received = (tmp_path / "file.bin").read_bytes()
+            assert (result.url_info.checksum == hashlib.sha256(CONTENT).hexdigest()) == (fault == "slow")
+            assert received == (CONTENT if fault == "slow" else OTHER)
+        else:
+            error_name, phrase = TFDS_EXPECTED[fault]
+            with pytest.raises(Exception, match=phrase) as refused:
+                tfds_downloader._sync_download(f"{base}/file.bin", tmp_path, True)
+            assert type(refused.value).__name__ == error_name
+    assert time.monotonic() - started < 5, "a download test must end on its own within seconds"
+
+# -- keras-hub presets: kagglehub's API requests and the file's transfer (lab/hub_download.py) --------
+
+
+def test_a_kaggle_api_that_never_answers_fails_within_seconds(quick_downloads, silent_url, tmp_path, monkeypatch):
+    """kagglesdk's API requests have no timeout of their own: here each waits 0.3 s, twice."""
+    folder = _point_kagglehub_at(f"{silent_url}/kaggle-api", tmp_path, monkeypatch)
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match=r"from http://127\.0\.0\.1:\d+/kaggle-api/v1/models\.ModelApiService/"
+                                            r"DownloadModelInstanceVersion: no answer within 0\.3 s \(2 attempts\)"
+                       ) as refused:
+        _preset_file()
+    assert time.monotonic() - started < 5
+    message = str(refused.value)
+    assert f"put it at {folder / 'file.bin'}" in message
+    assert str(tmp_path / "kagglehub" / "models" / "keras" / "resnetv1" / "keras" / "resnet_18_imagenet" / ".complete"
+               / "3" / "file.bin.complete") in message  # kagglehub's mark, to make by hand too
+    assert refused.value.path == folder / "file.bin"
+
+
+def test_a_kaggle_api_server_error_is_retried_then_named(quick_downloads, fault_server, tmp_path, monkeypatch):
+    _point_kagglehub_at(f"{fault_server.base}/api-500", tmp_path, monkeypatch)
+    with pytest.raises(DownloadError, match=r"HTTP 500 Internal Server Error \(2 attempts\)"):
+        _preset_file()
+    assert fault_server.hits["api"] == 2
+
+
+def test_a_preset_file_kaggle_does_not_have_stays_keras_hubs_missing_file(quick_downloads, fault_server, tmp_path,
+                                                                          monkeypatch):
+    """Kaggle's 404 is how keras-hub learns an optional preset file is absent: that answer is left to it."""
+    from keras_hub.src.utils import preset_utils
+
+    from lab.hub_download import keras_hub_downloads_through_fetch
+
+    _point_kagglehub_at(f"{fault_server.base}/api-404", tmp_path, monkeypatch)
+    with keras_hub_downloads_through_fetch():
+        assert not preset_utils.check_file_exists("kaggle://keras/resnetv1/keras/resnet_18_imagenet/3", "task.json")
+
+
+def test_a_failed_transfer_is_never_taken_for_a_missing_optional_file(quick_downloads, fault_server, tmp_path,
+                                                                      monkeypatch):
+    """The kit's DownloadError is a FileNotFoundError, which keras-hub reads as "no such optional file"."""
+    from keras_hub.src.utils import preset_utils
+
+    from lab.hub_download import keras_hub_downloads_through_fetch
+
+    _point_kagglehub_at(f"{fault_server.base}/kaggle-api", tmp_path, monkeypatch)
+    fault_server.redirect_to = f"{fault_server.base}/404"
+    with keras_hub_downloads_through_fetch(), pytest.raises(DownloadError, match="HTTP 404 Not Found"):
+        preset_utils.check_file_exists("kaggle://keras/resnetv1/keras/resnet_18_imagenet/3", "task.json")
+
+
+def test_a_fetched_preset_file_is_marked_complete_and_reused_offline(quick_downloads, fault_server, silent_url,
+                                                                    tmp_path, monkeypatch):
+    from kagglehub import http_resolver
+
+    folder = _point_kagglehub_at(f"{fault_server.base}/kaggle-api", tmp_path, monkeypatch)
+    fault_server.redirect_to = f"{fault_server.base}/slow"
+    assert _preset_file() == folder / "file.bin" and (folder / "file.bin").read_bytes() == CONTENT
+    assert (folder.parent / ".complete" / "3" / "file.bin.complete").exists()  # kagglehub's mark, made by kagglehub
+    assert http_resolver.download_file.__module__ == "kagglehub.clients"  # kagglehub's own again afterwards
+    _point_kagglehub_at(f"{silent_url}/kaggle-api", tmp_path, monkeypatch)  # offline now: the cache answers
+    assert _preset_file() == folder / "file.bin"
+    assert fault_server.hits == {"api": 1, "slow": 1}
+
+
+def test_an_unfinished_copy_left_by_kagglehub_is_fetched_again(quick_downloads, fault_server, tmp_path, monkeypatch):
+    """kagglehub writes straight to the file: without its mark (and fetch's record) the bytes are not trusted."""
+    folder = _point_kagglehub_at(f"{fault_server.base}/kaggle-api", tmp_path, monkeypatch)
+    fault_server.redirect_to = f"{fault_server.base}/slow"
+    folder.mkdir(parents=True)
+    (folder / "file.bin").write_bytes(CONTENT[:100])
+    assert _preset_file().read_bytes() == CONTENT
+
+
+def test_a_kagglehub_that_moved_what_is_patched_fails_loudly(monkeypatch):
+    pytest.importorskip("keras_hub")
+    from kagglehub import http_resolver
+
+    from lab.hub_download import keras_hub_downloads_through_fetch
+
+    monkeypatch.delattr(http_resolver, "download_file")
+    with pytest.raises(RuntimeError, match=r"kagglehub \S+ no longer has kagglehub\.http_resolver\.download_file.*"
+                                           r"written for kagglehub 1\.0\.2"):
+        with keras_hub_downloads_through_fetch():
+            pass
+
+
+def test_storage_md5_reads_the_x_goog_hash_header():
+    import email.message
+
+    from lab.hub_download import storage_md5
+
+    headers = email.message.Message()
+    headers["x-goog-hash"] = "crc32c=n03x6A==,md5=Ojk9c3dhfxgoKVVHYwFbHQ=="
+    assert storage_md5(headers) == {"md5": "3a393d7377617f182829554763015b1d"}
+    assert storage_md5(email.message.Message()) == {}
+
+
+def test_build_backbone_of_a_keras_hub_preset_offline_is_a_clear_error(quick_downloads, silent_url, tmp_path,
+                                                                       monkeypatch):
+    from lab.models.backbones import WeightsNotAvailableError, build_backbone
+
+    _point_kagglehub_at(f"{silent_url}/kaggle-api", tmp_path, monkeypatch)
+    started = time.monotonic()
+    with pytest.raises(WeightsNotAvailableError, match=r"'resnet18' are not cached .*no answer within 0\.3 s"):
+        build_backbone("resnet18", 32, weights="imagenet")
+    assert time.monotonic() - started < 10
+
+
+# -- two processes, one file -------------------------------------------------------------------------
+
+
+def _fetch_in_another_process(url, target, barrier, results):
+    """Fetches ``url`` once both processes are ready; reports the bytes and whether it had to wait."""
+    import contextlib
+    import io
+
+    waited = io.StringIO()
+    barrier.wait()
+    try:
+        with contextlib.redirect_stderr(waited):
+            data = fetch(url, target, progress_bar=False).read_bytes()
+    except Exception as error:  # reported to the test, which fails on it at once
+        results.put((False, repr(error)))
+        return
+    results.put((data == CONTENT, "Waiting for another process" in waited.getvalue()))
+
+
+def test_two_processes_fetching_one_file_take_turns(quick_downloads, fault_server, tmp_path):
+    """The second waits on <file>.lock, then reuses the file the first finished (one request, not two)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # no fork of a process with TensorFlow's threads
+    barrier, results = context.Barrier(2), context.Queue()
+    target = tmp_path / "shared" / "file.bin"
+    workers = [context.Process(target=_fetch_in_another_process,
+                               args=(f"{fault_server.base}/slow/file.bin", target, barrier, results))
+               for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    outcomes = sorted(results.get(timeout=60) for _ in workers)
+    for worker in workers:
+        worker.join(timeout=10)
+    assert outcomes == [(True, False), (True, True)]  # both have the file; exactly one waited for the other
+    assert fault_server.hits["slow"] == 1
+    assert target.read_bytes() == CONTENT and not target.with_name("file.bin.part").exists()
