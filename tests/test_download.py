@@ -389,7 +389,7 @@ def test_a_failed_transfer_is_never_taken_for_a_missing_optional_file(quick_down
 
     _point_kagglehub_at(f"{fault_server.base}/kaggle-api", tmp_path, monkeypatch)
     fault_server.redirect_to = f"{fault_server.base}/404"
-    with keras_hub_downloads_through_fetch(), pytest.raises(DownloadError, match="HTTP 404 Not Found"):
+    with pytest.raises(DownloadError, match="HTTP 404 Not Found"), keras_hub_downloads_through_fetch():
         preset_utils.check_file_exists("kaggle://keras/resnetv1/keras/resnet_18_imagenet/3", "task.json")
 
 

@@ -15,6 +15,7 @@ are grouped by resolution (stride 2, 4, ..., 32), the usual definition of a CNN 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 from pathlib import Path
@@ -180,7 +181,8 @@ def build_backbone(name: str, backbone_input_size: int, *, weights: str | None =
     try:
         # Keras' weight files and keras-hub's preset files both come through the kit's bounded
         # fetch (lab.download, lab.hub_download).
-        with keras_downloads_through_fetch(), keras_hub_downloads_through_fetch():
+        hub = keras_hub_downloads_through_fetch() if spec.source == "keras-hub" else contextlib.nullcontext()
+        with keras_downloads_through_fetch(), hub:
             backbone = spec.build((backbone_input_size, backbone_input_size, 3),
                                   "imagenet" if weights == "imagenet" else None)
     except DatasetNotAvailableError as error:  # lab.download's: already says URL, cause and path
