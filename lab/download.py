@@ -1,8 +1,8 @@
 """Every download the kit starts: bounded waits, retries, resume, checksums and a clear error.
 
 ``fetch`` is the one way a file comes from the network: registry datasets, the Model Garden
-checkpoint, and (through ``keras_downloads_through_fetch``) the ImageNet weights Keras would
-otherwise download itself with no timeout. Each attempt waits at most ``LAB_DOWNLOAD_TIMEOUT``
+checkpoint, (through ``keras_downloads_through_fetch``) the ImageNet weights Keras would
+otherwise download itself with no timeout, and (through ``lab.hub_download``) keras-hub's presets. Each attempt waits at most ``LAB_DOWNLOAD_TIMEOUT``
 seconds for a connection and for each read; a failed attempt is retried ``LAB_DOWNLOAD_RETRIES``
 times with a doubling pause, resuming the bytes already received (kept in ``<file>.part``, an
 HTTP Range request); the finished file is checked against its published checksum, or where none
@@ -33,7 +33,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
-from lab.atomic import exclusive
+from lab.atomic import exclusive, write_text
 from lab.progress import progress
 
 T = TypeVar("T")
@@ -271,8 +271,6 @@ def _check_cached(path: Path, *, md5: str | None, sha256: str | None) -> None:
 
 
 def _record(source: Path, record: Path, name: str) -> None:
-    from lab.atomic import write_text
-
     write_text(record, f"{file_hash(source, 'sha256')}  {name}\n")
 
 
