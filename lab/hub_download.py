@@ -137,6 +137,10 @@ def _bounded_client(client):
             if response.status_code >= 500 or response.status_code in (408, 429):
                 response.close()
                 raise AttemptFailed(f"HTTP {response.status_code} {response.reason}", retry=True)
+            if response.is_redirect and not settings.get("allow_redirects", True):
+                # kagglesdk parses the body of any answer typed JSON; a redirect's answer is its
+                # Location, so its body (empty, or a note) is not parsed.
+                response.headers.pop("Content-Type", None)
             return response
 
         where = target or Path(_cache_folder())
@@ -175,6 +179,7 @@ def _download_through_fetch(kagglehub_download_file):
             with zipfile.ZipFile(fetched) as archive:
                 archive.extract(out.name, out.parent)
             fetched.unlink()
+            recorded_sha256(fetched).unlink(missing_ok=True)
         return True
 
     return download_file

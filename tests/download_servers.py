@@ -1,8 +1,8 @@
 """Loopback servers for the download tests, one behaviour per fault (no test touches the internet).
 
 ``FaultServer`` serves ``CONTENT`` under ``/<fault>/<any file name>``, misbehaving as the fault
-says, with the md5 of ``CONTENT`` in ``x-goog-hash`` as a storage bucket publishes it (so "other"
-bytes are caught there too); ``silent_server`` accepts connections and never answers (a stuck
+says, with the md5 of the file it should send in ``x-goog-hash`` as a storage bucket publishes it
+(so "other" bytes are caught there too); ``silent_server`` accepts connections and never answers (a stuck
 network, or a proxy). A POST plays Kaggle's API for kagglehub: it answers any request with a
 redirect to ``server.redirect_to`` + ``/`` + the file asked for (the request's ``path``), or under
 ``/api-404/`` and ``/api-500/`` with that HTTP error.
@@ -24,7 +24,6 @@ CONTENT = bytes(range(256)) * 64  # 16 KiB
 OTHER = bytes(reversed(CONTENT))
 # The faults a download meets, by the path prefix that triggers each.
 FAULTS = ("silent", "slow", "short", "other", "404", "500", "loop", "proxy")
-PUBLISHED_MD5 = base64.b64encode(hashlib.md5(CONTENT).digest()).decode()  # as x-goog-hash writes it
 SLOW_PAUSE = 0.05  # between parts of a slow answer: well below the tests' timeout
 
 
@@ -64,8 +63,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(CONTENT[i:i + len(CONTENT) // 4])
                 self.wfile.flush()
         else:
-            body = self.server.files.get(fault) or (OTHER if fault == "other" else CONTENT)
-            self._headers(200, len(body))
+            published = self.server.files.get(fault) or CONTENT
+            body = OTHER if fault == "other" else published
+            self._headers(200, len(body), published=published)
             self.wfile.write(body)
 
     def do_POST(self):  # Kaggle's API: where is the file? (a redirect to the storage, as Kaggle answers)
@@ -77,13 +77,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         asked = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
         self.send_response(302)
         self.send_header("Location", f"{self.server.redirect_to}/{asked.get('path', 'file.bin')}")
+        self.send_header("Content-Type", "application/json")  # typed as the API's answers are, with no body
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def _headers(self, status: int, length: int, content_range: str | None = None) -> None:
+    def _headers(self, status: int, length: int, content_range: str | None = None, published: bytes = CONTENT) -> None:
         self.send_response(status)
         self.send_header("Content-Length", str(length))
-        self.send_header("x-goog-hash", f"crc32c=AAAAAA==,md5={PUBLISHED_MD5}")
+        md5 = base64.b64encode(hashlib.md5(published).digest()).decode()  # as x-goog-hash writes it
+        self.send_header("x-goog-hash", f"crc32c=AAAAAA==,md5={md5}")
         if content_range:
             self.send_header("Content-Range", content_range)
         self.end_headers()

@@ -488,3 +488,28 @@ def test_two_processes_fetching_one_file_take_turns(quick_downloads, fault_serve
     assert outcomes == [(True, False), (True, True)]  # both have the file; exactly one waited for the other
     assert fault_server.hits["slow"] == 1
     assert target.read_bytes() == CONTENT and not target.with_name("file.bin.part").exists()
+
+
+def test_a_preset_file_the_storage_serves_zipped_is_unzipped_to_its_name(quick_downloads, fault_server, tmp_path,
+                                                                          monkeypatch):
+    """kagglehub's rule for a file served as <name>.zip, kept when the transfer is fetch's."""
+    import io
+    import zipfile
+
+    import requests
+    from kagglehub import http_resolver
+
+    from download_servers import serve_file
+    from lab.hub_download import _download_through_fetch
+
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr("config.json", CONTENT)
+    serve_file(fault_server, "zip", zipped.getvalue())
+    redirect = requests.Response()  # Kaggle's API answer: where the file is
+    redirect.status_code, redirect.url = 302, f"{fault_server.base}/kaggle-api/v1/DownloadModelInstanceVersion"
+    redirect.headers["Location"], redirect.raw = "/zip/config.json.zip", io.BytesIO(b"")
+    out = tmp_path / "preset" / "config.json"
+    assert _download_through_fetch(http_resolver.download_file)(redirect, str(out), None,
+                                                                extract_auto_compressed_file=True)
+    assert out.read_bytes() == CONTENT and sorted(p.name for p in out.parent.iterdir()) == ["config.json"]
