@@ -16,7 +16,7 @@ Empty cache folders under the data directory (``data/keras/`` made before a refu
 are allowed: they hold nothing a later run could trust.
 
 Every case runs offline: the kit's downloads (``lab.download.fetch``, which Keras' ImageNet
-weights go through too) are refused by a proxy on the loopback, and Keras' cache is empty, so no
+weights and keras-hub's presets go through too) are refused by a proxy on the loopback, and Keras' cache is empty, so no
 case can reach the network and the offline cases see exactly what a student without network sees.
 Cases on a bad network (a proxy that never answers, a 404, a redirect loop) use loopback servers.
 

@@ -488,6 +488,7 @@ def test_two_processes_fetching_one_file_take_turns(quick_downloads, fault_serve
     assert outcomes == [(True, False), (True, True)]  # both have the file; exactly one waited for the other
     assert fault_server.hits["slow"] == 1
     assert target.read_bytes() == CONTENT and not target.with_name("file.bin.part").exists()
+    assert not target.with_name("file.bin.lock").exists()  # removed by the last holder: nothing left behind
 
 
 def test_a_preset_file_the_storage_serves_zipped_is_unzipped_to_its_name(quick_downloads, fault_server, tmp_path,
@@ -513,3 +514,31 @@ def test_a_preset_file_the_storage_serves_zipped_is_unzipped_to_its_name(quick_d
     assert _download_through_fetch(http_resolver.download_file)(redirect, str(out), None,
                                                                 extract_auto_compressed_file=True)
     assert out.read_bytes() == CONTENT and sorted(p.name for p in out.parent.iterdir()) == ["config.json"]
+
+
+def test_exclusive_lets_one_holder_at_a_time_and_leaves_no_lock_file(tmp_path):
+    """lab.atomic.exclusive, which fetch holds: the holder removes <file>.lock; a waiter that wakes on
+    the removed file locks the new one, so removing it never lets two hold the lock at once."""
+    import threading
+
+    from lab.atomic import exclusive
+
+    target, count, overlaps, inside = tmp_path / "file.bin", tmp_path / "count", [], threading.Event()
+
+    def work():
+        for _ in range(20):
+            with exclusive(target):  # flock: separate open files conflict across threads too
+                if inside.is_set():
+                    overlaps.append(1)
+                inside.set()
+                count.write_text(str(int(count.read_text()) + 1) if count.exists() else "1")
+                time.sleep(0.001)
+                inside.clear()
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert count.read_text() == "80" and not overlaps
+    assert not target.with_name("file.bin.lock").exists()
