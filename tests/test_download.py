@@ -98,6 +98,12 @@ def _point_kagglehub_at(endpoint, tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "kagglehub"))
     monkeypatch.setitem(kaggle_env._env_to_endpoint, kaggle_env.KaggleEnv.PROD, endpoint)
+    # kagglehub names the calling library in its user agent by inspecting the stack, whose first
+    # call maps every loaded module to its file (about 2 s with TensorFlow loaded): done here, before
+    # a test times the download.
+    from kagglehub.clients import get_user_agent
+
+    get_user_agent()
     return tmp_path / "kagglehub" / "models" / "keras" / "resnetv1" / "keras" / "resnet_18_imagenet" / "3"
 
 
