@@ -2,8 +2,9 @@
 
 ``fetch`` is the one way a file comes from the network: registry datasets, the Model Garden
 checkpoint, (through ``keras_downloads_through_fetch``) the ImageNet weights Keras would
-otherwise download itself with no timeout, and (through ``lab.hub_download``) keras-hub's presets. Each attempt waits at most ``LAB_DOWNLOAD_TIMEOUT``
-seconds for a connection and for each read; a failed attempt is retried ``LAB_DOWNLOAD_RETRIES``
+otherwise download itself with no timeout, and (through ``lab.hub_download``) keras-hub's
+presets. Each attempt waits at most ``LAB_DOWNLOAD_TIMEOUT`` seconds for a connection and for
+each read; a failed attempt is retried ``LAB_DOWNLOAD_RETRIES``
 times with a doubling pause, resuming the bytes already received (kept in ``<file>.part``, an
 HTTP Range request); the finished file is checked against its published checksum, or where none
 is published against the sha256 recorded beside it (``<file>.sha256``) at its first download,
@@ -292,7 +293,8 @@ def _attempt(url: str, part: Path, *, timeout: float, desc: str, progress_bar: b
     except urllib.error.HTTPError as error:
         error.close()
         if 300 <= error.code < 400:
-            raise AttemptFailed(f"a redirect loop (HTTP {error.code}: the server keeps redirecting)", retry=False) from None
+            raise AttemptFailed(f"a redirect loop (HTTP {error.code}: the server keeps redirecting)",
+                                retry=False) from None
         if error.code == 416 and have:  # the range asked for does not exist: start again from zero
             part.unlink()
             raise AttemptFailed(f"wrong size (the server has no bytes after the {have} already received)", retry=True) \
@@ -310,7 +312,8 @@ def _attempt(url: str, part: Path, *, timeout: float, desc: str, progress_bar: b
         if start != have:
             if status == 206:  # another range than asked: start again from zero
                 part.unlink()
-                raise AttemptFailed(f"wrong size (the server resumed at another byte than the {have} asked)", retry=True)
+                raise AttemptFailed(f"wrong size (the server resumed at another byte than the {have} asked)",
+                                    retry=True)
             have = 0  # the server ignored the range and sends the whole file: start the part again
         total = None if length is None else have + length
         received = have
@@ -324,7 +327,8 @@ def _attempt(url: str, part: Path, *, timeout: float, desc: str, progress_bar: b
                     received += len(chunk)
         except (OSError, http.client.HTTPException) as error:
             of = f" of {total}" if total is not None else ""
-            raise AttemptFailed(f"cut short after {received}{of} bytes ({_cause(error, timeout)})", retry=True) from None
+            raise AttemptFailed(f"cut short after {received}{of} bytes ({_cause(error, timeout)})",
+                                retry=True) from None
     if total is not None and received < total:
         raise AttemptFailed(f"cut short after {received} of {total} bytes (the connection closed early)", retry=True)
     return response.headers

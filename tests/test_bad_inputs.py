@@ -16,8 +16,9 @@ Empty cache folders under the data directory (``data/keras/`` made before a refu
 are allowed: they hold nothing a later run could trust.
 
 Every case runs offline: the kit's downloads (``lab.download.fetch``, which Keras' ImageNet
-weights and keras-hub's presets go through too) are refused by a proxy on the loopback, and Keras' cache is empty, so no
-case can reach the network and the offline cases see exactly what a student without network sees.
+weights and keras-hub's presets go through too) are refused by a proxy on the loopback, and
+Keras' cache is empty, so no case can reach the network and the offline cases see exactly what a
+student without network sees.
 Cases on a bad network (a proxy that never answers, a 404, a redirect loop) use loopback servers.
 
 Refusals must come before training. Where a call would train if the kit did not refuse it, its
@@ -623,8 +624,9 @@ OFFLINE = [
                  r"'resnet18' are not cached.*cut short after \d+ of \d+ bytes .*kept in .*config\.json\.part",
                  id="offline-keras-hub-preset-cut-short"),
     pytest.param(keras_hub_preset_with("other"), WeightsNotAvailableError,
-                 r"'resnet18' are not cached.*Wrong checksum for config\.json downloaded from http://127\.0\.0\.1:\d+/other/config\.json: "
-                 r"expected md5", id="offline-keras-hub-preset-other-bytes"),
+                 r"'resnet18' are not cached.*Wrong checksum for config\.json downloaded from "
+                 r"http://127\.0\.0\.1:\d+/other/config\.json: expected md5",
+                 id="offline-keras-hub-preset-other-bytes"),
 ]
 
 CASES = [*CONFIG_NAMES, *VALUES, *FILES, *IMAGES, *MASKS, *DATA, *TFRECORDS, *BATCHES, *SEARCHES, *OFFLINE]
