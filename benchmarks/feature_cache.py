@@ -98,8 +98,8 @@ def main() -> None:
                         break
                     print(f"  {backbone} {side}: other processes kept {meter.others:.2f} cores busy; taking it again",
                           flush=True)
-                if result.status == "diverged":  # timings still hold; the kit's chance-level check fired
-                    print(f"  {backbone} {side}: the run is recorded as diverged "
+                if result.status != "completed":  # stalled or diverged: timings still hold; the kit's checks fired
+                    print(f"  {backbone} {side}: the run is recorded as {result.status} "
                           f"({result.metrics.get('divergence_reason')}); its figures are reported all the same",
                           flush=True)
                 results[side] = (result, meter)
@@ -213,7 +213,7 @@ def _weights(args, backbone: str, temporary: str, pretrain_offline) -> str | Non
         return str(pretrain_offline(backbone, dataset="shapes", input_size=args.pretrain_size,
                                     epochs=args.pretrain_epochs, limit=args.pretrain_limit, seed=args.seed,
                                     reports_dir=str(Path(temporary) / "pretrain")))
-    except RuntimeError as error:  # a run that diverged (ResNet-50 from scratch on 600 images can)
+    except RuntimeError as error:  # a run that stalled or diverged (ResNet-50 from scratch on 600 images can)
         print(f"  {error}\n  {backbone}: random weights instead (the speed is the same; both sides still share "
               "them, so the accuracy comparison stands)", flush=True)
         return None

@@ -20,7 +20,7 @@ Modules, one concern each:
     lab.collection the one record of a sweep, batch, search or ablation (collection.json): format, writer
     lab.evaluation scores from saved predictions (classification and segmentation)
     lab.plots      learning curves, confusion matrices, sample grids, masks
-    lab.sweep      run many configurations; a diverged run never stops a sweep
+    lab.sweep      run many configurations; a stalled or diverged run never stops a sweep
     lab.ablation   E1's regularisation ablation as one command
     lab.batch      papermill batches of a notebook, resumable after a kill
     lab.notebooks  canonical notebook JSON, nbval copies, recorded expected outputs

@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(summary.read_text())
     print(f"Summary, curves and figures: {summary.parent}  ({time.perf_counter() - started:.0f} s)")
-    if failed:  # a script running the ablation must see that a configuration failed (diverged is a result)
+    if failed:  # a script running the ablation must see that a configuration failed (stalled or diverged is a result)
         print(f"{len(failed)} configuration(s) failed: {', '.join(failed)}; see the error column above and the "
               f"executed notebooks in {summary.parent / 'notebooks'}.")
         return 1

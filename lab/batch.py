@@ -13,10 +13,10 @@ Nothing is lost or counted twice when a batch is killed at any moment and starte
 
 1. Each attempt runs with ``LAB_REPORTS_DIR`` pointing into its own ``.attempts/<key>-<id>/``
    folder, so the run records its notebook writes stay there until the attempt is committed.
-2. When the notebook ends (finished, diverged or failed) the batch's collection record
-   (``collection.json``, ``lab.collection``) is rewritten with the job's runs (or, when it
-   trained nothing, the job alone): the commit, atomic like every write of the record. Each
-   entry names the attempt, the job and its parameters.
+2. When the notebook ends (its runs completed, stalled, diverged or failed) the batch's
+   collection record (``collection.json``, ``lab.collection``) is rewritten with the job's runs
+   (or, when it trained nothing, the job alone): the commit, atomic like every write of the
+   record. Each entry names the attempt, the job and its parameters.
 3. Then the attempt is applied: its run folders move into ``reports/runs/`` and the run index
    (skipping any already there), its notebook moves to ``notebooks/``, and its folder goes.
 
@@ -26,7 +26,7 @@ parameter sets without a commit are run (a batch written before collection recor
 ``batch.jsonl``, resumes the same way: ``lab.records.load_collection`` reads it). A failed run
 is committed too and the batch goes on; ``--retry-failed`` runs the failed ones again. The
 summary shows a failed job as ``failed`` even where its training runs completed, and the command
-exits with 1 when any job failed (a diverged run is a result: exit 0).
+exits with 1 when any job failed (a stalled or diverged run is a result: exit 0).
 """
 
 from __future__ import annotations
@@ -56,13 +56,13 @@ from lab import atomic, collection, paths, plots, tensorboard
 from lab.config.base import RENAMED_IN_TASK, renamed_fields
 from lab.notebooks import parameter_names
 from lab.progress import progress as progress_bar, write as write_line
-from lab.records import INDEX_NAME, load_collection, load_run, read_index, results_table, summary_columns, to_markdown
+from lab.records import (INDEX_NAME, load_collection, load_run, read_index, results_table, summary_columns, to_markdown,
+                         worst_status)
 
 # The kit's Jupyter kernel (the venv's Python), registered by `make setup`; nbval and JupyterLab
 # use it by the same name. Where it is not registered (Colab) batches run in "python3".
 DEFAULT_KERNEL = "lab"
 FALLBACK_KERNEL = "python3"
-FINISHED = ("completed", "diverged", "failed")
 # What a batch's collection members say of their job besides the run (lab.collection).
 JOB_KEYS = ("key", "parameters", "attempt", "seconds", "error", "notebook", "finished", "tries")
 
@@ -277,8 +277,8 @@ def committed_jobs(folder: Path) -> dict[str, dict[str, Any]]:
     each, read from the batch's collection record (``lab.records.load_collection``).
 
     Each job holds its ``name``, ``status`` (failed when one of its runs failed or its notebook
-    raised, else diverged when one diverged, else completed), ``run_ids``, its ``members`` in
-    the record, and ``JOB_KEYS``. A folder without a record has none.
+    raised, else the worst of its runs': ``lab.records.worst_status``), ``run_ids``, its
+    ``members`` in the record, and ``JOB_KEYS``. A folder without a record has none.
     """
     try:
         members = load_collection(folder).members
@@ -292,8 +292,7 @@ def committed_jobs(folder: Path) -> dict[str, dict[str, Any]]:
         if entry.get("run_id"):
             job["run_ids"].append(entry["run_id"])
     for job in jobs.values():
-        statuses = {entry["status"] for entry in job["members"]}
-        job["status"] = next((s for s in ("failed", "diverged") if s in statuses), "completed")
+        job["status"] = worst_status(entry["status"] for entry in job["members"])
     return jobs
 
 
@@ -491,13 +490,10 @@ def _run_job(spec: BatchSpec, job: Job, folder: Path, runs_root: Path, kernel: s
     if returncode != 0:
         status = "failed"
         error = _error_from_log(attempt / "papermill.log", timeout if returncode == -1 else None)
-    elif "failed" in statuses:
-        status = "failed"
-        error = _failed_runs_error(attempt, run_ids, statuses)
-    elif "diverged" in statuses:
-        status = "diverged"
     else:
-        status = "completed"
+        status = worst_status(statuses)
+        if status == "failed":
+            error = _failed_runs_error(attempt, run_ids, statuses)
     record = {"key": job.key, "parameters": job.parameters, "seconds": round(seconds, 2), "attempt": attempt.name,
               "error": error, "notebook": f"notebooks/{_safe(job.label)}.ipynb", "finished": collection.now()}
     with commits.lock:
@@ -678,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = pd.Series([r["status"] for r in result.records]).value_counts().to_dict()
     print(f"{len(result.records)} runs {counts}; summary, curves and notebooks in {result.folder} "
           f"({time.perf_counter() - started:.0f} s)")
-    # A diverged run is a result (the summary says so); a failed one is not, and a script or CI
+    # A stalled or diverged run is a result (the summary says so); a failed one is not, and a script or CI
     # job running the batch must be able to tell from the exit code.
     failed = [r["name"] for r in result.records if r["status"] == "failed"]
     if failed:

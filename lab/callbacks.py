@@ -13,6 +13,8 @@ from typing import Callable
 import keras
 import numpy as np
 
+from lab.records import NEVER_LEARNED
+
 
 class EpochTimer(keras.callbacks.Callback):
     """Adds ``epoch_seconds`` (wall time of the epoch, validation included) to the logs.
@@ -72,19 +74,33 @@ def format_epoch_line(epoch: int, epochs: int, logs: dict,
     return " | ".join(parts)
 
 
-# How a divergence reason starts when the loss became NaN or infinite (readers of records match it).
+# How a divergence reason starts when the loss became NaN or infinite, or grew (readers of records
+# match them; a stalled run's reason starts with lab.records.NEVER_LEARNED).
 NON_FINITE_LOSS = "training loss became"
+LOSS_GREW = "training loss grew"
+
+
+def can_judge(threshold: float) -> bool:
+    """Whether a validation split can tell learning from chance: a perfect accuracy passes its
+    threshold (chance + margin). On two images three standard errors are more than the whole
+    range of accuracies, and not even a perfect run would pass."""
+    return threshold < 1.0
 
 
 class DivergenceMonitor(keras.callbacks.Callback):
-    """Says, and records, that a run diverged, instead of letting it crash or waste epochs.
+    """Says, and records, that a run diverged or stalled, instead of letting it crash or waste epochs.
 
-    A run has diverged only when
-      * its training loss becomes NaN or infinite (checked every batch: training stops), or
-      * it never learns: its validation accuracy is never clearly above chance, where chance is
-        the better of a uniform guess (1/k) and always answering the majority class, and
-        "clearly" means by more than ``accuracy_margin``. A run that learns slowly (its loss
-        still near ln k, its accuracy already above chance) is not diverged.
+    After training, ``status`` is a run status (``lab.records.STATUSES``) or None, and ``reason``
+    explains:
+      * "diverged": its training loss became NaN or infinite (checked every batch), or an epoch's
+        training loss grew to more than ``loss_growth`` times where the fit started: the larger of
+        its first step's loss and the loss of a uniform guess (``baseline_loss``); without either
+        (several steps per compiled call hide the first step, and a task without a chance level
+        has no baseline), its first epoch's. Training stops at once.
+      * "stalled": its loss stayed finite but it never learned: its validation accuracy is never
+        clearly above chance, where chance is the better of a uniform guess (1/k) and always
+        answering the majority class, and "clearly" means by more than ``accuracy_margin``. A run
+        that learns slowly (its loss still near ln k, its accuracy already above chance) is neither.
 
     "Never" is judged when the run is over: ``finish()``, which the runner calls once after the
     last fit of a run (progressive unfreezing fits several times). Training stops early only when, after ``patience``
@@ -95,15 +111,19 @@ class DivergenceMonitor(keras.callbacks.Callback):
     loss started far above ln k and whose training accuracy climbs (E9's basic CNN, before its
     BatchNorm statistics settle) trains on.
 
-    After training, ``diverged`` is True and ``reason`` explains.
+    A validation split too small to tell learning from chance (``can_judge``: two images) stalls
+    no run: its status says only whether the loss stayed finite, and ``note`` says so.
 
     Args:
-        chance_accuracy: the accuracy of an uninformed model (None: only NaN/inf is checked).
+        chance_accuracy: the accuracy of an uninformed model (None: only the loss is checked).
         accuracy_margin: how far above chance the validation accuracy must get to count.
         baseline_loss: the loss of a uniform guess, for stopping early (None: never early).
         patience: epochs before a run stuck at chance is stopped.
         min_delta: the relative fall of the loss below the baseline that counts as learning.
         monitor: the logged validation accuracy.
+        loss_growth: how many times its start an epoch's training loss may reach before the run
+            has diverged (None: only a non-finite loss).
+        val_examples: how many examples the validation accuracy is measured on (named in ``note``).
 
     Example:
         >>> DivergenceMonitor(chance_accuracy=0.1, accuracy_margin=0.05, baseline_loss=math.log(10))
@@ -111,36 +131,71 @@ class DivergenceMonitor(keras.callbacks.Callback):
 
     def __init__(self, chance_accuracy: float | None = None, accuracy_margin: float = 0.0,
                  baseline_loss: float | None = None, patience: int = 3, min_delta: float = 0.02,
-                 monitor: str = "val_accuracy"):
+                 monitor: str = "val_accuracy", loss_growth: float | None = 10.0, val_examples: int | None = None):
         super().__init__()
         if patience < 1:
             raise ValueError(f"patience must be at least 1 epoch, received {patience}.")
+        if loss_growth is not None and not loss_growth > 1:
+            raise ValueError(f"loss_growth must be a factor above 1 (or None), received {loss_growth!r}.")
         self.chance_accuracy = chance_accuracy
         self.accuracy_margin = accuracy_margin
         self.baseline_loss = baseline_loss
         self.patience = patience
         self.min_delta = min_delta
         self.monitor = monitor
+        self.loss_growth = loss_growth
+        self.val_examples = val_examples
         self.run_best_accuracy: float | None = None  # over all of a run's fits, set by finish()
 
     def on_train_begin(self, logs=None):
-        self.diverged = False
+        self.status: str | None = None
         self.reason: str | None = None
+        self.start_loss: float | None = None  # where this fit started (see the class docstring)
         self.best_loss = math.inf
         self.best_accuracy = -math.inf
         self.best_train_accuracy = -math.inf
         self.epochs_seen = 0
 
+    @property
+    def diverged(self) -> bool:
+        return self.status == "diverged"
+
+    @property
+    def stalled(self) -> bool:
+        return self.status == "stalled"
+
+    @property
+    def note(self) -> str | None:
+        """Why the run's status cannot say whether it learned (a validation split too small), or None."""
+        if self.chance_accuracy is None or can_judge(self._threshold()):
+            return None
+        split = "the validation split" + (f" ({self.val_examples} examples)" if self.val_examples is not None else "")
+        return (f"{split} is too small to judge whether the run learned: its chance threshold "
+                f"({self.chance_accuracy:.4f} + margin {self.accuracy_margin:.4f} = {self._threshold():.4f}) is "
+                f"above a perfect {self.monitor}, so the run was not judged stalled; its status says only whether "
+                f"its loss stayed finite. Validate on more examples to judge it.")
+
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self._stop(f"{NON_FINITE_LOSS} {float(loss)} at batch {batch + 1}")
+        if loss is None:
+            return
+        loss = float(loss)
+        if not math.isfinite(loss):
+            self._stop("diverged", f"{NON_FINITE_LOSS} {loss} at batch {batch + 1}")
+        elif batch == 0 and self.start_loss is None:  # the first step alone, not a mean over a call's steps
+            self.start_loss = max(loss, self.baseline_loss or 0.0)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         loss = float(logs.get("loss", np.nan))
         if not math.isfinite(loss):
-            self._stop(f"{NON_FINITE_LOSS} {loss} in epoch {epoch + 1}")
+            self._stop("diverged", f"{NON_FINITE_LOSS} {loss} in epoch {epoch + 1}")
+            return
+        if self.start_loss is None:
+            self.start_loss = self.baseline_loss if self.baseline_loss is not None else loss
+        if self.loss_growth is not None and loss > self.loss_growth * self.start_loss:
+            self._stop("diverged", f"{LOSS_GREW} to {loss:.4g} in epoch {epoch + 1}, more than {self.loss_growth:g} "
+                                   f"times where it started ({self.start_loss:.4f})")
             return
         self.epochs_seen += 1
         self.best_loss = min(self.best_loss, loss)
@@ -150,15 +205,15 @@ class DivergenceMonitor(keras.callbacks.Callback):
         trained = logs.get(self.monitor.removeprefix("val_"))
         if trained is not None and math.isfinite(float(trained)):
             self.best_train_accuracy = max(self.best_train_accuracy, float(trained))
-        if self.diverged or self.baseline_loss is None or not self._at_chance() or self.epochs_seen < self.patience \
+        if self.status or self.baseline_loss is None or not self._at_chance() or self.epochs_seen < self.patience \
                 or not self._at_chance(self.best_train_accuracy):
             return
         threshold = (1.0 - self.min_delta) * self.baseline_loss
         if self.best_loss > threshold:
-            self._stop(f"never learned: in {self.epochs_seen} epochs the best {self.monitor} was "
-                       f"{self.best_accuracy:.4f}, not above chance ({self.chance_accuracy:.4f} + margin "
-                       f"{self.accuracy_margin:.4f}), and the training loss never fell below {threshold:.4f} "
-                       f"(chance level {self.baseline_loss:.4f}; best {self.best_loss:.4f})")
+            self._stop("stalled", f"{NEVER_LEARNED}: in {self.epochs_seen} epochs the best {self.monitor} was "
+                                  f"{self.best_accuracy:.4f}, not above chance ({self.chance_accuracy:.4f} + margin "
+                                  f"{self.accuracy_margin:.4f}), and the training loss never fell below "
+                                  f"{threshold:.4f} (chance level {self.baseline_loss:.4f}; best {self.best_loss:.4f})")
 
     def finish(self, best_accuracy: float | None = None, epochs: int | None = None) -> None:
         """Judges, once the run is over, whether it ever learned.
@@ -170,9 +225,9 @@ class DivergenceMonitor(keras.callbacks.Callback):
         best = self.best_accuracy if best_accuracy is None else best_accuracy
         epochs = self.epochs_seen if epochs is None else epochs
         self.run_best_accuracy = best
-        if not self.diverged and epochs and self._at_chance(best):
-            self.diverged = True
-            self.reason = (f"never learned: the best {self.monitor} in {epochs} epochs was {best:.4f}, not above "
+        if not self.status and epochs and self._at_chance(best):
+            self.status = "stalled"
+            self.reason = (f"{NEVER_LEARNED}: the best {self.monitor} in {epochs} epochs was {best:.4f}, not above "
                            f"chance ({self.chance_accuracy:.4f}, the better of 1/k and the majority class) by more "
                            f"than {self.accuracy_margin:.4f}")
 
@@ -184,16 +239,19 @@ class DivergenceMonitor(keras.callbacks.Callback):
         if self.chance_accuracy is None:
             return None
         best = self.best_accuracy if self.run_best_accuracy is None else self.run_best_accuracy
-        return {"accuracy": self.chance_accuracy, "threshold": self.chance_accuracy + self.accuracy_margin,
+        return {"accuracy": self.chance_accuracy, "threshold": self._threshold(),
                 "baseline_loss": self.baseline_loss, f"best_{self.monitor}": best if math.isfinite(best) else None}
+
+    def _threshold(self) -> float:
+        return self.chance_accuracy + self.accuracy_margin
 
     def _at_chance(self, best: float | None = None) -> bool:
         best = self.best_accuracy if best is None else best
-        return self.chance_accuracy is not None and best <= self.chance_accuracy + self.accuracy_margin
+        return self.chance_accuracy is not None and can_judge(self._threshold()) and best <= self._threshold()
 
-    def _stop(self, reason: str) -> None:
-        if not self.diverged:
-            self.diverged, self.reason = True, reason
+    def _stop(self, status: str, reason: str) -> None:
+        if not self.status:
+            self.status, self.reason = status, reason
         if self.model is not None:
             self.model.stop_training = True
 

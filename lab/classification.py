@@ -67,12 +67,14 @@ class Classification:
     def chance(self, config: RunConfig, data: Dataset) -> dict[str, float]:
         """Chance is the better of a uniform guess and the majority class of the validation
         split; "clearly above" is three binomial standard errors of that accuracy on the
-        validation images (at least 0.01), so a run at chance does not pass by luck."""
+        validation images (at least 0.01), so a run at chance does not pass by luck. On a split so
+        small that not even a perfect score passes (two images), no run is judged stalled."""
         counts = np.asarray(data.class_counts("val"), dtype=float)
         total = max(counts.sum(), 1.0)
         chance = max(1.0 / data.num_classes, counts.max() / total)
         margin = max(0.01, 3.0 * math.sqrt(chance * (1.0 - chance) / total))
-        return {"chance_accuracy": chance, "accuracy_margin": margin, "baseline_loss": math.log(data.num_classes)}
+        return {"chance_accuracy": chance, "accuracy_margin": margin, "baseline_loss": math.log(data.num_classes),
+                "val_examples": int(counts.sum())}
 
     def log_line(self, epochs: int) -> keras.callbacks.Callback:
         return epoch_line(epochs)

@@ -35,7 +35,7 @@ QUICK = {"quick": True}
 
 # How clear a quick run's status must be (``unclear_outcome``). A completed run's best validation
 # accuracy passes the divergence rule's threshold (chance + three standard errors) by at least
-# LEARNED_MARGIN. A run that never learned either never passed the threshold on its training
+# LEARNED_MARGIN. A stalled run (it never learned) either never passed the threshold on its training
 # images either (it learned nothing at all) or stayed NEVER_MARGIN below it in validation. E6's
 # all_background flag holds when the predicted foreground is at most half the flag's ratio of the
 # true foreground, and its absence when it is at least twice the ratio.
@@ -164,35 +164,38 @@ def record(paths: list[Path], kernel: str = "python3") -> None:
 def unclear_outcome(run) -> str | None:
     """Why a run's status is not clear-cut, or None when it is (see ``LEARNED_MARGIN``).
 
-    A failed run is never clear; a run stopped by a non-finite loss always is. Runs without a
-    chance level (segmentation, reconstruction, instance) can only diverge by a non-finite loss;
-    segmentation runs are also judged on the margin of E6's ``all_background`` flag.
+    A failed run is never clear; a diverged run always is (its loss became NaN or infinite, or grew
+    past ten times its start). Completed and stalled runs are judged by how far their validation
+    accuracy passed or missed the chance threshold, unless their validation split was too small to
+    judge (``lab.callbacks.can_judge``: such a run is never stalled). Runs without a chance level
+    (segmentation, reconstruction, instance) are never stalled; segmentation runs are also judged
+    on the margin of E6's ``all_background`` flag.
 
     Args:
         run: a ``lab.records.Run``.
     """
     import math
 
-    from lab.callbacks import NON_FINITE_LOSS
+    from lab.callbacks import can_judge
 
     metrics, status = run.metrics, run.status
     if status == "failed":
         return f"failed: {metrics.get('error')}"
+    if status == "diverged":
+        return None  # a NaN, infinite or tenfold loss is unmistakable
     reason = metrics.get("divergence_reason") or ""
-    if status == "diverged" and reason.startswith(NON_FINITE_LOSS):
-        return None  # a NaN or infinite loss is unmistakable
     chance = metrics.get("chance")
-    if chance:
+    if chance and can_judge(chance["threshold"]):
         best, threshold = chance.get("best_val_accuracy"), chance["threshold"]
         best = -math.inf if best is None else best
         if status == "completed" and best - threshold < LEARNED_MARGIN:
             return (f"completed only {best - threshold:+.3f} above its chance threshold {threshold:.3f} (best "
-                    f"val_accuracy {best:.3f}; needs {LEARNED_MARGIN}): another CPU could find it diverged")
-        if status == "diverged":
+                    f"val_accuracy {best:.3f}; needs {LEARNED_MARGIN}): another CPU could find it stalled")
+        if status == "stalled":
             history = run.history()
             trained = float(history["accuracy"].max()) if "accuracy" in history and len(history) else math.inf
             if trained > threshold and threshold - best < NEVER_MARGIN:
-                return (f"diverged ({reason}) only {threshold - best:.3f} below its chance threshold {threshold:.3f} "
+                return (f"stalled ({reason}) only {threshold - best:.3f} below its chance threshold {threshold:.3f} "
                         f"while its training accuracy reached {trained:.3f}: it was learning, and another CPU could "
                         f"find it completed")
     return _unclear_flag(run)

@@ -115,7 +115,7 @@ def pretrain_offline(backbone: str = "resnet18", *, dataset: str = "shapes", inp
     Raises:
         ValueError: a kept model that does not match its sidecar (see ``check_pretrained``);
             one without a sidecar (an older kit's) is pretrained again.
-        RuntimeError: the pretraining run did not complete (diverged).
+        RuntimeError: the pretraining run did not complete (stalled or diverged).
     """
     config = pretraining_config(backbone, dataset=dataset, input_size=input_size, epochs=epochs, limit=limit,
                                 learning_rate=learning_rate, seed=seed, reports_dir=reports_dir)

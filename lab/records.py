@@ -50,7 +50,22 @@ OWNER_NAME = "owner.json"  # in a partial folder: the host and process writing i
 # The record format. Version 2 renamed configuration fields, version 3 InstanceConfig's
 # input_size (to pipeline_size) and the segmentation encoder (to backbone); older records are
 # read with their fields under the new names (``upgrade_config``, from lab.config's RENAMED).
-RECORD_VERSION = 3
+# Version 4 split the status "diverged": a run that never learned is "stalled" (``upgrade_metrics``).
+RECORD_VERSION = 4
+STALLED_SINCE = 4  # the first record version that says "stalled"
+
+# A run's status, the one vocabulary of records, tables, sweeps, searches, batches and reports,
+# from the best outcome to the worst (``worst_status``):
+#   completed  it trained and learned (or its task has no chance level to judge learning by)
+#   stalled    its loss stayed finite, but its validation accuracy never got clearly above chance
+#   diverged   its training loss became NaN or infinite, or grew far above where it had been
+#   failed     an exception ended it; the record holds the error and the traceback
+# A stalled or diverged run is a result: sweeps and searches reuse it, a batch exits 0 for it.
+STATUSES = ("completed", "stalled", "diverged", "failed")
+RESULT_STATUSES = STATUSES[:3]
+# How the reason of a run that never learned starts, then as now (the divergence monitor writes it,
+# ``upgrade_metrics`` reads an older record's by it).
+NEVER_LEARNED = "never learned"
 
 
 @dataclasses.dataclass
@@ -228,7 +243,7 @@ def load_run(path: str | os.PathLike) -> Run:
         metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
     except FileNotFoundError as error:
         raise FileNotFoundError(f"{path} is not a run folder: {error.filename} is missing.") from error
-    return Run(path=path, config=upgrade_config(config), metrics=metrics)
+    return Run(path=path, config=upgrade_config(config), metrics=upgrade_metrics(metrics, config))
 
 
 def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -252,6 +267,21 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
     return upgraded
 
 
+def upgrade_metrics(metrics: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """A recorded run's metrics in the current vocabulary: before version 4 a run that never learned
+    (finite loss, accuracy at chance) was recorded as "diverged"; it reads as "stalled"."""
+    if config.get("record_version", 1) >= STALLED_SINCE or metrics.get("status") != "diverged" \
+            or not str(metrics.get("divergence_reason") or "").startswith(NEVER_LEARNED):
+        return metrics
+    return {**metrics, "status": "stalled"}
+
+
+def worst_status(statuses: Iterable[str]) -> str:
+    """The worst of these statuses in ``STATUSES``' order (a batch job's, from its runs'); "completed"
+    when there are none (words outside ``STATUSES``, an index line without one, count for nothing)."""
+    return max((s for s in statuses if s in STATUSES), key=STATUSES.index, default="completed")
+
+
 def load_runs(
     reports_dir: str | os.PathLike | None = None,
     *,
@@ -269,24 +299,32 @@ def load_runs(
         run_ids: keep only these runs.
         tags: keep runs that carry all of these tags.
         config_hash: keep runs of this configuration (``RunConfig.config_hash()``).
-        status: keep runs with this status, or one of these ("completed", "diverged", "failed").
+        status: keep runs with this status, or one of these (``STATUSES``).
         where: keep runs for which this returns True.
     """
     root = paths.runs_dir(reports_dir, create=False)
     wanted = set(run_ids) if run_ids is not None else None
     statuses = {status} if isinstance(status, str) else (set(status) if status is not None else None)
+    if statuses is not None and not statuses <= set(STATUSES):
+        raise ValueError(f"Unknown run status(es) {sorted(statuses - set(STATUSES))}; a run's status is one of "
+                         f"{', '.join(STATUSES)}.")
+    # An older record's "diverged" may read as "stalled" (``upgrade_metrics``): its index line
+    # cannot say, so such a run is filtered by its status once read.
+    indexed = None if statuses is None else statuses | ({"diverged"} if "stalled" in statuses else set())
     tags = set(tags or ())
     runs = []
     for entry in read_index(reports_dir):
         # The index line holds the run's id, hash, status and tags: filter before reading the folder.
         if (wanted is not None and entry["run_id"] not in wanted) \
                 or (config_hash is not None and entry.get("config_hash") != config_hash) \
-                or (statuses is not None and entry.get("status") not in statuses) \
+                or (indexed is not None and entry.get("status") not in indexed) \
                 or (tags and "tags" in entry and not tags <= set(entry["tags"] or [])):
             continue
         if not (root / entry["run_id"]).is_dir():
             continue  # deleted by hand
         run = load_run(root / entry["run_id"])
+        if statuses is not None and run.status not in statuses:
+            continue
         if tags and not tags <= set(run.config.get("tags") or []):
             continue
         if where is not None and not where(run):
@@ -460,13 +498,23 @@ def _read(folder: Path) -> Collection:
     if marker.name != COLLECTION_NAME:
         kind = next(kind for kind, name in LEGACY_MARKERS.items() if name == marker.name)
         read_legacy = {"batch": _legacy_batch, "sweep": _legacy_sweep, "search": _legacy_search}[kind]
-        return read_legacy(folder)
+        return _current_statuses(read_legacy(folder))
     record = json.loads(marker.read_text(encoding="utf-8"))
     if record.get("version", 0) > COLLECTION_VERSION:
         raise ValueError(f"{marker} is of format {record['version']}, newer than this kit reads "
                          f"({COLLECTION_VERSION}); update lab.")
     fields = {f.name for f in dataclasses.fields(Collection)} - {"folder"}
-    return Collection(folder=folder, **{k: v for k, v in record.items() if k in fields})
+    return _current_statuses(Collection(folder=folder, **{k: v for k, v in record.items() if k in fields}))
+
+
+def _current_statuses(collection: Collection) -> Collection:
+    """The collection with each "diverged" member's status as its run record reads: an older kit
+    wrote "diverged" for a run that never learned, which reads as "stalled" (``upgrade_metrics``)."""
+    for entry in collection.members:
+        if entry.get("status") == "diverged" and entry.get("run_id") \
+                and (collection.run_path(entry) / "metrics.json").exists():
+            entry["status"] = load_run(collection.run_path(entry)).status
+    return collection
 
 
 # -- folders written before collection.json ------------------------------------------------------

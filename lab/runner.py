@@ -138,7 +138,8 @@ class Task(Protocol):
 
     def chance(self, config: BaseConfig, data: Any) -> dict[str, float]:
         """What an uninformed model scores, as ``DivergenceMonitor``'s ``chance_accuracy``,
-        ``accuracy_margin`` and ``baseline_loss`` (empty: only a NaN loss is divergence)."""
+        ``accuracy_margin``, ``baseline_loss`` and ``val_examples`` (empty: no run is judged
+        stalled, only a loss that is not finite or grows is divergence)."""
 
     def log_line(self, epochs: int) -> keras.callbacks.Callback:
         """The per-epoch line printed when ``verbose``."""
@@ -210,7 +211,8 @@ def run(config: BaseConfig, task: Task, *, data: Any = None, raise_on_error: boo
             or, for instance, ramp its learning rate (``lab.lr_finder``).
 
     Returns:
-        A RunResult; ``status`` is "completed", "diverged" (recorded, not raised) or "failed".
+        A RunResult; ``status`` is one of ``lab.records.STATUSES``: "completed", "stalled" or
+        "diverged" (recorded, not raised: ``lab.callbacks.DivergenceMonitor``), or "failed".
         Its ``history`` is what the mode's fit returns (per epoch; per step for the finder).
 
     Raises:
@@ -320,11 +322,11 @@ def _fit(config: BaseConfig, task: Task, data: Any, plan: FitPlan, strategy, run
         plan.model.save(run_path / plan.model_file)  # the best weights, restored, in the whole model
     best, divergence, seconds = watch.best, watch.divergence, watch.seconds
     info = {
-        "status": "diverged" if divergence.diverged else "completed",
+        "status": divergence.status or "completed",
         "divergence_reason": divergence.reason,
         "epochs_run": len(history),
         "best_epoch": None if best.best_epoch is None else best.best_epoch + 1,
-        "stopped_early": len(history) < epochs and not divergence.diverged,
+        "stopped_early": len(history) < epochs and not divergence.status,
         # Honest timing: what preparing the fit cost (a feature cache) is part of training.
         "train_seconds": time.perf_counter() - started + plan.setup_seconds,
         # The first epoch includes tracing and compilation; the steady-state figure excludes it.
@@ -334,6 +336,8 @@ def _fit(config: BaseConfig, task: Task, data: Any, plan: FitPlan, strategy, run
     }
     if (chance := divergence.chance_record()) is not None:
         info["chance"] = chance
+    if divergence.note is not None:  # a validation split too small to judge learning by
+        info["status_note"] = divergence.note
     if phases:
         info["phases"] = phases
     if best.best_epoch is not None:
@@ -407,7 +411,7 @@ def _run_phases(plan: FitPlan, watch: _Watch, callbacks: list, strategy, run_pat
         overall.update(watch.best)  # Keras numbers epochs across fits, so best_epoch is the run's
         best_accuracy = max(best_accuracy, watch.divergence.best_accuracy)
         epoch += len(history)
-        if watch.divergence.diverged:
+        if watch.divergence.status:  # diverged or stalled: the next phase would not help
             break
     watch.divergence.finish(best_accuracy, epoch)  # "never learned" is judged over the whole run
     overall.restore(watch.best, plan.phases[-1].fitted if phased else None)

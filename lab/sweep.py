@@ -1,7 +1,7 @@
 """Sweeps: many runs that differ in a few values, one table and one comparison plot.
 
-A run that diverges or fails is recorded with its status and the sweep goes on (E4's Adam at
-lr 1e-2 "never learns": it appears in the table as ``diverged``, it does not crash the sweep).
+A run that stalls, diverges or fails is recorded with its status and the sweep goes on (E4's Adam
+at lr 1e-2 "never learns": it appears in the table as ``stalled``, it does not crash the sweep).
 With ``resume=True`` a sweep started again reuses every run already recorded with the same
 configuration hash, so an interrupted sweep only redoes what was not finished.
 """
@@ -18,7 +18,8 @@ import pandas as pd
 from lab import atomic, collection, paths, plots, tensorboard
 from lab.config import config_for
 from lab.datasets import data_key
-from lab.records import Run, load_collection, load_run, load_runs, results_table, summary_columns, to_markdown
+from lab.records import (RESULT_STATUSES, Run, load_collection, load_run, load_runs, results_table, summary_columns,
+                         to_markdown)
 from lab.tasks import TASKS
 from lab.training import run
 
@@ -84,9 +85,9 @@ def run_sweep(
     configs = [base_config.replace(**{"tags": [*base_config.tags, name], **v}) for v in variants]
     for task in dict.fromkeys(config.task for config in configs):
         TASKS[task].require()  # an optional extra missing: say how to install it, before any run
-    # Runs that ended (completed or diverged), by configuration hash: reused on resume.
+    # Runs that ended with a result (completed, stalled or diverged), by configuration hash: reused on resume.
     finished = {run.config.get("config_hash"): run for run in
-                load_runs(configs[0].reports_dir, status=("completed", "diverged"))} if resume else {}
+                load_runs(configs[0].reports_dir, status=RESULT_STATUSES)} if resume else {}
     loaded: dict[tuple, Any] = {}
 
     def data_for(config) -> Any:  # one load per distinct data setting
@@ -113,8 +114,10 @@ def run_sweep(
             continue
         print(f"[{i}/{len(configs)}] {label}")
         result = run(config, data=data_for(config), raise_on_error=False)
-        if result.status != "completed":
-            reason = result.metrics.get("divergence_reason") or result.metrics.get("error")
+        # Why a run did not complete, or why its status could not judge it (a validation split too small).
+        reason = result.metrics.get("divergence_reason") or result.metrics.get("error") \
+            or result.metrics.get("status_note")
+        if result.status != "completed" or reason:
             print(f"    -> {result.status}: {reason}")
         runs.append(load_run(result.run_dir))
     varied = sorted({k for v in variants for k in v if k != "name"})

@@ -178,7 +178,7 @@ def write_run_end(run_path: str | os.PathLike, *, run_id: str, config: Mapping[s
             copy of this session in a sweep's experiment is shown as the same run.
         config: the run's flat configuration (see ``hparam_values``).
         metrics: the run's metrics; every finite number becomes a scalar (``status`` says
-            whether the session succeeded: "failed" is a failure, "diverged" a result).
+            whether the session succeeded: "failed" is a failure, "stalled" and "diverged" results).
         images: also write the task's figures (``lab.tasks.TaskEntry.images``) found in
             ``<run>/plots``.
 

@@ -36,8 +36,8 @@ def run(config: Any = None, *, data: Any = None, raise_on_error: bool = True, ta
         **overrides: config fields to change, e.g. ``run(config, learning_rate=1e-4)``.
 
     Returns:
-        A RunResult; ``status`` is "completed", "diverged" (recorded, not
-        raised) or "failed".
+        A RunResult; ``status`` is "completed", "stalled" or "diverged" (recorded, not
+        raised) or "failed" (``lab.records.STATUSES``).
 
     Raises:
         ValueError: an invalid configuration (before anything is trained or written).
@@ -62,8 +62,9 @@ def train(config: RunConfig | dict[str, Any] | None = None, *, data: Dataset | N
         **overrides: config fields to change, e.g. ``train(learning_rate=1e-4)``.
 
     Returns:
-        A RunResult. ``status`` is ``"completed"``, ``"diverged"`` (NaN loss, or a loss that
-        never fell below chance level; recorded, not raised) or ``"failed"``.
+        A RunResult. ``status`` is ``"completed"``, ``"stalled"`` (a finite loss, but a validation
+        accuracy never clearly above chance), ``"diverged"`` (a NaN loss, or one that grew; both
+        recorded, not raised) or ``"failed"``.
 
     Raises:
         ValueError: an invalid configuration (before anything is trained or written).

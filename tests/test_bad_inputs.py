@@ -52,6 +52,7 @@ from lab.datasets.segmentation import load_mask_folder
 from lab.download import ChecksumError, DatasetNotAvailableError, DownloadError
 from lab.lr_finder import find_learning_rate
 from lab.models.backbones import WeightsNotAvailableError
+from lab.records import RESULT_STATUSES
 from lab.report import build_report
 from lab.report.sources import UnknownSourceError
 from lab.segmentation import train_autoencoder, train_segmentation
@@ -738,8 +739,8 @@ def test_left_behind_sees_run_folders_and_temporary_files_but_allows_empty_cache
 
 def recorded(result) -> bool:
     """A run that trained and was recorded. A one-epoch run of a 4-unit MLP (on random images, or
-    on 60 digits) rarely beats chance, which the kit records as "diverged": a finished run too."""
-    return result.status in ("completed", "diverged") and (result.run_dir / "metrics.json").is_file()
+    on 60 digits) rarely beats chance, which the kit records as "stalled": a finished run too."""
+    return result.status in RESULT_STATUSES and (result.run_dir / "metrics.json").is_file()
 
 
 def test_float_images_divided_by_255_train_exactly_as_the_same_uint8_images(tmp_path):

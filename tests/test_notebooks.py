@@ -42,16 +42,18 @@ def test_notebooks_are_canonical_and_carry_only_checked_outputs(path):
 
 # -- the guard on the quick runs' statuses (make test runs `check-runs` after nbval) --------------
 
-def _record(reports_dir, name, status, *, best=None, threshold=0.16, trained=(0.1, 0.12), reason=None, **metrics):
-    """Writes a run record as the runner does, with the chance figures and a training history."""
+def _record(reports_dir, name, status, *, best=None, threshold=0.16, trained=(0.1, 0.12), reason=None,
+            version=None, **metrics):
+    """Writes a run record as the runner does (of ``version``: the current one by default), with the
+    chance figures and a training history."""
     import math
 
     import pandas as pd
 
-    from lab.records import RunWriter
+    from lab.records import RECORD_VERSION, RunWriter
 
-    writer = RunWriter({"name": name, "tags": ["test"], "background_flag_ratio": 0.1}, name=name,
-                       reports_dir=str(reports_dir))
+    writer = RunWriter({"name": name, "tags": ["test"], "background_flag_ratio": 0.1,
+                        "record_version": version or RECORD_VERSION}, name=name, reports_dir=str(reports_dir))
     pd.DataFrame({"epoch": range(len(trained)), "accuracy": trained}).to_csv(writer.path / "history.csv", index=False)
     if best is not None:
         metrics["chance"] = {"accuracy": 0.1, "threshold": threshold, "baseline_loss": math.log(10),
@@ -64,15 +66,15 @@ def test_check_runs_names_every_status_a_float_difference_could_flip(tmp_path):
 
     _record(tmp_path, "learns-clearly", "completed", best=0.5)
     _record(tmp_path, "nan-loss", "diverged", reason="training loss became nan at batch 3")
-    _record(tmp_path, "learned-nothing", "diverged", best=0.14, reason="never learned: ...")
-    _record(tmp_path, "far-below", "diverged", best=0.05, trained=(0.3, 0.6), reason="never learned: ...")
+    _record(tmp_path, "learned-nothing", "stalled", best=0.14, reason="never learned: ...")
+    _record(tmp_path, "far-below", "stalled", best=0.05, trained=(0.3, 0.6), reason="never learned: ...")
     _record(tmp_path, "segmentation-flag", "completed", all_background=True, foreground_fraction_true=0.2,
             foreground_fraction_predicted=0.0)
     assert check_runs(tmp_path) == []
     assert main(["check-runs", str(tmp_path)]) == 0
 
     _record(tmp_path, "at-the-edge", "completed", best=0.17)
-    _record(tmp_path, "was-learning", "diverged", best=0.14, trained=(0.2, 0.5), reason="never learned: ...")
+    _record(tmp_path, "was-learning", "stalled", best=0.14, trained=(0.2, 0.5), reason="never learned: ...")
     _record(tmp_path, "flag-at-the-edge", "completed", all_background=False, foreground_fraction_true=0.2,
             foreground_fraction_predicted=0.03)
     _record(tmp_path, "broke", "failed", error="ValueError: no")
@@ -95,3 +97,19 @@ def test_prepare_injects_another_seed(tmp_path):
     nb = nbformat.read(tmp_path / NOTEBOOKS[0].name, as_version=4)
     injected = next(c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
     assert "quick = True" in injected.source and "seed = 7" in injected.source
+
+
+def test_check_runs_judges_an_old_never_learned_run_as_stalled_and_a_tiny_split_as_clear(tmp_path):
+    from lab.notebooks import check_runs
+
+    # Before record version 4 a run that never learned was recorded "diverged": it is judged as the
+    # stalled run it is (this one was learning: its status could flip).
+    _record(tmp_path, "old-was-learning", "diverged", best=0.14, trained=(0.2, 0.5), reason="never learned: ...",
+            version=3)
+    # A loss that grew tenfold is as clear as a NaN; a split too small to judge (threshold above 1)
+    # cannot flip a completed run to stalled, however low its accuracy.
+    _record(tmp_path, "loss-grew", "diverged", best=0.1, reason="training loss grew to 40 in epoch 2, ...")
+    _record(tmp_path, "two-images", "completed", best=0.5, threshold=1.56, status_note="the validation split ...")
+    problems = check_runs(tmp_path)
+    assert len(problems) == 1 and problems[0].startswith("old-was-learning")
+    assert "stalled (never learned: ...) only 0.020 below its chance threshold 0.160" in problems[0]

@@ -56,7 +56,7 @@ def test_pretraining_saves_a_sidecar_and_a_second_call_reuses_the_model(monkeypa
     real_run = pretraining.run
     monkeypatch.setattr(pretraining, "run", lambda config, task: calls.append(config) or real_run(config, task))
     # digits, 2 epochs, 150 images: the shortest pretraining that the runner records as completed
-    # (with 60 images or one epoch it is "diverged: never learned", and nothing is kept).
+    # (with 60 images or one epoch it is "stalled: never learned", and nothing is kept).
     arguments = dict(dataset="digits", input_size=32, epochs=2, limit=150)
     first = pretrain_offline("resnet18", **arguments)
     modified = first.stat().st_mtime_ns
@@ -140,11 +140,11 @@ def test_an_unreadable_sidecar_is_refused(pretrained):
         check_pretrained(path, config)
 
 
-def test_a_diverged_pretraining_keeps_nothing(monkeypatch, isolated_dirs):
-    run_dir = isolated_dirs / "reports" / "runs" / "diverged"
+def test_a_stalled_pretraining_keeps_nothing(monkeypatch, isolated_dirs):
+    run_dir = isolated_dirs / "reports" / "runs" / "stalled"
     monkeypatch.setattr(pretraining, "run", lambda config, task: SimpleNamespace(
-        status="diverged", run_dir=run_dir, metrics={"divergence_reason": "never learned"}))
-    with pytest.raises(RuntimeError, match="Pretraining resnet18 on shapes ended diverged: never learned"):
+        status="stalled", run_dir=run_dir, metrics={"divergence_reason": "never learned"}))
+    with pytest.raises(RuntimeError, match="Pretraining resnet18 on shapes ended stalled: never learned"):
         pretrain_offline("resnet18", **CHEAP)
     path = pretrained_path(pretraining_config("resnet18", **CHEAP))
     assert not path.exists() and not sidecar_path(path).exists()

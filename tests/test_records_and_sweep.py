@@ -7,8 +7,10 @@ import pytest
 
 from lab import atomic
 from lab.config import RunConfig
-from lab.records import (INDEX_NAME, RECORD_VERSION, RunWriter, clean_partial, load_collection, load_run, load_runs,
-                         read_index, rebuild_index, results_table, to_markdown, upgrade_config)
+from lab.collection import write_collection
+from lab.records import (INDEX_NAME, RECORD_VERSION, RESULT_STATUSES, STATUSES, RunWriter, clean_partial,
+                         load_collection, load_run, load_runs, read_index, rebuild_index, results_table, to_markdown,
+                         upgrade_config, worst_status)
 from lab.sweep import grid, run_sweep
 
 FAST = dict(dataset="digits", limit=200, model="cnn", depth=2, filters=8, dense_units=16, epochs=2, verbose=0)
@@ -149,3 +151,38 @@ def test_older_records_are_read_under_the_new_names(recorded, expected):
     assert {key: config[key] for key in expected} == expected
     assert not {"input_size", "encoder", "trainable_encoder"} & set(config)
     assert upgrade_config({**config, "record_version": RECORD_VERSION}) == {**config, "record_version": RECORD_VERSION}
+
+
+def test_an_old_never_learned_run_reads_as_stalled_and_its_file_is_kept(isolated_dirs):
+    def old(name, reason, version=3):
+        versioned = {"record_version": version} if version else {}  # the first records had no version
+        writer = RunWriter({"name": name, "config_hash": name, **versioned}, name=name)
+        return writer.publish({"name": name, "status": "diverged", "divergence_reason": reason})
+
+    never = old("never", "never learned: the best val_accuracy in 3 epochs was 0.1000, not above chance ...")
+    unversioned = old("unversioned", "never learned: in 3 epochs ...", version=None)
+    nan = old("nan", "training loss became nan at batch 3")
+    current = RunWriter({"name": "now", "config_hash": "now", "record_version": RECORD_VERSION}, name="now").publish(
+        {"name": "now", "status": "diverged", "divergence_reason": "never learned (as a newer kit never writes)"})
+    assert [load_run(p).status for p in (never, unversioned, nan, current)] == ["stalled", "stalled", "diverged",
+                                                                                 "diverged"]
+    assert json.loads((never / "metrics.json").read_text())["status"] == "diverged", "the file is left as written"
+    # The index still says "diverged" for the old run: the filter reads the record.
+    assert [r.name for r in load_runs(status="stalled")] == ["never", "unversioned"]
+    assert [r.name for r in load_runs(status=("diverged", "failed"))] == ["nan", "now"]
+    assert [r.name for r in load_runs(status=RESULT_STATUSES)] == ["never", "unversioned", "nan", "now"]
+    with pytest.raises(ValueError, match=r"Unknown run status\(es\) \['divergd'\]; a run's status is one of "
+                                         r"completed, stalled, diverged, failed"):
+        load_runs(status="divergd")
+    # A collection an older kit wrote says "diverged" for its members: they read as their runs do.
+    write_collection(isolated_dirs / "reports" / "sweeps" / "old", kind="sweep", name="old", varied={}, fixed={},
+                     started=None, members=[{"run_id": p.name, "name": p.name, "status": "diverged"}
+                                            for p in (never, nan)])
+    assert [m["status"] for m in load_collection("old").members] == ["stalled", "diverged"]
+
+
+def test_the_worst_status_names_a_group():
+    assert worst_status(["completed", "stalled", "completed"]) == "stalled"
+    assert worst_status(["stalled", "diverged"]) == "diverged" and worst_status(["diverged", "failed"]) == "failed"
+    assert worst_status([]) == worst_status(["unknown"]) == "completed"
+    assert STATUSES[:3] == RESULT_STATUSES and "failed" not in RESULT_STATUSES

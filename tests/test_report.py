@@ -53,7 +53,7 @@ def _record(name, *, model="cnn", learning_rate=1e-3, status="completed", val_lo
                "val_accuracy": val_accuracy, "val_loss": val_loss, "best_epoch_val_loss": val_loss,
                "best_epoch_val_accuracy": val_accuracy,
                "test_accuracy": accuracy, "test_loss": 0.7 + seed / 100, "seconds_per_epoch": 0.25, "train_seconds": 0.6,
-               "divergence_reason": "never learned (a test)" if status == "diverged" else None}
+               "divergence_reason": "training loss grew (a test)" if status == "diverged" else None}
     if per_class:
         metrics["test_per_class"] = {c: {"precision": 0.5, "recall": 0.25 + i / 10, "f1": 0.3, "support": 10}
                                      for i, c in enumerate(CLASSES)}

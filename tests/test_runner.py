@@ -16,7 +16,7 @@ import lab.runner as runner
 from lab.config import RunConfig, SegmentationConfig
 from lab.datasets import DATA_FIELDS, data_key, load_dataset
 from lab.datasets.folders import write_image_folder
-from lab.records import load_run, load_runs
+from lab.records import load_run, load_runs, read_index
 from lab.segmentation import train_autoencoder, train_segmentation
 from lab.sweep import run_sweep
 from lab.training import train
@@ -174,3 +174,51 @@ def test_a_run_killed_with_sigkill_is_swept_by_the_next_run(isolated_dirs):
     result = train(dataset="digits", limit=60, **MLP)
     assert not left.exists(), "the next run removed the killed run's folder"
     assert [run.run_id for run in load_runs()] == [result.run_dir.name]
+
+
+# -- how a run ended: its status, recorded whatever happened (lab.records.STATUSES) --------------
+
+def _blank(digits, val_images=None):
+    """Digits with every image blank: no model can tell the classes apart, so none beats chance."""
+    from lab.datasets import from_arrays
+
+    blank = np.zeros_like(digits.x_train)
+    x_val, y_val = np.zeros_like(digits.x_val), digits.y_val
+    if val_images is not None:
+        x_val, y_val = x_val[:val_images], np.arange(val_images)
+    return from_arrays(blank, digits.y_train, np.zeros_like(digits.x_test), digits.y_test, x_val=x_val, y_val=y_val,
+                       class_names=digits.class_names, name="blank")
+
+
+@pytest.mark.parametrize("learning_rate, status, reason", [
+    (1e-2, "completed", None),
+    (50.0, "diverged", "training loss grew to "),  # finite, thousands of times ln 10
+    (1e30, "diverged", "training loss became nan"),
+], ids=["learns", "loss-grows", "loss-nan"])
+def test_a_run_is_recorded_as_it_ended(digits, learning_rate, status, reason):
+    result = train(data=digits, learning_rate=learning_rate, **{**MLP, "epochs": 2, "hidden_units": [16]})
+    recorded = load_run(result.run_dir)
+    assert result.status == recorded.status == status and [e["status"] for e in read_index()] == [status]
+    assert (recorded.metrics["divergence_reason"] or "").startswith(reason or "")
+    assert "status_note" not in recorded.metrics
+    if status == "completed":
+        assert recorded.metrics["test_accuracy"] > 0.5 and recorded.metrics["divergence_reason"] is None
+
+
+def test_a_run_that_never_beats_chance_is_recorded_stalled_not_diverged(digits):
+    result = train(data=_blank(digits), learning_rate=1e-2, **{**MLP, "epochs": 4, "divergence_patience": 2})
+    recorded = load_run(result.run_dir)
+    assert result.status == recorded.status == "stalled" and result.model is not None, "recorded, not raised"
+    assert recorded.metrics["divergence_reason"].startswith("never learned: in 2 epochs")
+    assert recorded.metrics["epochs_run"] == 2 and not recorded.metrics["stopped_early"], "stalled, not early stopping"
+    assert recorded.metrics["chance"]["best_val_accuracy"] <= recorded.metrics["chance"]["threshold"]
+    assert [r.run_id for r in load_runs(status="stalled")] == [recorded.run_id] and not load_runs(status="diverged")
+
+
+def test_a_validation_split_too_small_to_judge_is_said_instead_of_a_stalled_label(digits):
+    # The same blank images, validated on two: chance 0.5 plus three standard errors is above 1.
+    result = train(data=_blank(digits, val_images=2), learning_rate=1e-2, **{**MLP, "epochs": 2})
+    recorded = load_run(result.run_dir)
+    assert recorded.status == "completed" and recorded.metrics["divergence_reason"] is None
+    assert recorded.metrics["status_note"].startswith("the validation split (2 examples) is too small to judge")
+    assert recorded.metrics["chance"]["threshold"] > 1

@@ -108,7 +108,7 @@ class InstanceTask:
                        state={"experiment": experiment, "task": task, "records": records})
 
     def chance(self, config: InstanceConfig, data: Any) -> dict[str, float]:
-        return {}  # no accuracy to compare with chance: only a non-finite loss is divergence
+        return {}  # no accuracy to compare with chance: only a non-finite or growing loss is divergence
 
     def log_line(self, epochs: int) -> keras.callbacks.Callback:
         return EpochLogLine(epochs, print_fn=print, fields=(("TrainLoss", "loss", False), ("ValBoxAP", "val_box_ap", False),

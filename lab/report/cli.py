@@ -12,7 +12,7 @@ an ablation, whichever engine wrote it). An unknown source is
 refused with a list of what exists.
 
 The report holds what a course report holds: what varied between the runs and what was fixed, the
-results table (status with diverged and failed runs marked, best epoch, train/val/test metrics of
+results table (status with stalled, diverged and failed runs marked, best epoch, train/val/test metrics of
 the runs' tasks), the overlaid learning curves, the best run (by the metric the runs monitor, or a
 search's objective) with its confusion matrix, green/red sample predictions (or masks) and
 per-class scores, the efficiency table when several models are compared, the environment, and the

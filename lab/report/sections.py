@@ -58,14 +58,14 @@ def build_sections(source: Source) -> tuple[list[Section], list[tuple[str, Any]]
     marked = {i: run.status for i, run in enumerate(runs) if run.status in MARKED}
     counts = collections.Counter(run.status for run in runs)
     blocks = [Text(f"{len(runs)} runs: " + ", ".join(f"{n} {status}" for status, n in counts.items())
-                   + ". Metrics at each run's best epoch (its restored weights); diverged runs shaded red "
-                   "and their status in bold, failed runs grey.")]
+                   + ". Metrics at each run's best epoch (its restored weights); diverged runs shaded red, "
+                   "stalled runs yellow and failed runs grey, with their status in bold.")]
     blocks.append(Table(table, "Results (from each run's metrics.json)", marked))
     problems = [{"run_id": run.run_id, "name": run.name, "status": run.status,
                  "reason": _shorten(run.metrics.get("divergence_reason") or run.metrics.get("error") or "not recorded")}
                 for run in runs if run.status in MARKED]
     if problems:
-        blocks.append(Table(pd.DataFrame(problems), "Why runs diverged or failed",
+        blocks.append(Table(pd.DataFrame(problems), "Why runs stalled, diverged or failed",
                             {i: row["status"] for i, row in enumerate(problems)}))
     blocks += [Text(note) for note in source.notes]
     sections.append(Section("Results", "results", blocks))

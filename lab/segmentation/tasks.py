@@ -93,9 +93,9 @@ class Segmentation(_DensePrediction):
         return {"loss": loss, "metrics": [PixelAccuracy(), MeanIoU(data.num_classes), MeanDice(data.num_classes)]}
 
     def chance(self, config: SegmentationConfig, data: SegmentationDataset) -> dict[str, float]:
-        # Only a NaN loss is divergence. A network that predicts background everywhere has
-        # learned the majority class and nothing else: its record keeps its numbers and says so
-        # with E6's all_background flag (and a warning), which is more useful than "diverged".
+        # Only a loss that is not finite or grows is divergence. A network that predicts background
+        # everywhere has learned the majority class and nothing else: its record keeps its numbers and
+        # says so with E6's all_background flag (and a warning), which is more useful than "stalled".
         return {}
 
     def log_line(self, epochs: int) -> keras.callbacks.Callback:
@@ -222,7 +222,7 @@ class Reconstruction(_DensePrediction):
         return {"loss": config.loss_name, "metrics": ["mse"]}
 
     def chance(self, config: SegmentationConfig, data: SegmentationDataset) -> dict[str, float]:
-        return {}  # a reconstruction loss has no chance level: only NaN is divergence
+        return {}  # a reconstruction loss has no chance level: only a non-finite or growing loss is divergence
 
     def log_line(self, epochs: int) -> keras.callbacks.Callback:
         return epoch_line(epochs)

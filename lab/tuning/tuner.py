@@ -22,7 +22,7 @@ import keras_tuner
 from lab import training
 from lab.config import BaseConfig
 from lab.datasets import data_key
-from lab.records import Run, load_run, load_runs
+from lab.records import RESULT_STATUSES, Run, load_run, load_runs
 from lab.tasks import TASKS
 from lab.tf_memory import released_graphs
 from lab.tuning.space import LAB_PREFIX, TUNER_PREFIX, Entry, declare, space_values
@@ -151,8 +151,8 @@ class RunTuner(keras_tuner.engine.base_tuner.BaseTuner):
     A run that fails (an exception) or ends without a finite value of the objective (a loss
     that was NaN from the start) is reported to keras-tuner as a failed trial; its record
     says why.
-    A diverged run with a finite objective (its best epoch's weights were restored) is a
-    completed trial with that (poor) score. keras-tuner stops the search after
+    A stalled or diverged run with a finite objective (its best epoch's weights were restored) is
+    a completed trial with that (poor) score. keras-tuner stops the search after
     ``max_consecutive_failed_trials`` failures in a row (usually a broken setup).
     """
 
@@ -197,7 +197,7 @@ class RunTuner(keras_tuner.engine.base_tuner.BaseTuner):
         """A finished record of this trial already on disk: the process stopped after the run
         wrote it and before the oracle saved the trial. Reusing it keeps one record per trial."""
         runs = load_runs(config.reports_dir, tags=[f"search-id:{self.search_id}", f"trial:{trial_id}"],
-                         config_hash=config.config_hash(self._data_for(config)), status=("completed", "diverged"))
+                         config_hash=config.config_hash(self._data_for(config)), status=RESULT_STATUSES)
         return runs[-1] if runs else None
 
     def _data_for(self, config: BaseConfig) -> Any:
