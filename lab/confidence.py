@@ -140,8 +140,8 @@ def bootstrap_items(statistic: Callable[[np.ndarray], np.ndarray], n_items: int,
 
     Returns:
         An Estimate: the statistic on all items, the percentile interval, and ``p_value``: twice
-        the smaller share of resamples on either side of zero (the level at which the percentile
-        interval of a difference would just touch zero; meaningful for differences).
+        the smaller share of resamples on either side of zero (about the level at which the
+        percentile interval of a difference would just touch zero; meaningful for differences).
     """
     if n_items < 2:
         raise ValueError(f"A bootstrap over test items needs at least 2 items, received {n_items}.")
@@ -157,7 +157,10 @@ def bootstrap_items(statistic: Callable[[np.ndarray], np.ndarray], n_items: int,
     distribution = result.bootstrap_distribution[np.isfinite(result.bootstrap_distribution)]
     p_value = None
     if distribution.size:
-        p_value = float(min(1.0, 2 * min(np.mean(distribution <= 0), np.mean(distribution >= 0))))
+        # (count + 1) / (resamples + 1) per side (Davison and Hinkley 1997): never 0, since no finite
+        # number of resamples can show a difference to be impossible.
+        below, above = np.sum(distribution <= 0), np.sum(distribution >= 0)
+        p_value = float(min(1.0, 2 * (min(below, above) + 1) / (distribution.size + 1)))
     low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     return Estimate(value, low, high, f"bootstrap over {n_items} {what}", n_items, p_value=p_value)
 

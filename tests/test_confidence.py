@@ -264,3 +264,11 @@ def test_the_reports_comparison_numbers_equal_the_records(isolated_dirs):
     assert markdown.index("How sure are the results") < markdown.index("Learning curves")  # beside the results
     html = report.html.read_text()
     assert format_estimate(across_seeds([r.metrics["test_accuracy"] for r in runs[3:]]), 300) in html
+
+
+def test_a_bootstrap_p_value_is_never_zero_and_one_for_no_difference():
+    shifted = np.linspace(1.0, 2.0, 50)  # every resample's mean is positive
+    far = bootstrap_items(lambda idx: shifted[idx].mean(axis=-1), 50, n_resamples=199)
+    assert far.p_value == pytest.approx(2 / 200) and far.low > 0
+    zero = bootstrap_items(lambda idx: np.zeros(idx.shape[:-1]), 50, n_resamples=199)
+    assert zero.p_value == 1.0 and (zero.low, zero.high) == (0.0, 0.0)
