@@ -144,19 +144,42 @@ def check_baseline(baseline: str | None, names: Sequence[str]) -> None:
 @dataclasses.dataclass
 class _TestItems:
     """A run's test items as the comparisons read them from ``predictions.npz``: the truth (to
-    check two runs saw the same test set), each metric's score of resampled items, and which
-    items it classified right (McNemar)."""
+    check two runs saw the same test set), each metric's scorer, and which items it classified
+    right (McNemar).
+
+    A scorer takes how often each item is drawn, counts of shape (..., n) (all ones: the run's own
+    score), and gives the score of each resample: drawing an item twice is weighting it twice. So a
+    bootstrap resample costs a matrix product or a cumulative sum, not a sort or a rescoring.
+    """
 
     truth: np.ndarray
-    scores: dict[str, Callable[[np.ndarray], np.ndarray]]
+    scorers: dict[str, Callable[[np.ndarray], np.ndarray]]
     correct: np.ndarray | None = None
 
     @property
     def n(self) -> int:
         return len(self.truth)
 
+    def statistic(self, metric: str) -> Callable[[np.ndarray], np.ndarray]:
+        """The metric of resampled item indices (..., n), as ``lab.confidence.bootstrap_items`` asks."""
+        return lambda indices: self.scorers[metric](_counts(indices, self.n))
 
-def _test_items(run: Run) -> _TestItems | None:
+
+def _counts(indices: np.ndarray, n: int) -> np.ndarray:
+    """How often each of ``n`` items is drawn in each resample: indices (..., m) as counts (..., n)."""
+    flat = np.asarray(indices, dtype=np.int64).reshape(-1, np.shape(indices)[-1])
+    offsets = (np.arange(len(flat)) * n)[:, None]
+    counts = np.bincount((flat + offsets).ravel(), minlength=len(flat) * n).reshape(len(flat), n)
+    return counts.reshape(*np.shape(indices)[:-1], n).astype(np.float64)
+
+
+# Above this many (items x classes x resamples) the AUC is not bootstrapped over test images: the
+# limit is about ten seconds on one idle core (CIFAR-10's test set is within it, CIFAR-100's, ten
+# times larger, beyond), and its comparisons then rest on the seeds alone.
+AUC_BOOTSTRAP_LIMIT = 5e8
+
+
+def _test_items(run: Run, n_resamples: int = N_RESAMPLES) -> _TestItems | None:
     """The run's test items, or None when its record has no usable predictions (no file, a
     diverged run's NaN probabilities, a task without item scores)."""
     if not (run.path / "predictions.npz").exists():
@@ -167,9 +190,11 @@ def _test_items(run: Run) -> _TestItems | None:
         y_prob = np.asarray(predictions["y_prob"], dtype=np.float64)
         if not np.isfinite(y_prob).all() or len(y_true) < 2:
             return None
-        correct = y_prob.argmax(axis=1) == y_true
-        return _TestItems(y_true, {"test_accuracy": lambda idx: correct[idx].mean(axis=-1),
-                                   "test_macro_auc": lambda idx: _macro_auc(y_true[idx], y_prob[idx])}, correct)
+        correct = (y_prob.argmax(axis=1) == y_true).astype(np.float64)
+        scorers = {"test_accuracy": lambda counts: counts @ correct / counts.sum(axis=-1)}
+        if y_prob.size * n_resamples <= AUC_BOOTSTRAP_LIMIT:
+            scorers["test_macro_auc"] = _macro_auc(y_true, y_prob)
+        return _TestItems(y_true, scorers, correct.astype(bool))
     if "y_pred" in predictions and "class_names" in predictions:
         from lab.evaluation import pixel_confusion_matrix
         from lab.segmentation.tasks import masks_per_image
@@ -179,46 +204,73 @@ def _test_items(run: Run) -> _TestItems | None:
         matrices = np.stack([pixel_confusion_matrix(t, p, k) for t, p in zip(masks_true, masks_pred)])
         if len(matrices) < 2:
             return None
-        truth = np.stack([m.sum(axis=1) for m in matrices])  # each image's true pixels per class
-        return _TestItems(truth, {"test_mean_iou": lambda idx: _segmentation(matrices[idx], "iou"),
-                                  "test_mean_dice": lambda idx: _segmentation(matrices[idx], "dice"),
-                                  "test_pixel_accuracy": lambda idx: _segmentation(matrices[idx], "pixel_accuracy")})
+        truth = matrices.sum(axis=2)  # each image's true pixels per class
+        return _TestItems(truth, {f"test_{score}": _segmentation(matrices, score)
+                                  for score in ("mean_iou", "mean_dice", "pixel_accuracy")})
     return None
 
 
-def _macro_auc(y_true: np.ndarray, y_prob: np.ndarray) -> np.ndarray:
-    """``lab.evaluation.macro_auc`` of many resamples at once: labels (..., n), probabilities
-    (..., n, k). Each class's one-vs-rest AUC is the Mann-Whitney U of its scores' ranks
-    (``scipy.stats.rankdata``, ties averaged, as scikit-learn's ROC AUC counts them) over
-    positives times negatives; the classes absent from a resample are left out of its mean."""
-    from scipy.stats import rankdata
+def _macro_auc(y_true: np.ndarray, y_prob: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """``lab.evaluation.macro_auc`` of resampled test items, as a scorer of counts (``_TestItems``).
 
-    k = y_prob.shape[-1]
-    aucs = []
+    Each class's one-vs-rest AUC is the share of (positive, negative) pairs the positive wins, a
+    tie counting half (the Mann-Whitney U over positives times negatives, as scikit-learn's ROC AUC
+    counts it). With the items sorted by score once, the negatives a positive beats are a
+    cumulative sum of the negatives' counts, so every resample is scored in one pass. The classes
+    absent from a resample are left out of its mean, as ``macro_auc`` leaves them out.
+    """
+    k = y_prob.shape[1]
+    parts = []
     for c in ([1] if k == 2 else range(k)):  # a binary task scores the positive class, as macro_auc does
-        positive = y_true == c
-        n_pos = positive.sum(axis=-1)
-        n_neg = y_true.shape[-1] - n_pos
-        u = (rankdata(y_prob[..., c], axis=-1) * positive).sum(axis=-1) - n_pos * (n_pos + 1) / 2
-        with np.errstate(invalid="ignore", divide="ignore"):
-            aucs.append(np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan))
-    stacked = np.stack(aucs)
-    with np.errstate(invalid="ignore"):
-        counts = np.isfinite(stacked).sum(axis=0)
-        return np.where(counts > 0, np.nansum(stacked, axis=0) / np.maximum(counts, 1), np.nan)
+        order = np.argsort(y_prob[:, c], kind="stable")
+        scores = y_prob[order, c]
+        first = np.r_[True, scores[1:] != scores[:-1]]  # where each run of tied scores starts
+        group = np.cumsum(first) - 1
+        starts = np.flatnonzero(first)
+        ends = np.r_[starts[1:], len(scores)]  # one past each run's end
+        parts.append((order, (y_true[order] == c).astype(np.float64), starts[group], ends[group]))
+
+    def scorer(counts: np.ndarray) -> np.ndarray:
+        aucs = []
+        for order, positive, start, end in parts:
+            weights = counts[..., order]
+            negatives = weights * (1 - positive)
+            before = np.concatenate([np.zeros_like(negatives[..., :1]), np.cumsum(negatives, axis=-1)], axis=-1)
+            below, tied = before[..., start], before[..., end] - before[..., start]
+            n_pos, n_neg = (weights * positive).sum(axis=-1), negatives.sum(axis=-1)
+            wins = (weights * positive * (below + 0.5 * tied)).sum(axis=-1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                aucs.append(np.where((n_pos > 0) & (n_neg > 0), wins / (n_pos * n_neg), np.nan))
+        return _mean_present(np.stack(aucs, axis=-1))
+
+    return scorer
 
 
-def _segmentation(matrices: np.ndarray, score: str) -> np.ndarray:
-    """Mean IoU, mean Dice or pixel accuracy of resampled images (..., n, k, k), from their summed
-    confusion matrix as ``lab.evaluation.segmentation_metrics`` scores a whole test set."""
+def _segmentation(matrices: np.ndarray, score: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Mean IoU, mean Dice or pixel accuracy of resampled images (``matrices``: each image's pixel
+    confusion matrix, (n, k, k)) as a scorer of counts, from the summed confusion matrix as
+    ``lab.evaluation.segmentation_metrics`` scores a whole test set."""
     from lab.evaluation import scores_from_confusion
 
-    total = matrices.sum(axis=-3)
-    if score == "pixel_accuracy":
-        return np.trace(total, axis1=-2, axis2=-1) / total.sum(axis=(-2, -1))
-    values = scores_from_confusion(total)[score]
-    counts = np.isfinite(values).sum(axis=-1)
-    return np.where(counts > 0, np.nansum(values, axis=-1) / np.maximum(counts, 1), np.nan)
+    n, k = len(matrices), matrices.shape[-1]
+    flat = matrices.reshape(n, k * k).astype(np.float64)
+
+    def scorer(counts: np.ndarray) -> np.ndarray:
+        total = (counts @ flat).reshape(*counts.shape[:-1], k, k)
+        if score == "pixel_accuracy":
+            return np.trace(total, axis1=-2, axis2=-1) / total.sum(axis=(-2, -1))
+        return _mean_present(scores_from_confusion(total)[score.removeprefix("mean_")])
+
+    return scorer
+
+
+def _mean_present(values: np.ndarray) -> np.ndarray:
+    """The mean over the last axis of the finite values (NaN where none is): a class neither present
+    nor predicted has no score and is left out, as ``lab.evaluation`` leaves it out."""
+    present = np.isfinite(values)
+    with np.errstate(invalid="ignore"):
+        return np.where(present.any(axis=-1), np.where(present, values, 0).sum(axis=-1) / present.sum(axis=-1),
+                        np.nan)
 
 
 # -- the comparison -------------------------------------------------------------------------------
@@ -290,7 +342,7 @@ def compare(runs: Iterable[Run], baseline: str | None = None, *, n_resamples: in
 
     def items(run: Run) -> _TestItems | None:
         if run.run_id not in cache:
-            cache[run.run_id] = _test_items(run)
+            cache[run.run_id] = _test_items(run, n_resamples)
         return cache[run.run_id]
 
     present = {key for group in configurations for run in group.completed for key in run.metrics}
@@ -331,9 +383,9 @@ def _spread(group: Configuration, metric: str, items, n_resamples: int) -> Estim
         return across_seeds(values)
     run = next(run for run in group.completed if _finite(run.metrics.get(metric)))
     found = items(run)
-    if found is None or metric not in found.scores:
+    if found is None or metric not in found.scorers:
         return Estimate(float(values[0]))
-    estimate = bootstrap_items(found.scores[metric], found.n, n_resamples=n_resamples, what="test images")
+    estimate = bootstrap_items(found.statistic(metric), found.n, n_resamples=n_resamples, what="test images")
     return dataclasses.replace(estimate, value=float(values[0]))  # the record's number, as recorded
 
 
@@ -388,10 +440,12 @@ def _difference(group: Configuration, base: Configuration, metric: str, items, n
         tests.append(seeds.method)
     found = [(items(a), items(b)) for a, b in pairs]
     over_items = None
-    if found and all(x is not None and y is not None and metric in x.scores for x, y in found):
+    if found and all(x is not None and y is not None and metric in x.scorers and metric in y.scorers
+                     for x, y in found):
         if all(x.truth.shape == y.truth.shape and np.array_equal(x.truth, y.truth) for x, y in found):
             def statistic(idx: np.ndarray) -> np.ndarray:
-                return np.mean([y.scores[metric](idx) - x.scores[metric](idx) for x, y in found], axis=0)
+                counts = _counts(idx, found[0][0].n)
+                return np.mean([y.scorers[metric](counts) - x.scorers[metric](counts) for x, y in found], axis=0)
 
             over_items = bootstrap_items(statistic, found[0][0].n, n_resamples=n_resamples,
                                          what=f"test images, {len(found)} seed pair(s)")
@@ -528,10 +582,10 @@ def small_splits(configurations: Sequence[Configuration], base: Configuration, d
     found = []
     for metric in dict.fromkeys(differences["metric"]) if not differences.empty else ():
         shown = [abs(d) for d in differences.loc[differences["metric"] == metric, "diff"] if _finite(d)]
-        run = next((r for r in base.completed if items(r) is not None and metric in items(r).scores), None)
+        run = next((r for r in base.completed if items(r) is not None and metric in items(r).scorers), None)
         if not shown or run is None:
             continue
-        noise = bootstrap_items(items(run).scores[metric], items(run).n, n_resamples=n_resamples)
+        noise = bootstrap_items(items(run).statistic(metric), items(run).n, n_resamples=n_resamples)
         half = (noise.high - noise.low) / 2
         if max(shown) < half:
             found.append(f"The test split ({items(run).n} images) is too small for the {metric} differences shown: "

@@ -115,31 +115,36 @@ def test_numbers_get_the_digits_their_split_supports():
     assert (exact.low, exact.high) == (pytest.approx(reference.low), pytest.approx(reference.high))
 
 
-def test_item_scores_equal_the_recorded_metrics_on_every_item():
-    """The bootstrap's scorers give the run's own numbers on all its items: macro AUC (binary,
-    multi-class, a class absent) and segmentation IoU, Dice and pixel accuracy."""
-    from lab.comparison import _macro_auc, _segmentation
+def test_item_scores_equal_the_recorded_metrics_on_every_item_and_on_resamples():
+    """The bootstrap's scorers (of how often each item is drawn) give the run's own numbers on all
+    its items and scikit-learn's on a resample: macro AUC (binary, multi-class with ties, a class
+    absent) and segmentation IoU, Dice and pixel accuracy."""
+    from lab.comparison import _counts, _macro_auc, _segmentation
+    from lab.evaluation import pixel_confusion_matrix
 
     rng = np.random.default_rng(3)
     for k in (2, 4):
         y = rng.integers(0, k, 80)
         prob = rng.dirichlet(np.ones(k), 80)
         prob[40:60] = prob[:20]  # tied scores, counted as scikit-learn counts them
-        assert _macro_auc(y, prob) == pytest.approx(macro_auc(y, prob))
+        scorer = _macro_auc(y, prob)
+        assert scorer(np.ones(80)) == pytest.approx(macro_auc(y, prob))
         resamples = rng.integers(0, 80, (5, 80))
-        assert _macro_auc(y[resamples], prob[resamples]) == pytest.approx(
-            [macro_auc(y[r], prob[r]) for r in resamples])
+        assert scorer(_counts(resamples, 80)) == pytest.approx([macro_auc(y[r], prob[r]) for r in resamples])
     y, prob = np.repeat([0, 1, 2], 10), rng.dirichlet(np.ones(4), 30)  # class 3 absent: left out of the mean
     with pytest.warns(UserWarning, match="Only 3 of 4"):
-        assert _macro_auc(y, prob) == pytest.approx(macro_auc(y, prob))
-
-    from lab.evaluation import pixel_confusion_matrix
+        assert _macro_auc(y, prob)(np.ones(30)) == pytest.approx(macro_auc(y, prob))
 
     masks_true, masks_pred = rng.integers(0, 3, (6, 8, 8)), rng.integers(0, 3, (6, 8, 8))
+    masks_pred[:, :4] = 0  # class 2 never predicted in the top rows: per-class scores differ
     matrices = np.stack([pixel_confusion_matrix(t, p, 3) for t, p in zip(masks_true, masks_pred)])
     recorded = segmentation_metrics(masks_true, masks_pred, ["bg", "x", "y"])
-    for score, key in (("iou", "mean_iou"), ("dice", "mean_dice"), ("pixel_accuracy", "pixel_accuracy")):
-        assert _segmentation(matrices[np.arange(6)], score) == pytest.approx(recorded[key])
+    resample = np.array([0, 0, 3, 5, 5, 5])
+    again = segmentation_metrics(masks_true[resample], masks_pred[resample], ["bg", "x", "y"])
+    for score in ("mean_iou", "mean_dice", "pixel_accuracy"):
+        scorer = _segmentation(matrices, score)
+        assert scorer(np.ones(6)) == pytest.approx(recorded[score])
+        assert scorer(_counts(resample, 6)) == pytest.approx(again[score])
 
 
 # -- configurations, verdicts, warnings --------------------------------------------------------------
