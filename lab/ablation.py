@@ -29,6 +29,7 @@ import time
 from lab import plots
 from lab.classification import CLASSIFICATION
 from lab.comparison import check_baseline
+from lab.confidence import decimals, format_estimate, proportion_interval
 from lab.config import RunConfig
 from lab.sweep import SweepResult, run_sweep
 from lab.tasks import TASKS
@@ -70,9 +71,14 @@ def run_ablation(base: RunConfig, *, name: str = "e1-ablation", variants: list[d
     if finished:
         best = min(finished, key=lambda r: r.metrics["val_loss"])
         shutil.copyfile(best.path / "plots" / "confusion_matrix.png", folder / "best_confusion_matrix.png")
+        # With the digits its test split supports, and its exact binomial interval (lab.confidence).
+        n = int(best.config["data"]["sizes"]["test"])
+        accuracy = proportion_interval(round(best.metrics["test_accuracy"] * n), n)
+        auc = best.metrics.get("test_macro_auc")
+        auc = "none" if auc is None else f"{auc:.{decimals(accuracy.standard_error, n)}f}"
         (folder / "best_run.txt").write_text(
-            f"best by validation loss: {best.name} ({best.run_id}), test accuracy "
-            f"{best.metrics['test_accuracy']:.4f}, test macro AUC {best.metrics.get('test_macro_auc')}\n")
+            f"best by validation loss: {best.name} ({best.run_id}), test accuracy {format_estimate(accuracy, n)} "
+            f"on {n} test images, test macro AUC {auc}\n")
     return result
 
 

@@ -307,12 +307,12 @@ class Comparisons:
 
     def markdown(self) -> str:
         """The summary, the differences and the warnings as Markdown (a sweep's ``results.md``)."""
-        from lab.records import to_markdown
+        def table(frame: pd.DataFrame) -> str:  # the cells are already text with their digits: as written
+            return frame.to_markdown(index=False, disable_numparse=True)
 
-        lines = [f"## Against the baseline {self.baseline.label}", "", *self.notes, "",
-                 to_markdown(self.summary), ""]
+        lines = [f"## Against the baseline {self.baseline.label}", "", *self.notes, "", table(self.summary), ""]
         if not self.differences.empty:
-            lines += [to_markdown(self.differences[list(SHOWN_DIFFERENCES)]), ""]
+            lines += [table(self.differences[list(SHOWN_DIFFERENCES)]), ""]
         lines += ["Warnings:", "", *(f"- {w}" for w in self.warnings)] if self.warnings else ["No warnings."]
         return "\n".join(lines) + "\n"
 
@@ -347,14 +347,12 @@ def compare(runs: Iterable[Run], baseline: str | None = None, *, n_resamples: in
 
     present = {key for group in configurations for run in group.completed for key in run.metrics}
     metrics = [m for m in COMPARED.get(base.runs[0].task, ()) if m in present]
-    summary_rows = []
-    for group in configurations:
-        row: dict[str, Any] = {"configuration": group.label, "runs": f"{len(group.completed)} of {len(group.runs)}",
-                               "seeds": ", ".join(str(seed) for seed in group.seeds)}
-        for metric in metrics:
-            row[metric] = _format(_spread(group, metric, items, n_resamples), _n_items(group, items))
-        summary_rows.append(row)
-    differences = _differences(configurations, base, metrics, items, n_resamples)
+    shown = {(group.label, metric): _format(_spread(group, metric, items, n_resamples), _n_items(group, items))
+             for group in configurations for metric in metrics}
+    summary_rows = [{"configuration": group.label, "runs": f"{len(group.completed)} of {len(group.runs)}",
+                     "seeds": ", ".join(str(seed) for seed in group.seeds),
+                     **{metric: shown[group.label, metric] for metric in metrics}} for group in configurations]
+    differences = _differences(configurations, base, metrics, items, n_resamples, shown)
     verdicts = {}
     if not differences.empty:
         first = differences.drop_duplicates("configuration")  # the first metric compared decides
@@ -370,6 +368,9 @@ def compare(runs: Iterable[Run], baseline: str | None = None, *, n_resamples: in
              "over the test images McNemar's exact test (accuracy) or a paired bootstrap (the others), each "
              "adjusted by Holm over the configurations. 'better' or 'worse' means every test that applies "
              f"finds the difference (adjusted p < {ALPHA}); 'within noise' means at least one does not."]
+    if not metrics:
+        compared = ", ".join(COMPARED.get(base.runs[0].task, ())) or "none for this task"
+        notes = [f"No completed run records a metric compared ({compared}): nothing to compare."]
     return Comparisons(configurations, base, metrics, pd.DataFrame(summary_rows, dtype=object), differences,
                        warnings, notes)
 
@@ -390,11 +391,12 @@ def _spread(group: Configuration, metric: str, items, n_resamples: int) -> Estim
 
 
 def _differences(configurations: Sequence[Configuration], base: Configuration, metrics: Sequence[str], items,
-                 n_resamples: int) -> pd.DataFrame:
+                 n_resamples: int, shown: dict[tuple[str, str], str]) -> pd.DataFrame:
     rows = []
     for metric in metrics:
-        block = [_difference(group, base, metric, items, n_resamples) for group in configurations
-                 if group is not base]
+        block = [{"configuration": group.label, "metric": metric, "baseline": shown[base.label, metric],
+                  "value": shown[group.label, metric], **_difference(group, base, metric, items, n_resamples)}
+                 for group in configurations if group is not base]
         for kind in ("seeds_p", "items_p"):  # Holm over the configurations, each test apart
             for row, adjusted in zip(block, holm([row[kind] for row in block])):
                 row[kind + "_holm"] = adjusted
@@ -410,10 +412,7 @@ def _differences(configurations: Sequence[Configuration], base: Configuration, m
 def _difference(group: Configuration, base: Configuration, metric: str, items, n_resamples: int) -> dict[str, Any]:
     """One configuration against the baseline on one metric (before Holm)."""
     n = _n_items(base, items)
-    row: dict[str, Any] = {"configuration": group.label, "metric": metric,
-                           "baseline": _format(_spread_values(base, metric), n),
-                           "value": _format(_spread_values(group, metric), n),
-                           "difference": "", "diff": None, "low": None, "high": None, "seeds_p": None,
+    row: dict[str, Any] = {"difference": "", "diff": None, "low": None, "high": None, "seeds_p": None,
                            "items_p": None, "tests": "", "reason": ""}
     a_runs = [run for run in base.completed if _finite(run.metrics.get(metric))]
     b_runs = [run for run in group.completed if _finite(run.metrics.get(metric))]
@@ -476,12 +475,6 @@ def _verdict(row: dict[str, Any]) -> dict[str, Any]:
     if all(p < ALPHA for p in adjusted) and row["diff"] != 0:
         return out | {"verdict": "better" if row["diff"] > 0 else "worse"}
     return out | {"verdict": "within noise"}
-
-
-def _spread_values(group: Configuration, metric: str) -> Estimate | None:
-    """The configuration's metric across its seeds (no bootstrap: the differences table's own columns)."""
-    values = [run.metrics[metric] for run in group.completed if _finite(run.metrics.get(metric))]
-    return across_seeds(values) if values else None
 
 
 def _n_items(group: Configuration, items) -> int | None:

@@ -277,3 +277,66 @@ def test_a_bootstrap_p_value_is_never_zero_and_one_for_no_difference():
     assert far.p_value == pytest.approx(2 / 200) and far.low > 0
     zero = bootstrap_items(lambda idx: np.zeros(idx.shape[:-1]), 50, n_resamples=199)
     assert zero.p_value == 1.0 and (zero.low, zero.high) == (0.0, 0.0)
+
+
+def _segmentation_run(name, *, seed=0, wrong=0.1, **settings):
+    """A segmentation record whose predicted masks get a share ``wrong`` of the pixels wrong."""
+    from lab.segmentation.tasks import save_predictions
+
+    masks = np.random.default_rng(0).integers(0, 3, (12, 8, 8))  # one test set
+    rng = np.random.default_rng(seed + int(wrong * 1000))
+    predicted = np.where(rng.random(masks.shape) < wrong, (masks + 1) % 3, masks)
+    config = {"name": name, "model": "unet", "task": "segmentation", "seed": seed, "tags": [], **settings}
+    writer = RunWriter(config, name=name)
+    save_predictions(writer.path / "predictions.npz", list(masks), list(predicted), ["bg", "x", "y"], 0)
+    metrics = {"name": name, "status": "completed", "task": "segmentation", "best_epoch": 3, "epochs_run": 5,
+               **segmentation_metrics(masks, predicted, ["bg", "x", "y"], prefix="test_")}
+    return load_run(writer.publish(metrics))
+
+
+def test_segmentation_runs_are_compared_by_a_paired_bootstrap_over_images(isolated_dirs):
+    runs = [_segmentation_run("base", wrong=0.4), _segmentation_run("better", wrong=0.05, filters=32)]
+    result = compare(runs, n_resamples=300)
+    assert result.metrics == ["test_mean_iou", "test_mean_dice", "test_pixel_accuracy"]
+    iou = result.differences.query("metric == 'test_mean_iou'").iloc[0]
+    assert iou["diff"] == pytest.approx(runs[1].metrics["test_mean_iou"] - runs[0].metrics["test_mean_iou"])
+    assert "paired bootstrap over 12 test images" in iou["tests"] and iou["verdict"] == "better"
+    # Runs on different test images are not paired over images, and say so.
+    other = _segmentation_run("elsewhere", wrong=0.05, filters=32)
+    other.path.joinpath("predictions.npz").unlink()
+    from lab.segmentation.tasks import save_predictions
+
+    masks = np.random.default_rng(1).integers(0, 3, (12, 8, 8))
+    save_predictions(other.path / "predictions.npz", list(masks), list(masks), ["bg", "x", "y"], 0)
+    verdict = compare([runs[0], other], n_resamples=100).verdicts["elsewhere"]
+    assert verdict == "not compared: the test sets differ: no paired test over test images"
+
+
+def test_an_auc_too_costly_to_bootstrap_rests_on_the_seeds(isolated_dirs, monkeypatch):
+    import lab.comparison
+
+    monkeypatch.setattr(lab.comparison, "AUC_BOOTSTRAP_LIMIT", 0)
+    runs = [_run("base", seed=s, n=60) for s in range(2)] + [_run("other", seed=s, n=60, l2=0.1) for s in range(2)]
+    differences = compare(runs, n_resamples=100).differences.set_index("metric")
+    assert differences.loc["test_macro_auc", "tests"] == "paired t across 2 seeds"
+    assert "McNemar" in differences.loc["test_accuracy", "tests"]
+
+
+@pytest.mark.slow
+def test_the_python_ablation_summary_compares_with_its_baseline_and_prints_the_digits_its_split_supports(
+        isolated_dirs):
+    from lab.ablation import run_ablation
+    from lab.config import RunConfig
+
+    base = RunConfig(dataset="digits", limit=200, pipeline_size=16, model="cnn", depth=2, filters=8, dense_units=16,
+                     epochs=3, learning_rate=3e-3, verbose=0, save_model=False, normalization="none",
+                     dropout_rate=0.0, l2=0.0)
+    result = run_ablation(base, name="e1-tiny", baseline="b-dropout",
+                          variants=[{"name": "a-plain"}, {"name": "b-dropout", "dropout_rate": 0.2}])
+    assert [run.status for run in result.runs] == ["completed", "completed"]
+    markdown = (result.summary_dir / "results.md").read_text()
+    assert "## Against the baseline b-dropout" in markdown
+    assert pd.read_csv(result.summary_dir / "comparison.csv")["configuration"].tolist() == ["a-plain", "a-plain"]
+    best = (result.summary_dir / "best_run.txt").read_text()
+    n = result.runs[0].config["data"]["sizes"]["test"]
+    assert re.search(rf"test accuracy \d\.\d{{1,2}} \[\d\.\d+, \d\.\d+\] on {n} test images", best), best
