@@ -67,7 +67,8 @@ class Configuration:
     """The runs of one configuration (one per seed), in the source's order.
 
     Attributes:
-        label: its name (the runs' name; ``name (2)`` when another configuration has the same).
+        label: its name (the runs' name, followed by the settings that differ when other
+            configurations have the same name: ``cnn-digits (learning_rate=0.01)``).
         runs: its runs, every status.
         settings: its configuration without the seed and the bookkeeping (``configuration``).
     """
@@ -101,8 +102,9 @@ def group_runs(runs: Iterable[Run]) -> list[Configuration]:
         runs: any runs (a sweep's, a batch's, a tag's); one-seed groups give one run each.
 
     Returns:
-        One Configuration per distinct (name, configuration); two configurations that share a
-        name are told apart as ``name`` and ``name (2)``.
+        One Configuration per distinct (name, configuration); configurations that share a name
+        (a sweep's unnamed variants are all named after their model and data) are told apart by
+        the settings that differ between them: ``cnn-digits (learning_rate=0.01)``.
     """
     groups: dict[str, Configuration] = {}
     for run in runs:
@@ -112,12 +114,19 @@ def group_runs(runs: Iterable[Run]) -> list[Configuration]:
             groups[key] = Configuration(run.name, [], settings)
         groups[key].runs.append(run)
     configurations = list(groups.values())
-    seen: dict[str, int] = {}
-    for group in configurations:
-        seen[group.label] = seen.get(group.label, 0) + 1
-        if seen[group.label] > 1:
-            group.label = f"{group.label} ({seen[group.label]})"
+    for name in {group.label for group in configurations}:
+        namesakes = [group for group in configurations if group.label == name]
+        if len(namesakes) > 1:
+            differing = [key for key in dict.fromkeys(k for group in namesakes for k in group.settings)
+                         if len({_text(group.settings.get(key)) for group in namesakes}) > 1]
+            for group in namesakes:
+                group.label = f"{name} ({', '.join(f'{key}={_text(group.settings.get(key))}' for key in differing)})"
     return configurations
+
+
+def _text(value: Any) -> str:
+    """A setting as compared and shown: JSON (sorted keys), so that 0.001 and 1e-3 are one value."""
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def choose_baseline(configurations: Sequence[Configuration], baseline: str | None = None) -> Configuration:
@@ -529,8 +538,7 @@ def confounded(configurations: Sequence[Configuration], base: Configuration) -> 
         if group is base:
             continue
         keys = dict.fromkeys([*base.settings, *group.settings])
-        changed = [key for key in keys if json.dumps(base.settings.get(key), sort_keys=True, default=str)
-                   != json.dumps(group.settings.get(key), sort_keys=True, default=str)]
+        changed = [key for key in keys if _text(base.settings.get(key)) != _text(group.settings.get(key))]
         if len(changed) > 1:
             found.append(f"{group.label} changes {len(changed)} settings against the baseline {base.label}: "
                          f"{', '.join(changed)}; its difference cannot be put on any one of them.")

@@ -153,7 +153,7 @@ def test_runs_of_one_configuration_and_several_seeds_are_one_group(isolated_dirs
     runs = [_run("plain", seed=s) for s in range(3)] + [_run("plain", seed=0, learning_rate=1e-2),
                                                         _run("dropout", seed=0, dropout_rate=0.5)]
     groups = group_runs(runs)
-    assert [g.label for g in groups] == ["plain", "plain (2)", "dropout"]
+    assert [g.label for g in groups] == ["plain (learning_rate=0.001)", "plain (learning_rate=0.01)", "dropout"]
     assert [len(g.runs) for g in groups] == [3, 1, 1] and groups[0].seeds == [0, 1, 2]
     assert "seed" not in configuration(runs[0]) and "tags" not in configuration(runs[0])
     assert "verbose" not in configuration(runs[0]) and configuration(runs[0])["learning_rate"] == 1e-3
