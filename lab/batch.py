@@ -600,7 +600,8 @@ def summarise(spec: BatchSpec, folder: Path, runs_root: Path | None = None, comm
               ) -> BatchResult:
     """Writes ``summary.csv``, ``summary.md`` (then the comparisons, ``lab.comparison.write_comparison``),
     ``curves.png``, the finished collection record and the TensorBoard HParams experiment
-    (``tensorboard/``: the varied parameters and the metrics) from the committed jobs (``commits``: the running batch's record; default: the folder's record as it is)."""
+    (``tensorboard/``: the varied parameters and the metrics) from the committed jobs (``commits``:
+    the running batch's record; default: the folder's record as it is)."""
     runs_root = runs_root or paths.runs_dir()
     committed = committed_jobs(folder)
     records = [committed[j.key] for j in spec.jobs if j.key in committed]

@@ -59,7 +59,6 @@ COMPARED = {
 }
 # Metrics that live in [0, 1] (their names hold one of these): 1.0 is a ceiling and 0.0 a floor.
 BOUNDED = ("accuracy", "auc", "iou", "dice", "_ap", "f1")
-VERDICTS = ("better", "worse", "within noise")
 
 
 @dataclasses.dataclass
