@@ -264,6 +264,12 @@ def test_the_reports_comparison_numbers_equal_the_records(isolated_dirs):
         auc = [run.metrics["test_macro_auc"] for run in group.runs]
         assert row["test_macro_auc"] == format_estimate(across_seeds(auc), 300)
     assert summary["verdict"].tolist() == ["baseline", "better"]
+    differences = next(b.frame for b in section.blocks if getattr(b, "caption", "").startswith("Differences"))
+    accuracy = differences.set_index("metric").loc["test_accuracy"]
+    paired = seed_difference([r.metrics["test_accuracy"] for r in runs[:3]],
+                             [r.metrics["test_accuracy"] for r in runs[3:]], paired=True)
+    assert accuracy["difference"] == format_estimate(paired, 300, signed=True)
+    assert accuracy["baseline"] == summary["test_accuracy"][0] and accuracy["value"] == summary["test_accuracy"][1]
     markdown = report.markdown.read_text()
     assert "How sure are the results" in markdown and "better" in markdown
     assert markdown.index("How sure are the results") < markdown.index("Learning curves")  # beside the results
