@@ -28,6 +28,8 @@ import time
 
 from lab import plots
 from lab.classification import CLASSIFICATION
+from lab.comparison import check_baseline
+from lab.confidence import decimals, format_estimate, proportion_interval
 from lab.config import RunConfig
 from lab.sweep import SweepResult, run_sweep
 from lab.tasks import TASKS
@@ -53,11 +55,12 @@ COLUMNS = ["name", "normalization", "dropout_rate", "l2", "augment", "learning_r
 
 
 def run_ablation(base: RunConfig, *, name: str = "e1-ablation", variants: list[dict] | None = None,
-                 resume: bool = False) -> SweepResult:
-    """Runs the E1 ablation on ``base`` and writes its summary and figures."""
+                 resume: bool = False, baseline: str | None = None) -> SweepResult:
+    """Runs the E1 ablation on ``base`` and writes its summary and figures; the summary compares every
+    configuration with ``baseline`` (a configuration's name; default: the first, ``lab.comparison``)."""
     data = CLASSIFICATION.load_data(base)  # streamed when the configuration says so
     result = run_sweep(base, variants or E1_VARIANTS, name=name, columns=COLUMNS, data=data, resume=resume,
-                       kind="ablation")
+                       kind="ablation", baseline=baseline)
     folder = result.summary_dir
     plots.save(plots.sample_grid(data.x_train, data.y_train, data.class_names, seed=base.seed,
                                  title=f"{data.name}: samples per class"), folder / "samples.png")
@@ -68,15 +71,21 @@ def run_ablation(base: RunConfig, *, name: str = "e1-ablation", variants: list[d
     if finished:
         best = min(finished, key=lambda r: r.metrics["val_loss"])
         shutil.copyfile(best.path / "plots" / "confusion_matrix.png", folder / "best_confusion_matrix.png")
+        # With the digits its test split supports, and its exact binomial interval (lab.confidence).
+        n = int(best.config["data"]["sizes"]["test"])
+        accuracy = proportion_interval(round(best.metrics["test_accuracy"] * n), n)
+        auc = best.metrics.get("test_macro_auc")
+        auc = "none" if auc is None else f"{auc:.{decimals(accuracy.standard_error, n)}f}"
         (folder / "best_run.txt").write_text(
-            f"best by validation loss: {best.name} ({best.run_id}), test accuracy "
-            f"{best.metrics['test_accuracy']:.4f}, test macro AUC {best.metrics.get('test_macro_auc')}\n")
+            f"best by validation loss: {best.name} ({best.run_id}), test accuracy {format_estimate(accuracy, n)} "
+            f"on {n} test images, test macro AUC {auc}\n")
     return result
 
 
-def notebook_batch_spec(base: RunConfig, variants: list[dict], *, name: str, workers: int = 1):
+def notebook_batch_spec(base: RunConfig, variants: list[dict], *, name: str, workers: int = 1,
+                        baseline: str | None = None):
     """The ablation as a papermill batch of the E1 notebook (one notebook per configuration), which
-    its collection record calls an ablation."""
+    its collection record calls an ablation; its summary compares them with ``baseline``."""
     from lab.batch import spec_from_dict
     from lab.notebooks import NOTEBOOK_DIR
 
@@ -86,7 +95,7 @@ def notebook_batch_spec(base: RunConfig, variants: list[dict], *, name: str, wor
               "l2": 0.0, "augment": False, "quick": False}
     runs = [dict(variant) for variant in variants]  # each job's name becomes its run's name
     spec = spec_from_dict({"notebook": str(NOTEBOOK_DIR / "01-cnn-regularisation.ipynb"), "name": name,
-                           "parameters": shared, "runs": runs, "workers": workers})
+                           "parameters": shared, "runs": runs, "workers": workers, "baseline": baseline})
     return dataclasses.replace(spec, kind="ablation")
 
 
@@ -108,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", choices=("notebook", "python"), default="notebook")
     parser.add_argument("--workers", type=int, default=1, help="notebook engine: notebooks run at once")
     parser.add_argument("--fresh", action="store_true", help="notebook engine: forget earlier results, rerun all")
+    parser.add_argument("--baseline", help="the configuration the summary compares the others with (default: the "
+                                           "first run, e.g. 1-plain)")
     args = parser.parse_args(argv)
 
     pipeline_size = args.pipeline_size or (16 if args.dataset == "digits" else None)
@@ -123,17 +134,21 @@ def main(argv: list[str] | None = None) -> int:
         variants = [v for v in E1_VARIANTS if v["name"] in args.only]
         if not variants:
             parser.error(f"--only matched no configuration; names: {', '.join(v['name'] for v in E1_VARIANTS)}")
+    try:
+        check_baseline(args.baseline, [v["name"] for v in variants])
+    except ValueError as error:
+        parser.error(str(error))
     started = time.perf_counter()
     failed: list[str] = []
     if args.engine == "notebook":
         from lab.batch import run_batch
 
-        spec = notebook_batch_spec(base, variants, name=args.name, workers=args.workers)
+        spec = notebook_batch_spec(base, variants, name=args.name, workers=args.workers, baseline=args.baseline)
         batch = run_batch(spec, fresh=args.fresh)
         summary = batch.folder / "summary.md"
         failed = [record["name"] for record in batch.records if record["status"] == "failed"]
     else:
-        result = run_ablation(base, name=args.name, variants=variants, resume=args.resume)
+        result = run_ablation(base, name=args.name, variants=variants, resume=args.resume, baseline=args.baseline)
         summary = result.summary_dir / "results.md"
     print()
     print(summary.read_text())

@@ -53,6 +53,7 @@ import nbformat
 import pandas as pd
 
 from lab import atomic, collection, paths, plots, tensorboard
+from lab.comparison import check_baseline, write_comparison
 from lab.config.base import RENAMED_IN_TASK, renamed_fields
 from lab.notebooks import parameter_names
 from lab.progress import progress as progress_bar, write as write_line
@@ -88,6 +89,7 @@ class BatchSpec:
         workers: notebooks executed at once.
         kernel: the Jupyter kernel name passed to papermill (None: ``resolve_kernel``'s default).
         kind: what the batch's collection record calls it ("ablation" for ``lab.ablation``).
+        baseline: the job the summary compares the others with (None: the first; ``lab.comparison``).
     """
 
     notebook: Path
@@ -98,6 +100,7 @@ class BatchSpec:
     workers: int = 1
     kernel: str | None = None
     kind: str = "batch"
+    baseline: str | None = None
 
 
 def load_spec(path: str | os.PathLike) -> BatchSpec:
@@ -105,7 +108,7 @@ def load_spec(path: str | os.PathLike) -> BatchSpec:
 
     Keys: ``notebook`` (relative to the spec's folder or absolute), ``name`` (default: the
     spec's file name), ``parameters`` (shared), ``grid`` (name -> list of values) or ``runs``
-    (list of dicts, each optionally with ``name``), ``workers``, ``kernel``.
+    (list of dicts, each optionally with ``name``), ``workers``, ``kernel``, ``baseline``.
     """
     path = Path(path)
     if not path.exists():
@@ -136,7 +139,7 @@ def spec_from_dict(raw: dict[str, Any], *, base_dir: str | os.PathLike = ".", de
             notebook's ``parameters`` cell does not assign. Nothing is written either way.
         FileNotFoundError: the notebook does not exist.
     """
-    known = {"notebook", "name", "parameters", "grid", "runs", "workers", "kernel"}
+    known = {"notebook", "name", "parameters", "grid", "runs", "workers", "kernel", "baseline"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ValueError(f"Unknown batch spec key(s) {unknown}. Valid keys: {', '.join(sorted(known))}.")
@@ -180,9 +183,10 @@ def spec_from_dict(raw: dict[str, Any], *, base_dir: str | os.PathLike = ".", de
     workers = int(raw.get("workers", 1))
     if workers < 1:
         raise ValueError(f"workers must be at least 1, received {workers}.")
+    check_baseline(baseline := raw.get("baseline"), [job.label for job in jobs])
     return BatchSpec(notebook=notebook, name=str(raw.get("name", default_name)), parameters=shared, jobs=jobs,
                      varied=varied, workers=workers,
-                     kernel=None if raw.get("kernel") is None else str(raw["kernel"]))
+                     kernel=None if raw.get("kernel") is None else str(raw["kernel"]), baseline=baseline)
 
 
 def _notebook_parameters(notebook: Path) -> list[str]:
@@ -590,9 +594,10 @@ def _safe(label: str) -> str:
 
 def summarise(spec: BatchSpec, folder: Path, runs_root: Path | None = None, commits: _Commits | None = None
               ) -> BatchResult:
-    """Writes ``summary.csv``, ``summary.md``, ``curves.png``, the finished collection record and the
-    TensorBoard HParams experiment (``tensorboard/``: the varied parameters and the metrics) from
-    the committed jobs (``commits``: the running batch's record; default: the folder's record as it is)."""
+    """Writes ``summary.csv``, ``summary.md`` (then the comparisons, ``lab.comparison.write_comparison``),
+    ``curves.png``, the finished collection record and the TensorBoard HParams experiment
+    (``tensorboard/``: the varied parameters and the metrics) from the committed jobs (``commits``:
+    the running batch's record; default: the folder's record as it is)."""
     runs_root = runs_root or paths.runs_dir()
     committed = committed_jobs(folder)
     records = [committed[j.key] for j in spec.jobs if j.key in committed]
@@ -631,7 +636,8 @@ def summarise(spec: BatchSpec, folder: Path, runs_root: Path | None = None, comm
         table = table[[c for c in ordered if c in table.columns]]
     with atomic.atomic_path(folder / "summary.csv") as tmp:
         table.to_csv(tmp, index=False)
-    atomic.write_text(folder / "summary.md", (to_markdown(table) if not table.empty else "(no runs)") + "\n")
+    compared = write_comparison(folder, [run for record in records for run in loaded[record["key"]]], spec.baseline)
+    atomic.write_text(folder / "summary.md", (to_markdown(table) if not table.empty else "(no runs)") + "\n" + compared)
     if histories:
         plots.save(plots.compare_curves(histories), folder / "curves.png")
     # A notebook parameter that is not a configuration field (say a notebook's own switch) is

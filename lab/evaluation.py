@@ -189,10 +189,14 @@ def pixel_confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: 
 
 
 def scores_from_confusion(matrix: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-class ``iou`` and ``dice`` (NaN where a class is neither present nor predicted)."""
+    """Per-class ``iou`` and ``dice`` (NaN where a class is neither present nor predicted).
+
+    ``matrix`` may be a stack of confusion matrices, shape (..., k, k): the scores then have shape
+    (..., k), one row per matrix (``lab.comparison`` scores bootstrap resamples of images so).
+    """
     matrix = np.asarray(matrix, dtype=np.float64)
-    true_positives = np.diag(matrix)
-    true_counts, predicted_counts = matrix.sum(axis=1), matrix.sum(axis=0)
+    true_positives = np.diagonal(matrix, axis1=-2, axis2=-1)
+    true_counts, predicted_counts = matrix.sum(axis=-1), matrix.sum(axis=-2)
     with np.errstate(invalid="ignore", divide="ignore"):
         union = true_counts + predicted_counts - true_positives
         iou = np.where(union > 0, true_positives / union, np.nan)

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from lab import atomic, collection, paths, plots, tensorboard
+from lab.comparison import check_baseline, write_comparison
 from lab.config import config_for
 from lab.datasets import data_key
 from lab.records import (RESULT_STATUSES, Run, load_collection, load_run, load_runs, results_table, summary_columns,
@@ -56,6 +57,7 @@ def run_sweep(
     data: Any = None,
     resume: bool = False,
     kind: str = "sweep",
+    baseline: str | None = None,
 ) -> SweepResult:
     """Runs one training per variant (base values overridden by the variant) and summarises.
 
@@ -68,9 +70,12 @@ def run_sweep(
         data: a dataset shared by every run (otherwise loaded once per distinct data setting).
         resume: reuse runs already recorded with the same configuration hash.
         kind: what its collection record calls it ("ablation" for ``lab.ablation``).
+        baseline: the variant (by name) the others are compared with in the summary (default: the
+            first; ``lab.comparison``).
 
     Returns:
-        A SweepResult. ``summary_dir`` holds ``results.csv``, ``results.md``, ``curves.png``,
+        A SweepResult. ``summary_dir`` holds ``results.csv``, ``results.md`` (the table, then each
+        configuration against the baseline: intervals, verdicts, warnings), ``comparison.csv``, ``curves.png``,
         ``collection.json`` (the collection record: what varied, what was fixed, the run behind
         every row, ``lab.collection``) and ``tensorboard/`` (the HParams dashboard of the varied
         values: ``tensorboard --logdir <summary_dir>``).
@@ -83,6 +88,8 @@ def run_sweep(
     # Validate every configuration before the first run, so a typo in variant 7 does not
     # surface after six runs of training.
     configs = [base_config.replace(**{"tags": [*base_config.tags, name], **v}) for v in variants]
+    if all(config.name for config in configs):  # unnamed runs get their names when they run
+        check_baseline(baseline, list(dict.fromkeys(config.name for config in configs)))
     for task in dict.fromkeys(config.task for config in configs):
         TASKS[task].require()  # an optional extra missing: say how to install it, before any run
     # Runs that ended with a result (completed, stalled or diverged), by configuration hash: reused on resume.
@@ -121,15 +128,18 @@ def run_sweep(
             print(f"    -> {result.status}: {reason}")
         runs.append(load_run(result.run_dir))
     varied = sorted({k for v in variants for k in v if k != "name"})
-    made_by = collection.command("lab.sweep.run_sweep", name=name, variants=variants, resume=resume, kind=kind)
+    made_by = collection.command("lab.sweep.run_sweep", name=name, variants=variants, resume=resume, kind=kind,
+                                 baseline=baseline)
     return SweepResult(name, runs, write_summary(name, runs, configs[0].reports_dir, columns=columns, varied=varied,
-                                                 kind=kind, started=started, command=made_by))
+                                                 kind=kind, started=started, command=made_by, baseline=baseline))
 
 
 def write_summary(name: str, runs: list[Run], reports_dir: str | None = None, *,
                   columns: list[str] | None = None, varied: Sequence[str] = (), kind: str = "sweep",
-                  started: str | None = None, command: dict[str, Any] | None = None) -> Path:
-    """Writes a sweep's table (CSV and markdown), overlaid curves, collection record and its
+                  started: str | None = None, command: dict[str, Any] | None = None,
+                  baseline: str | None = None) -> Path:
+    """Writes a sweep's table (CSV and markdown, the markdown followed by each configuration against
+    the baseline, ``lab.comparison``; ``comparison.csv``), overlaid curves, collection record and its
     TensorBoard HParams experiment (``tensorboard/``: the varied values and the metrics).
 
     Args:
@@ -141,6 +151,7 @@ def write_summary(name: str, runs: list[Run], reports_dir: str | None = None, *,
         kind: the collection record's kind ("sweep", or "ablation").
         started: when the sweep started (``lab.collection.now()``; default: now).
         command: how it was made (``lab.collection.command``; default: this call).
+        baseline: the configuration the others are compared with (default: the first).
     """
     folder = (Path(reports_dir) if reports_dir else paths.reports_dir()) / "sweeps" / name
     present = {key for run in runs for key in (*run.config, *run.metrics)}
@@ -148,7 +159,7 @@ def write_summary(name: str, runs: list[Run], reports_dir: str | None = None, *,
     table = results_table(runs, columns)
     with atomic.atomic_path(folder / "results.csv") as tmp:
         table.to_csv(tmp, index=False)
-    atomic.write_text(folder / "results.md", to_markdown(table) + "\n")
+    atomic.write_text(folder / "results.md", to_markdown(table) + "\n" + write_comparison(folder, runs, baseline))
     plots.save(plots.compare_curves({run.name: run.history() for run in runs}), folder / "curves.png")
     configs = [run.config for run in runs]
     written = collection.write_collection(

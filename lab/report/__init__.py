@@ -8,6 +8,8 @@ One module per step, read in this order:
 - ``lab.report.tables``: the tables read from the records (what varied, results, best run,
   per-class scores, environments).
 - ``lab.report.figures``: the overlaid learning curves and figures drawn from predictions.
+- ``lab.report.comparisons``: how sure the results are (intervals, verdicts against a baseline,
+  warnings), from ``lab.comparison``.
 - ``lab.report.sections``: the sections of text, tables and figures (``build_sections``), made of
   the blocks of ``lab.report.document``.
 - ``lab.report.rendering``: the sections as HTML and Markdown, through the Jinja2 templates in
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 from lab.report.build import Report, build_report
 from lab.report.cli import main
+from lab.report.comparisons import comparison_section
 from lab.report.document import FIGURES, HTML_NAME, MARKDOWN_NAME, MARKED, Figure, Section, Table, Text
 from lab.report.rendering import number, render, template_source
 from lab.report.sections import build_sections
@@ -33,6 +36,6 @@ __all__ = [
     "DATA_SETTINGS", "DERIVED", "FIGURES", "FOLDERS", "HTML_NAME", "KINDS", "MARKDOWN_NAME", "MARKED", "NOT_SETTINGS",
     "PER_CLASS_KEYS", "SHOWN_VARIED",
     "Figure", "Report", "Section", "Source", "Table", "Text", "UnknownSourceError", "available", "best_run",
-    "build_report", "build_sections", "environment_table", "main", "number", "per_class_scores", "render",
+    "build_report", "build_sections", "comparison_section", "environment_table", "main", "number", "per_class_scores", "render",
     "resolve_source", "results", "settings", "template_source", "varied_and_fixed",
 ]

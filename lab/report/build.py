@@ -45,7 +45,8 @@ class Report:
 
 
 def build_report(source: str | os.PathLike | Sequence[str | os.PathLike] | Source, *,
-                 out: str | os.PathLike | None = None, reports_dir: str | os.PathLike | None = None) -> Report:
+                 out: str | os.PathLike | None = None, reports_dir: str | os.PathLike | None = None,
+                 baseline: str | None = None) -> Report:
     """Builds the report of a batch, sweep, search, run ids or a tag, and writes it.
 
     Args:
@@ -54,6 +55,8 @@ def build_report(source: str | os.PathLike | Sequence[str | os.PathLike] | Sourc
             inside the batch, sweep, search or run folder; ``reports/run-reports/<name>/`` for
             run ids and tags).
         reports_dir: the reports directory (default: the kit's, ``$LAB_REPORTS_DIR``).
+        baseline: the configuration the comparison section compares the others with (a run name;
+            default: the first configuration).
 
     Returns:
         A Report with the paths written and the content. Each file is written to a temporary
@@ -62,6 +65,7 @@ def build_report(source: str | os.PathLike | Sequence[str | os.PathLike] | Sourc
 
     Raises:
         UnknownSourceError: a source that names nothing (the message lists what exists).
+        ValueError: a baseline that names no configuration of the source (the message lists them).
 
     Example:
         >>> report = build_report("e4-adam-learning-rate")
@@ -72,7 +76,7 @@ def build_report(source: str | os.PathLike | Sequence[str | os.PathLike] | Sourc
     resolved = source if isinstance(source, Source) else resolve_source(source, reports_dir=reports_dir)
     folder = Path(out).expanduser().resolve() if out else _default_out(resolved)
     figure_dir = folder / FIGURES
-    sections, figures, best, table = build_sections(resolved)
+    sections, figures, best, table = build_sections(resolved, baseline=baseline)
     written = []
     for name, figure in figures:
         target = figure_dir / name

@@ -13,7 +13,9 @@ refused with a list of what exists.
 
 The report holds what a course report holds: what varied between the runs and what was fixed, the
 results table (status with stalled, diverged and failed runs marked, best epoch, train/val/test metrics of
-the runs' tasks), the overlaid learning curves, the best run (by the metric the runs monitor, or a
+the runs' tasks), how sure the results are (each configuration's mean and 95% interval across
+seeds or test images, its difference from the baseline, ``--baseline``, with a verdict, and the
+warnings: ``lab.comparison``), the overlaid learning curves, the best run (by the metric the runs monitor, or a
 search's objective) with its confusion matrix, green/red sample predictions (or masks) and
 per-class scores, the efficiency table when several models are compared, the environment, and the
 run ids behind every number. It is written twice with the same content: ``report.html``, one
@@ -50,10 +52,12 @@ def main(argv: list[str] | None = None) -> int:
                                                   "run ids, or tag:NAME")
     parser.add_argument("--out", type=Path, help="folder for report.html, report.md and figures/")
     parser.add_argument("--reports-dir", type=Path, help="the reports directory (default: $LAB_REPORTS_DIR or ./reports)")
+    parser.add_argument("--baseline", help="the configuration (run name) the others are compared with "
+                                           "(default: the first)")
     args = parser.parse_args(argv)
     try:
         report = build_report(args.source if len(args.source) > 1 else args.source[0], out=args.out,
-                              reports_dir=args.reports_dir)
+                              reports_dir=args.reports_dir, baseline=args.baseline)
     except (UnknownSourceError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from lab.records import Run
+from lab.report.comparisons import comparison_section
 from lab.report.document import MARKED, Figure, Section, Table, Text
 from lab.report.figures import _confusion_from_predictions, _fit_axes_to_completed, _histories
 from lab.report.sources import Source
@@ -20,8 +21,10 @@ from lab.report.tables import (_cell, _integers, best_run, environment_table, pe
                                varied_and_fixed)
 
 
-def build_sections(source: Source) -> tuple[list[Section], list[tuple[str, Any]], Run | None, pd.DataFrame]:
-    """The report's content from the source's records.
+def build_sections(source: Source, *, baseline: str | None = None
+                   ) -> tuple[list[Section], list[tuple[str, Any]], Run | None, pd.DataFrame]:
+    """The report's content from the source's records (``baseline``: the configuration the
+    comparison section compares the others with; default: the first).
 
     Returns:
         (sections, figures to write as ``(file name, matplotlib figure or record PNG path)``,
@@ -69,6 +72,7 @@ def build_sections(source: Source) -> tuple[list[Section], list[tuple[str, Any]]
                             {i: row["status"] for i, row in enumerate(problems)}))
     blocks += [Text(note) for note in source.notes]
     sections.append(Section("Results", "results", blocks))
+    sections.append(comparison_section(runs, baseline))
 
     # Learning curves.
     histories, completed = _histories(runs)
