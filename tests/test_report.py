@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -520,15 +521,14 @@ def _layout(html: Path, width: int) -> dict:
               "document.documentElement.clientWidth], tables: Array.from(document.querySelectorAll('.table-wrap'))"
               ".map(w => [w.previousElementSibling.textContent, w.scrollWidth, w.clientWidth])});</script>")
     probe.write_text(html.read_text(encoding="utf-8").replace("</body>", script + "</body>"), encoding="utf-8")
-    done = subprocess.run([CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",
+    # Scrollbars shown, as a reader's browser shows them: they take their room from the page.
+    done = subprocess.run([CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox",
                            f"--user-data-dir={html.parent / 'chromium-profile'}", f"--window-size={width},2000",
                            "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     found = re.search(r'data-layout="([^"]*)"', done.stdout)
     assert found, done.stdout[-2000:]
-    import html as html_module
-
-    return json.loads(html_module.unescape(found.group(1)))
+    return json.loads(unescape(found.group(1)))
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian: apt-get install chromium): the "
@@ -542,3 +542,21 @@ def test_the_page_does_not_scroll_sideways_at_1200_px(e1_ablation):
     tables = {caption: (scroll, client) for caption, scroll, client in layout["tables"]}
     scroll, client = next(value for caption, value in tables.items() if caption.startswith("Results"))
     assert scroll <= client, tables  # the results table fits the page: no scrolling inside it either
+
+
+def test_a_batch_whose_notebook_makes_several_runs_shows_what_differs_between_them(isolated_dirs):
+    """A batch's record names the notebooks' parameters; the runs one notebook makes may differ
+    in more (a learning-rate sweep inside the notebook), which the report shows after them."""
+    from lab.collection import write_collection
+
+    runs = [_record(f"lr{rate}", learning_rate=rate, seed=i) for i, rate in enumerate((1e-2, 1e-3))]
+    members = [{"run_id": run.run_id, "name": run.name, "status": run.status, "job": "sweep-lr",
+                "parameters": {"epochs": 2, "quick": True}} for run in runs]
+    write_collection(isolated_dirs / "reports" / "batches" / "lr", kind="batch", name="lr", varied={},
+                     fixed={"epochs": 2, "quick": True}, members=members, started=None)
+    report = build_report("batch:lr")
+    parser = _html(report)
+    _, per_run = _table(parser, "Settings that varied")
+    assert [row["learning_rate"] for row in per_run] == ["0.01", "0.001"]
+    _, shared = _table(parser, "Settings shared")
+    assert {"setting": "quick", "value": "True"} in shared

@@ -5,8 +5,8 @@ what a report holds).
 One module per step, read in this order:
 
 - ``lab.report.sources``: what a SOURCE names, resolved to its run records (``resolve_source``).
-- ``lab.report.tables``: the tables read from the records (what varied, results, best run,
-  per-class scores, environments).
+- ``lab.report.tables``: the tables read from the records (results, what varied and what was
+  fixed, best run, per-class scores, environments).
 - ``lab.report.figures``: the overlaid learning curves and figures drawn from predictions.
 - ``lab.report.sections``: the sections of text, tables and figures (``build_sections``), made of
   the blocks of ``lab.report.document``.

@@ -15,7 +15,8 @@ from typing import Sequence
 
 from lab import paths
 from lab.collection import FOLDERS
-from lab.records import Collection, Run, is_collection, list_collections, load_collection, load_run, load_runs, read_index
+from lab.records import (Collection, Run, is_collection, list_collections, load_collection, load_run, load_runs,
+                         read_index)
 
 # What a SOURCE may start with: a folder kind (``batch:``, ``sweep:``, ``search:``: the folder of
 # that name under reports/batches, sweeps or searches) or ``ablation:`` (the ablation of that name,

@@ -54,24 +54,29 @@ def varied_and_fixed(runs: Sequence[Run], collection: Collection | None = None) 
         collection: their collection record (``lab.records.load_collection``), when they are a
             sweep's, batch's, search's or ablation's: what it varied (in its order) and what it
             fixed are then the record's, as the study declared them, not guessed from the runs.
+            A batch's record names the notebooks' parameters, and one notebook may make several
+            runs: the settings in which the runs differ beyond those follow the record's.
 
     Returns:
         (the varied settings, in the record's or first-seen order; the fixed ones with their values).
     """
     if collection is not None:
         varied = [key for key in collection.varied if key not in NOT_SETTINGS]
+        if collection.kind == "batch":
+            varied += [key for key in _differing(run_settings(runs, collection)) if key not in varied]
         return varied, {k: v for k, v in collection.fixed.items() if k not in NOT_SETTINGS and k not in varied}
     all_settings = run_settings(runs)
+    varied = _differing(all_settings)
+    first = all_settings[0] if all_settings else {}
+    return varied, {k: v for k, v in first.items() if k not in varied}
+
+
+def _differing(all_settings: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The settings whose values differ between runs, in first-seen order (one that some runs
+    lack differs from any value)."""
     keys = list(dict.fromkeys(k for values in all_settings for k in values))
-    missing = dataclasses.MISSING  # a setting some runs lack differs from any value
-    varied, fixed = [], {}
-    for key in keys:
-        seen = {_canonical(values.get(key, missing)) for values in all_settings}
-        if len(seen) > 1:
-            varied.append(key)
-        else:
-            fixed[key] = all_settings[0][key]
-    return varied, fixed
+    missing = dataclasses.MISSING
+    return [key for key in keys if len({_canonical(values.get(key, missing)) for values in all_settings}) > 1]
 
 
 def unused_by_the_models(runs: Sequence[Run]) -> list[str]:
