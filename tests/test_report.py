@@ -474,6 +474,9 @@ def test_settings_the_models_do_not_use_are_left_out_of_the_shared_ones(e1_ablat
     names = {row["setting"] for row in shared}
     assert "epochs" in names and "model" in names
     assert not {"weights", "feature_cache"} & names  # a CNN built from scratch loads no weights
+    # The page shows them collapsed (a click opens them); the Markdown lists them whole.
+    page = report.html.read_text(encoding="utf-8")
+    assert f"<details><summary>Settings shared by every run ({len(shared)} rows)</summary>" in page
     markdown = report.markdown.read_text(encoding="utf-8")
     line = next(line for line in markdown.splitlines() if line.startswith("Not shown, as no run's model uses them"))
     assert all(name in line for name in ("weights", "backbone", "unfreeze", "feature_cache"))

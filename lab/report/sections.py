@@ -67,7 +67,7 @@ def build_sections(source: Source) -> tuple[list[Section], list[tuple[str, Any]]
     unset = sorted(k for k, v in fixed.items() if v is None and k not in unused)
     shown = {k: _cell(v) for k, v in fixed.items() if v is not None and k not in unused}
     blocks.append(Table(pd.DataFrame({"setting": list(shown), "value": list(shown.values())}, dtype=object),
-                        "Settings shared by every run"))
+                        "Settings shared by every run", collapsed=True))
     if unset:
         blocks.append(Text(f"Unset (None) in every run: {', '.join(unset)}."))
     if unused:
