@@ -4,6 +4,10 @@ Everything the kit writes (downloads, run records, tables, plots) goes to a temp
 the same directory first and is then renamed over the target. ``os.replace`` is atomic on one
 file system, so an interrupted process leaves either the old file or the new one, plus at worst
 a ``.tmp-*`` file that nothing reads.
+
+The files are created with the permissions ``open()`` gives (0666 less the umask: 0644 as a rule),
+not the 0600 of ``tempfile.mkstemp``, so that a report or a record can be read by the course's
+other users and served as it is.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -29,16 +33,27 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Keep the real suffix last so that libraries choosing a format by extension still work.
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".tmp-{target.stem}-", suffix=target.suffix)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _create_temporary(target)
     try:
         yield tmp
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _create_temporary(target: Path) -> Path:
+    """Creates an empty, uniquely named file beside ``target``, with the permissions ``open()``
+    would give it (``tempfile.mkstemp`` makes 0600 files, which the rename would publish)."""
+    while True:
+        # Keep the real suffix last so that libraries choosing a format by extension still work.
+        tmp = target.parent / f".tmp-{target.stem}-{uuid.uuid4().hex[:8]}{target.suffix}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue  # another writer drew the same name: draw again
+        os.close(fd)
+        return tmp
 
 
 def write_text(target: str | os.PathLike, text: str) -> None:

@@ -164,7 +164,7 @@ class Classification:
                 results |= binary_threshold_metrics(data.y_val, val_prob, y_true, y_prob)
         np.savez_compressed(run_path / "predictions.npz", y_true=y_true, y_prob=y_prob,
                             class_names=np.asarray(data.class_names))
-        _plot(config, data, history, fit_info, run_path, y_prob.argmax(axis=1) if finite else None)
+        _plot(config, data, history, fit_info, run_path, y_prob if finite else None)
         if finite and data.num_classes == 2:
             plots.save(plots.roc_curve(y_true, y_prob[:, 1], threshold=results.get("val_threshold"),
                                        title=f"Test ROC: {config.name or config.model} on {data.name}"),
@@ -275,17 +275,28 @@ def _sample_predictions(data: Dataset | StreamedDataset, y_pred: np.ndarray, *, 
                                     data.class_names, seed=seed, count=count)
 
 
+def _top_losses(data: Dataset | StreamedDataset, y_prob: np.ndarray, *, title: str, count: int = 16):
+    """The test images with the highest loss (fastai's plot_top_losses); streamed data reads only those."""
+    if not isinstance(data, StreamedDataset):
+        return plots.top_losses(data.x_test, data.y_test, y_prob, data.class_names, count=count, title=title)
+    chosen = np.sort(plots.top_loss_order(data.y_test, y_prob, count))
+    return plots.top_losses(data.images("test", chosen), data.y_test[chosen], y_prob[chosen], data.class_names,
+                            count=count, title=title)
+
+
 def _plot(config: RunConfig, data: Dataset, history: pd.DataFrame, fit_info: dict, run_path: Path,
-          y_pred: np.ndarray | None) -> None:
+          y_prob: np.ndarray | None) -> None:
     title = f"{config.name or config.model} on {data.name}"
     plot_dir = run_path / "plots"
     plots.save(plots.learning_curves(history, title=title, best_epoch=fit_info.get("best_epoch")),
                plot_dir / "learning_curves.png")
-    if y_pred is not None:
+    if y_prob is not None:
+        y_pred = y_prob.argmax(axis=1)
         matrix = confusion_matrix(data.y_test, y_pred, data.num_classes)
         plots.save(plots.confusion_matrix(matrix, data.class_names, title=f"Test confusion matrix: {title}"),
                    plot_dir / "confusion_matrix.png")
         plots.save(_sample_predictions(data, y_pred, seed=config.seed), plot_dir / "sample_predictions.png")
+        plots.save(_top_losses(data, y_prob, title=f"Highest-loss test images: {title}"), plot_dir / "top_losses.png")
     plots.save(plots.class_distribution({s: data.class_counts(s) for s in ("train", "val", "test")},
                                         data.class_names, title=f"Class distribution: {data.name}"),
                plot_dir / "class_distribution.png")

@@ -82,21 +82,40 @@ def learning_curves(history: pd.DataFrame, title: str = "", best_epoch: int | No
     return figure
 
 
+# A confusion matrix writes its counts in the cells up to this many classes; beyond, the colours
+# alone (a 100-class matrix of numbers is unreadable at any size a page shows).
+ANNOTATED_CLASSES = 20
+CONFUSION_MAX_INCHES = 14.0  # the side of the largest matrix (100 classes: 0.14 inch, 10 px, per class)
+
+
 def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], *, normalize: bool = False,
                      title: str = "Confusion matrix") -> plt.Figure:
-    """A labelled heatmap, rows = true class; ``normalize`` shows each row as shares."""
+    """A labelled heatmap, rows = true class; ``normalize`` shows each row as shares.
+
+    It stays legible from 2 to 100+ classes: the figure grows with the classes up to
+    ``CONFUSION_MAX_INCHES``, the counts are written in the cells up to ``ANNOTATED_CLASSES``
+    classes (smaller from 10), the tick labels shrink with the cells and the predicted classes'
+    labels turn upright from 10 classes so that long names do not overlap.
+    """
     values = matrix.astype(float)
     if normalize:
         with np.errstate(invalid="ignore", divide="ignore"):
             values = np.nan_to_num(values / values.sum(axis=1, keepdims=True))
-    size = max(4.5, 0.55 * len(class_names) + 2)
+    classes = len(class_names)
+    size = min(max(4.5, 0.55 * classes + 2), CONFUSION_MAX_INCHES)
+    cell_points = 72 * (size - 2) / max(classes, 1)  # a cell's side in points, about
+    tick_size = float(np.clip(cell_points * 0.7, 4, 10))
     figure, ax = _subplots(figsize=(size + 1, size))
-    sns.heatmap(values, annot=len(class_names) <= 20, fmt=".2f" if normalize else "g", cmap="Blues",
+    annotated = classes <= ANNOTATED_CLASSES
+    sns.heatmap(values, annot=annotated, fmt=".2f" if normalize else "g", cmap="Blues",
+                annot_kws={"fontsize": float(np.clip(cell_points * 0.35, 5, 10))} if annotated else None,
                 xticklabels=class_names, yticklabels=class_names, square=True, cbar=True, ax=ax)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
+    ax.tick_params(labelsize=tick_size, length=2)
+    plt.setp(ax.get_xticklabels(), rotation=90 if classes >= 10 else 45, ha="center" if classes >= 10 else "right")
+    plt.setp(ax.get_yticklabels(), rotation=0)
     figure.tight_layout()
     return figure
 
@@ -149,6 +168,52 @@ def sample_predictions(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarra
         ax.set_title(label, color=RIGHT if right else WRONG, fontsize=7)
     figure.tight_layout()
     return figure
+
+
+def top_losses(images: np.ndarray, y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequence[str], *,
+               count: int = 16, columns: int = 8, title: str = "Highest-loss test images") -> plt.Figure:
+    """The test images the model is most wrong about (fastai's ``plot_top_losses``): the ``count``
+    with the highest cross-entropy, highest first, each titled with its predicted class and that
+    class' probability, its true class and its loss; red when wrong, green when right (a model
+    with no error still shows the images it was least sure of).
+
+    Args:
+        images: the test images (or only some, with the same rows of ``y_true`` and ``y_prob``:
+            those of ``top_loss_order``, read alone from streamed data).
+        y_true: their true classes.
+        y_prob: the predicted probabilities, one row per image.
+        class_names: the class names, by index.
+        count: how many images to show.
+        columns: images per row.
+        title: the figure's title.
+    """
+    y_true, y_prob = np.asarray(y_true).astype(np.int64), np.asarray(y_prob)
+    losses = _cross_entropy(y_true, y_prob)
+    chosen = top_loss_order(y_true, y_prob, count)
+    rows = max(int(np.ceil(len(chosen) / columns)), 1)
+    figure, axes = _subplots(rows, columns, figsize=(1.6 * columns, 2.0 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, chosen):
+        _show(ax, images[i])
+        predicted = int(np.argmax(y_prob[i]))
+        ax.set_title(f"{class_names[predicted]} {y_prob[i, predicted]:.2f}\ntrue: {class_names[y_true[i]]}\n"
+                     f"loss {losses[i]:.2f}", color=RIGHT if predicted == y_true[i] else WRONG, fontsize=7)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def top_loss_order(y_true: np.ndarray, y_prob: np.ndarray, count: int) -> np.ndarray:
+    """The indices of the ``count`` predictions with the highest cross-entropy, highest first
+    (ties in index order), so that a caller reading images from disk reads only those."""
+    losses = _cross_entropy(np.asarray(y_true).astype(np.int64), np.asarray(y_prob))
+    return np.argsort(-losses, kind="stable")[:count]
+
+
+def _cross_entropy(y_true: np.ndarray, y_prob: np.ndarray) -> np.ndarray:
+    """Each prediction's loss, ``-log p(true class)`` (a zero probability counted as 1e-12)."""
+    return -np.log(np.clip(y_prob[np.arange(len(y_true)), y_true], 1e-12, 1.0))
 
 
 def class_distribution(counts: dict[str, Sequence[int]], class_names: Sequence[str],

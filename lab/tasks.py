@@ -113,7 +113,9 @@ TASKS: dict[str, TaskEntry] = {entry.name: entry for entry in (
         figures={**_CURVES,
                  "confusion_matrix.png": "Test confusion matrix of the best run (rows: true class)",
                  "sample_predictions.png": "Test predictions of the best run: green right, red wrong (with the "
-                                           "true class)"},
+                                           "true class)",
+                 "top_losses.png": "The best run's test images with the highest loss: predicted class and its "
+                                   "probability, true class, loss (red wrong, green right)"},
         images={"confusion_matrix": "Test confusion matrix",
                 "sample_predictions": "Test images with their true and predicted classes"},
         per_class="lab.report.tables:classification_per_class", compares_efficiency=True,

@@ -13,8 +13,10 @@ its logs too:
 Epochs are numbered across the phases of a run (progressive unfreezing) as in history.csv:
 step 0 is the first epoch. A sweep, a batch or a search also writes its experiment into its own
 folder (``reports/sweeps/<name>/tensorboard/`` and so on): the HParams ``hparams_config`` (the
-parameters that varied, with their domains, and the metrics) and one session per run, with the
-run's values, final metrics and curves, so that opening that folder compares the runs.
+parameters that varied first, with their domains, and the metrics, test metrics included) and
+one session per run, with the run's values, final metrics and curves, so that opening that folder
+compares the runs; the runs of one configuration that differ only in their seed form one group,
+named after the configuration, whose metrics TensorBoard averages (``write_experiment``).
 
 How the HParams dashboard reads this (``tensorboard.plugins.hparams``): a TensorBoard run that
 holds a session-start summary (``hp.hparams``) is a session; the scalars of the session's
@@ -24,7 +26,8 @@ one TensorBoard infers the parameters and metrics from the sessions. So
 ``tensorboard --logdir reports/runs`` compares every run by every configuration value, and
 ``tensorboard --logdir reports/sweeps/<name>`` one sweep by what it varied. With
 ``--logdir reports/`` every run is listed once (a run's session and its copy in an experiment
-share the run id as their group, which TensorBoard shows as one row), and TensorBoard takes the
+share the run id as their group, which TensorBoard shows as one row; seeds grouped in an
+experiment are listed in their group and on their own), and TensorBoard takes the
 columns of one of the experiments found. (Opened on its own, one run's ``tensorboard`` folder
 shows its curves and images; its HParams row needs a parent folder such as ``reports/runs``,
 since TensorBoard finds no metrics for a session at the root of the log directory.)
@@ -138,14 +141,15 @@ def _as_hparam(value: Any) -> HParamValue | None:
     return json.dumps(value)
 
 
-def hparam_values(config: Mapping[str, Any], *, name: str | None = None) -> dict[str, HParamValue]:
+def hparam_values(config: Mapping[str, Any]) -> dict[str, HParamValue]:
     """The values of a run that the HParams dashboard shows.
 
     Args:
         config: a run's flat configuration (``config.to_dict()`` or a record's config.json).
-            The fields that affect results are kept (not its tags, place or verbosity); None
-            means "the builder's default" and is left out (TensorBoard has no null).
-        name: the run's readable name, shown as the ``name`` parameter.
+            The fields that affect results are kept (not its name, tags, place or verbosity:
+            a name differs in every run and would take one of the few columns TensorBoard
+            shows at first); None means "the builder's default" and is left out (TensorBoard
+            has no null).
 
     Returns:
         Name to a bool, number or string (lists as JSON text). A field that takes values of
@@ -154,8 +158,6 @@ def hparam_values(config: Mapping[str, Any], *, name: str | None = None) -> dict
         TensorBoard does the same when it infers the parameters from the runs.
     """
     values: dict[str, HParamValue] = {}
-    if name:
-        values["name"] = str(name)
     if config.get("task"):
         values["task"] = str(config["task"])
     for key, value in config.items():
@@ -187,7 +189,7 @@ def write_run_end(run_path: str | os.PathLike, *, run_id: str, config: Mapping[s
     """
     folder = log_dir(run_path)
     shown = TASKS[config["task"]].images if images and config.get("task") in TASKS else {}
-    _write_session(folder, hparam_values(config, name=metrics.get("name")), metrics, trial_id=run_id,
+    _write_session(folder, hparam_values(config), metrics, trial_id=run_id,
                    plots=Path(run_path) / "plots", images=shown)
     return folder
 
@@ -255,9 +257,9 @@ def write_hparams(collection: Collection) -> Path | None:
     """Writes the HParams experiment of a collection (a sweep, batch, search or ablation as
     ``lab.records.load_collection`` reads it) into ``<its folder>/tensorboard``.
 
-    What it varied are the parameters, with their values (a search: its space's domains) as
-    declared domains; a member's own ``parameters`` that are not configuration fields (a batch's
-    notebook switches) are shown too; a search's objective is the first metric.
+    What it varied are the parameters, first, with their values (a search: its space's domains)
+    as declared domains; a member's own ``parameters`` that are not configuration fields (a
+    batch's notebook switches) are shown too; a search's objective is the first metric.
 
     Returns:
         ``<folder>/tensorboard``, or None when no member run logged to TensorBoard.
@@ -281,6 +283,15 @@ def write_experiment(folder: str | os.PathLike, runs: Sequence[Run], *, hparams:
     (its values, final metrics and status) with a copy of its per-epoch curves where it has
     them. Opening the folder in TensorBoard therefore compares the runs on its own.
 
+    The parameters are the declared ``hparams`` and the other configuration fields whose values
+    differ, not the runs' names (a name differs in every run: TensorBoard shows only the first
+    few parameters until more are chosen, differing ones first, then by name, so a name hid the
+    fifth varied setting); those whose values differ are marked so. Runs that differ only in
+    their seed (repeats of one configuration) share one session group, named after the
+    configuration (the runs' name): TensorBoard shows the group as one row with its metrics
+    averaged over the seeds, and ``seed`` is then not a parameter (a group row would show one
+    seed of several). Other runs are each their own group, named by the run id.
+
     Nothing is written when no run logged to TensorBoard (``tensorboard=False`` in all of
     them, or records older than this module).
 
@@ -288,15 +299,15 @@ def write_experiment(folder: str | os.PathLike, runs: Sequence[Run], *, hparams:
         folder: the sweep's, batch's or search's folder.
         runs: its runs, in order.
         hparams: the parameters the experiment varies (a sweep's keys, a search's space).
-            Configuration fields whose values differ between the runs are added, after the
-            run's ``name``.
+            Configuration fields whose values differ between the runs are added after them.
         domains: a parameter's declared domain: ``(low, high)`` (an interval: of integers when
             both are ints) or a list of values; widened to the values the runs took (a
             conditional search value that was inactive takes the base configuration's).
             Default: the values the runs took.
         parameters: values that are not configuration fields, per run id (a batch's notebook
             parameters); a configuration field of the same name keeps the run's own value.
-        metrics: metrics shown first (a search's objective); the runs' summary columns follow.
+        metrics: metrics shown first (a search's objective); the runs' summary columns follow,
+            then every other numeric test metric the runs recorded.
 
     Returns:
         ``<folder>/tensorboard``, or None when nothing was written.
@@ -308,11 +319,13 @@ def write_experiment(folder: str | os.PathLike, runs: Sequence[Run], *, hparams:
 
     domains = dict(domains or {})
     parameters = parameters or {}
-    sessions = {run.run_id: {**_parameter_values(parameters.get(run.run_id) or {}),
-                             **hparam_values(run.config, name=run.name)} for run in runs}
+    sessions = {run.run_id: {**_parameter_values(parameters.get(run.run_id) or {}), **hparam_values(run.config)}
+                for run in runs}
+    groups = _configuration_groups(runs, sessions)
     differing = [key for key in sorted(_field_names() - set(NOT_HASHED))
                  if len({json.dumps(values.get(key), sort_keys=True) for values in sessions.values()}) > 1]
-    names = list(dict.fromkeys(["name", *hparams, *differing]))
+    seeds = ["seed"] if "seed" in differing and len(set(groups.values())) == len(runs) else []
+    names = list(dict.fromkeys([*hparams, *(key for key in differing if key != "seed"), *seeds]))
     for name in names:
         declared = domains.get(name)
         choices = [_as_hparam(v) for v in declared] if isinstance(declared, list) else []
@@ -332,10 +345,12 @@ def write_experiment(folder: str | os.PathLike, runs: Sequence[Run], *, hparams:
     target = log_dir(folder)
     building = target.parent / f".{LOG_DIR}-new-{uuid.uuid4().hex[:8]}"
     try:
-        _write_config(building, config, [hp.Metric(name, display_name=name) for name in shown])
+        _write_config(building, config, [hp.Metric(name, display_name=name) for name in shown],
+                      differ=[name for name in names if len({json.dumps(values.get(name), sort_keys=True)
+                                                             for values in sessions.values()}) > 1])
         for run in runs:
             session = building / run.run_id
-            _write_session(session, sessions[run.run_id], run.metrics, trial_id=run.run_id,
+            _write_session(session, sessions[run.run_id], run.metrics, trial_id=groups[run.run_id],
                            start_time=_created(run.metrics))
             for curves in CURVES:
                 source = log_dir(run.path) / curves
@@ -346,6 +361,22 @@ def write_experiment(folder: str | os.PathLike, runs: Sequence[Run], *, hparams:
         shutil.rmtree(building, ignore_errors=True)  # a half-built experiment is never left behind
         raise
     return target
+
+
+def _configuration_groups(runs: Sequence[Run], sessions: Mapping[str, Mapping[str, HParamValue]]) -> dict[str, str]:
+    """Each run's session group: its configuration's name when other runs differ from it only in
+    the seed (TensorBoard then averages them in one row), else its run id."""
+    def configuration(run: Run) -> str:
+        return json.dumps({k: v for k, v in sessions[run.run_id].items() if k != "seed"}, sort_keys=True)
+
+    members: dict[str, list[Run]] = {}
+    for run in runs:
+        members.setdefault(configuration(run), []).append(run)
+    groups = {}
+    for repeats in members.values():
+        for run in repeats:
+            groups[run.run_id] = repeats[0].name if len(repeats) > 1 else run.run_id
+    return groups
 
 
 def _parameter_values(parameters: Mapping[str, Any]) -> dict[str, HParamValue]:
@@ -376,20 +407,37 @@ def _domain(hp: Any, taken: list[HParamValue], declared: Any) -> Any:
 
 
 def _metric_names(runs: Sequence[Run], first: Iterable[str]) -> list[str]:
-    """The metrics of the experiment: ``first``, then the runs' summary columns that are numbers."""
+    """The metrics of the experiment: ``first``, then the runs' summary columns that are numbers,
+    then the other numeric test metrics (balanced accuracy, macro F1, per-class IoU...)."""
     numeric = {key for run in runs for key in _numbers(run.metrics)}
-    return [name for name in dict.fromkeys([*first, *summary_columns(runs)]) if name in numeric]
+    tests = sorted(key for key in numeric if key.startswith("test_"))
+    return [name for name in dict.fromkeys([*first, *summary_columns(runs), *tests]) if name in numeric]
 
 
-def _write_config(folder: Path, hparams: list, metrics: list) -> None:
+def _write_config(folder: Path, hparams: list, metrics: list, differ: Iterable[str] = ()) -> None:
+    """Writes the experiment's ``hparams_config``, the parameters named in ``differ`` marked as
+    differing between the runs.
+
+    TensorBoard lists an experiment's parameters differing first, then by name, and shows the
+    first few until more are chosen; ``hp.hparams_config`` cannot mark a parameter as differing
+    (TensorBoard computes the mark only for parameters it infers), so the summary is written
+    from its protocol buffer with the mark set.
+    """
     import tensorflow as tf
-    from tensorboard.plugins.hparams import api as hp
+    from tensorboard.plugins.hparams import plugin_data_pb2, summary_v2
 
+    differ = set(differ)
+    summary = summary_v2.hparams_config_pb(hparams=hparams, metrics=metrics)
+    value = summary.value[0]
+    data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+    for info in data.experiment.hparam_infos:
+        info.differs = info.name in differ
+    value.metadata.plugin_data.content = data.SerializeToString()
     folder.mkdir(parents=True, exist_ok=True)
     writer = tf.summary.create_file_writer(str(folder))
     try:
-        with writer.as_default():
-            hp.hparams_config(hparams=hparams, metrics=metrics)
+        with writer.as_default(), tf.summary.experimental.summary_scope("hparams_config"):
+            tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=0)
     finally:
         writer.close()
 

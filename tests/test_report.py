@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -28,9 +29,10 @@ ENVIRONMENT = {"device": "cpu", "keras": "3.15.1", "lab": "0.1.0", "numpy": "2.4
 
 
 def _record(name, *, model="cnn", learning_rate=1e-3, status="completed", val_loss=0.5, val_accuracy=0.62, seed=0,
-            per_class=False, plot=False, tags=("demo",)):
+            per_class=False, plot=False, tags=("demo",), settings=None, more_metrics=None):
     """A classification run record as the runner writes it, without training: config, history,
-    metrics, predictions (and optionally the record's own learning-curve plot)."""
+    metrics, predictions (and optionally the record's own learning-curve plot); ``settings`` and
+    ``more_metrics`` add configuration fields and metrics."""
     rng = np.random.default_rng(seed)
     y_true = np.repeat(np.arange(3), 10)
     y_prob = rng.dirichlet(np.ones(3), size=30).astype(np.float32)
@@ -39,7 +41,8 @@ def _record(name, *, model="cnn", learning_rate=1e-3, status="completed", val_lo
     config = {"name": name, "model": model, "learning_rate": learning_rate, "tags": list(tags), "task": "classification",
               "monitor": "val_loss", "epochs": 2, "seed": 0, "dropout_rate": None, "record_version": 2,
               "config_hash": f"hash-{name}", "environment": ENVIRONMENT,
-              "data": {"name": "toy", "class_names": CLASSES, "num_classes": 3, "content_sha256": "abc"}}
+              "data": {"name": "toy", "class_names": CLASSES, "num_classes": 3, "content_sha256": "abc"},
+              **(settings or {})}
     writer = RunWriter(config, name=name)
     history = pd.DataFrame({"epoch": [0, 1], "loss": [1.2, 0.9], "accuracy": [0.4, 0.6],
                             "val_loss": [val_loss * 1.3, val_loss], "val_accuracy": [0.5, 0.62]})
@@ -54,6 +57,7 @@ def _record(name, *, model="cnn", learning_rate=1e-3, status="completed", val_lo
                "best_epoch_val_accuracy": val_accuracy,
                "test_accuracy": accuracy, "test_loss": 0.7 + seed / 100, "seconds_per_epoch": 0.25, "train_seconds": 0.6,
                "divergence_reason": "training loss grew (a test)" if status == "diverged" else None}
+    metrics |= more_metrics or {}
     if per_class:
         metrics["test_per_class"] = {c: {"precision": 0.5, "recall": 0.25 + i / 10, "f1": 0.3, "support": 10}
                                      for i, c in enumerate(CLASSES)}
@@ -403,3 +407,159 @@ def test_a_report_of_a_real_sweep(isolated_dirs):
     assert report.best.name == "learns"
     names = {path.name for path in report.figures}
     assert {"curves.png", "best-confusion_matrix.png", "best-sample_predictions.png"} <= names
+
+
+# -- the page a student hands in -------------------------------------------------------------------
+
+CHROMIUM = next((path for name in ("chromium", "chromium-browser") if (path := shutil.which(name))), None)
+SUMMARY_METRICS = {"val_macro_auc": 0.9784, "test_macro_auc": 0.9697}  # every column a real record has
+
+
+@pytest.fixture
+def e1_ablation(isolated_dirs):
+    """The ten E1 configurations as records of CNNs built from scratch, and the ablation's folder
+    (the python engine's: a sweep folder whose collection record says what varied)."""
+    from lab.ablation import E1_VARIANTS
+    from lab.sweep import write_summary
+
+    base = {"normalization": "none", "dropout_rate": 0.0, "l2": 0.0, "augment": False, "weights": "imagenet",
+            "unfreeze": None, "backbone": None, "feature_cache": "memory", "params": 159626}
+    runs = []
+    for i, variant in enumerate(E1_VARIANTS):
+        settings = {**base, **{k: v for k, v in variant.items() if k not in ("name", "learning_rate")}}
+        settings["params"] += 1056 * (settings["normalization"] != "none")  # a consequence, not a choice
+        runs.append(_record(variant["name"], learning_rate=variant["learning_rate"], seed=i, settings=settings,
+                            val_loss=0.4 + i / 100, status="diverged" if i in (1, 5) else "completed",
+                            more_metrics=SUMMARY_METRICS))
+    varied = sorted({k for variant in E1_VARIANTS for k in variant if k != "name"})
+    return write_summary("e1", runs, varied=varied, kind="ablation"), runs
+
+
+def test_results_come_first_with_every_varied_setting_from_the_collection_record(e1_ablation):
+    folder, runs = e1_ablation
+    report = build_report(folder)
+    assert [section.anchor for section in report.sections][:2] == ["results", "settings"]
+    varied = ["augment", "dropout_rate", "l2", "learning_rate", "normalization"]  # the record's, in its order
+    parser = _html(report)
+    _, rows = _table(parser, "Results")
+    assert list(rows[0])[:6] == ["name", *varied]
+    by_name = {row["name"]: row for row in rows}
+    # 5-l2 differs from 1-plain in its l2 only, which the table shows.
+    differing = {k for k in varied if by_name["5-l2"][k] != by_name["1-plain"][k]}
+    assert differing == {"l2"} and by_name["5-l2"]["l2"] == "0.0001"
+    assert by_name["8-bn-dropout-augment"]["augment"] == "True"
+    _, per_run = _table(parser, "Settings that varied")
+    assert list(per_run[0]) == ["run_id", "name", *varied]
+    # params differ between the runs but are a consequence: the record does not name them as varied.
+    assert "params" not in per_run[0] and "params" not in rows[0]
+    markdown = report.markdown.read_text(encoding="utf-8")
+    assert "5 setting(s) differ between the 10 runs: augment, dropout_rate, l2, learning_rate, normalization." \
+        in markdown
+    # From the record, not from the runs: a value the study declares as varied is shown even where
+    # the runs present hold one value (the others deleted), and the record's fixed values are the shared ones.
+    record = json.loads((folder / "collection.json").read_text())
+    record["fixed"]["epochs"] = 7
+    atomic.write_json(folder / "collection.json", record)
+    few = build_report(folder)
+    _, shared = _table(_html(few), "Settings shared")
+    assert {"setting": "epochs", "value": "7"} in shared
+
+
+def test_settings_the_models_do_not_use_are_left_out_of_the_shared_ones(e1_ablation, isolated_dirs):
+    from lab.report import unused_by_the_models
+
+    folder, runs = e1_ablation
+    report = build_report(folder)
+    _, shared = _table(_html(report), "Settings shared")
+    names = {row["setting"] for row in shared}
+    assert "epochs" in names and "model" in names
+    assert not {"weights", "feature_cache"} & names  # a CNN built from scratch loads no weights
+    # The page shows them collapsed (a click opens them); the Markdown lists them whole.
+    page = report.html.read_text(encoding="utf-8")
+    assert f"<details><summary>Settings shared by every run ({len(shared)} rows)</summary>" in page
+    markdown = report.markdown.read_text(encoding="utf-8")
+    line = next(line for line in markdown.splitlines() if line.startswith("Not shown, as no run's model uses them"))
+    assert all(name in line for name in ("weights", "backbone", "unfreeze", "feature_cache"))
+    assert not [line for line in markdown.splitlines() if line.startswith("Unset (None)") and "backbone" in line]
+    # One transfer run among them: its weights apply, so they are shown.
+    transfer = _record("transfer", model="transfer", settings={"weights": "imagenet", "backbone": "resnet50"})
+    assert "weights" not in unused_by_the_models([runs[0], transfer])
+    assert {"weights", "backbone", "feature_cache"} <= set(unused_by_the_models(runs))
+
+
+def test_report_files_are_readable_by_others(e1_ablation):
+    """0644 as open() makes them (the umask respected), not tempfile's 0600."""
+    import os
+
+    folder, _ = e1_ablation
+    report = build_report(folder)
+    for path in (report.html, report.markdown, *report.figures, folder / "collection.json"):
+        assert path.stat().st_mode & 0o777 == 0o644, path
+    previous = os.umask(0o027)
+    try:
+        atomic.write_text(folder / "private.txt", "x")
+    finally:
+        os.umask(previous)
+    assert (folder / "private.txt").stat().st_mode & 0o777 == 0o640
+
+
+def test_the_best_runs_worst_predictions_are_shown(demo_sweep):
+    """The run's own highest-loss grid (lab.plots.top_losses, drawn where the test images are at
+    hand) is shown beside its random sample of predictions."""
+    folder, runs = demo_sweep
+    best = runs[1]
+    predictions = best.predictions()
+    images = np.random.default_rng(0).random((len(predictions["y_true"]), 8, 8, 1))
+    plots.save(plots.top_losses(images, predictions["y_true"], predictions["y_prob"], CLASSES),
+               best.path / "plots" / "top_losses.png")
+    report = build_report(folder)
+    assert "figures/best-top_losses.png" in report.markdown.read_text(encoding="utf-8")
+    assert (report.markdown.parent / "figures" / "best-top_losses.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _layout(html: Path, width: int) -> dict:
+    """The page's and each table box's scroll and client widths in headless Chromium at ``width`` px."""
+    probe = html.with_name("layout-probe.html")
+    script = ("<script>document.body.dataset.layout = JSON.stringify({page: [document.documentElement.scrollWidth, "
+              "document.documentElement.clientWidth], tables: Array.from(document.querySelectorAll('.table-wrap'))"
+              ".map(w => [w.previousElementSibling.textContent, w.scrollWidth, w.clientWidth])});</script>")
+    probe.write_text(html.read_text(encoding="utf-8").replace("</body>", script + "</body>"), encoding="utf-8")
+    # Scrollbars shown, as a reader's browser shows them: they take their room from the page.
+    done = subprocess.run([CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox",
+                           f"--user-data-dir={html.parent / 'chromium-profile'}", f"--window-size={width},2000",
+                           "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = re.search(r'data-layout="([^"]*)"', done.stdout)
+    assert found, done.stdout[-2000:]
+    return json.loads(unescape(found.group(1)))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian: apt-get install chromium): the "
+                                             "report's layout at 1200 px cannot be checked")
+def test_the_page_does_not_scroll_sideways_at_1200_px(e1_ablation):
+    folder, _ = e1_ablation
+    report = build_report(folder)
+    layout = _layout(report.html, 1200)
+    page_scroll, page_client = layout["page"]
+    assert page_scroll <= page_client, layout
+    tables = {caption: (scroll, client) for caption, scroll, client in layout["tables"]}
+    scroll, client = next(value for caption, value in tables.items() if caption.startswith("Results"))
+    assert scroll <= client, tables  # the results table fits the page: no scrolling inside it either
+
+
+def test_a_batch_whose_notebook_makes_several_runs_shows_what_differs_between_them(isolated_dirs):
+    """A batch's record names the notebooks' parameters; the runs one notebook makes may differ
+    in more (a learning-rate sweep inside the notebook), which the report shows after them."""
+    from lab.collection import write_collection
+
+    runs = [_record(f"lr{rate}", learning_rate=rate, seed=i) for i, rate in enumerate((1e-2, 1e-3))]
+    members = [{"run_id": run.run_id, "name": run.name, "status": run.status, "job": "sweep-lr",
+                "parameters": {"epochs": 2, "quick": True}} for run in runs]
+    write_collection(isolated_dirs / "reports" / "batches" / "lr", kind="batch", name="lr", varied={},
+                     fixed={"epochs": 2, "quick": True}, members=members, started=None)
+    report = build_report("batch:lr")
+    parser = _html(report)
+    _, per_run = _table(parser, "Settings that varied")
+    assert [row["learning_rate"] for row in per_run] == ["0.01", "0.001"]
+    _, shared = _table(parser, "Settings shared")
+    assert {"setting": "quick", "value": "True"} in shared

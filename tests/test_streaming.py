@@ -301,6 +301,7 @@ def test_a_run_records_which_path_it_used_and_streams_evaluation(tmp_path):
         assert result.status == "completed"
         records.append(json.loads((result.run_dir / "config.json").read_text())["data"])
         assert (result.run_dir / "plots" / "sample_predictions.png").is_file()
+        assert (result.run_dir / "plots" / "top_losses.png").is_file()  # streamed: only those images read
     in_memory, streamed = records
     assert in_memory["access"] == {"path": "memory", "reason": "data_path='memory'"}
     assert streamed["access"]["path"] == "stream" and streamed["access"]["reason"] == "data_path='stream'"

@@ -99,8 +99,8 @@ def test_a_run_logs_every_epoch_metric_the_learning_rate_its_figures_and_its_hpa
     values = {name: _value(value) for name, value in start.hparams.items()}
     assert values["learning_rate"] == 0.002 and values["optimizer"] == "adam" and values["epochs"] == 2
     assert values["hidden_units"] == "[8]" and values["deterministic"] is True and values["task"] == "classification"
-    assert values["name"] == result.metrics["name"]
-    assert not {"tags", "reports_dir", "verbose", "tensorboard"} & set(values)
+    # Not the name: it differs in every run and would take one of the columns TensorBoard shows first.
+    assert not {"name", "tags", "reports_dir", "verbose", "tensorboard"} & set(values)
     assert "dropout_rate" not in values  # None (the builder's default) is left unset
     assert end.status == api_pb2.STATUS_SUCCESS
     for metric in ("test_accuracy", "val_loss", "best_epoch"):
@@ -165,19 +165,20 @@ def test_a_sweep_writes_its_hparams_experiment_with_the_varied_values(isolated_d
                               {"name": "slow", "learning_rate": 0.001, "hidden_units": [4, 4]}], name="lr")
     experiment, groups = _dashboard(result.summary_dir)
     infos = {info.name: info for info in experiment.hparam_infos}
-    assert {"name", "learning_rate", "hidden_units"} <= set(infos)
+    # What the sweep varied, marked as differing; not the runs' names.
+    assert [(info.name, info.differs) for info in experiment.hparam_infos] == [("hidden_units", True),
+                                                                               ("learning_rate", True)]
     assert list(infos["learning_rate"].domain_discrete) == [0.001, 0.01]
     assert infos["learning_rate"].type == api_pb2.DATA_TYPE_FLOAT64
     assert sorted(infos["hidden_units"].domain_discrete) == ["[4, 4]", "[8]"]
-    assert sorted(infos["name"].domain_discrete) == ["fast", "slow"]
     metrics = [info.name.tag for info in experiment.metric_infos]
-    assert {"val_accuracy", "val_loss", "test_accuracy"} <= set(metrics)
-    # One row per run, with the run's values and its recorded metrics.
-    by_name = {_value(group.hparams["name"]): group for group in groups}
-    assert set(by_name) == {"fast", "slow"}
+    assert {"val_accuracy", "val_loss", "test_accuracy", "test_loss", "test_macro_f1"} <= set(metrics)
+    # One row per run, named by its run id, with the run's values and its recorded metrics.
+    by_id = {group.name: group for group in groups}
+    assert set(by_id) == {run.run_id for run in result.runs}
     for run in result.runs:
-        group = by_name[run.name]
-        assert group.name == run.run_id
+        group = by_id[run.run_id]
+        assert "name" not in group.hparams
         assert _value(group.hparams["learning_rate"]) == run.config["learning_rate"]
         assert _value(group.hparams["hidden_units"]) == json.dumps(run.config["hidden_units"])
         values = {value.name.tag: value.value for value in group.metric_values}
@@ -289,3 +290,35 @@ def test_a_collections_experiment_is_read_from_its_record(tmp_path):
     infos = {info.name: info for info in experiment.hparam_infos}
     assert list(infos["learning_rate"].domain_discrete) == [0.001, 0.05] and "other" not in infos
     assert {group.name: _value(group.hparams["switch"]) for group in groups} == {"a": "1", "b": "on"}
+
+
+def test_an_experiment_shows_what_varied_first_groups_the_seeds_of_a_configuration_and_its_test_metrics(tmp_path):
+    """TensorBoard shows only the first few parameters until more are chosen: what the study
+    varied comes first and the run's name is no parameter. Runs that differ only in their seed
+    are one group (TensorBoard averages its metrics), named after the configuration."""
+    runs = [_fake_run(tmp_path, f"{name}-seed{seed}", {"learning_rate": 1e-3, "l2": l2, "seed": seed, "epochs": 3,
+                                                       "normalization": normalization},
+                      {"name": name, "val_accuracy": 0.5 + seed / 10, "test_accuracy": 0.4 + seed / 10,
+                       "test_macro_f1": 0.3, "test_balanced_accuracy": 0.35})
+            for name, l2, normalization in (("1-plain", None, "none"), ("5-l2", 1e-4, "none"),
+                                            ("2-batchnorm", None, "batch"))
+            for seed in (0, 1)]
+    experiment, groups = _dashboard(tensorboard.write_experiment(tmp_path / "seeds", runs, hparams=["normalization"]))
+    # The declared parameter and the other one that differs, marked as differing (TensorBoard lists
+    # those first); the seed is inside the groups.
+    assert [(info.name, info.differs) for info in experiment.hparam_infos] == [("l2", True), ("normalization", True)]
+    metrics = [info.name.tag for info in experiment.metric_infos]
+    assert {"test_accuracy", "test_macro_f1", "test_balanced_accuracy"} <= set(metrics)
+    by_name = {group.name: group for group in groups}
+    assert set(by_name) == {"1-plain", "5-l2", "2-batchnorm"}
+    assert all(len(group.sessions) == 2 for group in groups)
+    assert {v.name.tag: v.value for v in by_name["5-l2"].metric_values}["val_accuracy"] == pytest.approx(0.55)
+    # Without repeats, each run is its own group and a seed that differs is a parameter, last.
+    single = [runs[0], runs[3]]
+    experiment, groups = _dashboard(tensorboard.write_experiment(tmp_path / "one-each", single, hparams=["l2"]))
+    assert [(info.name, info.differs) for info in experiment.hparam_infos] == [("l2", True), ("seed", True)]
+    # A declared parameter that took one value is listed after those that differ.
+    experiment, _ = _dashboard(tensorboard.write_experiment(tmp_path / "fixed", single, hparams=["normalization"]))
+    assert [(info.name, info.differs) for info in experiment.hparam_infos] == [("l2", True), ("seed", True),
+                                                                               ("normalization", False)]
+    assert sorted(group.name for group in groups) == sorted(run.run_id for run in single)

@@ -30,7 +30,7 @@ def test_a_run_writes_a_complete_record(small_digits, isolated_dirs, capsys):
     run = load_run(result.run_dir)
     for name in ("config.json", "history.csv", "metrics.json", "predictions.npz", "model.keras",
                  "plots/learning_curves.png", "plots/confusion_matrix.png", "plots/sample_predictions.png",
-                 "plots/class_distribution.png"):
+                 "plots/class_distribution.png", "plots/top_losses.png"):
         assert (result.run_dir / name).stat().st_size > 0, name
     metrics = run.metrics
     for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",

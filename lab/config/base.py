@@ -287,6 +287,30 @@ class BaseConfig(metaclass=_CheckedKeys):
             options["unfreeze"] = self.unfreeze
         return options
 
+    @classmethod
+    def unused_fields(cls, values: Mapping[str, Any]) -> list[str]:
+        """The fields of a flat configuration (a record's ``config.json``) that its model does
+        not use: the fields ``model_options`` hands a builder (the ``model_option`` switches,
+        ``weights``, ``unfreeze``) that this model's builder does not take, such as ``weights``
+        and the backbone's options of a CNN built from scratch. ``unfreeze`` with ``init_from``
+        is used: it says what of the saved model trains.
+
+        Args:
+            values: the configuration's values (``model`` names the builder).
+
+        Returns:
+            The unused field names, in field order; none for a model whose builder cannot be
+            inspected here (an unknown name, or an optional extra that is not installed).
+        """
+        try:
+            accepted = model_options(values.get("model"))
+        except (ValueError, ImportError):
+            return []
+        fields = [f.name for f in dataclasses.fields(cls)
+                  if f.metadata.get("option") or f.name in ("weights", "unfreeze")]
+        return [name for name in fields if name not in accepted
+                and not (name == "unfreeze" and values.get("init_from"))]
+
     # -- validation ----------------------------------------------------------------------------------
 
     def _validate_folder_options(self) -> None:

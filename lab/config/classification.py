@@ -66,6 +66,10 @@ class RunConfig(BaseConfig):
     # fewer calls per epoch help on GPUs too.
     DEFAULTS: ClassVar[dict[str, Any]] = {"dataset": "digits", "model": "cnn", "batch_size": 64,
                                           "steps_per_execution": 16, "aug_rotation": 0.1}
+    # How a transfer run trains its backbone (the "Transfer models" fields above that are not the
+    # builder's options): other models ignore them (``unused_fields``).
+    TRANSFER_TRAINING: ClassVar[tuple[str, ...]] = ("backbone_lr_factor", "feature_cache", "feature_cache_passes",
+                                                    "unfreeze_schedule", "phase_epochs", "phase_lr_factor")
 
     num_classes: int | None = None
     dataset_resize: int | None = None
@@ -90,6 +94,12 @@ class RunConfig(BaseConfig):
     phase_lr_factor: float = 0.1
     label_smoothing: float = 0.0
     tta: str | None = None
+
+    @classmethod
+    def unused_fields(cls, values: dict[str, Any]) -> list[str]:
+        """``BaseConfig.unused_fields``, and the transfer training fields when the model is no transfer model."""
+        unused = super().unused_fields(values)
+        return unused + ([] if values.get("model") == "transfer" else list(cls.TRANSFER_TRAINING))
 
     def validate(self) -> None:
         super().validate()

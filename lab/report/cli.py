@@ -11,12 +11,14 @@ found in several places is chosen with ``batch:``, ``sweep:`` or ``search:`` (``
 an ablation, whichever engine wrote it). An unknown source is
 refused with a list of what exists.
 
-The report holds what a course report holds: what varied between the runs and what was fixed, the
-results table (status with stalled, diverged and failed runs marked, best epoch, train/val/test metrics of
-the runs' tasks), how sure the results are (each configuration's mean and 95% interval across
+The report holds what a course report holds, results first: the results table (every setting that
+varied as a column, status with stalled, diverged and failed runs marked, best epoch, train/val/test metrics
+of the runs' tasks), how sure the results are (each configuration's mean and 95% interval across
 seeds or test images, its difference from the baseline, ``--baseline``, with a verdict, and the
-warnings: ``lab.comparison``), the overlaid learning curves, the best run (by the metric the runs monitor, or a
-search's objective) with its confusion matrix, green/red sample predictions (or masks) and
+warnings: ``lab.comparison``), what varied between the runs and what was fixed (a collection's as its record
+declares them; shared settings that no run's model uses are named, not listed), the overlaid
+learning curves, the best run (by the metric the runs monitor, or a search's objective) with its
+confusion matrix, green/red sample predictions (or masks), its highest-loss test images and
 per-class scores, the efficiency table when several models are compared, the environment, and the
 run ids behind every number. It is written twice with the same content: ``report.html``, one
 self-contained file with its figures embedded as PNG data URIs, and ``report.md`` with the figures

@@ -25,7 +25,8 @@ class Text:
 
 @dataclasses.dataclass
 class Table:
-    """A table block; ``marked`` maps a row position to the status that shades it."""
+    """A table block; ``marked`` maps a row position to the status that shades it; a ``collapsed``
+    one is closed in the HTML page until clicked (the Markdown shows it whole)."""
 
     frame: pd.DataFrame
     caption: str = ""
@@ -33,6 +34,7 @@ class Table:
     kind: str = "table"
     html: str = ""
     markdown: str = ""
+    collapsed: bool = False
 
 
 @dataclasses.dataclass

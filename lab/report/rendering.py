@@ -73,9 +73,10 @@ def _table_html(table: Table, uuid: str) -> str:
               .format_index(lambda name: str(name).replace("_", "_\u200b"), escape="html", axis=1)
               .map(lambda value: "white-space: normal; min-width: 14rem;"
                    if isinstance(value, str) and len(value) > 40 else ""))
-    ids = [c for c in ("run_id", "run_ids") if c in frame.columns]
-    if ids:  # a run id may break at its hyphens when the table is wide
-        styler = styler.set_properties(subset=ids, **{"white-space": "normal", "min-width": "9rem"})
+    names = [c for c in ("name", "run_id", "run_ids") if c in frame.columns]
+    if names:  # a run's name and id may break (at a hyphen first) when the table is wide: it fits the page
+        styler = styler.set_properties(subset=names, **{"white-space": "normal", "overflow-wrap": "anywhere",
+                                                        "min-width": "5rem"})
     if numeric:
         styler = styler.set_properties(subset=numeric, **{"text-align": "right"})
     if table.marked:

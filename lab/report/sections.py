@@ -1,5 +1,5 @@
-"""The report's content, section by section, from the source's run records: what varied, the
-results, the learning curves, the best run, the efficiency of the models compared, the
+"""The report's content, section by section, from the source's run records: the results, what
+varied and what was fixed, the learning curves, the best run, the efficiency of the models compared, the
 environment, and the run records behind every number.
 """
 
@@ -17,8 +17,8 @@ from lab.report.document import MARKED, Figure, Section, Table, Text
 from lab.report.figures import _confusion_from_predictions, _fit_axes_to_completed, _histories
 from lab.report.sources import Source
 from lab.tasks import TASKS
-from lab.report.tables import (_cell, _integers, best_run, environment_table, per_class_scores, results, settings,
-                               varied_and_fixed)
+from lab.report.tables import (_cell, _integers, best_run, environment_table, per_class_scores, results, run_settings,
+                               unused_by_the_models, varied_and_fixed)
 
 
 def build_sections(source: Source, *, baseline: str | None = None
@@ -35,29 +35,11 @@ def build_sections(source: Source, *, baseline: str | None = None
     runs = source.runs
     figures: list[tuple[str, Any]] = []
     sections = []
-    varied, fixed = varied_and_fixed(runs)
-
-    # What varied and what was fixed.
-    blocks: list[Text | Table | Figure] = []
-    if len(runs) == 1:
-        blocks.append(Text("One run: nothing varied."))
-    elif varied:
-        frame = pd.DataFrame([{"run_id": run.run_id, "name": run.name,
-                               **{k: _cell(settings(run).get(k)) for k in varied}} for run in runs], dtype=object)
-        blocks += [Text(f"{len(varied)} setting(s) differ between the {len(runs)} runs: {', '.join(varied)}."),
-                   Table(frame, "Settings that varied, per run")]
-    else:
-        blocks.append(Text(f"The {len(runs)} runs share every setting (repeats of one configuration)."))
-    unset = sorted(k for k, v in fixed.items() if v is None)
-    shown = {k: _cell(v) for k, v in fixed.items() if v is not None}
-    blocks.append(Table(pd.DataFrame({"setting": list(shown), "value": list(shown.values())}, dtype=object),
-                        "Settings shared by every run"))
-    if unset:
-        blocks.append(Text(f"Unset (None) in every run: {', '.join(unset)}."))
-    sections.append(Section("What varied and what was fixed", "settings", blocks))
+    varied, fixed = varied_and_fixed(runs, source.collection)
+    values_per_run = run_settings(runs, source.collection)
 
     # Results.
-    table = results(runs, varied)
+    table = results(runs, varied, values_per_run)
     marked = {i: run.status for i, run in enumerate(runs) if run.status in MARKED}
     counts = collections.Counter(run.status for run in runs)
     blocks = [Text(f"{len(runs)} runs: " + ", ".join(f"{n} {status}" for status, n in counts.items())
@@ -73,6 +55,28 @@ def build_sections(source: Source, *, baseline: str | None = None
     blocks += [Text(note) for note in source.notes]
     sections.append(Section("Results", "results", blocks))
     sections.append(comparison_section(runs, baseline))
+
+    # What varied and what was fixed (the collection record's, when the runs are a collection's).
+    blocks = []
+    if len(runs) == 1:
+        blocks.append(Text("One run: nothing varied."))
+    elif varied:
+        frame = pd.DataFrame([{"run_id": run.run_id, "name": run.name, **{k: _cell(values.get(k)) for k in varied}}
+                              for run, values in zip(runs, values_per_run)], dtype=object)
+        blocks += [Text(f"{len(varied)} setting(s) differ between the {len(runs)} runs: {', '.join(varied)}."),
+                   Table(frame, "Settings that varied, per run")]
+    else:
+        blocks.append(Text(f"The {len(runs)} runs share every setting (repeats of one configuration)."))
+    unused = [k for k in unused_by_the_models(runs) if k in fixed]
+    unset = sorted(k for k, v in fixed.items() if v is None and k not in unused)
+    shown = {k: _cell(v) for k, v in fixed.items() if v is not None and k not in unused}
+    blocks.append(Table(pd.DataFrame({"setting": list(shown), "value": list(shown.values())}, dtype=object),
+                        "Settings shared by every run", collapsed=True))
+    if unset:
+        blocks.append(Text(f"Unset (None) in every run: {', '.join(unset)}."))
+    if unused:
+        blocks.append(Text(f"Not shown, as no run's model uses them: {', '.join(unused)}."))
+    sections.append(Section("What varied and what was fixed", "settings", blocks))
 
     # Learning curves.
     histories, completed = _histories(runs)

@@ -15,7 +15,8 @@ from typing import Sequence
 
 from lab import paths
 from lab.collection import FOLDERS
-from lab.records import Run, is_collection, list_collections, load_collection, load_run, load_runs, read_index
+from lab.records import (Collection, Run, is_collection, list_collections, load_collection, load_run, load_runs,
+                         read_index)
 
 # What a SOURCE may start with: a folder kind (``batch:``, ``sweep:``, ``search:``: the folder of
 # that name under reports/batches, sweeps or searches) or ``ablation:`` (the ablation of that name,
@@ -40,6 +41,8 @@ class Source:
         folder: the batch, sweep, search or run folder (None for run ids and tags).
         objective: a search's objective (metric, "min" or "max"); None elsewhere.
         notes: facts about the source the runs do not say (a batch job that failed before training).
+        collection: the collection record of a batch, sweep, search or ablation (what it varied
+            and fixed); None for runs named by id, folder or tag.
     """
 
     kind: str
@@ -49,6 +52,7 @@ class Source:
     folder: Path | None = None
     objective: tuple[str, str] | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
+    collection: Collection | None = None
 
     @property
     def label(self) -> str:
@@ -155,7 +159,7 @@ def _from_folder(folder: Path) -> Source:
         raise ValueError(f"The {record.kind} {folder} holds no finished run record yet; nothing to report. "
                          + " ".join(notes))
     return Source(record.kind, folder.name, runs, record.reports_dir, folder=folder, objective=record.objective,
-                  notes=notes)
+                  notes=notes, collection=record)
 
 
 def available(reports_dir: str | os.PathLike | None = None) -> dict[str, list[str]]:

@@ -10,12 +10,12 @@ import collections
 import dataclasses
 import json
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from lab.records import Run, results_table, summary_columns
+from lab.records import Collection, Run, results_table, summary_columns
 from lab.tasks import TASKS
 
 # Bookkeeping that is no setting of the run (or has its own section): left out of "what varied".
@@ -24,33 +24,66 @@ DATA_SETTINGS = ("name", "input_shape", "num_classes", "sizes", "content_sha256"
 # Where a record may hold per-class classification scores (precision/recall/F1/support per class);
 # the report prefers these to recomputing them from predictions.npz.
 PER_CLASS_KEYS = ("test_per_class", "per_class")
-SHOWN_VARIED = 3  # varied settings repeated in the results table (all of them are in their own table)
-# Varied config entries that are consequences of other settings, not choices: never repeated there.
+# Varied config entries that are consequences of other settings, not choices: never repeated in
+# the results table (they stay in the table of what varied).
 DERIVED = {"params", "input_shape", "num_classes", "steps_per_execution"}
 
 
-def settings(run: Run) -> dict[str, Any]:
+def settings(run: Run, parameters: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The run's configuration as compared across runs: every field but bookkeeping, plus the data's
-    name, shape, sizes and content hash."""
+    name, shape, sizes and content hash, plus ``parameters`` (a batch member's notebook
+    parameters) where the configuration has no field of that name."""
     values = {k: v for k, v in run.config.items() if k not in NOT_SETTINGS}
     data = run.config.get("data") or {}
     values |= {f"data.{k}": data[k] for k in DATA_SETTINGS if k in data}
-    return values
+    return {**{k: v for k, v in (parameters or {}).items() if k not in NOT_SETTINGS}, **values}
 
 
-def varied_and_fixed(runs: Sequence[Run]) -> tuple[list[str], dict[str, Any]]:
-    """The settings that differ between the runs (in first-seen order) and the values of the others."""
-    all_settings = [settings(run) for run in runs]
+def run_settings(runs: Sequence[Run], collection: Collection | None = None) -> list[dict[str, Any]]:
+    """Each run's ``settings``, with its collection member's own parameters (a batch's) where it has some."""
+    parameters = {m["run_id"]: m.get("parameters") or {} for m in collection.members if m.get("run_id")} \
+        if collection is not None else {}
+    return [settings(run, parameters.get(run.run_id)) for run in runs]
+
+
+def varied_and_fixed(runs: Sequence[Run], collection: Collection | None = None) -> tuple[list[str], dict[str, Any]]:
+    """The settings that differ between the runs and the values of the others.
+
+    Args:
+        runs: the runs, in order.
+        collection: their collection record (``lab.records.load_collection``), when they are a
+            sweep's, batch's, search's or ablation's: what it varied (in its order) and what it
+            fixed are then the record's, as the study declared them, not guessed from the runs.
+            A batch's record names the notebooks' parameters, and one notebook may make several
+            runs: the settings in which the runs differ beyond those follow the record's.
+
+    Returns:
+        (the varied settings, in the record's or first-seen order; the fixed ones with their values).
+    """
+    if collection is not None:
+        varied = [key for key in collection.varied if key not in NOT_SETTINGS]
+        if collection.kind == "batch":
+            varied += [key for key in _differing(run_settings(runs, collection)) if key not in varied]
+        return varied, {k: v for k, v in collection.fixed.items() if k not in NOT_SETTINGS and k not in varied}
+    all_settings = run_settings(runs)
+    varied = _differing(all_settings)
+    first = all_settings[0] if all_settings else {}
+    return varied, {k: v for k, v in first.items() if k not in varied}
+
+
+def _differing(all_settings: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The settings whose values differ between runs, in first-seen order (one that some runs
+    lack differs from any value)."""
     keys = list(dict.fromkeys(k for values in all_settings for k in values))
-    missing = dataclasses.MISSING  # a setting some runs lack differs from any value
-    varied, fixed = [], {}
-    for key in keys:
-        seen = {_canonical(values.get(key, missing)) for values in all_settings}
-        if len(seen) > 1:
-            varied.append(key)
-        else:
-            fixed[key] = all_settings[0][key]
-    return varied, fixed
+    missing = dataclasses.MISSING
+    return [key for key in keys if len({_canonical(values.get(key, missing)) for values in all_settings}) > 1]
+
+
+def unused_by_the_models(runs: Sequence[Run]) -> list[str]:
+    """The settings that no run's model uses (``weights`` and the backbone's options when every
+    run trains a CNN from scratch), by the configuration's own rule (``BaseConfig.unused_fields``)."""
+    unused = [set(TASKS[run.task].config_class.unused_fields(run.config)) for run in runs]
+    return sorted(set.intersection(*unused)) if unused else []
 
 
 def _canonical(value: Any) -> str:
@@ -185,21 +218,25 @@ def environment_table(runs: Sequence[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def results(runs: Sequence[Run], varied: Sequence[str] = ()) -> pd.DataFrame:
-    """The results table: name, up to ``SHOWN_VARIED`` varied settings (those with the most
-    distinct values), the summary columns of the runs' tasks that any run has
-    (``records.summary_columns``), and the run id."""
+def results(runs: Sequence[Run], varied: Sequence[str] = (), values: Sequence[Mapping[str, Any]] | None = None) \
+        -> pd.DataFrame:
+    """The results table: name, every varied setting (but those ``DERIVED`` from others), the
+    summary columns of the runs' tasks that any run has (``records.summary_columns``), and the
+    run id.
+
+    Args:
+        runs: the runs, in order.
+        varied: the settings that varied (``varied_and_fixed``).
+        values: each run's settings (``run_settings``; default: read from the runs' configurations).
+    """
+    values = list(values) if values is not None else run_settings(runs)
     present = {key for run in runs for key in run.metrics}
     metrics = [c for c in summary_columns(runs) if c in present]
-    configs = {key for run in runs for key in run.config}
-    candidates = [k for k in varied if k in configs and k not in metrics and k not in DERIVED | {"name", "run_id"}]
-    # The settings with the most distinct values, then those every run sets (stable: ties keep their order).
-    rank = {k: (-len({_canonical(run.config.get(k)) for run in runs}),
-                -sum(run.config.get(k) is not None for run in runs)) for k in candidates}
-    shown = sorted(candidates, key=rank.__getitem__)[:SHOWN_VARIED]
-    frame = results_table(runs, ["name", *shown, *metrics, "run_id"])
-    for column in shown:  # as recorded (object cells), not as floats padded to four decimals
-        frame[column] = pd.Series([_cell(run.config.get(column)) for run in runs], dtype=object)
+    shown = [k for k in varied if k not in metrics and k not in DERIVED | {"name", "run_id"}
+             and any(k in settings for settings in values)]
+    frame = results_table(runs, ["name", *metrics, "run_id"])
+    for position, column in enumerate(shown, start=1):  # as recorded (object cells), not floats padded to four decimals
+        frame.insert(position, column, pd.Series([_cell(settings.get(column)) for settings in values], dtype=object))
     return _integers(frame)
 
 
