@@ -438,7 +438,8 @@ def e1_ablation(isolated_dirs):
 def test_results_come_first_with_every_varied_setting_from_the_collection_record(e1_ablation):
     folder, runs = e1_ablation
     report = build_report(folder)
-    assert [section.anchor for section in report.sections][:2] == ["results", "settings"]
+    # results, then how sure they are (lab.report.comparisons), then the settings behind them
+    assert [section.anchor for section in report.sections][:3] == ["results", "comparisons", "settings"]
     varied = ["augment", "dropout_rate", "l2", "learning_rate", "normalization"]  # the record's, in its order
     parser = _html(report)
     _, rows = _table(parser, "Results")
