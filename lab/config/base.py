@@ -48,6 +48,8 @@ RENAMED_IN_TASK = {
 }
 # Not part of what a run computes, so not part of its hash.
 NOT_HASHED = ("name", "tags", "reports_dir", "verbose", "tensorboard")
+# mixed_precision's values; "auto" is resolved on the machine that runs (lab.hardware).
+MIXED_PRECISION = (False, True, "auto")
 
 
 def renamed_fields(*tasks: str | None) -> dict[str, tuple[str, str]]:
@@ -116,7 +118,9 @@ class BaseConfig(metaclass=_CheckedKeys):
             None: MedMNIST's [0.5, 0.75]) or "plateau" (times lr_decay_factor after
             plateau_patience epochs without a better monitor); see ``lab.schedules``.
     Hardware (off by default; for a GPU or TPU in Colab):
-        mixed_precision, jit_compile (XLA), distribute (None, "mirrored", "multiworker", "tpu").
+        mixed_precision (True, False, or "auto": on for GPUs with tensor cores, off on a CPU;
+            ``lab.hardware.use_mixed_precision``), jit_compile (XLA), distribute (None,
+            "mirrored", "multiworker", "tpu").
         steps_per_execution: training steps per compiled call (the callbacks' batch hooks run
             once per call); runs with several replicas use 1 (keras-team/keras#19246).
     Record:
@@ -176,7 +180,7 @@ class BaseConfig(metaclass=_CheckedKeys):
     seed: int = 0
     deterministic: bool = True
     # hardware
-    mixed_precision: bool = False
+    mixed_precision: bool | str = False
     jit_compile: bool = False
     steps_per_execution: int | None = None
     distribute: str | None = None
@@ -318,6 +322,8 @@ class BaseConfig(metaclass=_CheckedKeys):
             raise ValueError(f"Unknown optimizer {self.optimizer!r}. Available optimizers: {', '.join(OPTIMIZERS)}.")
         _one_of("input_scaling", self.input_scaling, INPUT_SCALINGS)
         _one_of("distribute", self.distribute, DISTRIBUTE)
+        if not (isinstance(self.mixed_precision, bool) or self.mixed_precision == "auto"):
+            _one_of("mixed_precision", self.mixed_precision, MIXED_PRECISION)
         _one_of("monitor", self.monitor, tuple(TASKS[self.task].monitors))
         _positive("learning_rate", self.learning_rate)
         check_schedule(self)
