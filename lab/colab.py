@@ -128,3 +128,13 @@ def device_report() -> str:
                              for name, (major, minor) in zip(names, hardware.gpu_capabilities()))
     return (f"device: {hardware.device_summary()}: {capabilities}; mixed_precision='auto' trains in "
             f"{hardware.policy_name('auto')} here")
+
+
+# Set to "0" where a notebook runs with nobody to look at it (batches, nbval, `lab.notebooks record`):
+# each %tensorboard would start a TensorBoard server that outlives the kernel.
+TENSORBOARD_INLINE_ENV = "LAB_TENSORBOARD_INLINE"
+
+
+def tensorboard_inline() -> bool:
+    """Whether a notebook's ``%tensorboard`` cell opens TensorBoard (not where ``LAB_TENSORBOARD_INLINE=0``)."""
+    return os.environ.get(TENSORBOARD_INLINE_ENV, "1") != "0"
