@@ -240,12 +240,15 @@ def record(paths: list[Path], kernel: str = "python3") -> None:
 
     import papermill
 
+    from lab.colab import TENSORBOARD_INLINE_ENV
+
     for path in paths:
         with tempfile.TemporaryDirectory() as tmp:
             # The kernel inherits these: the quick runs' records go to the temporary folder, and no
             # progress bar (a widget's text where ipywidgets is installed) is stored as an output.
             os.environ["LAB_REPORTS_DIR"] = str(Path(tmp) / "reports")
             os.environ["LAB_PROGRESS"] = "0"
+            os.environ[TENSORBOARD_INLINE_ENV] = "0"  # no TensorBoard server left behind per notebook
             executed = Path(tmp) / path.name
             papermill.execute_notebook(str(path), str(executed), parameters=QUICK, kernel_name=kernel,
                                        cwd=str(path.parent), progress_bar=False)
