@@ -20,6 +20,8 @@ KERNEL_SPEC := $(VENV)/share/jupyter/kernels/$(KERNEL)/kernel.json
 # notebook's cells, in order in one process.
 XDIST := -n 2 --dist loadscope
 NBVAL := --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg --nbval-cell-timeout 600
+# The notebooks nbval runs open no TensorBoard (their %tensorboard cells: see lab.colab).
+NO_TENSORBOARD := LAB_TENSORBOARD_INLINE=0
 
 .PHONY: setup setup-instance run test test-seed test-fast test-colab notebook docs docs-build dist clean-reports
 
@@ -57,7 +59,7 @@ run: setup
 test: setup setup-instance docs-build
 	rm -rf build/nbval build/nbval-reports
 	$(PY) -m lab.notebooks prepare build/nbval
-	LAB_REPORTS_DIR=$(CURDIR)/build/nbval-reports $(PY) -m pytest tests build/nbval $(XDIST) \
+	$(NO_TENSORBOARD) LAB_REPORTS_DIR=$(CURDIR)/build/nbval-reports $(PY) -m pytest tests build/nbval $(XDIST) \
 		$(NBVAL) --nbval-kernel-name $(KERNEL)
 	# Every status the notebooks' quick runs recorded must hold by a wide margin, or another CPU,
 	# thread count or seed could flip it (lab.notebooks.unclear_outcome names the run and why).
@@ -69,7 +71,7 @@ SEED ?= 1
 test-seed: setup setup-instance
 	rm -rf build/nbval-seed build/nbval-seed-reports
 	$(PY) -m lab.notebooks prepare build/nbval-seed --seed $(SEED)
-	LAB_REPORTS_DIR=$(CURDIR)/build/nbval-seed-reports $(PY) -m pytest build/nbval-seed $(XDIST) \
+	$(NO_TENSORBOARD) LAB_REPORTS_DIR=$(CURDIR)/build/nbval-seed-reports $(PY) -m pytest build/nbval-seed $(XDIST) \
 		$(NBVAL) --nbval-kernel-name $(KERNEL)
 	$(PY) -m lab.notebooks check-runs build/nbval-seed-reports
 
@@ -152,7 +154,7 @@ $(COLAB_KIT): $(COLAB_BASE) pyproject.toml requirements.txt ci/install_cell.py c
 test-colab: $(COLAB_KIT)
 	rm -rf $(COLAB_DIR)/nbval
 	$(COLAB_PY) -m lab.notebooks prepare $(COLAB_DIR)/nbval
-	LAB_REPORTS_DIR=$(CURDIR)/$(COLAB_DIR)/nbval-reports $(COLAB_PY) -m pytest tests \
+	$(NO_TENSORBOARD) LAB_REPORTS_DIR=$(CURDIR)/$(COLAB_DIR)/nbval-reports $(COLAB_PY) -m pytest tests \
 		$(addprefix $(COLAB_DIR)/nbval/,$(COLAB_NOTEBOOKS)) -m "not slow" $(XDIST) $(NBVAL) \
 		--nbval-kernel-name python3
 

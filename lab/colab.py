@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import sys
 from pathlib import Path
 
 from lab import paths
@@ -136,5 +138,15 @@ TENSORBOARD_INLINE_ENV = "LAB_TENSORBOARD_INLINE"
 
 
 def tensorboard_inline() -> bool:
-    """Whether a notebook's ``%tensorboard`` cell opens TensorBoard (not where ``LAB_TENSORBOARD_INLINE=0``)."""
-    return os.environ.get(TENSORBOARD_INLINE_ENV, "1") != "0"
+    """Whether a notebook's ``%tensorboard`` cell opens TensorBoard (not where ``LAB_TENSORBOARD_INLINE=0``).
+
+    The magic starts the ``tensorboard`` program found on the PATH, which a kernel of a virtual
+    environment that was not activated (JupyterLab started as ``.venv/bin/jupyter lab``) lacks:
+    the one beside this Python is then named in ``TENSORBOARD_BINARY``, where the magic looks first.
+    """
+    if os.environ.get(TENSORBOARD_INLINE_ENV, "1") == "0":
+        return False
+    beside = Path(sys.executable).parent / "tensorboard"
+    if "TENSORBOARD_BINARY" not in os.environ and shutil.which("tensorboard") is None and beside.exists():
+        os.environ["TENSORBOARD_BINARY"] = str(beside)
+    return True

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# The notebooks nbval runs (their kernels inherit this) open no TensorBoard server (lab.colab).
-os.environ.setdefault("LAB_TENSORBOARD_INLINE", "0")
 
 import numpy as np
 import pytest

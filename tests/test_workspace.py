@@ -134,3 +134,14 @@ def test_the_device_report_names_the_gpu_and_its_precision(monkeypatch):
                         lambda device: {"device_name": "Tesla T4", "compute_capability": (7, 5)})
     assert colab.device_report() == ("device: 1x GPU: Tesla T4 (compute capability 7.5); mixed_precision='auto' "
                                      "trains in mixed_float16 here")
+
+
+def test_the_tensorboard_cell_is_skipped_where_nobody_looks_and_finds_the_program(monkeypatch, tmp_path):
+    monkeypatch.setenv(colab.TENSORBOARD_INLINE_ENV, "0")  # batches, nbval, lab.notebooks record
+    assert colab.tensorboard_inline() is False
+    monkeypatch.delenv(colab.TENSORBOARD_INLINE_ENV)
+    monkeypatch.delenv("TENSORBOARD_BINARY", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # a kernel of a venv that was not activated
+    assert colab.tensorboard_inline() is True
+    beside = Path(sys.executable).parent / "tensorboard"
+    assert os.environ.get("TENSORBOARD_BINARY") == (str(beside) if beside.exists() else None)
