@@ -152,7 +152,8 @@ def canonical(nb: nbformat.NotebookNode, name: str | None = None, url: str | Non
         tags = list(cell.get("metadata", {}).get("tags", []))
         if cell.cell_type == "code" and cell.source.lstrip().startswith(CHECK_MARKER):
             cell.source = cell.source.lstrip().removeprefix(CHECK_MARKER).lstrip("\n")
-            tags.append(CHECK_TAG) if CHECK_TAG not in tags else None
+            if CHECK_TAG not in tags:
+                tags.append(CHECK_TAG)
         cell.metadata = {"tags": tags} if tags else {}
         if cell.cell_type == "markdown":
             cell.source = with_docs_links(cell.source, url)
@@ -160,7 +161,6 @@ def canonical(nb: nbformat.NotebookNode, name: str | None = None, url: str | Non
                 cell.source = with_badge(cell.source, colab_url(url, name) if url and name else None)
         if cell.cell_type == "code":
             cell.source = _URL_LINE.sub(f"LAB_URL = {url!r}", cell.source)
-        if cell.cell_type == "code":
             if is_checked(cell):
                 # nbval treats a cell without an execution count as never run and refuses to
                 # compare its stored outputs, so checked cells get a stable one (their position).
@@ -243,6 +243,7 @@ def record(paths: list[Path], kernel: str = "python3") -> None:
     from lab.colab import TENSORBOARD_INLINE_ENV
 
     for path in paths:
+        format_notebooks([path], readme=None)  # checked cells are found by their tag: a marker becomes one
         with tempfile.TemporaryDirectory() as tmp:
             # The kernel inherits these: the quick runs' records go to the temporary folder, and no
             # progress bar (a widget's text where ipywidgets is installed) is stored as an output.

@@ -348,3 +348,15 @@ def test_only_a_github_address_makes_badges(tmp_path):
     assert repository_url(pyproject) == "https://github.com/a/lab"
     pyproject.write_text('[project]\nname = "lab"\n')
     assert repository_url(pyproject) is None
+
+
+def test_format_turns_an_nbval_comment_into_the_tag_and_keeps_the_outputs():
+    """A notebook written with the comment (an older branch, a contributor) keeps its check."""
+    from lab.notebooks import CHECK_TAG, canonical, is_checked
+
+    cell = new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(data.shape)")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="(8, 8)\n")]
+    formatted = canonical(new_notebook(cells=[cell])).cells[0]
+    assert formatted.source == "print(data.shape)" and formatted.metadata["tags"] == [CHECK_TAG]
+    assert is_checked(formatted) and formatted.outputs[0]["text"] == "(8, 8)\n"
+    assert canonical(new_notebook(cells=[formatted])).cells[0] == formatted
