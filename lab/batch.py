@@ -464,8 +464,9 @@ def _run_job(spec: BatchSpec, job: Job, folder: Path, runs_root: Path, kernel: s
     params.write_text(json.dumps(job.parameters))  # JSON is YAML: lists and dicts keep their types
     output = attempt / "executed.ipynb"
     # LAB_PROGRESS=0: the executed notebooks are kept, and a bar's text would be stored in them (the
-    # batch's own bar counts the notebooks). LAB_TENSORBOARD_INLINE=0: no TensorBoard server per job. TensorFlow's start-up lines are kept out of them and of
-    # papermill.log by the kit itself (lab/tf_logging.py), in the kernel.
+    # batch's own bar counts the notebooks); LAB_TENSORBOARD_INLINE=0: no TensorBoard server per job.
+    # TensorFlow's start-up lines are kept out of them and of papermill.log by the kit itself
+    # (lab/tf_logging.py), in the kernel.
     env = {**os.environ, "LAB_REPORTS_DIR": str(attempt / "reports"), "LAB_DATA_DIR": str(paths.data_dir()),
            "PYTHONUNBUFFERED": "1", "LAB_PROGRESS": "0", TENSORBOARD_INLINE_ENV: "0"}
     # stdout.txt: the notebook's lines as they come, where the batch reads each epoch (lab.progress).

@@ -19,7 +19,7 @@ from typing import Iterator
 import keras
 import tensorflow as tf
 
-from lab.config.base import MIXED_PRECISION
+from lab.config.base import check_mixed_precision
 
 
 def gpus() -> list:
@@ -49,13 +49,11 @@ def use_mixed_precision(setting: bool | str) -> bool:
     Raises:
         ValueError: any other value.
     """
-    if setting == "auto" and not isinstance(setting, bool):
+    check_mixed_precision(setting)
+    if setting == "auto":
         capabilities = gpu_capabilities()
         return bool(capabilities) and min(capabilities) >= AUTO_MIXED_CAPABILITY
-    if isinstance(setting, bool):
-        return setting
-    raise ValueError(f"mixed_precision must be one of {', '.join(map(repr, MIXED_PRECISION))}, received "
-                     f"mixed_precision={setting!r}.")
+    return setting
 
 
 def device_summary() -> str:

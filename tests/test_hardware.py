@@ -70,8 +70,9 @@ def test_a_bad_mixed_precision_value_is_refused_with_the_valid_ones():
     with pytest.raises(ValueError, match=r"mixed_precision must be one of False, True, 'auto', received "
                                          r"mixed_precision='on'"):
         hardware.use_mixed_precision("on")
-    with pytest.raises(ValueError, match="received mixed_precision='yes'"):
-        RunConfig(dataset="digits", model="cnn", mixed_precision="yes").validate()
+    for bad in ("yes", 1):
+        with pytest.raises(ValueError, match=f"received mixed_precision={bad!r}"):
+            RunConfig(dataset="digits", model="cnn", mixed_precision=bad).validate()
     RunConfig(dataset="digits", model="cnn", mixed_precision="auto").validate()
 
 

@@ -322,8 +322,7 @@ class BaseConfig(metaclass=_CheckedKeys):
             raise ValueError(f"Unknown optimizer {self.optimizer!r}. Available optimizers: {', '.join(OPTIMIZERS)}.")
         _one_of("input_scaling", self.input_scaling, INPUT_SCALINGS)
         _one_of("distribute", self.distribute, DISTRIBUTE)
-        if not (isinstance(self.mixed_precision, bool) or self.mixed_precision == "auto"):
-            _one_of("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        check_mixed_precision(self.mixed_precision)
         _one_of("monitor", self.monitor, tuple(TASKS[self.task].monitors))
         _positive("learning_rate", self.learning_rate)
         check_schedule(self)
@@ -431,6 +430,13 @@ def check_rate(key: str, value: float) -> None:
     # numbers.Real takes NumPy's floats too (a rate drawn from a NumPy grid).
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < 1.0:
         raise ValueError(f"{key} must be in [0, 1), received {key}={value!r}.")
+
+
+def check_mixed_precision(value: Any) -> None:
+    """Refuses a ``mixed_precision`` that is not True, False or "auto" (1 and "yes" included)."""
+    if not (isinstance(value, bool) or value == "auto"):
+        raise ValueError(f"mixed_precision must be one of {', '.join(map(repr, MIXED_PRECISION))}, received "
+                         f"mixed_precision={value!r}.")
 
 
 def _one_of(key: str, value: Any, allowed: tuple, context: str = "") -> None:
