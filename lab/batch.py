@@ -240,8 +240,8 @@ def _refuse_unknown_parameters(notebook: Path, defined: list[str], shared: dict[
     raise ValueError(
         f"Notebook {notebook} does not define the parameter(s) {where}: papermill would inject them, the "
         f"notebook would never read them, and the summary would be labelled with values that were never used. "
-        f"Valid names (its 'parameters' cell): {', '.join(defined) or '(none)'}.{suggestion} Fix the spec, or "
-        f"add the parameter to the notebook's parameters cell.")
+        f"Valid names (its 'parameters' cells): {', '.join(defined) or '(none)'}.{suggestion} Fix the spec, or "
+        f"add the parameter to one of the notebook's parameters cells.")
 
 
 def _new_name(key: str, defined: list[str]) -> str | None:
