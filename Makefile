@@ -20,8 +20,10 @@ KERNEL_SPEC := $(VENV)/share/jupyter/kernels/$(KERNEL)/kernel.json
 # notebook's cells, in order in one process.
 XDIST := -n 2 --dist loadscope
 NBVAL := --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg --nbval-cell-timeout 600
+# The notebooks nbval runs open no TensorBoard (their %tensorboard cells: see lab.colab).
+NO_TENSORBOARD := LAB_TENSORBOARD_INLINE=0
 
-.PHONY: setup setup-instance run test test-seed test-fast test-colab notebook docs docs-build clean-reports
+.PHONY: setup setup-instance run test test-seed test-fast test-colab notebook docs docs-build dist clean-reports
 
 setup: $(STAMP) $(KERNEL_SPEC)
 
@@ -57,7 +59,7 @@ run: setup
 test: setup setup-instance docs-build
 	rm -rf build/nbval build/nbval-reports
 	$(PY) -m lab.notebooks prepare build/nbval
-	LAB_REPORTS_DIR=$(CURDIR)/build/nbval-reports $(PY) -m pytest tests build/nbval $(XDIST) \
+	$(NO_TENSORBOARD) LAB_REPORTS_DIR=$(CURDIR)/build/nbval-reports $(PY) -m pytest tests build/nbval $(XDIST) \
 		$(NBVAL) --nbval-kernel-name $(KERNEL)
 	# Every status the notebooks' quick runs recorded must hold by a wide margin, or another CPU,
 	# thread count or seed could flip it (lab.notebooks.unclear_outcome names the run and why).
@@ -69,7 +71,7 @@ SEED ?= 1
 test-seed: setup setup-instance
 	rm -rf build/nbval-seed build/nbval-seed-reports
 	$(PY) -m lab.notebooks prepare build/nbval-seed --seed $(SEED)
-	LAB_REPORTS_DIR=$(CURDIR)/build/nbval-seed-reports $(PY) -m pytest build/nbval-seed $(XDIST) \
+	$(NO_TENSORBOARD) LAB_REPORTS_DIR=$(CURDIR)/build/nbval-seed-reports $(PY) -m pytest build/nbval-seed $(XDIST) \
 		$(NBVAL) --nbval-kernel-name $(KERNEL)
 	$(PY) -m lab.notebooks check-runs build/nbval-seed-reports
 
@@ -137,7 +139,11 @@ $(COLAB_BASE): ci/colab-constraints.txt
 $(COLAB_KIT): $(COLAB_BASE) pyproject.toml requirements.txt ci/install_cell.py ci/check_versions.py \
 		notebooks/$(firstword $(COLAB_NOTEBOOKS)) $(shell find lab -name '*.py')
 	$(COLAB_PY) -m pip uninstall --quiet --yes lab
-	LAB_REPO=$(CURDIR) $(COLAB_PY) ci/install_cell.py notebooks/$(firstword $(COLAB_NOTEBOOKS))
+	# As a student without the repository's address: no LAB_REPO, the wheel "uploaded" beside the kernel.
+	rm -rf $(COLAB_DIR)/dist
+	$(COLAB_PY) -m pip wheel --quiet --no-deps --wheel-dir $(COLAB_DIR)/dist .
+	cd $(COLAB_DIR)/dist && env -u LAB_REPO $(abspath $(COLAB_PY)) $(CURDIR)/ci/install_cell.py \
+		$(CURDIR)/notebooks/$(firstword $(COLAB_NOTEBOOKS))
 	$(COLAB_PY) -m pip list --format=freeze > $(COLAB_DIR)/installed.txt
 	grep -E '^($(TEST_TOOLS))==' requirements.txt > $(COLAB_DIR)/test-tools.txt
 	$(COLAB_PY) -m pip install --quiet -r $(COLAB_DIR)/test-tools.txt -c $(COLAB_DIR)/installed.txt
@@ -148,9 +154,16 @@ $(COLAB_KIT): $(COLAB_BASE) pyproject.toml requirements.txt ci/install_cell.py c
 test-colab: $(COLAB_KIT)
 	rm -rf $(COLAB_DIR)/nbval
 	$(COLAB_PY) -m lab.notebooks prepare $(COLAB_DIR)/nbval
-	LAB_REPORTS_DIR=$(CURDIR)/$(COLAB_DIR)/nbval-reports $(COLAB_PY) -m pytest tests \
+	$(NO_TENSORBOARD) LAB_REPORTS_DIR=$(CURDIR)/$(COLAB_DIR)/nbval-reports $(COLAB_PY) -m pytest tests \
 		$(addprefix $(COLAB_DIR)/nbval/,$(COLAB_NOTEBOOKS)) -m "not slow" $(XDIST) $(NBVAL) \
 		--nbval-kernel-name python3
+
+# The kit as a wheel in dist/, for a Colab session without the repository's address: upload it to
+# the session or keep it in Google Drive's MyDrive/lab/, and the notebooks' install cell finds it.
+dist: setup
+	rm -rf dist
+	$(PY) -m pip wheel --quiet --no-deps --wheel-dir dist .
+	@ls dist/lab-*.whl
 
 # Folders of runs killed before they finished, whose process is gone (a live run's is kept).
 clean-reports: setup

@@ -1,9 +1,13 @@
 """Runs a notebook's install cell (the code cell starting ``# In Colab, install the kit first``).
 
 ``make test-colab`` installs the kit into its Colab-like environment with this, so that the lane
-tests the very code a student runs in Colab, not a copy of it::
+tests the very code a student runs in Colab, not a copy of it. It runs it as a student without
+the repository's address would: without LAB_REPO, in a folder holding the kit's wheel (as if
+uploaded to the session)::
 
-    LAB_REPO=/path/to/repo python ci/install_cell.py notebooks/01-cnn-regularisation.ipynb
+    cd build/colab/dist && python ../../../ci/install_cell.py ../../../notebooks/01-cnn-regularisation.ipynb
+
+(``LAB_REPO=/path/to/repo`` or a pip URL installs from there instead.)
 
 The cell runs in this interpreter (``sys.executable`` is the environment's Python, as it is the
 kernel's in Colab). Standard library only: the kit is not installed when this runs.
@@ -41,7 +45,7 @@ def install_cell(notebook: Path) -> str:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print(f"usage: LAB_REPO=<pip URL or path> {Path(__file__).name} NOTEBOOK", file=sys.stderr)
+        print(f"usage: [LAB_REPO=<pip URL, folder or archive>] {Path(__file__).name} NOTEBOOK", file=sys.stderr)
         return 2
     source = install_cell(Path(argv[0]))
     exec(compile(source, f"<install cell of {argv[0]}>", "exec"), {"__name__": "__main__"})

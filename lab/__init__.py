@@ -27,7 +27,8 @@ Modules, one concern each:
     lab.progress   progress bars (tqdm) for downloads, features, TFRecord export, batches
     lab.tf_logging TensorFlow's C++ start-up lines kept out of notebooks and logs
     lab.numpy_mlp  E10's MLP in NumPy with hand-written backpropagation
-    lab.hardware   tf.distribute strategies and mixed precision (off by default)
+    lab.hardware   tf.distribute strategies and mixed precision (off by default; "auto" by the GPU)
+    lab.colab      Colab as home: runs and downloads on Google Drive, the device report
     lab.distributed  one training run on several machines (MultiWorkerMirroredStrategy)
     lab.tuning     keras-tuner searches whose trials are run records; chief/worker tuning
     lab.tf_memory  freeing a finished run's traced graphs (flat memory over many runs)

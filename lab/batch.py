@@ -53,10 +53,11 @@ import nbformat
 import pandas as pd
 
 from lab import atomic, collection, paths, plots, tensorboard
+from lab.colab import TENSORBOARD_INLINE_ENV
 from lab.comparison import check_baseline, write_comparison
 from lab.config.base import RENAMED_IN_TASK, renamed_fields
 from lab.notebooks import parameter_names
-from lab.progress import progress as progress_bar, write as write_line
+from lab.progress import progress as progress_bar, wait_reporting_epochs, write as write_line
 from lab.records import (INDEX_NAME, load_collection, load_run, read_index, results_table, summary_columns, to_markdown,
                          worst_status)
 
@@ -243,8 +244,8 @@ def _refuse_unknown_parameters(notebook: Path, defined: list[str], shared: dict[
     raise ValueError(
         f"Notebook {notebook} does not define the parameter(s) {where}: papermill would inject them, the "
         f"notebook would never read them, and the summary would be labelled with values that were never used. "
-        f"Valid names (its 'parameters' cell): {', '.join(defined) or '(none)'}.{suggestion} Fix the spec, or "
-        f"add the parameter to the notebook's parameters cell.")
+        f"Valid names (its 'parameters' cells): {', '.join(defined) or '(none)'}.{suggestion} Fix the spec, or "
+        f"add the parameter to one of the notebook's parameters cells.")
 
 
 def _new_name(key: str, defined: list[str]) -> str | None:
@@ -466,12 +467,15 @@ def _run_job(spec: BatchSpec, job: Job, folder: Path, runs_root: Path, kernel: s
     params.write_text(json.dumps(job.parameters))  # JSON is YAML: lists and dicts keep their types
     output = attempt / "executed.ipynb"
     # LAB_PROGRESS=0: the executed notebooks are kept, and a bar's text would be stored in them (the
-    # batch's own bar counts the notebooks). TensorFlow's start-up lines are kept out of them and of
-    # papermill.log by the kit itself (lab/tf_logging.py), in the kernel.
+    # batch's own bar counts the notebooks); LAB_TENSORBOARD_INLINE=0: no TensorBoard server per job.
+    # TensorFlow's start-up lines are kept out of them and of papermill.log by the kit itself
+    # (lab/tf_logging.py), in the kernel.
     env = {**os.environ, "LAB_REPORTS_DIR": str(attempt / "reports"), "LAB_DATA_DIR": str(paths.data_dir()),
-           "PYTHONUNBUFFERED": "1", "LAB_PROGRESS": "0"}
+           "PYTHONUNBUFFERED": "1", "LAB_PROGRESS": "0", TENSORBOARD_INLINE_ENV: "0"}
+    # stdout.txt: the notebook's lines as they come, where the batch reads each epoch (lab.progress).
     command = [sys.executable, "-m", "papermill", str(spec.notebook), str(output), "-k", kernel,
-               "-f", str(params), "--no-progress-bar", "--cwd", str(spec.notebook.parent.resolve())]
+               "-f", str(params), "--no-progress-bar", "--cwd", str(spec.notebook.parent.resolve()),
+               "--stdout-file", str(attempt / "stdout.txt")]
     progress.started(job)
     started = time.perf_counter()
     with open(attempt / "papermill.log", "wb") as log:
@@ -479,10 +483,11 @@ def _run_job(spec: BatchSpec, job: Job, folder: Path, runs_root: Path, kernel: s
                                  preexec_fn=_die_with_parent)
         children.add(child)
         try:
-            returncode = child.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _terminate(child)
-            returncode = -1
+            returncode = wait_reporting_epochs(child, timeout, attempt / "stdout.txt", lambda done, total: write_line(
+                f"[epoch] {job.label}: epoch {done} of {total}"))
+            if returncode is None:  # ran past the timeout
+                _terminate(child)
+                returncode = -1
         finally:
             children.discard(child)
     seconds = time.perf_counter() - started

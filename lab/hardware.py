@@ -5,7 +5,8 @@ fastest unless the CPU computes in bfloat16 itself (``cpu_supports_bfloat16``: I
 AVX512-BF16), where ``mixed_precision=True`` runs oneDNN's bfloat16 kernels and trains the E1
 CNN in about half the float32 time (0.45-0.66x measured on a busy 2-core Sapphire Rapids machine:
 benchmarks/training_speed.py, "bf16"). In Colab a notebook switches these options on with flat
-parameters.
+parameters; ``mixed_precision="auto"`` (the notebooks' default) switches mixed precision on only
+for GPUs with tensor cores (``AUTO_MIXED_CAPABILITY``), so a CPU's results never move.
 """
 
 from __future__ import annotations
@@ -18,10 +19,41 @@ from typing import Iterator
 import keras
 import tensorflow as tf
 
+from lab.config.base import check_mixed_precision
+
 
 def gpus() -> list:
     """The GPUs TensorFlow sees."""
     return tf.config.list_physical_devices("GPU")
+
+
+# GPUs from Volta (compute capability 7.0: V100, Colab's T4 is 7.5) on have tensor cores, where
+# float16 trains about twice as fast; older ones (a P100 is 6.0) compute float16 no faster.
+AUTO_MIXED_CAPABILITY = (7, 0)
+
+
+def gpu_capabilities() -> list[tuple[int, int]]:
+    """The CUDA compute capability of each GPU TensorFlow sees (``(0, 0)`` where it is not reported)."""
+    return [tuple(tf.config.experimental.get_device_details(gpu).get("compute_capability") or (0, 0))
+            for gpu in gpus()]
+
+
+def use_mixed_precision(setting: bool | str) -> bool:
+    """Whether a run's ``mixed_precision`` setting means mixed precision on this machine.
+
+    Args:
+        setting: True, False, or ``"auto"``: on when every GPU has a compute capability of at
+            least ``AUTO_MIXED_CAPABILITY`` (tensor cores), off on a CPU (results stay float32)
+            and on older GPUs.
+
+    Raises:
+        ValueError: any other value.
+    """
+    check_mixed_precision(setting)
+    if setting == "auto":
+        capabilities = gpu_capabilities()
+        return bool(capabilities) and min(capabilities) >= AUTO_MIXED_CAPABILITY
+    return setting
 
 
 def device_summary() -> str:
@@ -161,14 +193,14 @@ def cpu_supports_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def policy_name(mixed: bool) -> str:
+def policy_name(mixed: bool | str) -> str:
     """The dtype policy of a run: float16 on a GPU (tensor cores) and bfloat16 elsewhere (TPU,
-    recent CPUs) when mixed, else float32."""
-    return ("mixed_float16" if gpus() else "mixed_bfloat16") if mixed else "float32"
+    recent CPUs) when mixed (``use_mixed_precision``: "auto" decides by the GPU), else float32."""
+    return ("mixed_float16" if gpus() else "mixed_bfloat16") if use_mixed_precision(mixed) else "float32"
 
 
 @contextlib.contextmanager
-def precision(mixed: bool) -> Iterator[str]:
+def precision(mixed: bool | str) -> Iterator[str]:
     """Sets Keras' global dtype policy for one run and restores the previous one afterwards.
 
     Mixed precision uses float16 on a GPU (tensor cores) and bfloat16 elsewhere (TPU, recent

@@ -2,7 +2,13 @@
 
 * ``format [--check]``: rewrites every notebook in one canonical JSON form (nbformat, indent 1,
   sorted keys, stable cell ids), without outputs or execution counts, except the outputs of
-  cells marked ``# NBVAL_CHECK_OUTPUT``, which nbval compares. ``--check`` only reports.
+  cells tagged ``nbval-check-output``, which nbval compares (nbval reads the tag as it reads the
+  ``# NBVAL_CHECK_OUTPUT`` comment, which format turns into the tag so that students see plain
+  code). It also writes what comes from the repository's URL (``[project.urls] Repository`` in
+  pyproject.toml, its one place): the install cell's ``LAB_URL``, an "Open in Colab" badge in
+  each notebook and in the README, and the notebooks' links into ``docs/`` as absolute URLs
+  (relative ones break in Colab). Without a URL the badges are left out and a docs reference is
+  plain text (`` `docs/experiments.md#e1-...` ``). ``--check`` only reports.
 * ``prepare DIR``: writes copies with ``quick = True`` injected by papermill (outputs kept), the
   notebooks ``make test`` runs under nbval.
 * ``record``: executes each notebook in its quick setting and stores the outputs of the checked
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -30,8 +37,20 @@ from pathlib import Path
 import nbformat
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
+ROOT = NOTEBOOK_DIR.parent
+CHECK_TAG = "nbval-check-output"  # nbval compares these cells' outputs (with --nbval-lax, only these)
+CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"  # the same in a comment: format turns it into the tag
 QUICK = {"quick": True}
+# Colab opens a notebook from GitHub by this address; the badge is Colab's own image.
+COLAB_BRANCH = "main"
+COLAB_BADGE = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({})"
+_BADGE = re.compile(r"\n\n\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")  # under the title line
+# A docs reference in a notebook's text, in each form format writes or reads: a relative link, an
+# absolute link made from any earlier URL (so a changed URL is followed), or plain text.
+_DOCS_LINK = re.compile(r"\[docs/[^\]]*\]\((?:\.\./|https://github\.com/[^/\s]+/[^/\s]+/blob/[^/\s]+/)(docs/[^)\s]+)\)")
+_DOCS_TEXT = re.compile(r"`(docs/[\w./-]+\.md(?:#[\w-]+)?)`")
+_URL_LINE = re.compile(r"^LAB_URL = .*$", re.M)  # in the install cell (ci/install_cell.py runs it)
+_GITHUB = re.compile(r"https://github\.com/([\w.-]+)/([\w.-]+?)(?:\.git)?/?")
 
 # How clear a quick run's status must be (``unclear_outcome``). A completed run's best validation
 # accuracy passes the divergence rule's threshold (chance + three standard errors) by at least
@@ -49,32 +68,99 @@ def notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
 
 
 def parameter_names(path: Path) -> list[str]:
-    """The names the notebook's ``parameters`` cell assigns, in order (empty without one)."""
+    """The names the notebook's ``parameters`` cells assign, in order (empty without one): the
+    course's choices, then the "advanced" cell's (see ``INJECTION_CELL``)."""
     nb = nbformat.read(str(path), as_version=4)
-    for cell in nb.cells:
-        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
-            tree = ast.parse(cell.source)
-            return [target.id for node in tree.body if isinstance(node, ast.Assign)
-                    for target in node.targets if isinstance(target, ast.Name)]
-    return []
+    return [target.id for cell in nb.cells
+            if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", [])
+            for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)
+            for target in node.targets if isinstance(target, ast.Name)]
+
+
+# Papermill injects a batch's values in a new cell after the FIRST cell tagged ``parameters``, or
+# in place of a cell tagged ``injected-parameters`` where there is one (papermill.parameterize).
+# A notebook with a second, "advanced" parameters cell would run that cell after the injection,
+# and its defaults would undo the batch's values; so such a notebook carries, right after it, this
+# comment cell tagged ``injected-parameters``, which papermill replaces with the batch's values.
+INJECTION_CELL = "# A batch (papermill) replaces this cell with its parameter values, after both parameter cells."
 
 
 def is_checked(cell) -> bool:
-    return cell.cell_type == "code" and cell.source.lstrip().startswith(CHECK_MARKER)
+    """Whether nbval compares the cell's outputs (tagged ``nbval-check-output``)."""
+    return cell.cell_type == "code" and CHECK_TAG in cell.get("metadata", {}).get("tags", [])
 
 
-def canonical(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Returns the notebook without volatile content: outputs only where nbval checks them."""
+def repository_url(pyproject: Path = ROOT / "pyproject.toml") -> str | None:
+    """The repository's address, ``[project.urls] Repository`` in pyproject.toml (None: not set).
+
+    Raises:
+        ValueError: it is not a GitHub address, from which alone Colab opens notebooks.
+    """
+    import tomllib  # Python 3.11+: format is a maintainer's command, run in the kit's venv
+
+    url = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {}).get("urls", {}).get("Repository")
+    if url is None:
+        return None
+    if not _GITHUB.fullmatch(url):
+        raise ValueError(f"[project.urls] Repository in {pyproject} must be a GitHub address such as "
+                         f"https://github.com/<owner>/<repo> (Colab opens notebooks from GitHub), received {url!r}.")
+    return url.removesuffix("/").removesuffix(".git")
+
+
+def colab_url(url: str, notebook: str) -> str:
+    """The address that opens ``notebooks/<notebook>`` of the repository at ``url`` in Colab."""
+    owner, repo = _GITHUB.fullmatch(url).groups()
+    return f"https://colab.research.google.com/github/{owner}/{repo}/blob/{COLAB_BRANCH}/notebooks/{notebook}"
+
+
+def with_badge(markdown: str, badge_target: str | None) -> str:
+    """The text without its Colab badge, then with one under the title line (if a target)."""
+    markdown = _BADGE.sub("", markdown, count=1)
+    if badge_target is None:
+        return markdown
+    title, newline, rest = markdown.partition("\n")
+    return f"{title}\n\n{COLAB_BADGE.format(badge_target)}" + (f"\n{rest}" if newline else "")
+
+
+def with_docs_links(markdown: str, url: str | None) -> str:
+    """Docs references as absolute links into the repository at ``url``, or as plain text."""
+    def written(target: str) -> str:
+        page = target.partition("#")[0]
+        return f"[{page}]({url}/blob/{COLAB_BRANCH}/{target})" if url else f"`{target}`"
+
+    markdown = _DOCS_LINK.sub(lambda match: written(match.group(1)), markdown)
+    return _DOCS_TEXT.sub(lambda match: written(match.group(1)), markdown)
+
+
+def canonical(nb: nbformat.NotebookNode, name: str | None = None, url: str | None = None) -> nbformat.NotebookNode:
+    """Returns the notebook without volatile content (outputs only where nbval checks them), its
+    check markers as tags, and its badge, docs links and install cell's URL written from ``url``.
+
+    Args:
+        nb: the notebook.
+        name: its file name (for the badge; None: no badge).
+        url: the repository's address (``repository_url()``; None: not set).
+    """
     nb = copy.deepcopy(nb)
     nb.metadata = {
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
         "language_info": {"name": "python"},
     }
+    first_markdown = next((cell for cell in nb.cells if cell.cell_type == "markdown"), None)
     for index, cell in enumerate(nb.cells):
         cell.id = f"c{index:02d}"
-        tags = cell.get("metadata", {}).get("tags", [])
+        tags = list(cell.get("metadata", {}).get("tags", []))
+        if cell.cell_type == "code" and cell.source.lstrip().startswith(CHECK_MARKER):
+            cell.source = cell.source.lstrip().removeprefix(CHECK_MARKER).lstrip("\n")
+            if CHECK_TAG not in tags:
+                tags.append(CHECK_TAG)
         cell.metadata = {"tags": tags} if tags else {}
+        if cell.cell_type == "markdown":
+            cell.source = with_docs_links(cell.source, url)
+            if cell is first_markdown:
+                cell.source = with_badge(cell.source, colab_url(url, name) if url and name else None)
         if cell.cell_type == "code":
+            cell.source = _URL_LINE.sub(f"LAB_URL = {url!r}", cell.source)
             if is_checked(cell):
                 # nbval treats a cell without an execution count as never run and refuses to
                 # compare its stored outputs, so checked cells get a stable one (their position).
@@ -109,12 +195,24 @@ def dumps(nb: nbformat.NotebookNode) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
-def format_notebooks(paths: list[Path], check: bool = False) -> list[Path]:
-    """Canonicalises notebooks in place (or, with check, lists those that are not canonical)."""
-    changed = []
+def readme_with_badge(text: str, url: str | None) -> str:
+    """The README with a badge opening the first notebook in Colab (none without a URL)."""
+    return with_badge(text, colab_url(url, notebooks()[0].name) if url else None)
+
+
+def format_notebooks(paths: list[Path], check: bool = False, readme: Path | None = ROOT / "README.md") -> list[Path]:
+    """Canonicalises notebooks (and the README's badge) in place (or, with check, lists those that
+    are not canonical)."""
+    changed, url = [], repository_url()
+    if readme is not None:
+        text = readme.read_text(encoding="utf-8")
+        if text != readme_with_badge(text, url):
+            changed.append(readme)
+            if not check:
+                readme.write_text(readme_with_badge(text, url), encoding="utf-8")
     for path in paths:
         text = path.read_text(encoding="utf-8")
-        wanted = dumps(canonical(nbformat.reads(text, as_version=4)))
+        wanted = dumps(canonical(nbformat.reads(text, as_version=4), path.name, url))
         if text != wanted:
             changed.append(path)
             if not check:
@@ -142,12 +240,16 @@ def record(paths: list[Path], kernel: str = "python3") -> None:
 
     import papermill
 
+    from lab.colab import TENSORBOARD_INLINE_ENV
+
     for path in paths:
+        format_notebooks([path], readme=None)  # checked cells are found by their tag: a marker becomes one
         with tempfile.TemporaryDirectory() as tmp:
             # The kernel inherits these: the quick runs' records go to the temporary folder, and no
             # progress bar (a widget's text where ipywidgets is installed) is stored as an output.
             os.environ["LAB_REPORTS_DIR"] = str(Path(tmp) / "reports")
             os.environ["LAB_PROGRESS"] = "0"
+            os.environ[TENSORBOARD_INLINE_ENV] = "0"  # no TensorBoard server left behind per notebook
             executed = Path(tmp) / path.name
             papermill.execute_notebook(str(path), str(executed), parameters=QUICK, kernel_name=kernel,
                                        cwd=str(path.parent), progress_bar=False)
@@ -157,7 +259,7 @@ def record(paths: list[Path], kernel: str = "python3") -> None:
         for cell in source.cells:
             if is_checked(cell):
                 cell.outputs = outputs[cell.source]
-        path.write_text(dumps(canonical(source)), encoding="utf-8")
+        path.write_text(dumps(canonical(source, path.name, repository_url())), encoding="utf-8")
         print(f"recorded {path.name}")
 
 

@@ -19,14 +19,21 @@ out of the places whose text is kept or compared:
 kit's batches and ``python -m lab.notebooks record`` set it for the kernels they start, since their
 notebooks are kept and a widget's text form would be stored in them. ``enabled=False`` (what a
 caller's ``verbose=0`` maps to) turns one bar off.
+
+A batch's notebooks run in other processes; ``wait_reporting_epochs`` follows their epoch lines,
+so that a batch shows "epoch k of n" for each running job, in a terminal and in a notebook alike.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 import sys
+import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from tqdm.std import TqdmExperimentalWarning, TqdmWarning
 
@@ -41,7 +48,7 @@ with warnings.catch_warnings():
 ENV_VAR = "LAB_PROGRESS"
 _OFF = ("0", "off", "false", "no")
 
-__all__ = ["ENV_VAR", "bars_enabled", "progress", "write"]
+__all__ = ["ENV_VAR", "bars_enabled", "progress", "wait_reporting_epochs", "write"]
 
 
 def bars_enabled() -> bool:
@@ -95,3 +102,40 @@ def write(message: str) -> None:
     tqdm.write(message, file=sys.stdout)
     # Lines like a batch's [start]/[finish] are read live through pipes and logs: flush each.
     sys.stdout.flush()
+
+
+# The epoch line every run prints (lab.callbacks.format_epoch_line: "Epoch 2/5 | TrainLoss: ...").
+_EPOCH_LINE = re.compile(rb"^Epoch (\d+)/(\d+) \|", re.M)
+POLL_SECONDS = 2.0
+
+
+def wait_reporting_epochs(child: subprocess.Popen, timeout: float | None, stdout: Path,
+                          on_epoch: Callable[[int, int], None]) -> int | None:
+    """Waits for a notebook's process (a batch job), calling ``on_epoch(done, total)`` for each
+    new epoch line in the file its output goes to, so that a batch shows progress within a job.
+
+    Args:
+        child: the process.
+        timeout: seconds to wait at most (None: no limit).
+        stdout: the file the notebook's printed lines are written to as they come.
+        on_epoch: called with the latest epoch line's numbers whenever a line was added.
+
+    Returns:
+        The process's exit code, or None when it was still running at the timeout.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    seen = 0  # epoch lines reported (a notebook's second run starts again at epoch 1)
+    while True:
+        wait = POLL_SECONDS if deadline is None else max(0.0, min(POLL_SECONDS, deadline - time.monotonic()))
+        try:
+            return child.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+        try:
+            epochs = _EPOCH_LINE.findall(stdout.read_bytes())
+        except OSError:  # not written yet
+            continue
+        if len(epochs) > seen:
+            seen = len(epochs)
+            on_epoch(int(epochs[-1][0]), int(epochs[-1][1]))

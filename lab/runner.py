@@ -243,7 +243,8 @@ def run(config: BaseConfig, task: Task, *, data: Any = None, raise_on_error: boo
         **_kind_record(mode, run_hash),
         "data": data_record(data),
         **task.describe(config, data),
-        "environment": environment(),
+        # What mixed_precision="auto" (or True) meant on this machine: float32, mixed_float16...
+        "environment": {**environment(), "dtype_policy": hardware.policy_name(config.mixed_precision)},
     }
     # The model is built and compiled (and a feature cache filled) before the run folder exists:
     # a configuration the builder refuses (an unknown option value, a model too large for its

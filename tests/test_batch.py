@@ -117,7 +117,7 @@ def test_a_parameter_the_notebook_does_not_define_is_refused_before_anything_run
         spec_from_dict({"notebook": str(tiny_notebook), **raw})
     message = str(refused.value)
     assert where in message and str(tiny_notebook) in message
-    assert "Valid names (its 'parameters' cell): learning_rate, epochs, hidden_units, extra, fail" in message
+    assert "Valid names (its 'parameters' cells): learning_rate, epochs, hidden_units, extra, fail" in message
     assert "Did you mean 'learning_rate' for 'lerning_rate'?" in message
     # Through the command: a usage error, and no batch folder (nor reports folder) is made.
     spec = tmp_path / "typo.json"

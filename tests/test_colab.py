@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import os
 import re
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
+import nbformat
 import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
@@ -62,16 +64,19 @@ class _Pip:
         return subprocess.CompletedProcess(command, 0, "", "")
 
 
-def _run_cell(monkeypatch, pip: _Pip, lab_installed: bool = False, repo: str | None = "git+https://example/lab.git"):
+def _run_cell(monkeypatch, pip: _Pip, lab_installed: bool = False, repo: str | None = "git+https://example/lab.git",
+              cell: str = CELL, colab: bool = False):
     real_find_spec = importlib.util.find_spec
+    hidden = {"lab"} | (set() if colab else {"google.colab"})  # not installed, and (unless asked) not in Colab
     monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: (real_find_spec(name, *a) if lab_installed or name != "lab" else None))
+                        lambda name, *a: (None if name in hidden and not (lab_installed and name == "lab")
+                                          else real_find_spec(name, *a)))
     monkeypatch.setattr(subprocess, "run", pip)
     if repo is None:
         monkeypatch.delenv("LAB_REPO", raising=False)
     else:
         monkeypatch.setenv("LAB_REPO", repo)
-    exec(compile(CELL, "<install cell>", "exec"), {"__name__": "__main__"})
+    exec(compile(cell, "<install cell>", "exec"), {"__name__": "__main__"})
 
 
 def test_install_cell_pins_every_installed_package(monkeypatch):
@@ -95,7 +100,7 @@ def test_install_cell_stops_on_a_conflict_with_what_to_do(monkeypatch):
         _run_cell(monkeypatch, _Pip(fail_on="git+https://example/lab.git"))
     message = str(error.value)
     assert "conflicting dependencies" in message and "numpy==2.1.3" in message  # pip's own explanation
-    assert "Restart" in message and "!pip install $LAB_REPO" in message
+    assert "Restart" in message and "!pip install git+https://example/lab.git" in message
 
 
 def test_install_cell_does_nothing_when_the_kit_is_installed(monkeypatch):
@@ -104,9 +109,90 @@ def test_install_cell_does_nothing_when_the_kit_is_installed(monkeypatch):
     assert pip.commands == []
 
 
-def test_install_cell_asks_for_the_repository(monkeypatch):
-    with pytest.raises(RuntimeError, match="LAB_REPO"):
+def test_install_cell_says_where_the_kit_can_come_from(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # nothing uploaded to the session
+    with pytest.raises(RuntimeError) as error:
         _run_cell(monkeypatch, _Pip(), repo=None)
+    message = str(error.value)
+    for way in ("Upload the wheel", "MyDrive/lab/", "os.environ['LAB_REPO']", "[project.urls]"):
+        assert way in message, way
+
+
+def _touch(path: Path, mtime: float) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_install_cell_installs_an_uploaded_wheel_without_lab_repo(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    _touch(tmp_path / "lab-0.1.0.tar.gz", 3)
+    _touch(tmp_path / "lab-0.1.0-py3-none-any.whl", 1)
+    newest = _touch(tmp_path / "lab-0.2.0-py3-none-any.whl", 2)
+    pip = _Pip()
+    _run_cell(monkeypatch, pip, repo=None)
+    assert pip.commands[-1][-1] == f"./{newest.name}"  # a wheel before a source archive; the newest
+
+
+def test_install_cell_installs_a_source_archive_kept_on_drive(monkeypatch, tmp_path):
+    # The cell looks in Colab's Drive folder; here its path is a folder of the test's.
+    drive = tmp_path / "MyDrive" / "lab"
+    archive = _touch(drive / "lab-0.1.0.tar.gz", 1)
+    monkeypatch.chdir(tmp_path)
+    pip = _Pip()
+    _run_cell(monkeypatch, pip, repo=None, cell=CELL.replace("/content/drive/MyDrive/lab", str(drive)))
+    assert pip.commands[-1][-1] == str(archive)
+
+
+def test_install_cell_mounts_drive_in_colab_to_find_the_archive(monkeypatch, tmp_path):
+    import types
+
+    drive = tmp_path / "MyDrive" / "lab"
+    mounted = []
+
+    def mount(point):
+        mounted.append(point)
+        _touch(drive / "lab-0.1.0-py3-none-any.whl", 1)
+
+    colab_package = types.ModuleType("google.colab")
+    colab_package.drive = types.SimpleNamespace(mount=mount)
+    monkeypatch.setitem(sys.modules, "google.colab", colab_package)
+    if importlib.util.find_spec("google") is None:
+        monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.chdir(tmp_path)
+    pip = _Pip()
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: (None if name == "lab" else object() if name == "google.colab"
+                                          else real_find_spec(name, *a)))
+    monkeypatch.setattr(subprocess, "run", pip)
+    monkeypatch.delenv("LAB_REPO", raising=False)
+    exec(compile(CELL.replace("/content/drive/MyDrive/lab", str(drive)), "<install cell>", "exec"),
+         {"__name__": "__main__"})
+    assert mounted == ["/content/drive"]
+    assert pip.commands[-1][-1] == str(drive / "lab-0.1.0-py3-none-any.whl")
+
+
+def test_install_cell_uses_the_repository_url_by_default_and_lab_repo_overrides_it(monkeypatch, tmp_path):
+    from lab.notebooks import canonical
+
+    monkeypatch.chdir(tmp_path)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(CELL)])
+    with_url = canonical(nb, "01-x.ipynb", "https://github.com/someone/lab").cells[0].source
+    assert "LAB_URL = 'https://github.com/someone/lab'" in with_url
+    pip = _Pip()
+    _run_cell(monkeypatch, pip, repo=None, cell=with_url)
+    assert pip.commands[-1][-1] == "git+https://github.com/someone/lab"
+    pip = _Pip()
+    _run_cell(monkeypatch, pip, repo="/a/folder", cell=with_url)
+    assert pip.commands[-1][-1] == "/a/folder"
+
+
+def test_every_install_cell_carries_the_repository_url_of_pyproject():
+    from lab.notebooks import repository_url
+
+    assert f"\nLAB_URL = {repository_url()!r}\n" in CELL, "run `python -m lab.notebooks format`"
 
 
 def _colab_versions() -> dict[str, Version]:

@@ -1,6 +1,7 @@
 """Clean notebooks: parameters papermill reads, references to files that exist, each figure shown
 once, and no TensorFlow start-up lines in outputs (lab.plots, lab.tf_logging, the notebooks)."""
 
+import ast
 import json
 import logging
 import os
@@ -28,18 +29,25 @@ START_UP_LINES = ("cuInit", "absl::InitializeLog", "use_unbounded_threadpool", "
 @pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.name)
 def test_papermill_reads_every_parameter_line_without_a_warning(path, caplog):
     """papermill's Python translator warns "Unable to parse line" for a line with two '=' (a
-    comment such as "# 0 = head only"), and drops that parameter from ``--help-notebook``."""
+    comment such as "# 0 = head only"), and drops that parameter from ``--help-notebook`` (which
+    reads the first parameters cell; the translator reads the advanced one the same way)."""
+    from papermill.translators import PythonTranslator
+
+    cells = [c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", [])]
     with caplog.at_level(logging.WARNING, logger="papermill"):
         found = papermill.inspect_notebook(str(path))
+        every = [p.name for cell in cells for p in PythonTranslator.inspect(cell)]
     warnings = [r.getMessage() for r in caplog.records if r.name.startswith("papermill")]
     assert warnings == [], f"{path.name}: {warnings}"
-    assert list(found) == parameter_names(path), "papermill must see every name the parameters cell assigns"
+    assert every == parameter_names(path), "papermill must see every name the parameters cells assign"
+    assert list(found) == every[:len(found)]
 
 
 # -- references to files ------------------------------------------------------------------------
 
 # Paths into the repository's own folders, and relative Markdown links. reports/, data/ and build/
-# are written by runs, so they are not checked; placeholders (<name>) and globs are skipped.
+# are written by runs, so they are not checked; placeholders (<name>, a format string's {field})
+# and globs are skipped.
 _PATH = re.compile(r"(?<![\w/.-])((?:\.\./)*(?:notebooks|docs|lab|tests|benchmarks)/[\w./-]*\w)")
 _LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
@@ -61,7 +69,7 @@ def test_every_repository_file_the_notebooks_and_docs_name_exists():
         text = _text(document)
         links = [link for link in _LINK.findall(text) if not re.match(r"[a-z]+:", link)]
         for reference in sorted(set(_PATH.findall(text)) | set(links)):
-            if "*" in reference or "<" in reference:
+            if "*" in reference or "<" in reference or "{" in reference:
                 continue
             if not ((ROOT / reference).exists() or (document.parent / reference).exists()):
                 missing.append(f"{document.relative_to(ROOT)} -> {reference}")
@@ -220,3 +228,135 @@ def test_a_batch_notebook_holds_no_tensorflow_start_up_lines(tmp_path, monkeypat
     assert "32.0" in text, text
     assert not [s for s in START_UP_LINES if s in text], text
     assert not [s for s in START_UP_LINES if s in "".join(capfd.readouterr())]
+
+
+# -- what students see: plain code, the course's parameters, badges and links that work in Colab ---
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.name)
+def test_checked_cells_are_tagged_and_students_see_no_marker(path):
+    """nbval reads the tag as it reads the comment (--nbval-lax compares only these cells)."""
+    from nbval.plugin import find_metadata_tags
+
+    from lab.notebooks import CHECK_MARKER, CHECK_TAG, is_checked
+
+    cells = nbformat.read(path, as_version=4).cells
+    assert not [c for c in cells if "NBVAL" in c.source], f"{path.name}: an nbval comment in a cell's code"
+    checked = [c for c in cells if is_checked(c)]
+    assert checked and all(dict(find_metadata_tags(c.metadata)) == {"check": True} for c in checked)
+    assert CHECK_TAG == CHECK_MARKER.lstrip("# ").lower().replace("_", "-")  # nbval's own mapping
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.name)
+def test_parameters_cells_hold_at_most_a_dozen_values_and_batches_reach_the_advanced_ones(path):
+    from lab.notebooks import INJECTION_CELL
+
+    cells = nbformat.read(path, as_version=4).cells
+    tagged = [i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", [])]
+    first = [n for n in ast.parse(cells[tagged[0]].source).body if isinstance(n, ast.Assign)]
+    assert len(first) <= 12, f"{path.name}: {len(first)} values in the parameters cell; move some to an advanced cell"
+    assert len(tagged) <= 2 and tagged == list(range(tagged[0], tagged[0] + len(tagged))), "the two cells adjoin"
+    if len(tagged) == 2:
+        # papermill injects after the first parameters cell unless a cell is tagged injected-parameters.
+        injection = cells[tagged[-1] + 1]
+        assert injection.metadata.get("tags") == ["injected-parameters"] and injection.source == INJECTION_CELL
+
+
+def test_a_batch_sets_a_value_of_the_advanced_cell(tmp_path):
+    """Through papermill itself, as lab.batch runs it: both cells' values reach the notebook."""
+    from lab.notebooks import INJECTION_CELL
+
+    main = new_code_cell("epochs = 60\nquick = False")
+    advanced = new_code_cell("# Advanced\nlimit = None\nname = 'default'")
+    injection = new_code_cell(INJECTION_CELL)
+    main.metadata["tags"], advanced.metadata["tags"] = ["parameters"], ["parameters"]
+    injection.metadata["tags"] = ["injected-parameters"]
+    nb = new_notebook(cells=[main, advanced, injection, new_code_cell("print(epochs, limit, name)")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    assert parameter_names(tmp_path / "in.ipynb") == ["epochs", "quick", "limit", "name"]
+    papermill.execute_notebook(str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                               parameters={"epochs": 2, "limit": 5}, progress_bar=False)
+    cells = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells
+    assert len(cells) == 4 and "limit = 5" in cells[2].source  # the placeholder, replaced in place
+    assert cells[-1].outputs[0]["text"] == "2 5 default\n"
+
+
+def _docs_references(path: Path) -> list[str]:
+    return [ref for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "markdown"
+            for ref in re.findall(r"\]\(([^)]*)\)|`(docs/[^`]*)`", cell.source) for ref in ref if ref]
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.name)
+def test_badges_and_docs_links_follow_the_repository_url(path):
+    from lab.notebooks import colab_url, repository_url
+
+    url = repository_url()
+    first = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+    badge = f"(https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(url, path.name)})" if url else None
+    assert (badge in first.source) if url else ("colab.research.google.com" not in first.source)
+    references = _docs_references(path)
+    assert references, f"{path.name} names its section of docs/experiments.md"
+    for reference in references:
+        assert not reference.startswith("../"), f"{path.name}: {reference} breaks in Colab"
+        if url and reference.startswith("docs/"):
+            pytest.fail(f"{path.name}: {reference} is not a link; run `python -m lab.notebooks format`")
+        if not url:
+            assert reference.startswith("docs/") or not reference.startswith("https://github.com"), reference
+
+
+def test_the_readme_badge_follows_the_repository_url():
+    from lab.notebooks import readme_with_badge, repository_url
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert text == readme_with_badge(text, repository_url()), "run `python -m lab.notebooks format`"
+
+
+def test_format_writes_badges_links_and_the_url_and_takes_them_out_again(tmp_path):
+    from lab.notebooks import canonical, readme_with_badge
+
+    url = "https://github.com/someone/lab"
+    intro = "# E1. A title\n\nExperiment described in [docs/experiments.md](../docs/experiments.md#e1-a-cnn)."
+    nb = new_notebook(cells=[nbformat.v4.new_markdown_cell(intro), new_code_cell("LAB_URL = None\nx = 1"),
+                             nbformat.v4.new_markdown_cell("See `docs/gpu.md` for more.")])
+    linked = canonical(nb, "01-x.ipynb", url)
+    assert linked.cells[0].source == (
+        "# E1. A title\n\n[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+        "(https://colab.research.google.com/github/someone/lab/blob/main/notebooks/01-x.ipynb)\n\n"
+        "Experiment described in [docs/experiments.md](https://github.com/someone/lab/blob/main/docs/"
+        "experiments.md#e1-a-cnn).")
+    assert linked.cells[1].source == "LAB_URL = 'https://github.com/someone/lab'\nx = 1"
+    assert linked.cells[2].source == "See [docs/gpu.md](https://github.com/someone/lab/blob/main/docs/gpu.md) for more."
+    assert canonical(linked, "01-x.ipynb", url).cells[0].source == linked.cells[0].source  # idempotent
+    moved = canonical(linked, "01-x.ipynb", "https://github.com/other/kit")
+    assert "github.com/other/kit/blob/main/docs/experiments.md#e1-a-cnn" in moved.cells[0].source
+    assert "someone" not in moved.cells[0].source
+    unset = canonical(linked, "01-x.ipynb", None)
+    assert unset.cells[0].source == "# E1. A title\n\nExperiment described in `docs/experiments.md#e1-a-cnn`."
+    assert unset.cells[1].source == "LAB_URL = None\nx = 1" and unset.cells[2].source == "See `docs/gpu.md` for more."
+    readme = "# lab: a kit\n\nText."
+    assert readme_with_badge(readme_with_badge(readme, url), None) == readme
+
+
+def test_only_a_github_address_makes_badges(tmp_path):
+    from lab.notebooks import repository_url
+
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\nname = "lab"\n[project.urls]\nRepository = "https://gitlab.com/a/lab"\n')
+    with pytest.raises(ValueError, match=r"must be a GitHub address .* received 'https://gitlab.com/a/lab'"):
+        repository_url(pyproject)
+    pyproject.write_text('[project]\nname = "lab"\n[project.urls]\nRepository = "https://github.com/a/lab.git"\n')
+    assert repository_url(pyproject) == "https://github.com/a/lab"
+    pyproject.write_text('[project]\nname = "lab"\n')
+    assert repository_url(pyproject) is None
+
+
+def test_format_turns_an_nbval_comment_into_the_tag_and_keeps_the_outputs():
+    """A notebook written with the comment (an older branch, a contributor) keeps its check."""
+    from lab.notebooks import CHECK_TAG, canonical, is_checked
+
+    cell = new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(data.shape)")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="(8, 8)\n")]
+    formatted = canonical(new_notebook(cells=[cell])).cells[0]
+    assert formatted.source == "print(data.shape)" and formatted.metadata["tags"] == [CHECK_TAG]
+    assert is_checked(formatted) and formatted.outputs[0]["text"] == "(8, 8)\n"
+    assert canonical(new_notebook(cells=[formatted])).cells[0] == formatted

@@ -5,7 +5,7 @@ import ast
 import nbformat
 import pytest
 
-from lab.notebooks import canonical, dumps, is_checked, notebooks
+from lab.notebooks import canonical, dumps, is_checked, notebooks, repository_url
 
 NOTEBOOKS = notebooks()
 
@@ -33,7 +33,7 @@ def test_first_code_cell_is_flat_parameters_with_a_quick_switch(path):
 def test_notebooks_are_canonical_and_carry_only_checked_outputs(path):
     text = path.read_text(encoding="utf-8")
     nb = nbformat.reads(text, as_version=4)
-    assert text == dumps(canonical(nb)), f"run `python -m lab.notebooks format` on {path.name}"
+    assert text == dumps(canonical(nb, path.name, repository_url())), f"run `python -m lab.notebooks format` on {path.name}"
     checked = [c for c in nb.cells if is_checked(c)]
     assert checked, "nbval has something to compare"
     assert all(c.outputs for c in checked), "run `python -m lab.notebooks record` to store expected outputs"

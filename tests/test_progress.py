@@ -142,3 +142,42 @@ def test_a_batch_prints_a_line_per_start_and_finish_and_counts_done_over_total(m
     assert lines == ["[start] lr=0.01  (1/3 done, 1 running)", "[completed] lr=0.01 in 12 s  (2/3 done, 0 running)"]
     assert tracker.bar.n == 2 and tracker.bar.total == 3
     assert "grid" in terminal.getvalue() and "2/3" in terminal.getvalue()
+
+
+def test_a_batch_job_reports_each_epoch_while_its_notebook_runs(tmp_path, monkeypatch):
+    """The notebook's printed lines (papermill --stdout-file) are read while it runs: epoch k of n
+    per job, a second run's epochs too, before the job ends."""
+    import subprocess
+    import sys
+
+    from lab import progress as progress_module
+
+    monkeypatch.setattr(progress_module, "POLL_SECONDS", 0.05)
+    stdout = tmp_path / "stdout.txt"
+    script = (
+        "import pathlib, time\n"
+        f"out = pathlib.Path({str(stdout)!r})\n"
+        "for line in ['Epoch 1/2 | TrainLoss: 1.0', 'Epoch 2/2 | TrainLoss: 0.5', 'a table\\nEpoch 1/3 | TrainLoss: 2']:\n"
+        "    with out.open('a') as f: f.write(line + '\\n')\n"
+        "    time.sleep(0.5)\n")
+    child = subprocess.Popen([sys.executable, "-c", script])
+    reported = []
+    assert progress_module.wait_reporting_epochs(
+        child, 60, stdout, lambda done, total: reported.append((done, total, child.poll()))) == 0
+    assert [(d, t) for d, t, _ in reported] == [(1, 2), (2, 2), (1, 3)]
+    assert [running for _, _, running in reported][:2] == [None, None]  # reported while the notebook ran
+
+
+def test_a_job_past_its_timeout_is_left_to_the_caller(tmp_path):
+    import subprocess
+    import sys
+
+    from lab.progress import wait_reporting_epochs
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert wait_reporting_epochs(child, 0.2, tmp_path / "missing.txt", lambda d, t: None) is None
+        assert child.poll() is None
+    finally:
+        child.kill()
+        child.wait()

@@ -48,6 +48,8 @@ RENAMED_IN_TASK = {
 }
 # Not part of what a run computes, so not part of its hash.
 NOT_HASHED = ("name", "tags", "reports_dir", "verbose", "tensorboard")
+# mixed_precision's values; "auto" is resolved on the machine that runs (lab.hardware).
+MIXED_PRECISION = (False, True, "auto")
 
 
 def renamed_fields(*tasks: str | None) -> dict[str, tuple[str, str]]:
@@ -116,7 +118,9 @@ class BaseConfig(metaclass=_CheckedKeys):
             None: MedMNIST's [0.5, 0.75]) or "plateau" (times lr_decay_factor after
             plateau_patience epochs without a better monitor); see ``lab.schedules``.
     Hardware (off by default; for a GPU or TPU in Colab):
-        mixed_precision, jit_compile (XLA), distribute (None, "mirrored", "multiworker", "tpu").
+        mixed_precision (True, False, or "auto": on for GPUs with tensor cores, off on a CPU;
+            ``lab.hardware.use_mixed_precision``), jit_compile (XLA), distribute (None,
+            "mirrored", "multiworker", "tpu").
         steps_per_execution: training steps per compiled call (the callbacks' batch hooks run
             once per call); runs with several replicas use 1 (keras-team/keras#19246).
     Record:
@@ -176,7 +180,7 @@ class BaseConfig(metaclass=_CheckedKeys):
     seed: int = 0
     deterministic: bool = True
     # hardware
-    mixed_precision: bool = False
+    mixed_precision: bool | str = False
     jit_compile: bool = False
     steps_per_execution: int | None = None
     distribute: str | None = None
@@ -342,6 +346,7 @@ class BaseConfig(metaclass=_CheckedKeys):
             raise ValueError(f"Unknown optimizer {self.optimizer!r}. Available optimizers: {', '.join(OPTIMIZERS)}.")
         _one_of("input_scaling", self.input_scaling, INPUT_SCALINGS)
         _one_of("distribute", self.distribute, DISTRIBUTE)
+        check_mixed_precision(self.mixed_precision)
         _one_of("monitor", self.monitor, tuple(TASKS[self.task].monitors))
         _positive("learning_rate", self.learning_rate)
         check_schedule(self)
@@ -449,6 +454,13 @@ def check_rate(key: str, value: float) -> None:
     # numbers.Real takes NumPy's floats too (a rate drawn from a NumPy grid).
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < 1.0:
         raise ValueError(f"{key} must be in [0, 1), received {key}={value!r}.")
+
+
+def check_mixed_precision(value: Any) -> None:
+    """Refuses a ``mixed_precision`` that is not True, False or "auto" (1 and "yes" included)."""
+    if not (isinstance(value, bool) or value == "auto"):
+        raise ValueError(f"mixed_precision must be one of {', '.join(map(repr, MIXED_PRECISION))}, received "
+                         f"mixed_precision={value!r}.")
 
 
 def _one_of(key: str, value: Any, allowed: tuple, context: str = "") -> None:

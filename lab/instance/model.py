@@ -190,7 +190,7 @@ def _checkpoint_prefix(weights: str) -> str:
 
 
 @contextlib.contextmanager
-def precision(mixed: bool) -> Iterator[str]:
+def precision(mixed: bool | str) -> Iterator[str]:
     """tf_keras' global dtype policy for one run (the model is Keras 2: Keras 3's policy, which
     ``lab.hardware.precision`` sets, does not reach it), restored afterwards."""
     import tf_keras

@@ -74,6 +74,7 @@ class InstanceTask:
         require_model_garden()
         import tf_keras
 
+        from lab.hardware import use_mixed_precision
         from lab.instance.model import build, maskrcnn_experiment, precision
         from lab.instance.tfrecords import export_instances
 
@@ -92,7 +93,7 @@ class InstanceTask:
         records = export_instances(data, paths.data_dir() / "instance-records" /
                                    f"{_safe(data.name)}-{data.content_hash()[:16]}", verbose=bool(config.verbose))
         dtype = "float32"
-        if config.mixed_precision:
+        if use_mixed_precision(config.mixed_precision):
             dtype = "float16" if _gpu() else "bfloat16"
         _set_inputs(experiment, config, records, dtype)
         with precision(config.mixed_precision), quiet_tensorflow():
