@@ -53,7 +53,8 @@ import pandas as pd
 
 from lab import atomic, collection, paths, plots, tensorboard
 # The specs are lab.batch_spec's; load_spec and spec_from_dict are imported from here too.
-from lab.batch_spec import BatchSpec, Job, _notebook_parameters, load_spec, spec_from_dict  # noqa: F401
+from lab.batch_spec import BatchSpec, Job, load_spec, spec_from_dict  # noqa: F401
+from lab.notebooks import parameter_names
 from lab.progress import progress as progress_bar, write as write_line
 from lab.records import INDEX_NAME, load_collection, load_run, read_index, results_table, summary_columns, to_markdown
 
@@ -260,7 +261,7 @@ def _executions(spec: BatchSpec, todo: list[Job]) -> list[list[Job]]:
     """The notebook executions that run the jobs: one per job, or, where the notebook takes a
     ``seeds`` parameter, one per configuration for all its seeds still to run (the kernel's start,
     imports and data loading are then paid once, not once per seed)."""
-    if not spec.seeds or "seeds" not in _notebook_parameters(spec.notebook):
+    if not spec.seeds or "seeds" not in parameter_names(spec.notebook):
         return [[job] for job in todo]
     groups: dict[str, list[Job]] = {}
     for job in todo:
@@ -317,6 +318,9 @@ def _run_job(spec: BatchSpec, jobs: list[Job], folder: Path, runs_root: Path, ke
     with commits.lock:
         for each in jobs:
             status, error = _job_status(returncode, attempt, mine[each.key], timeout)
+            if returncode == 0 and entries and not mine[each.key]:  # the others' runs were recorded, not this seed's
+                status, error = "failed", (f"the notebook recorded no run with seed {each.seed} (its runs' seeds: "
+                                           f"{sorted(set(seeds.values()), key=str)}); does it loop over 'seeds'?")
             outcomes.append((status, error))
             record = {"key": each.key, "parameters": each.parameters, "seconds": round(seconds, 2),
                       "attempt": attempt.name, "error": error, "notebook": notebook, "finished": collection.now(),

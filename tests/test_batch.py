@@ -412,3 +412,28 @@ def load_collection_members(folder):
     from lab.records import load_collection
 
     return load_collection(folder).members
+
+
+RECORDING_BODY = '''
+from lab.records import RunWriter
+# A run record written by hand per seed (no training): what the batch reads back.
+for run_seed in ([seed] if ignore_seeds else seeds or [seed]):
+    RunWriter({"seed": run_seed, "config_hash": f"{name}-{run_seed}"}, name=name).publish(
+        {"name": name, "status": "completed"})
+'''
+
+
+@pytest.mark.parametrize("ignore_seeds", [False, True])
+def test_each_run_of_a_notebook_goes_to_the_job_of_its_seed(tmp_path, isolated_dirs, ignore_seeds):
+    notebook = _write_notebook(tmp_path / "recording.ipynb", "seed = 0\nseeds = None\nname = 'x'\nignore_seeds = False",
+                               RECORDING_BODY)
+    result = run_batch(spec_from_dict({"notebook": str(notebook), "name": "recording", "seeds": [1, 2],
+                                       "parameters": {"ignore_seeds": ignore_seeds}, "runs": [{"name": "a"}]}))
+    members = load_collection_members(isolated_dirs / "reports" / "batches" / "recording")
+    if not ignore_seeds:
+        assert [(m["seed"], m["status"], m["run_id"] is not None) for m in members] == [(1, "completed", True),
+                                                                                      (2, "completed", True)]
+    else:  # a notebook that does not loop over its seeds: the seed it did not run is not "completed"
+        assert [(m["seed"], m["status"], m["run_id"] is not None) for m in members] == [(1, "completed", True),
+                                                                                      (2, "failed", False)]
+        assert "recorded no run with seed 2" in result.records[1]["error"]
