@@ -49,9 +49,10 @@ setup-instance: setup $(INSTANCE_STAMP)
 $(KERNEL_SPEC): $(STAMP)
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python ($(KERNEL))"
 
-# The E1 ablation as a papermill batch of notebooks/01-cnn-regularisation.ipynb, offline.
+# The E1 ablation as a papermill batch of notebooks/01-cnn-regularisation.ipynb, offline, every
+# configuration with 3 seeds (one notebook each; benchmarks/make_run.py times it).
 run: setup
-	$(PY) -m lab.ablation --workers 2
+	$(PY) -m lab.ablation --workers 2 --seeds 3 --epochs 15
 
 # Unit tests, then every notebook in its quick setting under nbval (checked cells compared with
 # their stored outputs), with the instance-segmentation extra (E7). Notebook run records go to

@@ -23,6 +23,7 @@ Modules, one concern each:
     lab.sweep      run many configurations; a stalled or diverged run never stops a sweep
     lab.ablation   E1's regularisation ablation as one command
     lab.batch      papermill batches of a notebook, resumable after a kill
+    lab.seeds      ``seeds``: each configuration of a group of runs once per seed
     lab.notebooks  canonical notebook JSON, nbval copies, recorded expected outputs
     lab.progress   progress bars (tqdm) for downloads, features, TFRecord export, batches
     lab.tf_logging TensorFlow's C++ start-up lines kept out of notebooks and logs

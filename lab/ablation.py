@@ -12,8 +12,10 @@ rate, on any dataset. Two engines:
 
 Every run has its own record under ``reports/runs/`` either way, and the folder holds the
 collection record (``collection.json`` of kind ``ablation``, read by
-``lab.records.load_collection``). ``make run`` runs it offline on scikit-learn's embedded
-digits, enlarged to 16x16. On BloodMNIST itself:
+``lab.records.load_collection``). ``--seeds 3`` (or ``--seeds 0,1,2``) runs every configuration
+once per seed (``lab.seeds``); the notebook engine runs the seeds of a configuration in one
+notebook, and a repeated command runs only the seeds not yet recorded. ``make run`` runs it
+offline on scikit-learn's embedded digits, enlarged to 16x16, with 3 seeds. On BloodMNIST itself:
 
     python -m lab.ablation --dataset bloodmnist --epochs 60 --patience 10
 """
@@ -31,6 +33,7 @@ from lab.classification import CLASSIFICATION
 from lab.comparison import check_baseline
 from lab.confidence import decimals, format_estimate, proportion_interval
 from lab.config import RunConfig
+from lab.seeds import parse_argument
 from lab.sweep import SweepResult, run_sweep
 from lab.tasks import TASKS
 
@@ -55,12 +58,17 @@ COLUMNS = ["name", "normalization", "dropout_rate", "l2", "augment", "learning_r
 
 
 def run_ablation(base: RunConfig, *, name: str = "e1-ablation", variants: list[dict] | None = None,
-                 resume: bool = False, baseline: str | None = None) -> SweepResult:
-    """Runs the E1 ablation on ``base`` and writes its summary and figures; the summary compares every
-    configuration with ``baseline`` (a configuration's name; default: the first, ``lab.comparison``)."""
+                 resume: bool = False, baseline: str | None = None,
+                 seeds: int | str | list[int] | None = None) -> SweepResult:
+    """Runs the E1 ablation on ``base`` (once per seed of ``seeds``, ``lab.seeds``) and writes its
+    summary and figures; the summary compares every configuration with ``baseline`` (a
+    configuration's name; default: the first, ``lab.comparison``)."""
     data = CLASSIFICATION.load_data(base)  # streamed when the configuration says so
-    result = run_sweep(base, variants or E1_VARIANTS, name=name, columns=COLUMNS, data=data, resume=resume,
-                       kind="ablation", baseline=baseline)
+    columns = COLUMNS if seeds is None else ["name", "seed", *COLUMNS[1:]]
+    # Each seed draws its own splits: with seeds the sweep loads the data of each seed (once).
+    result = run_sweep(base, variants or E1_VARIANTS, name=name, columns=columns,
+                       data=data if seeds is None else None, resume=resume, kind="ablation", baseline=baseline,
+                       seeds=seeds)
     folder = result.summary_dir
     plots.save(plots.sample_grid(data.x_train, data.y_train, data.class_names, seed=base.seed,
                                  title=f"{data.name}: samples per class"), folder / "samples.png")
@@ -83,9 +91,10 @@ def run_ablation(base: RunConfig, *, name: str = "e1-ablation", variants: list[d
 
 
 def notebook_batch_spec(base: RunConfig, variants: list[dict], *, name: str, workers: int = 1,
-                        baseline: str | None = None):
-    """The ablation as a papermill batch of the E1 notebook (one notebook per configuration), which
-    its collection record calls an ablation; its summary compares them with ``baseline``."""
+                        baseline: str | None = None, seeds: int | str | list[int] | None = None):
+    """The ablation as a papermill batch of the E1 notebook (one notebook per configuration, which
+    runs all its ``seeds``), which its collection record calls an ablation; its summary compares
+    them with ``baseline``."""
     from lab.batch import spec_from_dict
     from lab.notebooks import NOTEBOOK_DIR
 
@@ -95,7 +104,8 @@ def notebook_batch_spec(base: RunConfig, variants: list[dict], *, name: str, wor
               "l2": 0.0, "augment": False, "quick": False}
     runs = [dict(variant) for variant in variants]  # each job's name becomes its run's name
     spec = spec_from_dict({"notebook": str(NOTEBOOK_DIR / "01-cnn-regularisation.ipynb"), "name": name,
-                           "parameters": shared, "runs": runs, "workers": workers, "baseline": baseline})
+                           "parameters": shared, "runs": runs, "workers": workers, "baseline": baseline,
+                           **({"seeds": seeds} if seeds is not None else {})})
     return dataclasses.replace(spec, kind="ablation")
 
 
@@ -109,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--limit", type=int, default=None, help="at most this many images per split")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=parse_argument, default=None,
+                        help="run each configuration once per seed: a count from --seed (3) or a list (0,1,2)")
     parser.add_argument("--name", default="e1-ablation", help="summary folder under reports/sweeps/")
     parser.add_argument("--only", nargs="*", help="run only these configuration names (e.g. 1-plain 2-batchnorm)")
     parser.add_argument("--resume", action="store_true",
@@ -143,12 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.engine == "notebook":
         from lab.batch import run_batch
 
-        spec = notebook_batch_spec(base, variants, name=args.name, workers=args.workers, baseline=args.baseline)
+        spec = notebook_batch_spec(base, variants, name=args.name, workers=args.workers, baseline=args.baseline,
+                                   seeds=args.seeds)
         batch = run_batch(spec, fresh=args.fresh)
         summary = batch.folder / "summary.md"
         failed = [record["name"] for record in batch.records if record["status"] == "failed"]
     else:
-        result = run_ablation(base, name=args.name, variants=variants, resume=args.resume, baseline=args.baseline)
+        result = run_ablation(base, name=args.name, variants=variants, resume=args.resume, baseline=args.baseline,
+                              seeds=args.seeds)
         summary = result.summary_dir / "results.md"
     print()
     print(summary.read_text())

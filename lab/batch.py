@@ -2,12 +2,15 @@
 
     python -m lab.batch notebooks/batches/e4-optimizer-grid-quick.json --workers 2
 
-A spec (JSON or YAML) names the notebook, the shared parameters, and either a ``grid`` (every
-combination) or a list of ``runs`` (each may carry a ``name``). Each parameter set is executed
-by papermill in its own kernel (named explicitly), with N in parallel, and the executed
-notebook is kept under ``reports/batches/<batch>/notebooks/``. A parameter that the notebook's
-``parameters`` cell does not assign is refused before anything runs (papermill would inject it
-and the notebook would never read it).
+A spec (JSON or YAML, read and checked by ``lab.batch_spec``) names the notebook, the shared
+parameters, and either a ``grid`` (every combination) or a list of ``runs``. Each parameter set
+is executed by papermill in its own kernel (named explicitly), with N in parallel, and the
+executed notebook is kept under ``reports/batches/<batch>/notebooks/``.
+
+With ``seeds`` each parameter set is one job per seed. Where the notebook has a ``seeds``
+parameter, one execution runs all the seeds of a parameter set still to run (it loops over them:
+the kernel's start, the imports and the data are paid once); otherwise each seed is an execution
+of its own, with ``seed`` set. Either way each seed is committed as its own job.
 
 Nothing is lost or counted twice when a batch is killed at any moment and started again:
 
@@ -34,9 +37,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
-import difflib
-import hashlib
-import itertools
 import json
 import os
 import shutil
@@ -49,13 +49,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pandas as pd
 
 from lab import atomic, collection, paths, plots, tensorboard
 from lab.colab import TENSORBOARD_INLINE_ENV
-from lab.comparison import check_baseline, write_comparison
-from lab.config.base import RENAMED_IN_TASK, renamed_fields
+from lab.comparison import write_comparison
+# The specs are lab.batch_spec's; load_spec and spec_from_dict are imported from here too.
+from lab.batch_spec import BatchSpec, Job, load_spec, spec_from_dict  # noqa: F401
 from lab.notebooks import parameter_names
 from lab.progress import progress as progress_bar, wait_reporting_epochs, write as write_line
 from lab.records import (INDEX_NAME, load_collection, load_run, read_index, results_table, summary_columns, to_markdown,
@@ -67,208 +67,6 @@ DEFAULT_KERNEL = "lab"
 FALLBACK_KERNEL = "python3"
 # What a batch's collection members say of their job besides the run (lab.collection).
 JOB_KEYS = ("key", "parameters", "attempt", "seconds", "error", "notebook", "finished", "tries")
-
-@dataclasses.dataclass
-class Job:
-    """One parameter set of a batch."""
-
-    label: str
-    parameters: dict[str, Any]
-    key: str
-
-
-@dataclasses.dataclass
-class BatchSpec:
-    """What to run: a notebook, shared parameters, and the parameter sets.
-
-    Attributes:
-        notebook: path of the source notebook.
-        name: the batch's folder name under ``reports/batches/``.
-        parameters: values shared by every run.
-        jobs: one Job per parameter set, in order.
-        varied: the parameter names that differ between jobs (the summary's columns).
-        workers: notebooks executed at once.
-        kernel: the Jupyter kernel name passed to papermill (None: ``resolve_kernel``'s default).
-        kind: what the batch's collection record calls it ("ablation" for ``lab.ablation``).
-        baseline: the job the summary compares the others with (None: the first; ``lab.comparison``).
-    """
-
-    notebook: Path
-    name: str
-    parameters: dict[str, Any]
-    jobs: list[Job]
-    varied: list[str]
-    workers: int = 1
-    kernel: str | None = None
-    kind: str = "batch"
-    baseline: str | None = None
-
-
-def load_spec(path: str | os.PathLike) -> BatchSpec:
-    """Reads a batch spec from JSON or YAML and expands its grid or runs into jobs.
-
-    Keys: ``notebook`` (relative to the spec's folder or absolute), ``name`` (default: the
-    spec's file name), ``parameters`` (shared), ``grid`` (name -> list of values) or ``runs``
-    (list of dicts, each optionally with ``name``), ``workers``, ``kernel``, ``baseline``.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"Batch spec {path} does not exist.")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise ValueError(f"Batch spec {path} is not valid YAML: {error}") from error
-    else:
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"Batch spec {path} is not valid JSON: {error}") from error
-    if not isinstance(raw, dict):
-        raise ValueError(f"Batch spec {path} must be a mapping of keys (notebook, runs or grid, ...).")
-    return spec_from_dict(raw, base_dir=path.parent, default_name=path.stem)
-
-
-def spec_from_dict(raw: dict[str, Any], *, base_dir: str | os.PathLike = ".", default_name: str = "batch") -> BatchSpec:
-    """Builds a BatchSpec from a dict (see ``load_spec``), refusing anything ambiguous.
-
-    Raises:
-        ValueError: a malformed spec, or a parameter (shared, in the grid or in a run) that the
-            notebook's ``parameters`` cell does not assign. Nothing is written either way.
-        FileNotFoundError: the notebook does not exist.
-    """
-    known = {"notebook", "name", "parameters", "grid", "runs", "workers", "kernel", "baseline"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ValueError(f"Unknown batch spec key(s) {unknown}. Valid keys: {', '.join(sorted(known))}.")
-    if "notebook" not in raw:
-        raise ValueError("A batch spec needs 'notebook': the path of the notebook to run.")
-    notebook = Path(raw["notebook"])
-    if not notebook.is_absolute():
-        candidate = Path(base_dir) / notebook
-        notebook = candidate if candidate.exists() else notebook
-    if not notebook.exists():
-        raise FileNotFoundError(f"Notebook {raw['notebook']} does not exist (looked in {Path(base_dir)} and .).")
-    if ("grid" in raw) == ("runs" in raw):
-        raise ValueError("A batch spec needs exactly one of 'grid' (name -> list of values) or 'runs' (a list).")
-    if not isinstance(raw.get("parameters") or {}, dict):
-        raise ValueError(f"'parameters' must map parameter names to values, received {raw['parameters']!r}.")
-    shared = dict(raw.get("parameters") or {})
-    if "grid" in raw:
-        grid = raw["grid"]
-        if not isinstance(grid, dict) or not grid or any(not isinstance(v, list) or not v for v in grid.values()):
-            raise ValueError(f"'grid' must map each parameter to a non-empty list of values, received {grid}.")
-        sets = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
-        sets = [{"name": "-".join(f"{k}={v}" for k, v in s.items()), **s} for s in sets]
-    else:
-        if not isinstance(raw["runs"], list) or not raw["runs"] or any(not isinstance(s, dict) for s in raw["runs"]):
-            raise ValueError(f"'runs' must be a non-empty list of parameter dicts, received {raw['runs']!r}.")
-        sets = [dict(s) for s in raw["runs"]]
-    defined = _notebook_parameters(notebook)
-    _refuse_unknown_parameters(notebook, defined, shared, raw.get("grid"), raw.get("runs"))
-    # A notebook whose parameters include the run's ``name`` gets each job's name as its own.
-    names_runs = "name" in defined
-    jobs, labels = [], set()
-    for i, values in enumerate(sets, start=1):
-        label = str(values.pop("name", f"run{i}"))
-        if label in labels:
-            raise ValueError(f"Two runs of the batch are named {label!r}; names must be unique.")
-        labels.add(label)
-        parameters = {**shared, **values, **({"name": label} if names_runs else {})}
-        jobs.append(Job(label, parameters, _job_key(notebook, parameters)))
-    varied = sorted({k for s in sets for k in s if k in sets[0] and any(x.get(k) != sets[0][k] for x in sets)}
-                    | {k for s in sets for k in s if any(k not in x for x in sets)})
-    workers = int(raw.get("workers", 1))
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, received {workers}.")
-    check_baseline(baseline := raw.get("baseline"), [job.label for job in jobs])
-    return BatchSpec(notebook=notebook, name=str(raw.get("name", default_name)), parameters=shared, jobs=jobs,
-                     varied=varied, workers=workers,
-                     kernel=None if raw.get("kernel") is None else str(raw["kernel"]), baseline=baseline)
-
-
-def _notebook_parameters(notebook: Path) -> list[str]:
-    """The names the notebook's ``parameters`` cell assigns, as a spec error if it cannot be read."""
-    try:
-        return parameter_names(notebook)
-    except SyntaxError as error:
-        # ``parameter_names`` parses the cell as Python; a magic or a typo there would otherwise
-        # surface as a traceback from deep inside the spec check.
-        raise ValueError(f"The parameters cell of notebook {notebook} is not plain Python ({error.msg}, line "
-                         f"{error.lineno}); it must hold flat assignments such as 'epochs = 10'.") from error
-
-
-def _refuse_unknown_parameters(notebook: Path, defined: list[str], shared: dict[str, Any],
-                               grid: dict[str, Any] | None, runs: list[dict[str, Any]] | None) -> None:
-    """Raises ValueError for any spec parameter the notebook's ``parameters`` cell does not assign.
-
-    Papermill injects whatever it is given, so a misspelt parameter would leave the notebook on its
-    default while the batch ran for minutes and the summary was labelled with a value never used.
-    The ``name`` of a grid point or of a ``runs`` entry is the job's label, not a parameter
-    (``spec_from_dict`` passes it on only to a notebook that defines ``name``).
-    """
-    places: dict[str, list[str]] = {}  # unknown parameter -> where the spec sets it
-    for key in shared:
-        if key not in defined:
-            places.setdefault(key, []).append("'parameters'")
-    for key in grid or {}:
-        if key != "name" and key not in defined:
-            places.setdefault(key, []).append("'grid'")
-    in_runs: dict[str, list[str]] = {}  # unknown parameter -> the labels of the runs that set it
-    for i, run in enumerate(runs or [], start=1):
-        for key in run:
-            if key != "name" and key not in defined:
-                in_runs.setdefault(key, []).append(repr(str(run.get("name", f"run{i}"))))
-    for key, labels in in_runs.items():
-        places.setdefault(key, []).append(f"'runs' {', '.join(labels)}")
-    if not places:
-        return
-    where = ", ".join(f"{key!r} (in {' and '.join(spots)})" for key, spots in places.items())
-    if not defined and not _has_parameters_cell(notebook):
-        raise ValueError(
-            f"The batch spec sets parameter(s) {where}, but notebook {notebook} has no cell tagged "
-            f"'parameters', so papermill would inject them where nothing reads them. Tag the notebook's "
-            f"first code cell 'parameters' (flat assignments of the defaults), or remove them from the spec.")
-    hints, renames = [], []
-    for key in places:
-        new_name, close = _new_name(key, defined), difflib.get_close_matches(key, defined, n=1)
-        if new_name:  # not the close match, which would be another parameter (image_size: dataset_size)
-            renames.append(f"{key!r} is now called {new_name!r}"
-                           + ("" if new_name in defined else ", which the notebook does not define either"))
-        elif close:
-            hints.append(f"{close[0]!r} for {key!r}")
-    suggestion = (f" {'; '.join(renames)}." if renames else "") + (f" Did you mean {', '.join(hints)}?" if hints else "")
-    raise ValueError(
-        f"Notebook {notebook} does not define the parameter(s) {where}: papermill would inject them, the "
-        f"notebook would never read them, and the summary would be labelled with values that were never used. "
-        f"Valid names (its 'parameters' cells): {', '.join(defined) or '(none)'}.{suggestion} Fix the spec, or "
-        f"add the parameter to one of the notebook's parameters cells.")
-
-
-def _new_name(key: str, defined: list[str]) -> str | None:
-    """The new name of a renamed configuration key (``lab.config.base.RENAMED``, as ``train``
-    refuses it), preferring one the notebook defines; None if ``key`` was not renamed.
-
-    A notebook may be of any task, and a task may have renamed a key otherwise
-    (``RENAMED_IN_TASK``): the new name the notebook's parameters cell assigns is the one meant.
-    """
-    names = [renamed_fields(task)[key][0] for task in (None, *RENAMED_IN_TASK) if key in renamed_fields(task)]
-    return next((name for name in names if name in defined), names[0] if names else None)
-
-
-def _has_parameters_cell(notebook: Path) -> bool:
-    nb = nbformat.read(str(notebook), as_version=4)
-    return any(cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", [])
-               for cell in nb.cells)
-
-
-def _job_key(notebook: Path, parameters: dict[str, Any]) -> str:
-    payload = json.dumps({"notebook": notebook.name, "parameters": parameters}, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]
-
 
 # -- records ----------------------------------------------------------------------------------
 
@@ -348,21 +146,22 @@ class _Progress:
         self.total, self.done, self.running = total, skipped, 0
         self.lock = threading.Lock()
         # The ETA counts only the notebooks run now: the ones a resumed batch skips took no time.
-        self.bar = progress_bar(total=total, initial=skipped, desc=name, unit="notebook")
+        self.bar = progress_bar(total=total, initial=skipped, desc=name, unit="run")
 
     def started(self, job: Job) -> None:
         with self.lock:
             self.running += 1
             write_line(f"[start] {job.label}  ({self.done}/{self.total} done, {self.running} running)")
 
-    def finished(self, job: Job, status: str, seconds: float, error: str | None) -> None:
+    def finished(self, job: Job, status: str, seconds: float, error: str | None, jobs: int = 1) -> None:
+        """``jobs``: how many jobs the notebook ran (the seeds of one configuration run together)."""
         with self.lock:
             self.running -= 1
-            self.done += 1
+            self.done += jobs
             tail = f": {error.splitlines()[-1][:200]}" if error else ""
             write_line(f"[{status}] {job.label} in {seconds:.0f} s  ({self.done}/{self.total} done, "
                        f"{self.running} running){tail}")
-            self.bar.update(1)
+            self.bar.update(jobs)
 
     def close(self) -> None:
         self.bar.close()
@@ -415,8 +214,8 @@ def run_batch(
     children: set[subprocess.Popen] = set()
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers or spec.workers)
     try:
-        futures = [executor.submit(_run_job, spec, job, folder, runs_root, kernel, timeout,
-                                   progress, commits, children) for job in todo]
+        futures = [executor.submit(_run_job, spec, jobs, folder, runs_root, kernel, timeout,
+                                   progress, commits, children) for jobs in _executions(spec, todo)]
         for future in concurrent.futures.as_completed(futures):
             future.result()  # re-raise a bug in the batch machinery itself (not a notebook error)
     except BaseException:
@@ -459,12 +258,30 @@ def resolve_kernel(kernel: str | None) -> str:
     return kernel
 
 
-def _run_job(spec: BatchSpec, job: Job, folder: Path, runs_root: Path, kernel: str, timeout: float | None,
+def _executions(spec: BatchSpec, todo: list[Job]) -> list[list[Job]]:
+    """The notebook executions that run the jobs: one per job, or, where the notebook takes a
+    ``seeds`` parameter, one per configuration for all its seeds still to run (the kernel's start,
+    imports and data loading are then paid once, not once per seed)."""
+    if not spec.seeds or "seeds" not in parameter_names(spec.notebook):
+        return [[job] for job in todo]
+    groups: dict[str, list[Job]] = {}
+    for job in todo:
+        groups.setdefault(job.label, []).append(job)
+    return list(groups.values())
+
+
+def _run_job(spec: BatchSpec, jobs: list[Job], folder: Path, runs_root: Path, kernel: str, timeout: float | None,
              progress: _Progress, commits: _Commits, children: set) -> None:
+    """Executes the notebook once for ``jobs`` (one job, or the seeds of one configuration), then
+    commits each job with its runs and applies the attempt."""
+    job = jobs[0]
     attempt = folder / ".attempts" / f"{job.key}-{uuid.uuid4().hex[:8]}"
     (attempt / "reports").mkdir(parents=True)
     params = attempt / "parameters.json"
-    params.write_text(json.dumps(job.parameters))  # JSON is YAML: lists and dicts keep their types
+    # Several seeds in one execution (``_executions``): the notebook loops over ``seeds``; the first
+    # is also its ``seed``.
+    parameters = {**job.parameters, **({"seeds": [j.seed for j in jobs]} if len(jobs) > 1 else {})}
+    params.write_text(json.dumps(parameters))  # JSON is YAML: lists and dicts keep their types
     output = attempt / "executed.ipynb"
     # LAB_PROGRESS=0: the executed notebooks are kept, and a bar's text would be stored in them (the
     # batch's own bar counts the notebooks); LAB_TENSORBOARD_INLINE=0: no TensorBoard server per job.
@@ -476,7 +293,9 @@ def _run_job(spec: BatchSpec, job: Job, folder: Path, runs_root: Path, kernel: s
     command = [sys.executable, "-m", "papermill", str(spec.notebook), str(output), "-k", kernel,
                "-f", str(params), "--no-progress-bar", "--cwd", str(spec.notebook.parent.resolve()),
                "--stdout-file", str(attempt / "stdout.txt")]
-    progress.started(job)
+    shown = job if job.seed is None else \
+        dataclasses.replace(job, label=f"{job.label} seed {', '.join(str(j.seed) for j in jobs)}")
+    progress.started(shown)
     started = time.perf_counter()
     with open(attempt / "papermill.log", "wb") as log:
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -484,7 +303,7 @@ def _run_job(spec: BatchSpec, job: Job, folder: Path, runs_root: Path, kernel: s
         children.add(child)
         try:
             returncode = wait_reporting_epochs(child, timeout, attempt / "stdout.txt", lambda done, total: write_line(
-                f"[epoch] {job.label}: epoch {done} of {total}"))
+                f"[epoch] {shown.label}: epoch {done} of {total}"))
             if returncode is None:  # ran past the timeout
                 _terminate(child)
                 returncode = -1
@@ -494,28 +313,53 @@ def _run_job(spec: BatchSpec, job: Job, folder: Path, runs_root: Path, kernel: s
     if returncode < 0 and returncode != -1:
         raise KeyboardInterrupt(f"notebook {job.label} was stopped by signal {-returncode}")
     entries = read_index(attempt / "reports")
-    run_ids, statuses = [e["run_id"] for e in entries], [e.get("status", "unknown") for e in entries]
-    error = None
-    if returncode != 0:
-        status = "failed"
-        error = _error_from_log(attempt / "papermill.log", timeout if returncode == -1 else None)
-    else:
-        status = worst_status(statuses)
-        if status == "failed":
-            error = _failed_runs_error(attempt, run_ids, statuses)
-    record = {"key": job.key, "parameters": job.parameters, "seconds": round(seconds, 2), "attempt": attempt.name,
-              "error": error, "notebook": f"notebooks/{_safe(job.label)}.ipynb", "finished": collection.now()}
+    seeds = _run_seeds(attempt, entries)
+    job_of_seed, mine = {j.seed: j.key for j in jobs}, {j.key: [] for j in jobs}
+    for entry in entries:  # each run goes to the job of its seed (a run of another seed, to the first job)
+        mine[job_of_seed.get(seeds[entry["run_id"]], job.key)].append(entry)
+    seed_part = "" if job.seed is None else "-seed-" + "-".join(str(j.seed) for j in jobs)
+    notebook = f"notebooks/{_safe(job.label)}{seed_part}.ipynb"
+    outcomes = []
     with commits.lock:
-        record["tries"] = commits.tries(job.key) + 1
-        # One member per run the notebook recorded (a failed job's runs say failed, as its summary
-        # rows do), or the job alone when it trained nothing.
-        members = [{"run_id": e["run_id"], "name": e.get("name", job.label), "status": "failed" if status == "failed"
-                    else e.get("status", "unknown"), "config_hash": e.get("config_hash"), "job": job.label, **record}
-                   for e in entries] or [{"run_id": None, "name": job.label, "status": status, "job": job.label,
-                                          **record}]
-        commits.commit(job.key, members)  # the commit
-        _apply(folder, runs_root, {**record, "run_ids": run_ids})
-    progress.finished(job, status, seconds, error)
+        for each in jobs:
+            status, error = _job_status(returncode, attempt, mine[each.key], timeout)
+            if returncode == 0 and entries and not mine[each.key]:  # the others' runs were recorded, not this seed's
+                status, error = "failed", (f"the notebook recorded no run with seed {each.seed} (its runs' seeds: "
+                                           f"{sorted(set(seeds.values()), key=str)}); does it loop over 'seeds'?")
+            outcomes.append((status, error))
+            record = {"key": each.key, "parameters": each.parameters, "seconds": round(seconds, 2),
+                      "attempt": attempt.name, "error": error, "notebook": notebook, "finished": collection.now(),
+                      "tries": commits.tries(each.key) + 1}
+            # One member per run the notebook recorded (a failed job's runs say failed, as its summary
+            # rows do), or the job alone when it trained nothing.
+            commits.commit(each.key, [
+                {"run_id": e["run_id"], "name": e.get("name", each.label), "status": "failed" if status == "failed"
+                 else e.get("status", "unknown"), "config_hash": e.get("config_hash"), "seed": seeds[e["run_id"]],
+                 "configuration": each.label, "job": each.label, **record} for e in mine[each.key]] or [
+                {"run_id": None, "name": each.label, "status": status, "seed": each.seed, "configuration": each.label,
+                 "job": each.label, **record}])  # the commit (a kill between two: see _recover)
+        _apply(folder, runs_root, {**record, "run_ids": [e["run_id"] for e in entries]})
+    status = worst_status(o[0] for o in outcomes)
+    progress.finished(shown, status, seconds, next((o[1] for o in outcomes if o[1]), None), len(jobs))
+
+
+def _job_status(returncode: int, attempt: Path, entries: list[dict[str, Any]], timeout: float | None
+                ) -> tuple[str, str | None]:
+    """A job's status and error from its notebook's exit code and the runs it recorded."""
+    run_ids, statuses = [e["run_id"] for e in entries], [e.get("status", "unknown") for e in entries]
+    if returncode != 0:
+        return "failed", _error_from_log(attempt / "papermill.log", timeout if returncode == -1 else None)
+    status = worst_status(statuses)
+    return status, _failed_runs_error(attempt, run_ids, statuses) if status == "failed" else None
+
+
+def _run_seeds(attempt: Path, entries: list[dict[str, Any]]) -> dict[str, int | None]:
+    """The seed of each run an attempt recorded (its configuration's), by run id."""
+    seeds = {}
+    for entry in entries:
+        path = attempt / "reports" / "runs" / entry["run_id"] / "config.json"
+        seeds[entry["run_id"]] = json.loads(path.read_text(encoding="utf-8")).get("seed") if path.exists() else None
+    return seeds
 
 
 def _failed_runs_error(attempt: Path, run_ids: list[str], statuses: list[str]) -> str:
@@ -556,7 +400,10 @@ def _recover(folder: Path, runs_root: Path) -> None:
     attempts = folder / ".attempts"
     if not attempts.exists():
         return
-    committed = {job["attempt"]: job for job in committed_jobs(folder).values()}
+    committed: dict[str, dict[str, Any]] = {}
+    for job in committed_jobs(folder).values():  # the seeds of one configuration share an attempt
+        held = committed.setdefault(job["attempt"], {**job, "run_ids": []})
+        held["run_ids"] += job["run_ids"]
     for attempt in sorted(attempts.iterdir()):
         if attempt.name in committed:
             _apply(folder, runs_root, committed[attempt.name])
@@ -628,7 +475,7 @@ def summarise(spec: BatchSpec, folder: Path, runs_root: Path | None = None, comm
                 # (or one with another run that failed) is a failed job, and its rows say so.
                 row = {**row, "status": "failed", "error": _error_tail(record.get("error"))}
             rows.append({"name": label, **{k: record["parameters"].get(k) for k in spec.varied}, **row})
-            histories[label] = run.history()
+            histories[label + (f" (seed {run.config.get('seed')})" if "seed" in spec.varied else "")] = run.history()
     table = pd.DataFrame(rows)
     # A parameter that only repeats the run's name adds nothing.
     for column in spec.varied:

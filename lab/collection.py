@@ -12,9 +12,12 @@ writes: a sweep's folder or a batch's) holds ``collection.json``:
     fixed       the configuration every member shares (a sweep's or search's base, a batch's
                 shared notebook parameters)
     members     one entry per run, in order: run_id, name, status, path (under the reports
-                folder), config_hash, and what the kind adds (a batch's job, parameters and
+                folder), config_hash, seed and configuration (the seed the run used and the
+                configuration it repeats: runs of one configuration over several seeds share
+                it, ``lab.seeds``), and what the kind adds (a batch's job, parameters and
                 attempt; a search's trial and score). A batch job that failed before training
-                has one entry with run_id None.
+                has one entry with run_id None. Members written before seeds were recorded
+                read back with seed None and their name as configuration.
     started, finished, seconds   when the writing process started and finished (finished is None
                 while a batch or a search is running), and the seconds between
     command     how it was made: argv, the Python call and its arguments, the lab version
@@ -52,7 +55,7 @@ FOLDERS = {"batch": "batches", "sweep": "sweeps", "search": "searches"}
 # The files that marked a collection before collection.json (kept readable: ``load_collection``).
 LEGACY_MARKERS = {"batch": "batch.jsonl", "sweep": "sweep.json", "search": "search.json"}
 # Member keys every kind writes; the rest are the kind's own.
-MEMBER_KEYS = ("run_id", "name", "status", "path", "config_hash")
+MEMBER_KEYS = ("run_id", "name", "status", "path", "config_hash", "seed", "configuration")
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 # Configuration keys that say which run it is, not how it was set up: never "fixed" nor "varied".
 _RUN_KEYS = {"name", "tags", "config_hash", "created", "record_version", "environment", "data", "verbose",
@@ -72,9 +75,17 @@ def command(call: str, **arguments: Any) -> dict[str, Any]:
 
 
 def member(run: Run, **extra: Any) -> dict[str, Any]:
-    """A member entry for a run record, with the kind's own keys (``extra``)."""
+    """A member entry for a run record, with the kind's own keys (``extra``; ``configuration``
+    defaults to the run's name, which a per-seed run keeps)."""
     return {"run_id": run.run_id, "name": run.name, "status": run.status,
-            "config_hash": run.config.get("config_hash"), **extra}
+            "config_hash": run.config.get("config_hash"), "seed": run.config.get("seed"),
+            "configuration": run.name, **extra}
+
+
+def with_seed_keys(entry: dict[str, Any]) -> dict[str, Any]:
+    """A member with ``seed`` and ``configuration``: as written, else None and its name (a member
+    written before they were recorded; ``lab.records.load_collection`` reads old folders so)."""
+    return {"seed": None, "configuration": entry.get("name"), **entry}
 
 
 def write_collection(folder: str | os.PathLike, *, kind: str, name: str, varied: dict[str, Any],
@@ -108,7 +119,7 @@ def write_collection(folder: str | os.PathLike, *, kind: str, name: str, varied:
         missing = [key for key in ("run_id", "name", "status") if key not in entry]
         if missing:
             raise ValueError(f"A member of collection {name!r} needs {missing}; received {entry!r}.")
-        entries.append({"config_hash": None, **entry,
+        entries.append({"config_hash": None, **with_seed_keys(entry),
                         "path": f"runs/{entry['run_id']}" if entry["run_id"] else None})
     seconds = None
     if started and finished:

@@ -39,7 +39,7 @@ import pandas as pd
 
 from lab import atomic, paths
 from lab.collection import (COLLECTION_NAME, COLLECTION_VERSION, FOLDERS, LEGACY_MARKERS, member, space_domains,
-                            split_configuration)
+                            split_configuration, with_seed_keys)
 from lab.config.base import renamed_fields
 from lab.tasks import TASKS
 
@@ -397,6 +397,10 @@ class Collection:
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
     written: str | None = None
     version: int = COLLECTION_VERSION
+
+    def __post_init__(self) -> None:
+        # Every member says its seed and configuration, also in a record written before they were.
+        self.members = [with_seed_keys(entry) for entry in self.members]
 
     @property
     def reports_dir(self) -> Path:

@@ -4,6 +4,10 @@ A run that stalls, diverges or fails is recorded with its status and the sweep g
 at lr 1e-2 "never learns": it appears in the table as ``stalled``, it does not crash the sweep).
 With ``resume=True`` a sweep started again reuses every run already recorded with the same
 configuration hash, so an interrupted sweep only redoes what was not finished.
+
+``seeds`` (a count or a list, ``lab.seeds``) runs every variant once per seed; the runs keep the
+variant's name, and since the seed is part of the configuration hash, resuming with more seeds
+runs only the seeds not yet recorded.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from lab.config import config_for
 from lab.datasets import data_key
 from lab.records import (RESULT_STATUSES, Run, load_collection, load_run, load_runs, results_table, summary_columns,
                          to_markdown)
+from lab.seeds import per_seed
 from lab.tasks import TASKS
 from lab.training import run
 
@@ -58,6 +63,7 @@ def run_sweep(
     resume: bool = False,
     kind: str = "sweep",
     baseline: str | None = None,
+    seeds: int | str | Sequence[int] | None = None,
 ) -> SweepResult:
     """Runs one training per variant (base values overridden by the variant) and summarises.
 
@@ -72,6 +78,8 @@ def run_sweep(
         kind: what its collection record calls it ("ablation" for ``lab.ablation``).
         baseline: the variant (by name) the others are compared with in the summary (default: the
             first; ``lab.comparison``).
+        seeds: run each variant once per seed (a count from the base's ``seed``, or a list;
+            ``lab.seeds``); None: once, with its own seed.
 
     Returns:
         A SweepResult. ``summary_dir`` holds ``results.csv``, ``results.md`` (the table, then each
@@ -85,6 +93,10 @@ def run_sweep(
     variants = [dict(v) for v in variants]
     if not variants:
         raise ValueError("A sweep needs at least one variant (received none).")
+    # The runs of a variant are told apart by their seed, so each keeps the variant's name.
+    variants = [{"name": v.get("name") or f"run{i}", **v} if seeds is not None else v
+                for i, v in enumerate(variants, start=1)]
+    variants = per_seed(variants, seeds, base_seed=base_config.seed)
     # Validate every configuration before the first run, so a typo in variant 7 does not
     # surface after six runs of training.
     configs = [base_config.replace(**{"tags": [*base_config.tags, name], **v}) for v in variants]
@@ -114,6 +126,7 @@ def run_sweep(
     runs: list[Run] = []
     for i, config in enumerate(configs, start=1):
         label = config.name or f"run{i}"
+        label += f" (seed {config.seed})" if seeds is not None else ""
         previous = finished.get(config.config_hash(data_for(config)))
         if previous is not None:
             print(f"[{i}/{len(configs)}] {label}: reusing finished run {previous.run_id} ({previous.status})")
@@ -127,9 +140,12 @@ def run_sweep(
         if result.status != "completed" or reason:
             print(f"    -> {result.status}: {reason}")
         runs.append(load_run(result.run_dir))
-    varied = sorted({k for v in variants for k in v if k != "name"})
+    varied = {k for v in variants for k in v if k != "name"}
+    if seeds is not None and len(collection.values_taken("seed", variants)) == 1:
+        varied.discard("seed")  # seeds=1 or [s]: the seed did not vary
+    varied = sorted(varied)
     made_by = collection.command("lab.sweep.run_sweep", name=name, variants=variants, resume=resume, kind=kind,
-                                 baseline=baseline)
+                                 baseline=baseline, seeds=seeds)
     return SweepResult(name, runs, write_summary(name, runs, configs[0].reports_dir, columns=columns, varied=varied,
                                                  kind=kind, started=started, command=made_by, baseline=baseline))
 
@@ -160,7 +176,9 @@ def write_summary(name: str, runs: list[Run], reports_dir: str | None = None, *,
     with atomic.atomic_path(folder / "results.csv") as tmp:
         table.to_csv(tmp, index=False)
     atomic.write_text(folder / "results.md", to_markdown(table) + "\n" + write_comparison(folder, runs, baseline))
-    plots.save(plots.compare_curves({run.name: run.history() for run in runs}), folder / "curves.png")
+    repeated = len({run.name for run in runs}) < len(runs)  # several seeds of one configuration: say which
+    plots.save(plots.compare_curves({f"{run.name} (seed {run.config.get('seed')})" if repeated else run.name:
+                                     run.history() for run in runs}), folder / "curves.png")
     configs = [run.config for run in runs]
     written = collection.write_collection(
         folder, kind=kind, name=name, varied={key: collection.values_taken(key, configs) for key in varied},

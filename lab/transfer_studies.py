@@ -3,6 +3,7 @@
 The transfer model is built by ``lab.models.transfer`` and trained by ``lab.training.train``
 (``model="transfer"``); this module holds the studies around it: the E2 comparison of freeze
 policies with its table and overlaid curves, and E8's "seconds of training per 1% of accuracy".
+``seeds`` repeats every policy once per seed (``lab.seeds``): a row and a curve per seed.
 """
 
 from __future__ import annotations
@@ -15,37 +16,47 @@ from lab import plots
 from lab.classification import CLASSIFICATION
 from lab.config import RunConfig
 from lab.datasets import Dataset
+from lab.seeds import seed_list
 from lab.training import train
 
 
 def compare_unfreezing(config: RunConfig | dict[str, Any], unfreeze: Sequence[int | str] = (0, 1, 2, 3), *,
-                       data: Dataset | None = None, name: str = "unfreezing", **overrides: Any):
+                       data: Dataset | None = None, name: str = "unfreezing",
+                       seeds: int | str | Sequence[int] | None = None, **overrides: Any):
     """Trains one run per freeze policy and returns E2's table and overlaid curves.
 
     Args:
         config: the transfer run's configuration (model="transfer", backbone, weights, ...).
         unfreeze: the policies to compare: 0 is head only, n the last n stages, "all" everything.
-        data: the dataset (loaded once from ``config.dataset`` if not given).
-        name: a name for the runs (``<name>-<policy>``) and their tag.
+        data: the dataset (loaded once from ``config.dataset`` if not given: once per seed with
+            ``seeds``, as each seed draws its own splits; a given dataset serves every seed).
+        name: a name for the runs (``<name>-<policy>``, whatever the seed) and their tag.
+        seeds: train each policy once per seed: a count from the configuration's ``seed``, or a
+            list (``lab.seeds``); None: once.
         **overrides: config fields to change for every run.
 
     Returns:
-        (table, figure, results): a DataFrame with one row per policy (trainable stages and
-        parameters, best epoch, train/val accuracy, val loss, test accuracy, seconds per
-        epoch, status), the loss/accuracy curves of all policies overlaid, and the RunResults.
+        (table, figure, results): a DataFrame with one row per policy (per policy and seed with
+        ``seeds``, then with a ``seed`` column: trainable stages and parameters, best epoch,
+        train/val accuracy, val loss, test accuracy, seconds per epoch, status), the
+        loss/accuracy curves of all runs overlaid, and the RunResults.
     """
     base = RunConfig.from_any(config, {"model": "transfer", **overrides})
-    data = data if data is not None else CLASSIFICATION.load_data(base)
+    runs = [(policy, seed) for policy in unfreeze for seed in seed_list(seeds, base_seed=base.seed)]
+    loaded: dict[int, Dataset] = {}  # by seed: each seed draws its own splits
     results, rows, histories = [], [], {}
-    for policy in unfreeze:
+    for policy, seed in runs:
         label = "head only" if policy == 0 else ("all" if policy == "all" else f"head + last {policy}")
-        result = train(base.replace(unfreeze=policy, name=f"{name}-{policy}", tags=[*base.tags, name]),
-                       data=data, raise_on_error=False)
+        run_config = base.replace(unfreeze=policy, seed=seed, name=f"{name}-{policy}", tags=[*base.tags, name])
+        if seed not in loaded:
+            loaded[seed] = data if data is not None else CLASSIFICATION.load_data(run_config)
+        result = train(run_config, data=loaded[seed], raise_on_error=False)
         results.append(result)
-        histories[label] = result.history
+        histories[label if seeds is None else f"{label} (seed {seed})"] = result.history
         metrics = result.metrics
         rows.append({
             "policy": label,
+            **({"seed": seed} if seeds is not None else {}),
             "trainable stages": ", ".join(metrics.get("transfer", {}).get("trainable_stages", [])) or "-",
             "trainable params": metrics.get("trainable_params"),
             "best epoch": metrics.get("best_epoch"),
@@ -58,7 +69,7 @@ def compare_unfreezing(config: RunConfig | dict[str, Any], unfreeze: Sequence[in
         })
     table = pd.DataFrame(rows)
     figure = plots.compare_curves(histories)
-    figure.suptitle(f"{base.backbone}: freeze policies on {data.name}")
+    figure.suptitle(f"{base.backbone}: freeze policies on {next(iter(loaded.values())).name}")
     return table, figure, results
 
 

@@ -328,3 +328,112 @@ def test_a_batch_of_an_older_kit_resumes_from_its_batch_jsonl(untrained_notebook
     record = json.loads((folder / "collection.json").read_text())
     assert [m["job"] for m in record["members"]] == ["done", "todo"] and record["members"][0]["seconds"] == 1.0
     assert record["kind"] == "batch" and record["finished"] and record["details"]["jobs"][1]["name"] == "todo"
+
+
+# -- seeds -----------------------------------------------------------------------------------
+
+SEEDED_PARAMETERS = "seed = 0\nseeds = None\nname = 'x'\nlearning_rate = 1e-2"
+
+SEEDED_BODY = '''
+from lab.training import train
+# As notebook 01 does it: one run per seed, in one kernel.
+for run_seed in seeds or [seed]:
+    result = train(dataset="digits", limit=300, model="mlp", hidden_units=[8], epochs=1, learning_rate=learning_rate,
+                   seed=run_seed, verbose=0, save_model=False, tensorboard=False, name=name)
+    print(result.status, run_seed)
+'''
+
+
+def test_a_spec_with_seeds_has_one_job_per_configuration_and_seed(tmp_path, tiny_notebook):
+    seeded = _write_notebook(tmp_path / "seeded.ipynb", SEEDED_PARAMETERS, SEEDED_BODY)
+    spec = spec_from_dict({"notebook": str(seeded), "parameters": {"seed": 4}, "seeds": 2,
+                           "runs": [{"name": "a"}, {"name": "b", "learning_rate": 1e-3}]})
+    assert [(job.label, job.seed, job.parameters["seed"]) for job in spec.jobs] == [
+        ("a", 4, 4), ("a", 5, 5), ("b", 4, 4), ("b", 5, 5)]
+    assert len({job.key for job in spec.jobs}) == 4 and spec.seeds == [4, 5] and "seed" in spec.varied
+    one_seed = spec_from_dict({"notebook": str(seeded), "seeds": [7], "runs": [{"name": "a"}]})
+    assert [job.seed for job in one_seed.jobs] == [7] and "seed" not in one_seed.varied
+    unseeded = spec_from_dict({"notebook": str(seeded), "runs": [{"name": "a"}]})
+    assert unseeded.jobs[0].seed is None and "seed" not in unseeded.jobs[0].parameters, "no seeds: as before"
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"seeds": 0, "runs": [{"name": "a"}]}, "received seeds=0"),
+    ({"seeds": [1, 1], "runs": [{"name": "a"}]}, r"\[1\] repeated"),
+    ({"seeds": "x", "runs": [{"name": "a"}]}, "received 'x'"),
+    ({"seeds": 2, "runs": [{"name": "a", "seed": 3}]}, r"parameter set\(s\) \['a'\] set 'seed' too"),
+])
+def test_bad_seeds_in_a_spec_are_refused(tmp_path, raw, message):
+    seeded = _write_notebook(tmp_path / "seeded.ipynb", SEEDED_PARAMETERS, SEEDED_BODY)
+    with pytest.raises(ValueError, match=message):
+        spec_from_dict({"notebook": str(seeded), **raw})
+
+
+def test_seeds_need_a_notebook_with_a_seed_parameter(tiny_notebook):
+    with pytest.raises(ValueError, match="has no 'seed' parameter"):
+        spec_from_dict({"notebook": str(tiny_notebook), "seeds": 2, "runs": [{"name": "a"}]})
+
+
+def test_without_a_seeds_parameter_each_seed_is_a_notebook_of_its_own(tmp_path, isolated_dirs):
+    notebook = _write_notebook(tmp_path / "plain.ipynb", "seed = 0", "print('seed', seed)")
+    result = run_batch(spec_from_dict({"notebook": str(notebook), "name": "each", "seeds": [3, 4],
+                                       "runs": [{"name": "a"}]}))
+    assert [(r["name"], r["parameters"]["seed"], r["status"]) for r in result.records] == [
+        ("a", 3, "completed"), ("a", 4, "completed")]
+    folder = isolated_dirs / "reports" / "batches" / "each"
+    assert sorted(p.name for p in (folder / "notebooks").iterdir()) == ["a-seed-3.ipynb", "a-seed-4.ipynb"]
+    members = json.loads((folder / "collection.json").read_text())["members"]
+    assert [(m["configuration"], m["seed"], m["run_id"]) for m in members] == [("a", 3, None), ("a", 4, None)]
+
+
+@pytest.mark.slow
+def test_the_seeds_of_a_configuration_run_in_one_notebook_and_resume_per_seed(tmp_path, isolated_dirs, capsys):
+    notebook = _write_notebook(tmp_path / "seeded.ipynb", SEEDED_PARAMETERS, SEEDED_BODY)
+    raw = {"notebook": str(notebook), "name": "repeat", "runs": [{"name": "a"}]}
+    first = run_batch(spec_from_dict({**raw, "seeds": 2}))
+    folder = isolated_dirs / "reports" / "batches" / "repeat"
+    assert [p.name for p in (folder / "notebooks").iterdir()] == ["a-seed-0-1.ipynb"], "one notebook, both seeds"
+    assert [(r["name"], r["parameters"]["seed"], r["status"]) for r in first.records] == [
+        ("a", 0, "completed"), ("a", 1, "completed")]
+    members = load_collection_members(folder)
+    assert [(m["configuration"], m["seed"], m["name"]) for m in members] == [("a", 0, "a"), ("a", 1, "a")]
+    assert "seed" in first.table.columns and first.table["seed"].tolist() == [0, 1]
+    capsys.readouterr()
+
+    again = run_batch(spec_from_dict({**raw, "seeds": 3}))
+    assert "2 of 3 runs already finished; running 1" in capsys.readouterr().out
+    assert len(read_index()) == 3, "only the third seed ran"
+    assert sorted(p.name for p in (folder / "notebooks").iterdir()) == ["a-seed-0-1.ipynb", "a-seed-2.ipynb"]
+    assert [m["seed"] for m in load_collection_members(folder)] == [0, 1, 2]
+    assert [r["run_ids"] for r in again.records[:2]] == [r["run_ids"] for r in first.records]
+
+
+def load_collection_members(folder):
+    from lab.records import load_collection
+
+    return load_collection(folder).members
+
+
+RECORDING_BODY = '''
+from lab.records import RunWriter
+# A run record written by hand per seed (no training): what the batch reads back.
+for run_seed in ([seed] if ignore_seeds else seeds or [seed]):
+    RunWriter({"seed": run_seed, "config_hash": f"{name}-{run_seed}"}, name=name).publish(
+        {"name": name, "status": "completed"})
+'''
+
+
+@pytest.mark.parametrize("ignore_seeds", [False, True])
+def test_each_run_of_a_notebook_goes_to_the_job_of_its_seed(tmp_path, isolated_dirs, ignore_seeds):
+    notebook = _write_notebook(tmp_path / "recording.ipynb", "seed = 0\nseeds = None\nname = 'x'\nignore_seeds = False",
+                               RECORDING_BODY)
+    result = run_batch(spec_from_dict({"notebook": str(notebook), "name": "recording", "seeds": [1, 2],
+                                       "parameters": {"ignore_seeds": ignore_seeds}, "runs": [{"name": "a"}]}))
+    members = load_collection_members(isolated_dirs / "reports" / "batches" / "recording")
+    if not ignore_seeds:
+        assert [(m["seed"], m["status"], m["run_id"] is not None) for m in members] == [(1, "completed", True),
+                                                                                      (2, "completed", True)]
+    else:  # a notebook that does not loop over its seeds: the seed it did not run is not "completed"
+        assert [(m["seed"], m["status"], m["run_id"] is not None) for m in members] == [(1, "completed", True),
+                                                                                      (2, "failed", False)]
+        assert "recorded no run with seed 2" in result.records[1]["error"]

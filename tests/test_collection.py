@@ -171,3 +171,23 @@ def test_the_four_writers_write_the_same_schema(isolated_dirs, tmp_path):
     assert records["sweep"]["varied"] == records["batch"]["varied"] == {"learning_rate": [1e-2, 1e-3]}
     assert records["search"]["details"]["tuner"] == "random" and records["search"]["members"][0]["trial"] == "0"
     assert records["batch"]["details"]["kernel"] == "python3" and records["batch"]["fixed"] == {}
+
+
+# -- seeds ---------------------------------------------------------------------------------------
+
+def test_members_carry_their_seed_and_the_configuration_they_repeat(isolated_dirs):
+    from lab.collection import member
+    from lab.sweep import write_summary
+
+    runs = [_run("plain"), _run("plain", learning_rate=1e-2), _run("other")]
+    for run, seed in zip(runs, (0, 1, 0)):  # the runs of a sweep with seeds=2 keep their configuration's name
+        run.config["seed"] = seed
+    assert member(runs[1])["seed"] == 1 and member(runs[1])["configuration"] == "plain"
+    assert member(runs[1], configuration="job-a")["configuration"] == "job-a", "a batch names its job"
+    folder = write_summary("seeded", runs, varied=["seed"])
+    members = load_collection(folder).members
+    assert [(m["configuration"], m["seed"]) for m in members] == [("plain", 0), ("plain", 1), ("other", 0)]
+    groups = {}
+    for entry in members:
+        groups.setdefault(entry["configuration"], []).append(entry["seed"])
+    assert groups == {"plain": [0, 1], "other": [0]}

@@ -186,3 +186,53 @@ def test_the_worst_status_names_a_group():
     assert worst_status(["stalled", "diverged"]) == "diverged" and worst_status(["diverged", "failed"]) == "failed"
     assert worst_status([]) == worst_status(["unknown"]) == "completed"
     assert STATUSES[:3] == RESULT_STATUSES and "failed" not in RESULT_STATUSES
+
+
+def test_a_sweep_runs_each_variant_once_per_seed_and_resumes_the_missing_seeds(isolated_dirs, capsys):
+    variants = [{"name": "small", "learning_rate": 3e-3}]
+    first = run_sweep({**FAST, "epochs": 1}, variants, name="seeded", seeds=2)
+    assert [(r.name, r.config["seed"]) for r in first.runs] == [("small", 0), ("small", 1)]
+    record = load_collection(first.summary_dir)
+    assert [(m["configuration"], m["seed"]) for m in record.members] == [("small", 0), ("small", 1)]
+    assert record.varied["seed"] == [0, 1] and "seed" in pd.read_csv(first.summary_dir / "results.csv")
+    capsys.readouterr()
+
+    again = run_sweep({**FAST, "epochs": 1}, variants, name="seeded", seeds=[0, 1, 2], resume=True)
+    out = capsys.readouterr().out
+    assert [r.run_id for r in again.runs[:2]] == [r.run_id for r in first.runs], "seeds 0 and 1 are reused"
+    assert out.count("reusing finished run") == 2 and again.runs[2].config["seed"] == 2
+    assert len(read_index()) == 3, "only the third seed ran"
+    assert [m["seed"] for m in load_collection(again.summary_dir).members] == [0, 1, 2]
+    with pytest.raises(ValueError, match="received seeds=0"):
+        run_sweep(FAST, variants, name="none", seeds=0)
+
+
+def test_a_collection_written_before_seeds_reads_with_no_seed_and_its_name_as_configuration(isolated_dirs):
+    from lab.collection import write_collection
+
+    folder = write_collection(isolated_dirs / "reports" / "sweeps" / "old", kind="sweep", name="old", varied={},
+                              fixed={}, members=[{"run_id": "r1", "name": "a", "status": "completed"}],
+                              started=None)
+    record = json.loads((folder / "collection.json").read_text())
+    for entry in record["members"]:  # as a kit before seeds wrote it
+        del entry["seed"], entry["configuration"]
+    (folder / "collection.json").write_text(json.dumps(record))
+    member = load_collection(folder).members[0]
+    assert member["seed"] is None and member["configuration"] == "a" and member["run_id"] == "r1"
+
+
+def test_the_e1_notebook_batch_runs_all_seeds_of_a_configuration_in_one_notebook(capsys):
+    from lab.ablation import E1_VARIANTS, main, notebook_batch_spec
+    from lab.batch import _executions
+    from lab.notebooks import parameter_names
+
+    spec = notebook_batch_spec(RunConfig(dataset="digits", pipeline_size=16, epochs=2, seed=5), E1_VARIANTS[:2],
+                               name="e1", seeds=3)
+    assert {"seed", "seeds"} <= set(parameter_names(spec.notebook))
+    assert [(job.label, job.seed) for job in spec.jobs] == [
+        ("1-plain", 5), ("1-plain", 6), ("1-plain", 7), ("2-batchnorm", 5), ("2-batchnorm", 6), ("2-batchnorm", 7)]
+    assert [[job.seed for job in jobs] for jobs in _executions(spec, spec.jobs)] == [[5, 6, 7], [5, 6, 7]]
+    assert [[job.seed for job in jobs] for jobs in _executions(spec, spec.jobs[2:])] == [[7], [5, 6, 7]]
+    with pytest.raises(SystemExit) as exited:
+        main(["--seeds", "1,x"])
+    assert exited.value.code == 2 and "received '1,x'" in capsys.readouterr().err

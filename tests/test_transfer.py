@@ -206,3 +206,13 @@ def test_bad_transfer_configs_are_refused(values, message):
 def test_stage_names_of_a_transfer_model():
     model = transfer_model((32, 32, 3), 3, backbone="vgg16", weights=None)
     assert stage_names(model) == ["block1", "block2", "block3", "block4", "block5"]
+
+
+def test_the_unfreezing_comparison_repeats_each_policy_once_per_seed(small_digits):
+    table, figure, results = compare_unfreezing({**TRANSFER, "epochs": 1}, unfreeze=(0,), data=small_digits,
+                                                name="seeded", seeds=[3, 4])
+    assert [(r.config.name, r.config.seed) for r in results] == [("seeded-0", 3), ("seeded-0", 4)]
+    assert list(table["policy"]) == ["head only", "head only"] and list(table["seed"]) == [3, 4]
+    assert "seed" not in compare_unfreezing({**TRANSFER, "epochs": 1}, unfreeze=(0,), data=small_digits)[0]
+    with pytest.raises(ValueError, match="received seeds=-1"):
+        compare_unfreezing(TRANSFER, unfreeze=(0,), data=small_digits, seeds=-1)

@@ -298,3 +298,34 @@ def test_the_command_line_refuses_a_bad_spec_before_any_trial(tmp_path, capsys, 
     assert main([str(tmp_path / "missing.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (isolated_dirs / "reports").exists() or not any((isolated_dirs / "reports").rglob("*.json"))
+
+
+# -- the final retraining, once per seed ------------------------------------------------------
+
+def test_the_final_retraining_runs_the_best_configuration_once_per_seed_and_resumes(digits_small, no_plots,
+                                                                                     isolated_dirs):
+    result = search(BASE, SPACE, max_trials=1, name="final", data=digits_small, verbose=0)
+    final = result.retrain(seeds=2, data=digits_small, epochs=2)
+    assert [(r.name, r.config["seed"], r.config["epochs"]) for r in final.runs] == [("final-best", 0, 2),
+                                                                                   ("final-best", 1, 2)]
+    assert all("search-final:final" in r.config["tags"] for r in final.runs)
+    assert all(r.config["filters"] == result.best_hyperparameters["filters"] for r in final.runs)
+    record = load_collection(final.summary_dir)
+    assert record.name == "final-final" and [(m["configuration"], m["seed"]) for m in record.members] == [
+        ("final-best", 0), ("final-best", 1)]
+    again = result.retrain(seeds=[0, 1, 2], data=digits_small, epochs=2)
+    assert [r.run_id for r in again.runs[:2]] == [r.run_id for r in final.runs] and again.runs[2].config["seed"] == 2
+    assert len(read_index()) == 4, "one trial, then seeds 0 and 1, then only seed 2"
+
+
+def test_the_command_line_refuses_bad_seeds_or_retrain_before_any_trial(tmp_path, capsys, isolated_dirs):
+    from lab.tuning.__main__ import main
+
+    spec = tmp_path / "search.json"
+    spec.write_text(json.dumps({"base": {"dataset": "digits"}, "space": {"learning_rate": [1e-3]}, "retrain": 60}))
+    assert main([str(spec)]) == 2
+    assert "'retrain' must map configuration fields to values" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main([str(spec), "--seeds", "0"])
+    assert exited.value.code == 2 and "received seeds=0" in capsys.readouterr().err
+    assert read_index() == []

@@ -4,7 +4,10 @@ The spec holds ``search``'s arguments: ``base`` (flat configuration values of an
 model names the task), ``space``, and optionally ``tuner``, ``objective`` (a name or
 ``[name, "min"|"max"]``), ``max_trials``,
 ``name``, ``resume``, ``seed``, ``max_epochs``, ``factor``, ``hyperband_iterations``,
-``max_consecutive_failed_trials``, ``verbose``.
+``max_consecutive_failed_trials``, ``verbose``, and ``retrain``: the final retraining of the best
+configuration once the search is done (``SearchResult.retrain``), a dict of configuration changes
+that may hold ``seeds`` (a count or a list, ``lab.seeds``), e.g. ``{"epochs": 60, "seeds": 3}``.
+``--seeds 3`` (or ``--seeds 0,1,2``) retrains with those seeds, with the spec's changes if it has any.
 
 Run it once for a search in one process. For keras-tuner's chief/worker mode run the same
 command on every machine with these variables set (the chief serves the oracle, the workers
@@ -22,10 +25,11 @@ import json
 import sys
 from pathlib import Path
 
+from lab.seeds import parse_argument
 from lab.tuning.search import search
 
 KEYS = {"base", "space", "tuner", "objective", "max_trials", "name", "resume", "seed", "max_epochs", "factor",
-        "hyperband_iterations", "max_consecutive_failed_trials", "verbose"}
+        "hyperband_iterations", "max_consecutive_failed_trials", "verbose", "retrain"}
 
 
 def load_spec(path: str | Path) -> dict:
@@ -42,6 +46,9 @@ def load_spec(path: str | Path) -> dict:
     unknown = sorted(set(spec) - KEYS)
     if unknown:
         raise ValueError(f"Unknown search spec key(s) {unknown}. Valid keys: {', '.join(sorted(KEYS))}.")
+    if not isinstance(spec.get("retrain", {}), dict):
+        raise ValueError(f"'retrain' must map configuration fields to values (and may hold 'seeds'), received "
+                         f"{spec['retrain']!r}.")
     if isinstance(spec.get("objective"), list):
         spec["objective"] = tuple(spec["objective"])
     return spec
@@ -53,12 +60,18 @@ def main(argv: list[str] | None = None) -> int:
     resume = parser.add_mutually_exclusive_group()
     resume.add_argument("--resume", action="store_true", help="continue the saved search of this name")
     resume.add_argument("--fresh", action="store_true", help="start afresh (a saved search is moved aside)")
+    parser.add_argument("--seeds", type=parse_argument, default=None,
+                        help="retrain the best configuration once per seed: a count (3) or a list (0,1,2)")
     args = parser.parse_args(argv)
     try:
         spec = load_spec(args.spec)
         if args.resume or args.fresh:
             spec["resume"] = bool(args.resume)
+        retrain = spec.pop("retrain", None)
+        if args.seeds is not None:
+            retrain = {**(retrain or {}), "seeds": args.seeds}
         result = search(spec.pop("base"), spec.pop("space"), **spec)
+        final = result.retrain(**retrain) if retrain is not None and result.best else None
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -66,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"search {result.name}: {done} trial(s); " + (
         f"best {result.objective.name} = {result.best['score']:.4f} (trial {result.best['trial']}, run "
         f"{result.best['run_id']})" if result.best else "results are written by the chief"), flush=True)
+    if final is not None:
+        print(f"final retraining: {len(final.runs)} run(s) ({', '.join(r.status for r in final.runs)}); summary in "
+              f"{final.summary_dir}", flush=True)
     return 0
 
 

@@ -41,6 +41,7 @@ from lab import atomic, collection, paths, plots, tensorboard
 from lab.config import BaseConfig, config_for
 from lab.datasets import data_fields
 from lab.records import Run, load_collection, load_runs, results_table, to_markdown
+from lab.sweep import SweepResult, run_sweep
 from lab.tasks import TASKS
 from lab.tuning.space import check_against, parse_space, space_values
 from lab.tuning.tuner import (SEARCH_ID, TUNERS, RunHyperModel, RunTuner, make_objective, make_oracle,
@@ -89,6 +90,27 @@ class SearchResult:
             raise ValueError(f"Search {self.name!r} has no completed trial to take a configuration from.")
         config = {k: v for k, v in self.best["config"].items() if k not in ("name", "tags")}
         return config_for({**config, **changes})
+
+    def retrain(self, seeds: int | str | list[int] | None = None, *, name: str | None = None, data: Any = None,
+                resume: bool = True, **changes: Any) -> SweepResult:
+        """The final retraining: the best trial's configuration trained again (``changes``: e.g.
+        ``epochs=60``), once per seed, as a sweep of its own.
+
+        Args:
+            seeds: a count from the configuration's ``seed``, or a list (``lab.seeds``); None: once.
+            name: the sweep's name (default ``<search>-final``), in ``reports/sweeps/``.
+            data: a dataset shared by the runs (default: loaded once per seed, whose splits differ).
+            resume: reuse the seeds already retrained with this configuration, run only the others.
+            **changes: configuration fields to change (``best_config``).
+
+        Returns:
+            A ``lab.sweep.SweepResult``: one run per seed, each named ``<search>-best`` and
+            tagged ``search-final:<search>``; its collection record groups them.
+        """
+        config = self.best_config(**changes)
+        variant = {"name": f"{self.name}-best", "tags": [*config.tags, f"search-final:{self.name}"]}
+        return run_sweep(config, [variant], name=name or f"{self.name}-final", data=data, resume=resume,
+                         seeds=seeds)
 
     def table(self, columns: list[str] | None = None) -> pd.DataFrame:
         """The trials' run records as a results table (``lab.records.results_table``)."""
