@@ -26,6 +26,8 @@ import tensorflow as tf
 import keras
 
 from lab.datasets.base import check_float_range
+from lab.config.segmentation import PAPER_ELASTIC_GRID, check_elastic
+from lab.elastic import RandomElasticDeformation
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -44,6 +46,8 @@ def make_augmenter(
     translation: float = 0.0,
     contrast: float = 0.0,
     seed: int = 0,
+    elastic: float = 0.0,
+    elastic_grid: int = PAPER_ELASTIC_GRID,
 ) -> keras.Sequential:
     """Builds the random augmentation as Keras preprocessing layers.
 
@@ -54,6 +58,9 @@ def make_augmenter(
         translation: maximum shift (width and height) as a fraction of the size.
         contrast: maximum contrast change factor.
         seed: seeds every layer, so augmentation is repeatable.
+        elastic: the standard deviation in pixels of U-Net's elastic deformation (0: off; the
+            paper: 10), applied after the other geometric layers (``lab.elastic``).
+        elastic_grid: its displacement vectors on each side of the coarse grid (the paper: 3).
 
     Returns:
         A ``keras.Sequential`` named ``augmentation`` (empty if every option is off). Calling it
@@ -66,6 +73,7 @@ def make_augmenter(
     flips = (None, "none", "horizontal", "vertical", "horizontal_and_vertical")
     if flip not in flips:
         raise ValueError(f"flip must be one of {flips}, received {flip!r}.")
+    check_elastic(elastic, elastic_grid)
     layers = []
     if flip not in (None, "none"):
         layers.append(keras.layers.RandomFlip(flip, seed=seed, name="flip"))
@@ -76,6 +84,8 @@ def make_augmenter(
     if translation:
         layers.append(keras.layers.RandomTranslation(translation, translation, fill_mode="reflect",
                                                      seed=seed + 3, name="translation"))
+    if elastic:
+        layers.append(RandomElasticDeformation(elastic, elastic_grid, seed=seed + 5, name="elastic"))
     if contrast:
         layers.append(keras.layers.RandomContrast(contrast, value_range=(0, 1), seed=seed + 4, name="contrast"))
     return keras.Sequential(layers, name="augmentation")
@@ -224,11 +234,11 @@ def _scaler(input_scaling: str, uint8_input: bool):
 # -- stateless augmentation ----------------------------------------------------------------------------------------
 
 # The layers make_augmenter builds. In Keras 3.15 each of them takes every random draw of
-# ``get_random_transformation`` from its ``seed`` argument when one is given (read in their source),
-# so they can augment from a per-batch seed. Other layers (RandAugment, RandomColorJitter...) draw
+# ``get_random_transformation`` from its ``seed`` argument when one is given (read in their source;
+# the kit's elastic deformation is written so), so they can augment from a per-batch seed. Other layers (RandAugment, RandomColorJitter...) draw
 # from their own generator whatever the argument says; an augmenter holding one runs statefully.
 STATELESS_LAYERS = (keras.layers.RandomFlip, keras.layers.RandomRotation, keras.layers.RandomZoom,
-                    keras.layers.RandomTranslation, keras.layers.RandomContrast)
+                    keras.layers.RandomTranslation, keras.layers.RandomContrast, RandomElasticDeformation)
 
 
 def is_stateless(augmenter: keras.Sequential) -> bool:
@@ -289,13 +299,15 @@ def augment_batch(augmenter: keras.Sequential, images: Any, *, masks: Any = None
         augmenter: from ``make_augmenter``.
         images: (batch, H, W, C) floats.
         masks: None, or (batch, H, W) integer class ids, moved by the same transformation as
-            their images with nearest-neighbour interpolation (colour changes leave them alone).
+            their images with nearest-neighbour interpolation (colour changes leave them alone);
+            or (batch, H, W, K) floats holding the class ids in channel 0 and other per-pixel
+            values in the rest (a weight map), all moved alike.
         seed: a stateless seed (shape [2] integers): every random draw comes from it, so the
             result depends on the images and the seed only. None draws from the layers' own
             seed state, which advances with every call, and applies the layers one by one.
 
     Returns:
-        The augmented images, or ``(images, masks)`` with the masks' dtype kept.
+        The augmented images, or ``(images, masks)`` with the masks' dtype and shape kept.
 
     Raises:
         ValueError: a seed was given but a layer cannot draw from it (see ``STATELESS_LAYERS``).
@@ -313,10 +325,11 @@ def augment_batch(augmenter: keras.Sequential, images: Any, *, masks: Any = None
         raise ValueError(f"Stateless augmentation supports {[cls.__name__ for cls in STATELESS_LAYERS]}; the "
                          f"augmenter also has {others}. Pass seed=None to draw from the layers' own seed state.")
     mask_dtype = None if masks is None else masks.dtype
+    channels = masks is not None and masks.shape.rank == 4
     if masks is not None:
-        # Masks travel as a float channel so the image transforms accept them; nearest-neighbour
+        # Masks travel as float channels so the image transforms accept them; nearest-neighbour
         # interpolation keeps every value a class id, and rounding undoes any float error.
-        masks = tf.cast(masks[..., tf.newaxis], tf.float32)
+        masks = tf.cast(masks if channels else masks[..., tf.newaxis], tf.float32)
     if seed is None:
         for layer in augmenter.layers:
             if masks is None:
@@ -347,6 +360,8 @@ def augment_batch(augmenter: keras.Sequential, images: Any, *, masks: Any = None
             images, masks = _transform_geometrically(layers, transformations, images, masks)
     if masks is None:
         return images
+    if channels:
+        return images, tf.cast(tf.concat([tf.round(masks[..., :1]), masks[..., 1:]], axis=-1), mask_dtype)
     return images, tf.cast(tf.round(masks[..., 0]), mask_dtype)
 
 
