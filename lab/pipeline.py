@@ -26,8 +26,6 @@ import tensorflow as tf
 import keras
 
 from lab.datasets.base import check_float_range
-from lab.config.segmentation import PAPER_ELASTIC_GRID, check_elastic
-from lab.elastic import RandomElasticDeformation
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -46,8 +44,6 @@ def make_augmenter(
     translation: float = 0.0,
     contrast: float = 0.0,
     seed: int = 0,
-    elastic: float = 0.0,
-    elastic_grid: int = PAPER_ELASTIC_GRID,
 ) -> keras.Sequential:
     """Builds the random augmentation as Keras preprocessing layers.
 
@@ -58,9 +54,6 @@ def make_augmenter(
         translation: maximum shift (width and height) as a fraction of the size.
         contrast: maximum contrast change factor.
         seed: seeds every layer, so augmentation is repeatable.
-        elastic: the standard deviation in pixels of U-Net's elastic deformation (0: off; the
-            paper: 10), applied after the other geometric layers (``lab.elastic``).
-        elastic_grid: its displacement vectors on each side of the coarse grid (the paper: 3).
 
     Returns:
         A ``keras.Sequential`` named ``augmentation`` (empty if every option is off). Calling it
@@ -73,7 +66,6 @@ def make_augmenter(
     flips = (None, "none", "horizontal", "vertical", "horizontal_and_vertical")
     if flip not in flips:
         raise ValueError(f"flip must be one of {flips}, received {flip!r}.")
-    check_elastic(elastic, elastic_grid)
     layers = []
     if flip not in (None, "none"):
         layers.append(keras.layers.RandomFlip(flip, seed=seed, name="flip"))
@@ -84,8 +76,6 @@ def make_augmenter(
     if translation:
         layers.append(keras.layers.RandomTranslation(translation, translation, fill_mode="reflect",
                                                      seed=seed + 3, name="translation"))
-    if elastic:
-        layers.append(RandomElasticDeformation(elastic, elastic_grid, seed=seed + 5, name="elastic"))
     if contrast:
         layers.append(keras.layers.RandomContrast(contrast, value_range=(0, 1), seed=seed + 4, name="contrast"))
     return keras.Sequential(layers, name="augmentation")
@@ -234,16 +224,22 @@ def _scaler(input_scaling: str, uint8_input: bool):
 # -- stateless augmentation ----------------------------------------------------------------------------------------
 
 # The layers make_augmenter builds. In Keras 3.15 each of them takes every random draw of
-# ``get_random_transformation`` from its ``seed`` argument when one is given (read in their source;
-# the kit's elastic deformation is written so), so they can augment from a per-batch seed. Other layers (RandAugment, RandomColorJitter...) draw
+# ``get_random_transformation`` from its ``seed`` argument when one is given (read in their source),
+# so they can augment from a per-batch seed. Other layers (RandAugment, RandomColorJitter...) draw
 # from their own generator whatever the argument says; an augmenter holding one runs statefully.
+# The kit's own augmentation layers (U-Net's elastic deformation, ``lab.segmentation.elastic``)
+# say that they draw from the given seed with a class attribute ``draws_from_given_seed = True``.
 STATELESS_LAYERS = (keras.layers.RandomFlip, keras.layers.RandomRotation, keras.layers.RandomZoom,
-                    keras.layers.RandomTranslation, keras.layers.RandomContrast, RandomElasticDeformation)
+                    keras.layers.RandomTranslation, keras.layers.RandomContrast)
 
 
 def is_stateless(augmenter: keras.Sequential) -> bool:
     """Whether every layer of ``augmenter`` can draw from a given seed (see ``STATELESS_LAYERS``)."""
-    return all(type(layer) in STATELESS_LAYERS for layer in augmenter.layers)
+    return all(_draws_from_given_seed(layer) for layer in augmenter.layers)
+
+
+def _draws_from_given_seed(layer) -> bool:
+    return type(layer) in STATELESS_LAYERS or getattr(type(layer), "draws_from_given_seed", False) is True
 
 
 def batch_seeds(seed: int) -> tf.data.Dataset:
@@ -321,7 +317,7 @@ def augment_batch(augmenter: keras.Sequential, images: Any, *, masks: Any = None
     than each intermediate one.
     """
     if seed is not None and not is_stateless(augmenter):
-        others = sorted({type(layer).__name__ for layer in augmenter.layers if type(layer) not in STATELESS_LAYERS})
+        others = sorted({type(layer).__name__ for layer in augmenter.layers if not _draws_from_given_seed(layer)})
         raise ValueError(f"Stateless augmentation supports {[cls.__name__ for cls in STATELESS_LAYERS]}; the "
                          f"augmenter also has {others}. Pass seed=None to draw from the layers' own seed state.")
     mask_dtype = None if masks is None else masks.dtype

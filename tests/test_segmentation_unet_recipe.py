@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from lab.datasets.segmentation import list_segmentation_datasets, load_membranes, load_segmentation_dataset
-from lab.elastic import RandomElasticDeformation, deform
+from lab.segmentation.elastic import RandomElasticDeformation, deform
 from lab.segmentation import SegmentationConfig, train_segmentation
 from lab.segmentation.losses import CombinedLoss, DiceLoss, WeightedCrossentropy, split_targets
 from lab.segmentation.metrics import MeanIoU, PixelAccuracy

@@ -30,14 +30,15 @@ def check_backbone_weights(weights: str | None) -> None:
 
 def check_elastic(stddev: float, grid: int) -> None:
     """The one check of an elastic deformation's settings, which the configuration and
-    ``lab.elastic.RandomElasticDeformation`` call.
+    ``lab.segmentation.elastic.RandomElasticDeformation`` call.
 
     Raises:
         ValueError: a negative or non-finite stddev, or a grid of fewer than 2 points a side.
     """
     if isinstance(stddev, bool) or not isinstance(stddev, numbers.Real) or not math.isfinite(stddev) or stddev < 0:
         raise ValueError(f"aug_elastic is the standard deviation in pixels of the elastic deformation's displacements, "
-                         f"a number >= 0 (0: off; the paper: {PAPER_ELASTIC_STDDEV:g}), received aug_elastic={stddev!r}.")
+                         f"a number >= 0 (0: off; the paper: {PAPER_ELASTIC_STDDEV:g}), received "
+                         f"aug_elastic={stddev!r}.")
     if isinstance(grid, bool) or not isinstance(grid, numbers.Integral) or grid < 2:
         raise ValueError(f"aug_elastic_grid is the number of displacement vectors on each side of the elastic "
                          f"deformation's coarse grid, an integer >= 2 (the paper: {PAPER_ELASTIC_GRID}), received "
@@ -89,9 +90,9 @@ def check_tiles(tile_size: int | None, tile_margin: int | None) -> None:
 class SegmentationConfig(BaseConfig):
     """A segmentation or autoencoder run (E6, E12).
 
-    Data: dataset is "shapes", "tfds:oxford_iiit_pet" or "folder:<path>"; dataset_size the
-        image side (shapes: generated at this size, default 32; pets: resized, default 128;
-        folders: resized).
+    Data: dataset is "shapes", "membranes", "tfds:oxford_iiit_pet" or "folder:<path>";
+        dataset_size the image side (shapes: generated at this size, default 32; membranes: the
+        same, default 128; pets: resized, default 128; folders: resized).
         background_class: the class id that is background (None: the data's own, 0). The
             foreground shares, the foreground IoU and the all_background flag are computed
             against it (EM membranes: the membrane may be class 0 and the foreground).
@@ -119,7 +120,7 @@ class SegmentationConfig(BaseConfig):
             list of one weight per class, background first (E6's "weight the background down").
         aug_elastic: with augment=True, U-Net's elastic deformation of the training batches:
             the standard deviation in pixels of the displacements on a coarse grid (0: off; the
-            paper: 10), one field per image, masks by nearest neighbour (``lab.elastic``).
+            paper: 10), one field per image, masks by nearest neighbour (``lab.segmentation.elastic``).
         aug_elastic_grid: displacement vectors on each side of that grid (the paper: 3).
         weight_map: train with U-Net's weight map, w(x) = w_c(x) + w0 * exp(-(d1 + d2)^2 /
             (2 sigma^2)), multiplying each pixel's cross-entropy (``lab.segmentation.weight_map``;

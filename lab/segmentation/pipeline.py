@@ -9,7 +9,8 @@ on ``{"images": ..., "segmentation_masks": ...}``: each layer draws one random t
 per batch and applies it to the images (bilinear) and to the masks with nearest-neighbour
 interpolation, so every mask pixel stays a valid class id and lies where its image pixel went.
 Colour changes (contrast) touch the images only. U-Net's elastic deformation
-(``elastic=``, ``lab.elastic``) is one more such layer, with its own displacement field per image.
+(``elastic=``, ``lab.segmentation.elastic``) is one more such layer, last, with its own
+displacement field per image.
 
 With U-Net's weight maps (``weight_maps=``, ``lab.segmentation.weight_map``) the targets become
 (batch, H, W, 2) floats, the class ids then the weights, which augmentation moves together (by
@@ -22,7 +23,8 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from lab.config.segmentation import PAPER_ELASTIC_GRID
+from lab.config.segmentation import PAPER_ELASTIC_GRID, check_elastic
+from lab.segmentation.elastic import RandomElasticDeformation
 from lab.pipeline import AUTOTUNE, _scaler, augment_batch, augment_batches, check_batching, make_augmenter
 
 
@@ -31,11 +33,17 @@ def make_joint_augmenter(*, flip: str | None = "horizontal", rotation: float = 0
                          elastic_grid: int = PAPER_ELASTIC_GRID) -> keras.Sequential:
     """The classification augmenter's layers, to be applied to images and masks together.
 
-    Same arguments as ``lab.pipeline.make_augmenter`` (``elastic``: U-Net's elastic deformation,
-    the displacements' standard deviation in pixels); apply it with ``augment_pair``.
+    Same arguments as ``lab.pipeline.make_augmenter``, and U-Net's elastic deformation
+    (``lab.segmentation.elastic``): ``elastic`` the displacements' standard deviation in pixels
+    (0: off; the paper: 10), ``elastic_grid`` the vectors on each side of its grid (the paper: 3).
+    Apply it with ``augment_pair``.
     """
-    return make_augmenter(flip=flip, rotation=rotation, zoom=zoom, translation=translation, contrast=contrast,
-                          seed=seed, elastic=elastic, elastic_grid=elastic_grid)
+    check_elastic(elastic, elastic_grid)
+    augmenter = make_augmenter(flip=flip, rotation=rotation, zoom=zoom, translation=translation, contrast=contrast,
+                               seed=seed)
+    if elastic:
+        augmenter.add(RandomElasticDeformation(elastic, elastic_grid, seed=seed + 5, name="elastic"))
+    return augmenter
 
 
 def augment_pair(augmenter: keras.Sequential, images, masks, seed=None):

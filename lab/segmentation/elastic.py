@@ -20,7 +20,8 @@ field with a Gaussian (Simard et al., 2003) instead of the paper's coarse grid, 
 magnitude per batch, and draws the field afresh for the masks from its seed generator, so a
 mask is not moved as its image (read in its source). This layer draws one field per image,
 applies it to images and masks alike, and takes every draw from the seed it is given, so the
-kit's pipelines can augment batches in parallel and repeatably (``lab.pipeline.augment_batch``).
+kit's pipelines can augment batches in parallel and repeatably (``lab.pipeline.augment_batch``,
+which knows it by its ``draws_from_given_seed``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ class RandomElasticDeformation(keras.layers.Layer):
     (masks (batch, H, W, K) floats, class ids first), like Keras' augmentation layers; only while
     training (``training=True``).
     """
+
+    # Every draw of get_random_transformation comes from its seed argument (lab.pipeline reads this).
+    draws_from_given_seed = True
 
     def __init__(self, stddev: float = PAPER_ELASTIC_STDDEV, grid: int = PAPER_ELASTIC_GRID, seed: int | None = None,
                  **kwargs):
