@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from lab.config.segmentation import PAPER_ELASTIC_GRID, PAPER_ELASTIC_STDDEV, check_elastic
 
+
 @keras.saving.register_keras_serializable(package="lab")
 class RandomElasticDeformation(keras.layers.Layer):
     """Deforms each image of a batch by its own smooth random displacement field.
