@@ -2,7 +2,7 @@
 of the weight map, each alone and together, and whether the elastic augmentation keeps ahead of
 training.
 
-    python benchmarks/membranes.py                        # 4 runs + throughput (~10-15 minutes on 2 cores)
+    python benchmarks/membranes.py                        # 4 runs + throughput (~8 CPU minutes)
     python benchmarks/membranes.py --quick                # smoke run: 3 epochs per run
     python benchmarks/membranes.py --recipes baseline,published --epochs 80
 
