@@ -227,13 +227,19 @@ def _scaler(input_scaling: str, uint8_input: bool):
 # ``get_random_transformation`` from its ``seed`` argument when one is given (read in their source),
 # so they can augment from a per-batch seed. Other layers (RandAugment, RandomColorJitter...) draw
 # from their own generator whatever the argument says; an augmenter holding one runs statefully.
+# The kit's own augmentation layers (U-Net's elastic deformation, ``lab.segmentation.elastic``)
+# say that they draw from the given seed with a class attribute ``draws_from_given_seed = True``.
 STATELESS_LAYERS = (keras.layers.RandomFlip, keras.layers.RandomRotation, keras.layers.RandomZoom,
                     keras.layers.RandomTranslation, keras.layers.RandomContrast)
 
 
 def is_stateless(augmenter: keras.Sequential) -> bool:
     """Whether every layer of ``augmenter`` can draw from a given seed (see ``STATELESS_LAYERS``)."""
-    return all(type(layer) in STATELESS_LAYERS for layer in augmenter.layers)
+    return all(_draws_from_given_seed(layer) for layer in augmenter.layers)
+
+
+def _draws_from_given_seed(layer) -> bool:
+    return type(layer) in STATELESS_LAYERS or getattr(type(layer), "draws_from_given_seed", False) is True
 
 
 def batch_seeds(seed: int) -> tf.data.Dataset:
@@ -289,13 +295,15 @@ def augment_batch(augmenter: keras.Sequential, images: Any, *, masks: Any = None
         augmenter: from ``make_augmenter``.
         images: (batch, H, W, C) floats.
         masks: None, or (batch, H, W) integer class ids, moved by the same transformation as
-            their images with nearest-neighbour interpolation (colour changes leave them alone).
+            their images with nearest-neighbour interpolation (colour changes leave them alone);
+            or (batch, H, W, K) floats holding the class ids in channel 0 and other per-pixel
+            values in the rest (a weight map), all moved alike.
         seed: a stateless seed (shape [2] integers): every random draw comes from it, so the
             result depends on the images and the seed only. None draws from the layers' own
             seed state, which advances with every call, and applies the layers one by one.
 
     Returns:
-        The augmented images, or ``(images, masks)`` with the masks' dtype kept.
+        The augmented images, or ``(images, masks)`` with the masks' dtype and shape kept.
 
     Raises:
         ValueError: a seed was given but a layer cannot draw from it (see ``STATELESS_LAYERS``).
@@ -309,14 +317,15 @@ def augment_batch(augmenter: keras.Sequential, images: Any, *, masks: Any = None
     than each intermediate one.
     """
     if seed is not None and not is_stateless(augmenter):
-        others = sorted({type(layer).__name__ for layer in augmenter.layers if type(layer) not in STATELESS_LAYERS})
+        others = sorted({type(layer).__name__ for layer in augmenter.layers if not _draws_from_given_seed(layer)})
         raise ValueError(f"Stateless augmentation supports {[cls.__name__ for cls in STATELESS_LAYERS]}; the "
                          f"augmenter also has {others}. Pass seed=None to draw from the layers' own seed state.")
     mask_dtype = None if masks is None else masks.dtype
+    channels = masks is not None and masks.shape.rank == 4
     if masks is not None:
-        # Masks travel as a float channel so the image transforms accept them; nearest-neighbour
+        # Masks travel as float channels so the image transforms accept them; nearest-neighbour
         # interpolation keeps every value a class id, and rounding undoes any float error.
-        masks = tf.cast(masks[..., tf.newaxis], tf.float32)
+        masks = tf.cast(masks if channels else masks[..., tf.newaxis], tf.float32)
     if seed is None:
         for layer in augmenter.layers:
             if masks is None:
@@ -347,6 +356,8 @@ def augment_batch(augmenter: keras.Sequential, images: Any, *, masks: Any = None
             images, masks = _transform_geometrically(layers, transformations, images, masks)
     if masks is None:
         return images
+    if channels:
+        return images, tf.cast(tf.concat([tf.round(masks[..., :1]), masks[..., 1:]], axis=-1), mask_dtype)
     return images, tf.cast(tf.round(masks[..., 0]), mask_dtype)
 
 

@@ -45,7 +45,7 @@ def test_a_fixed_name_wins_over_a_prefix_for_its_task():
     ("cifar_10", "classification", r"Unknown dataset 'cifar_10'\. Did you mean 'cifar10'\? Available: digits, shapes"),
     ("folder:", "classification", r"Unknown dataset 'folder:'\..*folder:<path>"),
     ("npz:/x.npz", "segmentation", r"Unknown segmentation dataset 'npz:/x.npz'\. Available: shapes, "
-                                   r"tfds:oxford_iiit_pet, folder:<path>\."),
+                                   r"tfds:oxford_iiit_pet, membranes, folder:<path>\."),
     ("digits", "instance", r"Unknown instance dataset 'digits'\..* Available: shapes, coco:<path>\."),
     ("organmnist3d", "segmentation", r"Unknown segmentation dataset"),
 ])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from typing import Any, ClassVar
 
@@ -11,6 +12,12 @@ from lab.models import model_options
 
 SEGMENTATION_LOSSES = ("crossentropy", "dice", "combined")
 RECONSTRUCTION_LOSSES = ("binary_crossentropy", "mse")
+# U-Net's training as published (Ronneberger et al., 2015): elastic deformation by displacements
+# of 10 pixels' standard deviation on a 3x3 grid, and the weight map's w0 = 10 and sigma = 5 pixels.
+PAPER_ELASTIC_STDDEV = 10.0
+PAPER_ELASTIC_GRID = 3
+PAPER_WEIGHT_MAP_W0 = 10.0
+PAPER_WEIGHT_MAP_SIGMA = 5.0
 
 
 def check_backbone_weights(weights: str | None) -> None:
@@ -19,6 +26,37 @@ def check_backbone_weights(weights: str | None) -> None:
     if weights not in (None, "imagenet"):
         raise ValueError(f"weights must be 'imagenet' or None (random initialisation) for a segmentation backbone, "
                          f"received weights={weights!r}.")
+
+
+def check_elastic(stddev: float, grid: int) -> None:
+    """The one check of an elastic deformation's settings, which the configuration and
+    ``lab.segmentation.elastic.RandomElasticDeformation`` call.
+
+    Raises:
+        ValueError: a negative or non-finite stddev, or a grid of fewer than 2 points a side.
+    """
+    if isinstance(stddev, bool) or not isinstance(stddev, numbers.Real) or not math.isfinite(stddev) or stddev < 0:
+        raise ValueError(f"aug_elastic is the standard deviation in pixels of the elastic deformation's displacements, "
+                         f"a number >= 0 (0: off; the paper: {PAPER_ELASTIC_STDDEV:g}), received "
+                         f"aug_elastic={stddev!r}.")
+    if isinstance(grid, bool) or not isinstance(grid, numbers.Integral) or grid < 2:
+        raise ValueError(f"aug_elastic_grid is the number of displacement vectors on each side of the elastic "
+                         f"deformation's coarse grid, an integer >= 2 (the paper: {PAPER_ELASTIC_GRID}), received "
+                         f"aug_elastic_grid={grid!r}.")
+
+
+def check_weight_map(w0: float, sigma: float) -> None:
+    """The one check of U-Net's weight-map parameters, which the configuration and
+    ``lab.segmentation.weight_map`` call.
+
+    Raises:
+        ValueError: w0 negative or sigma not positive (or either not a finite number).
+    """
+    for key, value, allowed in (("weight_map_w0", w0, ">= 0"), ("weight_map_sigma", sigma, "> 0")):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+                or value < 0 or (key == "weight_map_sigma" and value == 0):
+            raise ValueError(f"{key} must be a number {allowed} (the paper: w0 = {PAPER_WEIGHT_MAP_W0:g}, sigma = "
+                             f"{PAPER_WEIGHT_MAP_SIGMA:g} pixels), received {key}={value!r}.")
 
 
 def check_tiles(tile_size: int | None, tile_margin: int | None) -> None:
@@ -52,9 +90,9 @@ def check_tiles(tile_size: int | None, tile_margin: int | None) -> None:
 class SegmentationConfig(BaseConfig):
     """A segmentation or autoencoder run (E6, E12).
 
-    Data: dataset is "shapes", "tfds:oxford_iiit_pet" or "folder:<path>"; dataset_size the
-        image side (shapes: generated at this size, default 32; pets: resized, default 128;
-        folders: resized).
+    Data: dataset is "shapes", "membranes", "tfds:oxford_iiit_pet" or "folder:<path>";
+        dataset_size the image side (shapes: generated at this size, default 32; membranes: the
+        same, default 128; pets: resized, default 128; folders: resized).
         background_class: the class id that is background (None: the data's own, 0). The
             foreground shares, the foreground IoU and the all_background flag are computed
             against it (EM membranes: the membrane may be class 0 and the foreground).
@@ -80,6 +118,18 @@ class SegmentationConfig(BaseConfig):
             than either alone, benchmarks/segmentation.py) or "binary_crossentropy".
         class_weighting: None, "balanced" (inverse pixel frequency of the training masks) or a
             list of one weight per class, background first (E6's "weight the background down").
+        aug_elastic: with augment=True, U-Net's elastic deformation of the training batches:
+            the standard deviation in pixels of the displacements on a coarse grid (0: off; the
+            paper: 10), one field per image, masks by nearest neighbour (``lab.segmentation.elastic``).
+        aug_elastic_grid: displacement vectors on each side of that grid (the paper: 3).
+        weight_map: train with U-Net's weight map, w(x) = w_c(x) + w0 * exp(-(d1 + d2)^2 /
+            (2 sigma^2)), multiplying each pixel's cross-entropy (``lab.segmentation.weight_map``;
+            the cells are the background class's regions). Computed once per training mask and
+            kept with the data. It shapes the training loss only: validation and test losses
+            are the unweighted ones, so runs with and without it compare. Not with
+            class_weighting (w_c is its class balancing); not with loss="dice" (no per-pixel term).
+        weight_map_w0, weight_map_sigma: the border term's height and width in pixels (the
+            paper: 10 and 5).
     Record:
         background_flag_ratio: the run is flagged ``all_background`` when its predicted
             foreground share is below this fraction of the true one (E6).
@@ -112,6 +162,11 @@ class SegmentationConfig(BaseConfig):
     crossentropy_weight: float = 1.0
     dice_weight: float = 1.0
     background_flag_ratio: float = 0.1
+    aug_elastic: float = 0.0
+    aug_elastic_grid: int = PAPER_ELASTIC_GRID
+    weight_map: bool = False
+    weight_map_w0: float = PAPER_WEIGHT_MAP_W0
+    weight_map_sigma: float = PAPER_WEIGHT_MAP_SIGMA
 
     @property
     def loss_name(self) -> str:
@@ -152,6 +207,25 @@ class SegmentationConfig(BaseConfig):
         if not 0.0 < self.background_flag_ratio < 1.0:
             raise ValueError(f"background_flag_ratio must be between 0 and 1, received {self.background_flag_ratio}.")
         self._validate_mask_folder_options()
+        self._validate_unet_recipe()
+
+    def _validate_unet_recipe(self) -> None:
+        """Elastic deformation and the weight map (U-Net's training as published)."""
+        check_elastic(self.aug_elastic, self.aug_elastic_grid)
+        check_weight_map(self.weight_map_w0, self.weight_map_sigma)
+        if not isinstance(self.weight_map, bool):
+            raise ValueError(f"weight_map must be True or False, received weight_map={self.weight_map!r}.")
+        if not self.weight_map:
+            return
+        if self.task == "reconstruction":
+            raise ValueError("weight_map weights a segmentation loss per pixel; autoencoders have no masks. Leave "
+                             "weight_map=False.")
+        if self.class_weighting is not None:
+            raise ValueError(f"weight_map holds its own class balancing (w_c); received class_weighting="
+                             f"{self.class_weighting!r} as well. Leave class_weighting=None with weight_map=True.")
+        if self.loss_name == "dice":
+            raise ValueError("weight_map weights the per-pixel cross-entropy, which loss='dice' does not have: use "
+                             "loss='crossentropy' or 'combined' with weight_map=True.")
 
     def _validate_mask_folder_options(self) -> None:
         """The background class and the mask-folder options, each refused by name; class_values

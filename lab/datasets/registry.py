@@ -36,7 +36,7 @@ class Source:
     Attributes:
         name: the registry name, or a prefix ending in ``:`` (then ``shown`` says what follows it).
         kind: which reader loads it (``digits``, ``shapes``, ``keras``, ``medmnist``, ``npz``,
-            ``tfds``, ``folder``, ``pets``, ``coco``).
+            ``tfds``, ``folder``, ``pets``, ``coco``, ``membranes``).
         tasks: the tasks it serves (of ``TASKS``).
         classes: the number of classes, as a classification set (a segmentation set's own
             count, background included; ``shapes`` as segmentation adds its background to
@@ -109,6 +109,7 @@ SOURCES: dict[str, Source] = {source.name: source for source in (
     Source("folder:", "folder", tasks=("classification", "segmentation"), shown="folder:<path>"),
     Source("npz:", "npz", shown="npz:<path>"),
     Source("coco:", "coco", tasks=("instance",), shown="coco:<path>"),
+    Source("membranes", "membranes", tasks=("segmentation",), classes=2, channels=1),
 )}
 
 

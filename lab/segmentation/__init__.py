@@ -10,6 +10,8 @@ Modules:
     pipeline   tf.data for image/mask pairs, augmentation applied to both alike
     tasks      what a segmentation or autoencoder run adds to the runner (lab.runner)
     tiling     overlap-tile prediction of whole images by a network trained on tiles
+    elastic    U-Net's elastic deformation, a Keras augmentation layer for images and masks
+    weight_map U-Net's weight map, computed once per mask and cached on the dataset
     training   train_segmentation, train_autoencoder: one run, one record
 Elsewhere, in their one place: the builders (unet, pretrained_unet, deeplab, fcn, autoencoder,
 denoising_autoencoder, vae) in ``lab.models``' registry; ``SegmentationConfig`` in

@@ -11,6 +11,11 @@ Soft Dice, exactly as E12 writes it, for each class c over all pixels i of the b
 
 A class absent from the batch's masks gets dice_c near 0 unless it is predicted nowhere, so
 Dice also penalises probability spent on absent classes. All losses are Keras-serialisable.
+
+Targets may also carry U-Net's weight map (``lab.segmentation.weight_map``): float targets of
+shape (batch, height, width, 2), the class ids in channel 0 and each pixel's weight w(x) in
+channel 1 (``split_targets``). The cross-entropy then multiplies each pixel's term by w(x), the
+paper's weighted loss; Dice and the metrics read the class ids only.
 """
 
 from __future__ import annotations
@@ -31,9 +36,18 @@ def class_probabilities(y_pred):
     return y_pred
 
 
+def split_targets(y_true):
+    """The class ids and the per-pixel weights of targets: ``(masks, weights)``, weights None
+    unless the targets carry a weight map ((batch, H, W, 2): class ids, then w(x))."""
+    if len(y_true.shape) == 4 and y_true.shape[-1] == 2:
+        return ops.round(y_true[..., 0]), ops.cast(y_true[..., 1], "float32")
+    return y_true, None
+
+
 def one_hot_masks(y_true, num_classes: int):
-    """Integer masks (…, H, W) or (…, H, W, 1) as float32 one-hot (…, H, W, classes)."""
-    y_true = ops.cast(y_true, "int32")
+    """Integer masks (…, H, W) or (…, H, W, 1) as float32 one-hot (…, H, W, classes); targets
+    with a weight map give their class ids."""
+    y_true = ops.cast(split_targets(y_true)[0], "int32")
     if len(y_true.shape) == 4 and y_true.shape[-1] == 1:
         y_true = ops.squeeze(y_true, axis=-1)
     return ops.one_hot(y_true, num_classes, dtype="float32")
@@ -97,7 +111,8 @@ class WeightedCrossentropy(keras.losses.Loss):
 
     With ``class_weights`` each pixel's loss is multiplied by the weight of its true class (what
     Keras' ``class_weight`` does for classification but refuses for masks): weighting the
-    background down makes the foreground count more (E6).
+    background down makes the foreground count more (E6). Targets with a weight map multiply
+    each pixel's loss by its w(x) too (``split_targets``).
 
     Args:
         class_weights: one weight per class (background first), or None for all ones.
@@ -114,7 +129,9 @@ class WeightedCrossentropy(keras.losses.Loss):
         log_p = ops.log(ops.clip(probabilities, epsilon, 1.0 - epsilon))
         weights = _weights(self.class_weights, probabilities.shape[-1])
         # (batch, H, W): weight of the true class times its negative log-probability.
-        return -ops.sum(truth * log_p * weights, axis=-1)
+        loss = -ops.sum(truth * log_p * weights, axis=-1)
+        pixel_weights = split_targets(y_true)[1]
+        return loss if pixel_weights is None else loss * pixel_weights
 
     def get_config(self):
         return {**super().get_config(), "class_weights": self.class_weights}

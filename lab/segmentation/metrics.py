@@ -11,6 +11,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from lab.segmentation.losses import split_targets
+
 
 def predicted_classes(y_pred):
     """Class ids from probabilities (argmax; one sigmoid channel is thresholded at 0.5)."""
@@ -20,7 +22,7 @@ def predicted_classes(y_pred):
 
 
 def _squeeze_masks(y_true):
-    y_true = ops.cast(y_true, "int32")
+    y_true = ops.cast(split_targets(y_true)[0], "int32")  # a weight map, if any, is the loss's only
     if len(y_true.shape) == 4 and y_true.shape[-1] == 1:
         y_true = ops.squeeze(y_true, axis=-1)
     return y_true

@@ -35,6 +35,7 @@ from lab.segmentation.losses import make_loss
 from lab.segmentation.metrics import MeanDice, MeanIoU, PixelAccuracy
 from lab.segmentation.pipeline import make_joint_augmenter, make_segmentation_pipeline
 from lab.segmentation.tiling import predict_whole_images
+from lab.segmentation.weight_map import dataset_weight_maps
 
 
 class _DensePrediction:
@@ -66,12 +67,17 @@ class _DensePrediction:
         if config.augment:
             augmenter = make_joint_augmenter(flip=config.aug_flip, rotation=config.aug_rotation, zoom=config.aug_zoom,
                                              translation=config.aug_translation, contrast=config.aug_contrast,
-                                             seed=config.seed)
+                                             seed=config.seed, elastic=config.aug_elastic,
+                                             elastic_grid=config.aug_elastic_grid)
         masks = self.targets == "masks"
         common = dict(batch_size=config.batch_size, input_scaling=config.input_scaling, seed=config.seed,
                       deterministic=config.deterministic, cache=config.cache, targets=self.targets)
+        # U-Net's weight maps weight the training loss only (SegmentationConfig.weight_map).
+        weights = None
+        if config.weight_map:
+            weights = dataset_weight_maps(data, "train", w0=config.weight_map_w0, sigma=config.weight_map_sigma)
         train_ds = make_segmentation_pipeline(data.x_train, data.masks_train if masks else None, training=True,
-                                              augmenter=augmenter, **common)
+                                              augmenter=augmenter, weight_maps=weights, **common)
         val_ds = make_segmentation_pipeline(data.x_val, data.masks_val if masks else None, training=False, **common)
         return FitPlan(model, train_ds, val_ds, [Phase(config.epochs, model)])
 

@@ -4,6 +4,7 @@
 ``lab.datasets.registry`` whose tasks include segmentation):
 
     shapes                   the embedded shapes with their masks (0 = background, shape's class + 1)
+    membranes                generated EM-like cell membranes (0 = cell, 1 = membrane; ``load_membranes``)
     tfds:oxford_iiit_pet     Oxford-IIIT Pet trimaps (1 pet, 2 background, 3 border) as classes
     folder:<path>            image and mask files matched by name (see ``load_mask_folder``)
 
@@ -24,6 +25,7 @@ The package has one module per concern, and every name is importable from here:
     lab.datasets.segmentation.dataset       SegmentationDataset, the type every loader returns
     lab.datasets.segmentation.mask_folders  load_mask_folder: image and mask files, tiles
     lab.datasets.segmentation.pets          load_oxford_pets: Oxford-IIIT Pet trimaps from TFDS
+    lab.datasets.segmentation.membranes     load_membranes: a generated, EM-like cell-membrane set
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any
 from lab.datasets.segmentation.dataset import WHOLE_SPLITS, SegmentationDataset
 from lab.datasets.segmentation.mask_folders import (COLOR_MODES, FOLDER_OPTIONS, cut_tiles, load_mask_folder,
                                                     tile_starts)
+from lab.datasets.segmentation.membranes import MEMBRANE_CLASSES, load_membranes
 from lab.datasets.segmentation.pets import PET_CLASSES, load_oxford_pets, trimap_to_classes
 
 
@@ -63,17 +66,17 @@ def load_segmentation_dataset(
     """Loads a segmentation dataset by name, then applies the size limit.
 
     Args:
-        name: "shapes", "tfds:oxford_iiit_pet" or "folder:<path>".
+        name: "shapes", "membranes", "tfds:oxford_iiit_pet" or "folder:<path>".
         size: image side: for shapes the generated size (default 32, a multiple of 2**5 so a
-            U-Net of depth up to 5 fits), for pets and folders the resize target (pets: 128;
-            a tiled folder is resized first, then cut into tiles).
+            U-Net of depth up to 5 fits), for membranes too (default 128), for pets and folders
+            the resize target (pets: 128; a tiled folder is resized first, then cut into tiles).
         limit: keep at most this many images per split (drawn by ``seed``); a tiled folder
             keeps this many images, each with all its tiles.
         val_fraction: validation share carved from train where a set has no validation split.
         seed: the seed of every random choice.
         data_dir, download: for TFDS (see ``lab.datasets.load_tfds``).
         background_class: the class id that is background (None: the set's own, 0).
-        **options: passed to the loader (``load_shapes``, ``load_oxford_pets``,
+        **options: passed to the loader (``load_shapes``, ``load_membranes``, ``load_oxford_pets``,
             ``load_mask_folder``); the ``FOLDER_OPTIONS`` (tile_size, class_values...) apply
             to folders only (None: unset).
 
@@ -94,6 +97,8 @@ def load_segmentation_dataset(
         from lab.datasets.embedded import load_shapes
 
         dataset = SegmentationDataset.from_dataset(load_shapes(seed=seed, dataset_size=size or 32, **options))
+    elif source.kind == "membranes":
+        dataset = load_membranes(seed=seed, dataset_size=size or 128, **options)
     elif source.kind == "pets":
         dataset = load_oxford_pets(dataset_size=size or 128, val_fraction=val_fraction, seed=seed, data_dir=data_dir,
                                    download=download, **options)
@@ -108,6 +113,6 @@ def load_segmentation_dataset(
     return dataset
 
 
-__all__ = ["COLOR_MODES", "FOLDER_OPTIONS", "PET_CLASSES", "WHOLE_SPLITS", "SegmentationDataset", "cut_tiles",
-           "list_segmentation_datasets", "load_mask_folder", "load_oxford_pets", "load_segmentation_dataset",
-           "tile_starts", "trimap_to_classes"]
+__all__ = ["COLOR_MODES", "FOLDER_OPTIONS", "MEMBRANE_CLASSES", "PET_CLASSES", "WHOLE_SPLITS", "SegmentationDataset",
+           "cut_tiles", "list_segmentation_datasets", "load_mask_folder", "load_membranes", "load_oxford_pets",
+           "load_segmentation_dataset", "tile_starts", "trimap_to_classes"]

@@ -35,6 +35,9 @@ class SegmentationDataset(ImageSplits):
         originals: for a tiled set, the whole validation and test images and masks before
             tiling, ``{"val": (images, masks), "test": (images, masks)}`` (lists: sizes may differ).
         tile_origins: for a tiled set, the index of the image each tile of a split was cut from.
+        weight_map_cache: U-Net weight maps computed for this dataset's masks, ``{split: (what
+            they were made from, maps)}`` (``lab.segmentation.weight_map``); a copy made by
+            ``dataclasses.replace`` or ``limit`` starts empty.
     """
 
     name: str
@@ -51,6 +54,8 @@ class SegmentationDataset(ImageSplits):
     tile_margin: int = 0
     originals: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = dataclasses.field(default_factory=dict)
     tile_origins: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    weight_map_cache: dict[str, tuple[dict[str, Any], np.ndarray]] = dataclasses.field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.class_names) < 2:
