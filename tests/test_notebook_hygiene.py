@@ -67,7 +67,9 @@ def test_every_repository_file_the_notebooks_and_docs_name_exists():
     missing = []
     for document in _documents():
         text = _text(document)
-        links = [link for link in _LINK.findall(text) if not re.match(r"[a-z]+:", link)]
+        # Markdown links in Markdown and notebooks; in Python, ``scorers[metric](counts)`` is a call.
+        links = [] if document.suffix == ".py" else \
+            [link for link in _LINK.findall(text) if not re.match(r"[a-z]+:", link)]
         for reference in sorted(set(_PATH.findall(text)) | set(links)):
             if "*" in reference or "<" in reference or "{" in reference:
                 continue
