@@ -488,8 +488,10 @@ def summarise(spec: BatchSpec, folder: Path, runs_root: Path | None = None, comm
         table = table[[c for c in ordered if c in table.columns]]
     with atomic.atomic_path(folder / "summary.csv") as tmp:
         table.to_csv(tmp, index=False)
-    compared = write_comparison(folder, [run for record in records for run in loaded[record["key"]]], spec.baseline)
-    atomic.write_text(folder / "summary.md", (to_markdown(table) if not table.empty else "(no runs)") + "\n" + compared)
+    every_run = [run for record in records for run in loaded[record["key"]]]
+    compared = write_comparison(folder, every_run, spec.baseline)
+    atomic.write_text(folder / "summary.md", (to_markdown(table, runs=every_run) if not table.empty else "(no runs)")
+                      + "\n" + compared)
     if histories:
         plots.save(plots.compare_curves(histories), folder / "curves.png")
     # A notebook parameter that is not a configuration field (say a notebook's own switch) is

@@ -361,8 +361,15 @@ def results_table(runs: Iterable[Run], columns: list[str] | None = None) -> pd.D
     return frame[columns].reset_index(drop=True)
 
 
-def to_markdown(frame: pd.DataFrame, floatfmt: str = ".4f") -> str:
-    """A markdown table for reports (``tabulate`` does the layout)."""
+def to_markdown(frame: pd.DataFrame, floatfmt: str = ".4f", runs: Iterable[Run] | None = None) -> str:
+    """A markdown table for reports (``tabulate`` does the layout); with the ``runs`` behind it,
+    each split's scores get the digits that split supports (``lab.confidence.column_decimals``)."""
+    if runs is not None:
+        from lab.confidence import column_decimals  # scipy: only where a table of runs is written
+
+        digits = column_decimals(list(frame.columns), [(run.config.get("data") or {}).get("sizes") or {}
+                                                       for run in runs])
+        floatfmt = tuple(f".{digits[c]}f" if c in digits else floatfmt for c in frame.columns)
     return frame.to_markdown(index=False, floatfmt=floatfmt)
 
 

@@ -175,7 +175,7 @@ def write_summary(name: str, runs: list[Run], reports_dir: str | None = None, *,
     table = results_table(runs, columns)
     with atomic.atomic_path(folder / "results.csv") as tmp:
         table.to_csv(tmp, index=False)
-    atomic.write_text(folder / "results.md", to_markdown(table) + "\n" + write_comparison(folder, runs, baseline))
+    atomic.write_text(folder / "results.md", to_markdown(table, runs=runs) + "\n" + write_comparison(folder, runs, baseline))
     repeated = len({run.name for run in runs}) < len(runs)  # several seeds of one configuration: say which
     plots.save(plots.compare_curves({f"{run.name} (seed {run.config.get('seed')})" if repeated else run.name:
                                      run.history() for run in runs}), folder / "curves.png")

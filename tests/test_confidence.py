@@ -346,3 +346,23 @@ def test_the_python_ablation_summary_compares_with_its_baseline_and_prints_the_d
     best = (result.summary_dir / "best_run.txt").read_text()
     n = result.runs[0].config["data"]["sizes"]["test"]
     assert re.search(rf"test accuracy \d\.\d{{1,2}} \[\d\.\d+, \d\.\d+\] on {n} test images", best), best
+
+
+def test_results_tables_print_each_split_with_the_digits_it_supports():
+    from lab.records import to_markdown
+    from lab.confidence import column_decimals
+
+    sizes = [{"train": 1200, "val": 216, "test": 360}, {"train": 1200, "val": 216, "test": 12000}]
+    digits = column_decimals(["name", "train_accuracy", "val_loss", "best_epoch_val_accuracy", "test_accuracy",
+                              "seconds_per_epoch", "params"], sizes)
+    # 360 test images move accuracy in steps of 0.003: three decimals, never four; 12 items: two.
+    assert digits == {"train_accuracy": 4, "val_loss": 3, "best_epoch_val_accuracy": 3, "test_accuracy": 3}
+    assert column_decimals(["test_accuracy"], [{"test": 12}]) == {"test_accuracy": 2}
+    assert column_decimals(["test_accuracy"], [{}]) == {}, "no sizes recorded: the table's own format"
+
+    class _Run:  # what to_markdown reads of a run: its data summary's split sizes
+        config = {"data": {"sizes": {"val": 216, "test": 360}}}
+
+    frame = pd.DataFrame({"name": ["a"], "test_accuracy": [0.912345], "seconds_per_epoch": [1.23456]})
+    text = to_markdown(frame, runs=[_Run()])
+    assert "0.912 " in text and "0.9123" not in text and "1.2346" in text

@@ -35,6 +35,7 @@ class Table:
     html: str = ""
     markdown: str = ""
     collapsed: bool = False
+    digits: dict[str, int] = dataclasses.field(default_factory=dict)  # column -> decimals (default: four)
 
 
 @dataclasses.dataclass

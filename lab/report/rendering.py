@@ -10,7 +10,7 @@ import base64
 import functools
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jinja2
 import pandas as pd
@@ -43,12 +43,18 @@ def template_source(name: str) -> str:
     return environment.loader.get_source(environment, name)[0]
 
 
-def number(value: Any) -> str:
-    """How both files show a float: four decimals, or four in scientific notation from a million
-    up (a diverged run's loss of 3.8e+08 would otherwise widen its column by half)."""
+def number(value: Any, digits: int = 4) -> str:
+    """How both files show a float: ``digits`` decimals (a table's column may ask for fewer: the
+    digits its split supports), or four in scientific notation from a million up (a diverged
+    run's loss of 3.8e+08 would otherwise widen its column by half)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    return f"{value:.4e}" if abs(value) >= 1e6 else f"{value:.4f}"
+    return f"{value:.4e}" if abs(value) >= 1e6 else f"{value:.{digits}f}"
+
+
+def _formatter(table: Table, column: Any) -> Callable[[Any], str]:
+    digits = table.digits.get(column, 4)
+    return lambda value: number(value, digits)
 
 
 def _float_columns(frame: pd.DataFrame) -> list:
@@ -68,7 +74,7 @@ def _table_html(table: Table, uuid: str) -> str:
     numeric = [c for c in frame.columns if frame[c].dtype.kind in "iuf" or str(frame[c].dtype) == "Int64"]
     styler = (frame.style.set_uuid(uuid).hide(axis="index")
               .format(escape="html", na_rep="")
-              .format(number, subset=_float_columns(frame), na_rep="")
+              .format({column: _formatter(table, column) for column in _float_columns(frame)}, na_rep="")
               # A break opportunity after each underscore lets long column names wrap in a narrow column.
               .format_index(lambda name: str(name).replace("_", "_\u200b"), escape="html", axis=1)
               .map(lambda value: "white-space: normal; min-width: 14rem;"
@@ -90,7 +96,7 @@ def _table_markdown(table: Table) -> str:
     frame = table.frame.copy()
     numeric = [c for c in frame.columns if frame[c].dtype.kind in "iuf" or str(frame[c].dtype) == "Int64"]
     for column in _float_columns(frame):
-        frame[column] = frame[column].map(number)
+        frame[column] = frame[column].map(_formatter(table, column))
     if table.marked and "status" in frame:
         frame["status"] = [f"**{status}**" if i in table.marked else status
                            for i, status in enumerate(frame["status"])]

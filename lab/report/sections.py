@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from lab.confidence import column_decimals
 from lab.records import Run
 from lab.report.comparisons import comparison_section
 from lab.report.document import MARKED, Figure, Section, Table, Text
@@ -45,7 +46,9 @@ def build_sections(source: Source, *, baseline: str | None = None
     blocks = [Text(f"{len(runs)} runs: " + ", ".join(f"{n} {status}" for status, n in counts.items())
                    + ". Metrics at each run's best epoch (its restored weights); diverged runs shaded red, "
                    "stalled runs yellow and failed runs grey, with their status in bold.")]
-    blocks.append(Table(table, "Results (from each run's metrics.json)", marked))
+    # Each split's scores with the digits that split supports (lab.confidence.column_decimals).
+    digits = column_decimals(list(table.columns), [(run.config.get("data") or {}).get("sizes") or {} for run in runs])
+    blocks.append(Table(table, "Results (from each run's metrics.json)", marked, digits=digits))
     problems = [{"run_id": run.run_id, "name": run.name, "status": run.status,
                  "reason": _shorten(run.metrics.get("divergence_reason") or run.metrics.get("error") or "not recorded")}
                 for run in runs if run.status in MARKED]
