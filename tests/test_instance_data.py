@@ -142,9 +142,10 @@ def test_the_difficulty_is_checked_and_recorded():
     from lab.datasets.registry import SOURCES
     from lab.runner import data_record
 
-    easy = load_instance_dataset("shapes_easy", num_train=4, num_val=2, num_test=0, dataset_size=48)
+    easy = load_instance_dataset("shapes_easy", dataset_size=48)
     record = json.loads(json.dumps(data_record(easy)))
     assert record["name"] == "shapes_easy" and record["class_names"] == ["circle", "square"]
+    assert record["images"] == {"train": 240, "val": 16, "test": 16}
     assert {key: record["source"][key] for key in SOURCES["shapes_easy"].options} == SOURCES["shapes_easy"].options
     assert record["source"]["drawn"] == {"name": "shapes_easy", "classes": ["circle", "square"], "radius": [0.15, 0.3],
                                          "rotated": False, "overlapping": False, "textured": False}
