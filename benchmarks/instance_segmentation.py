@@ -1,7 +1,7 @@
 """E7 on a CPU: what a light Mask R-CNN costs per step, and the mask AP it reaches in CPU minutes.
 
     python benchmarks/instance_segmentation.py                    # the benchmark (~10 minutes on 2 cores)
-    python benchmarks/instance_segmentation.py --quick            # notebook 07's quick setting (~3 minutes)
+    python benchmarks/instance_segmentation.py --quick            # notebook 07's quick setting (~2 minutes)
     python benchmarks/instance_segmentation.py --limit 100 --epochs 10
     python benchmarks/instance_segmentation.py --dataset shapes_easy --epochs 2 --lr-schedule cosine
 
@@ -10,8 +10,8 @@ Needs the instance-segmentation extra (``make setup-instance``).
 **What it measures:** ``lab.instance.train_instance`` fine-tunes the quick setting's Mask R-CNN
 (Model Garden's, ResNet-18-FPN, FPN and heads 64 wide, one head convolution, fc 256, 64 sampled
 proposals, 128 px, batch 2, SGD at 1e-2, BatchNorm momentum 0.9, random weights: offline, no
-checkpoint) on a generated instance set (``--dataset``: ``"shapes"``, 300/50/50 images, by default;
-``--quick`` trains notebook 07's quick run, on ``"shapes_easy"``). It prints,
+checkpoint) on a generated instance set (``--dataset``: ``"shapes"``, 300/50/50 images, by default, or
+its easy difficulty ``"shapes_easy"``, 240/16/16 images). It prints,
 per epoch, the wall seconds, the cumulative CPU minutes of the process and the validation box and
 mask AP, then the steady training step (wall seconds, tracing excluded), the test box and mask AP
 of the restored best epoch, the whole run's wall and CPU minutes, and how many cores other
@@ -36,7 +36,7 @@ from common import QUIET_HELP, LoadMeter, wait_until_quiet  # noqa: E402
 LIGHT = dict(backbone="resnet18", pipeline_size=128, fpn_filters=64, head_convs=1, head_filters=64, fc_dims=256,
              sampled_rois=64, norm_momentum=0.9, weights=None, batch_size=2)
 # Notebook 07's quick run (its ``if quick:`` cell) on top of LIGHT.
-QUICK = dict(dataset="shapes_easy", limit=None, epochs=2, learning_rate=2e-2, lr_schedule="cosine")
+QUICK = dict(dataset="shapes", limit=16, epochs=8, learning_rate=1e-2, lr_schedule=None)
 
 
 def main() -> int:

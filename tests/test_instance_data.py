@@ -156,6 +156,16 @@ def test_the_difficulty_is_checked_and_recorded():
                                                              dataset_size=48).content_hash()
 
 
+def test_a_run_loads_the_easy_set_at_its_dataset_size():
+    from lab.instance import load_data
+
+    data = load_data({"dataset": "shapes_easy", "dataset_size": 64, "limit": 3})
+    assert data.name == "shapes_easy" and data.images["train"][0].shape == (64, 64, 3)
+    assert data.source["difficulty"] == "easy" and data.source["limit"] == 3
+    with pytest.raises(ValueError, match=r"dataset_size applies to the generated sets \('shapes', 'shapes_easy'\)"):
+        load_data({"dataset": "coco:/nowhere", "dataset_size": 64})
+
+
 # -- COCO ---------------------------------------------------------------------------------------
 
 

@@ -86,7 +86,7 @@ def _keras_file(file: str, url: str | None = None, **digest: str) -> dict[str, A
 SOURCES: dict[str, Source] = {source.name: source for source in (
     Source("digits", "digits", classes=10, channels=1, sizes=(8,), splits={"all": 1797}),
     Source("shapes", "shapes", tasks=TASKS, classes=6, channels=3),
-    # E7's generated set made easy (lab.instance.data.DIFFICULTIES): notebook 07's quick run. Few
+    # E7's generated set made easy (lab.instance.data.DIFFICULTIES), for quick runs on a CPU. Few
     # validation images, so that scoring each epoch costs little beside training.
     Source("shapes_easy", "shapes", tasks=("instance",), classes=2, channels=3,
            options={"difficulty": "easy", "max_instances": 3, "noise": 0.05, "num_train": 240, "num_val": 16,

@@ -9,8 +9,8 @@ and one ``Instances`` per image (tight boxes, class ids 1..K, binary masks at th
   ``MIN_VISIBLE_FRACTION`` of its area and ``MIN_VISIBLE_PIXELS`` pixels visible, so no painted
   shape goes unlabelled and no instance is a sliver. Colours are random per shape, so the class
   is the shape and not the colour. ``difficulty="easy"`` (the registry's ``"shapes_easy"``) draws
-  an easier set (``DIFFICULTIES``), on which a light Mask R-CNN from random weights learns within
-  CPU minutes: notebook 07's quick run.
+  an easier set (``DIFFICULTIES``), on which a light Mask R-CNN from random weights shows that it
+  learns within CPU minutes (docs/instance-segmentation.md has the figures).
 - ``load_coco``: COCO instance annotations (polygons, RLE compressed or not) with their images.
   Needs pycocotools (the E7 extra).
 
@@ -70,8 +70,8 @@ class Difficulty:
 
 # "standard" is E7's set. "easy" keeps what a detector must still learn (where the objects are,
 # their class, their outline) but two classes whose outlines differ most, larger, upright, apart and
-# on a flat ground: notebook 07's quick run learns it from random weights within CPU minutes,
-# where on the standard set it stays near AP 0.
+# on a flat ground: a light Mask R-CNN from random weights learns it in CPU minutes, where in the
+# same steps on the standard set its AP stays near 0.
 DIFFICULTIES = {
     "standard": Difficulty("shapes", INSTANCE_SHAPE_CLASSES, (0.08, 0.2), rotated=True, overlapping=True,
                            textured=True),
