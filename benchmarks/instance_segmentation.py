@@ -1,15 +1,17 @@
 """E7 on a CPU: what a light Mask R-CNN costs per step, and the mask AP it reaches in CPU minutes.
 
     python benchmarks/instance_segmentation.py                    # the benchmark (~10 minutes on 2 cores)
-    python benchmarks/instance_segmentation.py --quick            # notebook 07's quick setting (~2 minutes)
+    python benchmarks/instance_segmentation.py --quick            # notebook 07's quick setting (~3 CPU minutes)
     python benchmarks/instance_segmentation.py --limit 100 --epochs 10
+    python benchmarks/instance_segmentation.py --dataset shapes_easy --epochs 2 --lr-schedule cosine
 
 Needs the instance-segmentation extra (``make setup-instance``).
 
 **What it measures:** ``lab.instance.train_instance`` fine-tunes the quick setting's Mask R-CNN
 (Model Garden's, ResNet-18-FPN, FPN and heads 64 wide, one head convolution, fc 256, 64 sampled
 proposals, 128 px, batch 2, SGD at 1e-2, BatchNorm momentum 0.9, random weights: offline, no
-checkpoint) on the generated instance set (``"shapes"``: 300/50/50 images by default). It prints,
+checkpoint) on a generated instance set (``--dataset``: ``"shapes"``, 300/50/50 images, by default, or
+its easy difficulty ``"shapes_easy"``, 240/16/16 images). It prints,
 per epoch, the wall seconds, the cumulative CPU minutes of the process and the validation box and
 mask AP, then the steady training step (wall seconds, tracing excluded), the test box and mask AP
 of the restored best epoch, the whole run's wall and CPU minutes, and how many cores other
@@ -33,19 +35,24 @@ from common import QUIET_HELP, LoadMeter, wait_until_quiet  # noqa: E402
 
 LIGHT = dict(backbone="resnet18", pipeline_size=128, fpn_filters=64, head_convs=1, head_filters=64, fc_dims=256,
              sampled_rois=64, norm_momentum=0.9, weights=None, batch_size=2)
+# Notebook 07's quick run (its ``if quick:`` cell) on top of LIGHT.
+QUICK = dict(dataset="shapes_easy", limit=None, epochs=2, learning_rate=2e-2, lr_schedule=None)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="notebook 07's quick setting: 16 images a split, 8 epochs")
-    parser.add_argument("--limit", type=int, default=None, help="images per split (default: all, 300/50/50)")
+    parser.add_argument("--quick", action="store_true", help=f"notebook 07's quick setting: {QUICK}")
+    parser.add_argument("--dataset", default="shapes", choices=("shapes", "shapes_easy"), help="the generated set")
+    parser.add_argument("--limit", type=int, default=None, help="images per split (default: all)")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--learning-rate", type=float, default=1e-2)
+    parser.add_argument("--lr-schedule", default=None, choices=("cosine", "step"), help="default: constant")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-other-load", type=float, default=0.5, help=QUIET_HELP)
     parser.add_argument("--wait-quiet", type=float, default=120.0, help="seconds to wait for a quiet machine")
     args = parser.parse_args()
-    limit, epochs = (16, 8) if args.quick else (args.limit, args.epochs)
+    run = QUICK if args.quick else dict(dataset=args.dataset, limit=args.limit, epochs=args.epochs,
+                                        learning_rate=args.learning_rate, lr_schedule=args.lr_schedule)
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["LAB_REPORTS_DIR"] = str(Path(tmp) / "reports")
@@ -73,13 +80,12 @@ def main() -> int:
         instance_task.InstanceTask.log_line = lambda self, n: keras.callbacks.CallbackList([log_line(self, n), clock])
         with LoadMeter([os.getpid()]) as meter:
             cpu_start, wall_start = time.process_time(), time.perf_counter()
-            result = train_instance(dataset="shapes", limit=limit, epochs=epochs, learning_rate=args.learning_rate,
-                                    seed=args.seed, early_stopping_patience=None, save_model=False, verbose=1,
+            result = train_instance(**run, seed=args.seed, early_stopping_patience=None, save_model=False, verbose=1,
                                     name="benchmark-e7-light", **LIGHT)
             wall, cpu = time.perf_counter() - wall_start, time.process_time() - cpu_start
         metrics, history = result.metrics, result.history
         print(f"\nMask R-CNN {LIGHT}, {metrics['params']:,} parameters; {metrics['steps_per_epoch']} steps an epoch, "
-              f"lr {args.learning_rate}, {epochs} epochs, images per split: {limit or 'all'}")
+              f"{run}")
         print(f"{'epoch':>5}{'wall s':>8}{'CPU min':>9}{'val box AP':>11}{'val mask AP':>12}")
         for epoch, row in history.iterrows():
             print(f"{epoch + 1:>5}{row['epoch_seconds']:>8.1f}{clock.minutes[epoch]:>9.2f}{row['val_box_ap']:>11.3f}"

@@ -46,7 +46,7 @@ def test_a_fixed_name_wins_over_a_prefix_for_its_task():
     ("folder:", "classification", r"Unknown dataset 'folder:'\..*folder:<path>"),
     ("npz:/x.npz", "segmentation", r"Unknown segmentation dataset 'npz:/x.npz'\. Available: shapes, "
                                    r"tfds:oxford_iiit_pet, membranes, folder:<path>\."),
-    ("digits", "instance", r"Unknown instance dataset 'digits'\..* Available: shapes, coco:<path>\."),
+    ("digits", "instance", r"Unknown instance dataset 'digits'\..* Available: shapes, shapes_easy, coco:<path>\."),
     ("organmnist3d", "segmentation", r"Unknown segmentation dataset"),
 ])
 def test_an_unknown_name_lists_the_valid_ones(name, task, message):

@@ -82,7 +82,8 @@ def test_limit_summary_and_bad_arguments():
         load_instance_shapes(dataset_size=16)
     with pytest.raises(ValueError, match="Unknown split 'dev'"):
         data.split("dev")
-    with pytest.raises(ValueError, match=r"Unknown instance dataset 'pets'\..* Available: shapes, coco:<path>\."):
+    with pytest.raises(ValueError, match=r"Unknown instance dataset 'pets'\..* Available: shapes, shapes_easy, "
+                                         r"coco:<path>\."):
         load_instance_dataset("pets")
     assert load_instance_dataset("shapes", num_train=2, num_val=1, num_test=0, dataset_size=32).name == "shapes"
 
@@ -105,6 +106,64 @@ def test_instance_dataset_refuses_bad_content():
         make([image], [truth], class_names=("a",))
     with pytest.raises(ValueError, match="2 images but 1 Instances"):
         make([image, image], [truth])
+
+
+def test_the_easy_difficulty_draws_upright_circles_and_squares_apart_on_a_flat_ground():
+    data = small_shapes(difficulty="easy", noise=0.0, max_instances=3, num_train=30, dataset_size=64)
+    assert data.name == "shapes_easy" and data.class_names == ["circle", "square"]
+    counts = data.class_counts("train")
+    assert (counts > 0).all() and counts.sum() > 30, "both classes, several shapes in some images"
+    for image, truth in zip(*data.split("train")):
+        assert 1 <= len(truth) <= 3
+        assert (truth.masks.sum(axis=0) <= 1).all()
+        outside = ~truth.masks.any(0).astype(bool)
+        assert len(np.unique(image[outside], axis=0)) == 1, "the ground is one flat colour"
+        for mask, box, label in zip(truth.masks, truth.boxes, truth.classes):
+            box_area = (box[2] - box[0]) * (box[3] - box[1])
+            # Upright squares fill their box; circles leave its corners (pi/4 of it).
+            fill = mask.sum() / box_area
+            assert fill == 1.0 if data.class_names[label - 1] == "square" else 0.7 < fill < 0.85
+            # Larger than the standard set's: a radius of at least 0.15 of the side.
+            assert min(box[2] - box[0], box[3] - box[1]) >= 2 * 0.8 * 0.15 * 64 - 1
+        for i in range(len(truth)):  # apart: no two shapes' boxes share a pixel row and column both
+            for j in range(i + 1, len(truth)):
+                a, b = truth.boxes[i], truth.boxes[j]
+                assert not (min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1]))
+    standard = small_shapes(noise=0.0)
+    assert standard.name == "shapes" and standard.class_names == list(INSTANCE_SHAPE_CLASSES)
+
+
+def test_the_difficulty_is_checked_and_recorded():
+    with pytest.raises(ValueError, match=r"difficulty must be one of \['standard', 'easy'\].*received 'hard'"):
+        small_shapes(difficulty="hard")
+    assert small_shapes().source["difficulty"] == "standard"
+    # The registry's name implies the difficulty and its own noise and instance count; the run
+    # record's data section (lab.runner.data_record) says which set was drawn, and how.
+    from lab.datasets.registry import SOURCES
+    from lab.runner import data_record
+
+    easy = load_instance_dataset("shapes_easy", dataset_size=48)
+    record = json.loads(json.dumps(data_record(easy)))
+    assert record["name"] == "shapes_easy" and record["class_names"] == ["circle", "square"]
+    assert record["images"] == {"train": 240, "val": 16, "test": 16}
+    assert {key: record["source"][key] for key in SOURCES["shapes_easy"].options} == SOURCES["shapes_easy"].options
+    assert record["source"]["drawn"] == {"name": "shapes_easy", "classes": ["circle", "square"], "radius": [0.15, 0.3],
+                                         "rotated": False, "overlapping": False, "textured": False}
+    assert SOURCES["shapes_easy"].classes == easy.num_classes
+    # An option passed by name wins over the one the name implies.
+    assert load_instance_dataset("shapes_easy", num_train=2, num_val=1, num_test=0, noise=0.0).source["noise"] == 0.0
+    assert record["content_sha256"] != load_instance_dataset("shapes", num_train=4, num_val=2, num_test=0,
+                                                             dataset_size=48).content_hash()
+
+
+def test_a_run_loads_the_easy_set_at_its_dataset_size():
+    from lab.instance import load_data
+
+    data = load_data({"dataset": "shapes_easy", "dataset_size": 64, "limit": 3})
+    assert data.name == "shapes_easy" and data.images["train"][0].shape == (64, 64, 3)
+    assert data.source["difficulty"] == "easy" and data.source["limit"] == 3
+    with pytest.raises(ValueError, match=r"dataset_size applies to the generated sets \('shapes', 'shapes_easy'\)"):
+        load_data({"dataset": "coco:/nowhere", "dataset_size": 64})
 
 
 # -- COCO ---------------------------------------------------------------------------------------

@@ -86,6 +86,11 @@ def _keras_file(file: str, url: str | None = None, **digest: str) -> dict[str, A
 SOURCES: dict[str, Source] = {source.name: source for source in (
     Source("digits", "digits", classes=10, channels=1, sizes=(8,), splits={"all": 1797}),
     Source("shapes", "shapes", tasks=TASKS, classes=6, channels=3),
+    # E7's generated set made easy (lab.instance.data.DIFFICULTIES), for quick runs on a CPU. Few
+    # validation images, so that scoring each epoch costs little beside training.
+    Source("shapes_easy", "shapes", tasks=("instance",), classes=2, channels=3,
+           options={"difficulty": "easy", "max_instances": 3, "noise": 0.05, "num_train": 240, "num_val": 16,
+                    "num_test": 16}),
     Source("mnist", "keras", classes=10, channels=1, sizes=(28,), splits=_KERAS_SPLITS,
            files=(_keras_file("mnist.npz", sha256="731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"),)),
     # MD5s as published in zalandoresearch/fashion-mnist's README.

@@ -39,14 +39,15 @@ class InstanceTask:
     """E7's task for ``lab.runner.run`` (see the module docstring)."""
 
     def load_data(self, config: InstanceConfig) -> Any:
+        from lab.datasets.registry import find_source
         from lab.instance.data import load_instance_dataset
 
         options: dict[str, Any] = {}
-        if config.dataset == "shapes":
+        if find_source(config.dataset, "instance")[0].kind == "shapes":
             options["dataset_size"] = config.dataset_size or GENERATED_DATASET_SIZE
         elif config.dataset_size is not None:
-            raise ValueError(f"dataset_size applies to the generated set ('shapes'), received dataset_size="
-                             f"{config.dataset_size} with dataset={config.dataset!r}: Mask R-CNN resizes images to "
+            raise ValueError(f"dataset_size applies to the generated sets ('shapes', 'shapes_easy'), received "
+                             f"dataset_size={config.dataset_size} with dataset={config.dataset!r}: Mask R-CNN resizes images to "
                              f"pipeline_size itself. Leave dataset_size unset.")
         if config.split_fractions is not None:
             options["split_fractions"] = config.split_fractions
