@@ -460,6 +460,8 @@ def feature_cache_decision(config: RunConfig, *, streamed: bool | None = None) -
         return "off: distributed runs pass images through the backbone"
     if config.mixup or config.cutmix:
         return "off: mixup/cutmix mix the images of every batch"
+    if config.balanced_sampling:
+        return "off: balanced_sampling draws the training images by class"
     if config.augment and config.feature_cache_passes == 1:
         return ("off: augmentation changes the images every epoch (set feature_cache_passes > 1 to cache "
                 "that many augmented passes)")
@@ -518,12 +520,16 @@ def _image_pipelines(config: RunConfig, data: Dataset, augmenter):
     common = dict(batch_size=config.batch_size, pipeline_size=config.pipeline_size, input_scaling=config.input_scaling,
                   seed=config.seed, deterministic=config.deterministic)
     if isinstance(data, StreamedDataset):
+        if config.balanced_sampling:  # data_path="auto" chose to stream this data
+            raise ValueError(f"balanced_sampling draws in-memory images by class, but this data is streamed from "
+                             f"TFRecords ({data.access.get('reason', 'data_path')}). Use class_weighting='balanced', "
+                             "or data_path='memory' if it fits in memory.")
         # Streamed from the shards (verified once here, by sha256); no cache: the shards are it.
         return (data.pipeline("train", training=True, augmenter=augmenter, **common),
                 data.pipeline("val", training=False, **common))
     cache = config.cache if config.cache in (True, False) else str(Path(config.cache) / "train")
     train_ds = make_pipeline(data.x_train, data.y_train, training=True, augmenter=augmenter, cache=cache,
-                             **common)
+                             balance_classes=config.balanced_sampling, **common)
     val_ds = make_pipeline(data.x_val, data.y_val, training=False, cache=bool(config.cache), **common)
     return train_ds, val_ds
 

@@ -96,6 +96,7 @@ def make_pipeline(
     seed: int = 0,
     deterministic: bool = True,
     drop_remainder: bool = False,
+    balance_classes: bool = False,
 ) -> tf.data.Dataset:
     """Turns in-memory images (and labels) into a batched, prefetched tf.data pipeline.
 
@@ -115,6 +116,8 @@ def make_pipeline(
         seed: seeds the shuffle and the augmentation.
         deterministic: keep the element order fixed across runs.
         drop_remainder: drop the last, smaller batch.
+        balance_classes: when training, draw every class equally often instead of shuffling
+            (``balanced_classes``); an epoch stays as long as the data.
 
     Returns:
         A ``tf.data.Dataset`` of ``(images, labels)`` batches (or images alone).
@@ -138,12 +141,37 @@ def make_pipeline(
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
         ds = ds.cache(str(cache))
     # 3. Shuffle the training split only; reshuffled every epoch, repeatably from the seed.
-    if training:
+    if training and balance_classes:
+        if labels is None:
+            raise ValueError("balance_classes=True needs labels: it draws the images by class.")
+        ds = balanced_classes(ds, labels, seed=seed)
+    elif training:
         ds = ds.shuffle(shuffle_buffer or len(images), seed=seed, reshuffle_each_iteration=True)
     # 4.-7. Batch, scale, augment, prefetch.
     return batch_and_finish(ds, training=training, batch_size=batch_size, input_scaling=input_scaling,
                             uint8_input=uint8_input, augmenter=augmenter, deterministic=deterministic,
                             drop_remainder=drop_remainder, seed=seed)
+
+
+def balanced_classes(ds: tf.data.Dataset, labels: np.ndarray, *, seed: int = 0) -> tf.data.Dataset:
+    """Class-balanced sampling: each element is drawn from a class chosen uniformly at random.
+
+    Args:
+        ds: elements ``(image, label)``, in the order of ``labels``.
+        labels: the integer labels (to find the classes and the epoch's length).
+        seed: seeds the class draws and each class's shuffle (afresh every epoch).
+
+    Returns:
+        An epoch of ``len(labels)`` elements in which every present class is equally likely:
+        minority images repeat within an epoch, majority images are left out of it.
+    """
+    classes = np.unique(np.asarray(labels))
+    per_class = [ds.filter(lambda _image, label, c=int(c): tf.equal(tf.cast(label, tf.int64), c))
+                 .shuffle(int(np.sum(labels == c)), seed=seed + int(c), reshuffle_each_iteration=True).repeat()
+                 for c in classes]
+    mixed = tf.data.Dataset.sample_from_datasets(per_class, weights=[1.0 / len(classes)] * len(classes), seed=seed,
+                                                 rerandomize_each_iteration=True)
+    return mixed.take(len(labels))
 
 
 def check_batching(batch_size: int, input_scaling: str) -> None:

@@ -14,7 +14,7 @@ from lab.config import RunConfig
 from lab.config.classification import RECIPES
 from lab.losses import SparseCategoricalCrossentropy, accuracy
 from lab.optimizers import make_optimizer
-from lab.pipeline import mix_batch, mix_batches
+from lab.pipeline import make_pipeline, mix_batch, mix_batches
 from lab.records import load_run
 from lab.runner import ema_callbacks
 from lab.training import train
@@ -190,3 +190,35 @@ def test_a_binary_run_applies_its_validation_threshold_to_the_confusion_matrix(m
 def test_a_threshold_for_a_multiclass_run_is_refused_before_training():
     with pytest.raises(ValueError, match="applies to binary tasks; this one has 10 classes"):
         train(**TINY, decision_threshold="validation")
+
+
+# -- class-balanced sampling ----------------------------------------------------------------------------------------
+
+
+def test_balanced_sampling_draws_every_class_about_equally_and_repeatably():
+    labels = np.array([0] * 270 + [1] * 30)  # 10% minority
+    images = np.arange(300, dtype=np.uint8).reshape(300, 1, 1, 1)
+
+    def epochs(seed):
+        ds = make_pipeline(images, labels, training=True, batch_size=50, balance_classes=True, seed=seed, cache=False)
+        return [np.concatenate([y.numpy() for _, y in ds]) for _ in range(2)]
+
+    first, second = epochs(0)
+    assert len(first) == len(labels)  # an epoch is as long as the data
+    assert 0.4 < first.mean() < 0.6 and 0.4 < second.mean() < 0.6  # about half minority
+    assert not np.array_equal(first, second)  # drawn afresh every epoch
+    assert all(np.array_equal(a, b) for a, b in zip(epochs(0), (first, second)))  # the same per seed
+
+
+def test_balanced_sampling_refuses_class_weighting_and_streaming():
+    with pytest.raises(ValueError, match="would correct twice: choose one"):
+        RunConfig(balanced_sampling=True, class_weighting="balanced")
+    with pytest.raises(ValueError, match="streamed data .* is not supported"):
+        RunConfig(balanced_sampling=True, data_path="stream")
+    with pytest.raises(ValueError, match="balanced_sampling must be True or False, received balanced_sampling=1"):
+        RunConfig(balanced_sampling=1)
+
+
+def test_a_balanced_run_trains():
+    result = train(**TINY, balanced_sampling=True)
+    assert result.metrics["status"] in ("completed", "stalled") and result.config.balanced_sampling

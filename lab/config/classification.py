@@ -80,6 +80,9 @@ class RunConfig(BaseConfig):
             pastes a box of it; the labels become the same blend of one-hot labels. With both
             set, each batch uses one of them, half the time each. Validation and test are never
             mixed; the training accuracy is then against each mixed image's larger share.
+        balanced_sampling: draw training images class-balanced (``lab.pipeline.balanced_classes``):
+            every class equally often, epochs as long as the data. The alternative to
+            class_weighting (both at once would correct twice); in-memory data only.
     Evaluation:
         decision_threshold: None (the class of largest probability) or "validation": a binary
             task's test confusion matrix and prediction grid use the threshold chosen on the
@@ -128,6 +131,7 @@ class RunConfig(BaseConfig):
     mixup: float = 0.0
     cutmix: float = 0.0
     decision_threshold: str | None = None
+    balanced_sampling: bool = False
 
     @classmethod
     def expand(cls, values: dict[str, Any]) -> dict[str, Any]:
@@ -170,7 +174,7 @@ class RunConfig(BaseConfig):
         self._validate_transfer()
 
     def _validate_recipe_options(self) -> None:
-        """ema, mixup, cutmix and decision_threshold."""
+        """ema, mixup, cutmix, decision_threshold and balanced_sampling."""
         if not isinstance(self.ema, bool):
             raise ValueError(f"ema must be True or False, received ema={self.ema!r}.")
         if isinstance(self.ema_momentum, bool) or not isinstance(self.ema_momentum, (int, float)) \
@@ -182,6 +186,15 @@ class RunConfig(BaseConfig):
                 raise ValueError(f"{key} is the Beta distribution's alpha (0: off, e.g. 0.2 or 1.0), received "
                                  f"{key}={value!r}.")
         _one_of("decision_threshold", self.decision_threshold, DECISION_THRESHOLDS)
+        if not isinstance(self.balanced_sampling, bool):
+            raise ValueError(f"balanced_sampling must be True or False, received balanced_sampling="
+                             f"{self.balanced_sampling!r}.")
+        if self.balanced_sampling and self.class_weighting is not None:
+            raise ValueError(f"balanced_sampling and class_weighting={self.class_weighting!r} both correct for class "
+                             "imbalance, and together they would correct twice: choose one.")
+        if self.balanced_sampling and (self.data_path == "stream" or self.tfrecord_dir):
+            raise ValueError("balanced_sampling draws in-memory images by class; streamed data (data_path='stream' "
+                             "or tfrecord_dir) is not supported. Use class_weighting='balanced' instead.")
 
     def _validate_init_from(self) -> None:
         if not self.init_from:
