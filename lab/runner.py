@@ -401,7 +401,8 @@ def _run_phases(plan: FitPlan, watch: _Watch, callbacks: list, strategy, run_pat
                                          steps_per_epoch=schedules.steps_per_epoch(plan.train, phase.steps_per_epoch))
         csv = keras.callbacks.CSVLogger(str(run_path / "history.csv"), append=index > 0)
         fit = phase.fitted.fit(plan.train, validation_data=plan.val, initial_epoch=epoch, epochs=epoch + phase.epochs,
-                               callbacks=[*ema_callbacks(phase.fitted), *callbacks, *schedules.schedule_callbacks(config, schedule), csv], verbose=0,
+                               callbacks=[*ema_callbacks(phase.fitted), *callbacks,
+                                          *schedules.schedule_callbacks(config, schedule), csv], verbose=0,
                                shuffle=False, class_weight=plan.class_weight, steps_per_epoch=phase.steps_per_epoch)
         history = pd.DataFrame(fit.history)
         if phased:

@@ -44,7 +44,8 @@ def test_ema_weights_differ_from_the_raw_ones_and_are_what_is_validated_and_kept
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(64, 4)).astype("float32"), rng.integers(0, 2, 64)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
-    model.compile(optimizer=make_optimizer("sgd", 0.5, ema=True, ema_momentum=0.5), loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=make_optimizer("sgd", 0.5, ema=True, ema_momentum=0.5),
+                  loss="sparse_categorical_crossentropy")
     weights, best = _Weights(), RestoreBestWeights()
     history = model.fit(x, y, validation_data=(x, y), epochs=3, batch_size=16, verbose=0, shuffle=False,
                         callbacks=[*ema_callbacks(model), weights, best])
