@@ -3,13 +3,17 @@
     python benchmarks/recipes.py                       # the benchmark (see below for the time)
     python benchmarks/recipes.py --quick               # smoke run: 2 epochs on 200 images per split
     python benchmarks/recipes.py --datasets shapes --recipes e1,resnet18 --epochs 30
+    python benchmarks/recipes.py --datasets digits,digits_imbalanced --recipes default,strong --epochs 60 --seeds 3
 
 Every recipe trains for the same number of epochs (early stopping off; the best epoch by
 validation loss is restored and tested, as in every run) with ``lab.training.train``, on
 
 * ``digits``: scikit-learn's real handwritten digits, enlarged to 28x28 in the pipeline (as
   notebook 01's quick setting), 10 classes;
-* ``shapes``: the generated 28x28 colour shapes, 6 imbalanced classes.
+* ``shapes``: the generated 28x28 colour shapes, 6 imbalanced classes;
+* ``digits_imbalanced``: a binary variant of digits (3 against 8, the pair the E1 CNN confuses
+  most), 10% eights in training and validation, balanced at test: the shape of the chest images
+  of issue 23 (10% of one class in training, more at test).
 
 The recipes:
 
@@ -25,6 +29,14 @@ The recipes:
 * ``resnet18``: MedMNIST's ResNet-18 (28) baseline recipe: ``model="resnet18"`` (3x3 stem, no
   max-pool, 11.2 M parameters), Adam at 1e-3, step decay x0.1 at 50% and 75% of the epochs,
   batch 128, no augmentation (MedMNIST v2's training script).
+* ``default``: ``RunConfig``'s defaults (the E1 CNN, Adam at 1e-3, no augmentation).
+* ``strong``: ``recipe="strong"`` (``lab.config.classification.RECIPES``: AdamW, cosine,
+  label smoothing, mixup and cutmix, EMA, augmentation) on the same CNN. On the binary variant
+  both also run with ``decision_threshold="validation"`` and report the accuracy at the
+  validation threshold beside the 0.5 one.
+
+With ``--seeds 3`` (or a list, ``0,4,9``) every recipe runs once per seed and a second table gives each score's
+mean across the seeds with its 95% t interval (``lab.confidence.across_seeds``).
 
 It prints one table: test accuracy, test macro AUC (one-vs-rest), the best epoch, training
 seconds (the fit, without evaluation) and how many cores other processes kept busy meanwhile
@@ -39,6 +51,7 @@ default 20 epochs take roughly 25-40 minutes on 2 quiet cores, almost all of it 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -48,7 +61,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import numpy as np  # noqa: E402
+
 from common import QUIET_HELP, LoadMeter, wait_until_quiet  # noqa: E402
+
+from lab.seeds import parse_argument, seed_list  # noqa: E402
 
 # E1's best configuration (notebook 01's parameters), without early stopping.
 E1 = dict(model="cnn", normalization="batch", dropout_rate=0.5, augment=True, learning_rate=1e-4, optimizer="adam",
@@ -58,8 +75,40 @@ RESNET18 = dict(model="resnet18", learning_rate=1e-3, optimizer="adam", batch_si
                 augment=False)
 # Notebook 01 does not flip digits in training (a mirrored digit is another symbol).
 DATASETS = {"digits": dict(dataset="digits", pipeline_size=28, aug_flip=None),
-            "shapes": dict(dataset="shapes", dataset_size=28)}
-RECIPES = ("e1", "e1_cosine", "resnet18")
+            "shapes": dict(dataset="shapes", dataset_size=28),
+            "digits_imbalanced": dict(dataset="digits", pipeline_size=28, aug_flip=None,
+                                      decision_threshold="validation")}
+RECIPES = ("e1", "e1_cosine", "resnet18", "default", "strong")
+# The binary variant of digits: these two classes, this share of the minority in training.
+IMBALANCED_CLASSES, MINORITY_SHARE = (3, 8), 0.10
+
+
+def digits_imbalanced(limit: int | None = None, seed: int = 0):
+    """``digits_imbalanced``: 3 against 8, MINORITY_SHARE eights in train and validation, balanced test."""
+    from lab.datasets import from_arrays, load_dataset
+
+    data = load_dataset("digits")
+    rng = np.random.default_rng(seed)
+
+    def split(x, y, minority_share):
+        """The split's threes and some of its eights: MINORITY_SHARE of the result, or as many as
+        the threes when minority_share is None (balanced)."""
+        majority = np.flatnonzero(y == IMBALANCED_CLASSES[0])
+        minority = np.flatnonzero(y == IMBALANCED_CLASSES[1])
+        if minority_share is None:
+            count = min(len(majority), len(minority))
+            majority = rng.choice(majority, size=count, replace=False)
+        else:
+            count = max(1, round(len(majority) * minority_share / (1 - minority_share)))
+        chosen = np.concatenate([majority, rng.choice(minority, size=min(count, len(minority)), replace=False)])
+        chosen = rng.permutation(chosen)[:limit]
+        return x[chosen], (y[chosen] == IMBALANCED_CLASSES[1]).astype(np.int64)
+
+    x_train, y_train = split(data.x_train, data.y_train, MINORITY_SHARE)
+    x_val, y_val = split(data.x_val, data.y_val, MINORITY_SHARE)
+    x_test, y_test = split(data.x_test, data.y_test, None)
+    return from_arrays(x_train, y_train, x_test, y_test, x_val=x_val, y_val=y_val,
+                       class_names=[str(c) for c in IMBALANCED_CLASSES], name="digits_imbalanced")
 
 
 def recipe(name: str, args: argparse.Namespace) -> dict:
@@ -71,19 +120,43 @@ def recipe(name: str, args: argparse.Namespace) -> dict:
                 "learning_rate": args.cosine_learning_rate or E1["learning_rate"]}
     if name == "resnet18":
         return dict(RESNET18)
+    if name == "default":
+        return {}
+    if name == "strong":
+        return {"recipe": "strong", "warmup_epochs": min(2, args.epochs - 1)}
     raise ValueError(f"Unknown recipe {name!r}; choose from {', '.join(RECIPES)}.")
+
+
+def across_seeds_table(table):
+    """Each (dataset, recipe)'s scores as the mean across seeds with its 95% t interval."""
+    import pandas as pd
+
+    from lab.confidence import across_seeds, format_estimate
+
+    summary = []
+    for (dataset, name), group in table.groupby(["dataset", "recipe"], sort=False):
+        row = {"dataset": dataset, "recipe": name, "seeds": len(group)}
+        for key in ("test_accuracy", "test_macro_auc", "test_accuracy_at_val_threshold"):
+            values = group[key].dropna()
+            row[key] = format_estimate(across_seeds(values.tolist())) if len(values) else ""
+        row["train_seconds_mean"] = round(float(group["train_seconds"].mean()), 1)
+        summary.append(row)
+    return pd.DataFrame(summary)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 epochs, 200 images per split")
-    parser.add_argument("--datasets", default="digits,shapes", help="comma-separated: digits, shapes")
+    parser.add_argument("--datasets", default="digits,shapes",
+                        help="comma-separated: digits, shapes, digits_imbalanced")
     parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated: {', '.join(RECIPES)}")
     parser.add_argument("--epochs", type=int, default=20, help="epochs of every recipe (default %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="at most this many images per split")
     parser.add_argument("--cosine-learning-rate", type=float, default=None,
                         help="peak rate of the cosine recipe (default: E1's 1e-4)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=parse_argument, default=None,
+                        help="run each recipe once per seed: a count from --seed (3) or a list (0,4,9)")
     parser.add_argument("--reports-dir", default=None, help="keep the run records here (default: a temporary folder)")
     parser.add_argument("--max-other-load", type=float, default=0.5, help=QUIET_HELP)
     parser.add_argument("--wait-quiet", type=float, default=60.0, help="seconds to wait for a quiet machine")
@@ -101,30 +174,40 @@ def main() -> int:
 
         print(f"device: {hardware.device_summary()}, {os.cpu_count()} cores; {args.epochs} epochs per recipe")
         rows = []
+        seeds = seed_list(args.seeds, base_seed=args.seed)
         for dataset in args.datasets.split(","):
-            for name in args.recipes.split(","):
-                config = {**DATASETS[dataset], **recipe(name, args), "epochs": args.epochs, "limit": args.limit,
-                          "seed": args.seed, "early_stopping_patience": None, "verbose": 0, "save_model": False,
-                          "reports_dir": reports, "name": f"{name}-{dataset}", "tags": ["benchmark-recipes"]}
-                wait_until_quiet(args.max_other_load, args.wait_quiet)
-                with LoadMeter([os.getpid()]) as meter:
-                    metrics = train(config).metrics
-                common = {"dataset": dataset, "epochs": metrics["epochs_run"], "best_epoch": metrics["best_epoch"],
-                          "params": metrics["params"], "train_seconds": round(metrics["train_seconds"], 1),
-                          "others": round(meter.others, 2)}
-                if config.get("tta"):
-                    rows.append({"recipe": "e1 + cosine", **common, "test_accuracy": metrics["test_accuracy_no_tta"],
-                                 "test_macro_auc": metrics["test_macro_auc_no_tta"]})
-                    rows.append({"recipe": "e1 + cosine + tta", **common, "test_accuracy": metrics["test_accuracy"],
-                                 "test_macro_auc": metrics["test_macro_auc"]})
-                else:
-                    rows.append({"recipe": name.replace("resnet18", "resnet18 (28), MedMNIST recipe"), **common,
-                                 "test_accuracy": metrics["test_accuracy"], "test_macro_auc": metrics["test_macro_auc"]})
-                print(f"  {name} on {dataset}: test accuracy {metrics['test_accuracy']:.4f}, "
-                      f"{metrics['train_seconds']:.1f} s", flush=True)
-        columns = ["dataset", "recipe", "epochs", "best_epoch", "test_accuracy", "test_macro_auc", "train_seconds",
-                   "params", "others"]
-        print(to_markdown(pd.DataFrame(rows)[columns]))
+            for seed in seeds:
+                data = digits_imbalanced(args.limit, seed) if dataset == "digits_imbalanced" else None
+                for name in args.recipes.split(","):
+                    config = {**DATASETS[dataset], **recipe(name, args), "epochs": args.epochs, "limit": args.limit,
+                              "seed": seed, "early_stopping_patience": None, "verbose": 0, "save_model": False,
+                              "reports_dir": reports, "name": f"{name}-{dataset}", "tags": ["benchmark-recipes"]}
+                    wait_until_quiet(args.max_other_load, args.wait_quiet)
+                    with LoadMeter([os.getpid()]) as meter:
+                        metrics = train(config, data=data).metrics
+                    common = {"dataset": dataset, "seed": seed, "epochs": metrics["epochs_run"],
+                              "best_epoch": metrics["best_epoch"], "params": metrics["params"],
+                              "train_seconds": round(metrics["train_seconds"], 1), "others": round(meter.others, 2),
+                              "test_accuracy_at_val_threshold": metrics.get("test_accuracy_at_val_threshold",
+                                                                            math.nan)}
+                    if config.get("tta"):
+                        rows.append({"recipe": "e1 + cosine", **common,
+                                     "test_accuracy": metrics["test_accuracy_no_tta"],
+                                     "test_macro_auc": metrics["test_macro_auc_no_tta"]})
+                        rows.append({"recipe": "e1 + cosine + tta", **common,
+                                     "test_accuracy": metrics["test_accuracy"],
+                                     "test_macro_auc": metrics["test_macro_auc"]})
+                    else:
+                        rows.append({"recipe": name.replace("resnet18", "resnet18 (28), MedMNIST recipe"), **common,
+                                     "test_accuracy": metrics["test_accuracy"],
+                                     "test_macro_auc": metrics["test_macro_auc"]})
+                    print(f"  {name} on {dataset}: test accuracy {metrics['test_accuracy']:.4f}, "
+                          f"{metrics['train_seconds']:.1f} s", flush=True)
+        columns = ["dataset", "recipe", "seed", "epochs", "best_epoch", "test_accuracy", "test_macro_auc",
+                   "test_accuracy_at_val_threshold", "train_seconds", "params", "others"]
+        table = pd.DataFrame(rows)
+        print(to_markdown(table[columns]))
+        print(to_markdown(across_seeds_table(table)))
     return 0
 
 

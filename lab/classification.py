@@ -26,12 +26,12 @@ from lab.datasets import Dataset, load_data
 from lab.datasets.streaming import choose_data_path, load_streamed
 from lab.evaluation import binary_threshold_metrics, classification_metrics, confusion_matrix, per_class_metrics
 from lab.features import Features, compute_features
-from lab.losses import SparseCategoricalCrossentropy
+from lab.losses import SparseCategoricalCrossentropy, accuracy
 from lab.models import build_model
 from lab.models.backbones import find_backbone
 from lab.models.transfer import head_model, set_trainable, transfer_summary
 from lab.optimizers import make_optimizer
-from lab.pipeline import make_augmenter, make_pipeline
+from lab.pipeline import make_augmenter, make_pipeline, mix_batches
 from lab.runner import FitPlan, Phase, compile_options, epoch_line
 from lab.tfrecord import StreamedDataset
 
@@ -40,7 +40,9 @@ class Classification:
     """The runner's task for ``RunConfig`` runs (see ``lab.runner.Task``)."""
 
     def check(self, config: RunConfig, data: Dataset) -> None:
-        """``check_model``: builds the model once (transfer and saved models are skipped)."""
+        """``check_model``: builds the model once (transfer and saved models are skipped); and
+        refuses a decision threshold for a task that is not binary."""
+        check_binary_threshold(config.decision_threshold, data.num_classes)
         check_model(config, data)
 
     def load_data(self, config: RunConfig) -> Dataset:
@@ -80,6 +82,7 @@ class Classification:
         return epoch_line(epochs)
 
     def plan(self, config: RunConfig, data: Dataset) -> FitPlan:
+        check_binary_threshold(config.decision_threshold, data.num_classes)
         model = build_for_run(config, data, input_shape_for(data, config))
         compile_model(model, config)
         augmenter = None
@@ -95,6 +98,9 @@ class Classification:
         if cache_note is None:
             return _feature_plan(model, config, data, augmenter, class_weight, facts)
         train_ds, val_ds = _image_pipelines(config, data, augmenter)
+        if config.mixup or config.cutmix:
+            train_ds = mix_batches(train_ds, num_classes=data.num_classes, mixup=config.mixup, cutmix=config.cutmix,
+                                   seed=config.seed, deterministic=config.deterministic)
         if config.unfreeze_schedule:
             phases = [_unfreezing_phase(model, config, index, unfreeze, epochs) for index, (unfreeze, epochs)
                       in enumerate(zip(config.unfreeze_schedule, config.phase_epochs, strict=True))]
@@ -116,7 +122,9 @@ class Classification:
         the image and its flips, through the whole model; losses and ``train``/``val``
         accuracies stay without it, and ``test_accuracy_no_tta``/``test_macro_auc_no_tta`` are
         recorded beside. A binary task also records the accuracy at the threshold chosen on the
-        validation split (Youden's J) beside the 0.5 one, and plots the test ROC curve.
+        validation split (Youden's J) beside the 0.5 one, and plots the test ROC curve; with
+        ``decision_threshold="validation"`` the test confusion matrix and prediction grid use
+        that threshold (``decision_threshold`` in the metrics: the one applied, or None).
         """
         features: Features | None = plan.state
         results: dict[str, Any] = {}
@@ -164,7 +172,11 @@ class Classification:
                 results |= binary_threshold_metrics(data.y_val, val_prob, y_true, y_prob)
         np.savez_compressed(run_path / "predictions.npz", y_true=y_true, y_prob=y_prob,
                             class_names=np.asarray(data.class_names))
-        _plot(config, data, history, fit_info, run_path, y_prob if finite else None)
+        y_pred = None
+        if finite:
+            y_pred, results["decision_threshold"] = decide(y_prob, config.decision_threshold,
+                                                           results.get("val_threshold"))
+        _plot(config, data, history, fit_info, run_path, y_prob if finite else None, y_pred)
         if finite and data.num_classes == 2:
             plots.save(plots.roc_curve(y_true, y_prob[:, 1], threshold=results.get("val_threshold"),
                                        title=f"Test ROC: {config.name or config.model} on {data.name}"),
@@ -284,14 +296,42 @@ def _top_losses(data: Dataset | StreamedDataset, y_prob: np.ndarray, *, title: s
                             count=count, title=title)
 
 
+def decide(y_prob: np.ndarray, rule: str | None, val_threshold: float | None) -> tuple[np.ndarray, float | None]:
+    """The predicted classes: the largest probability, or with ``rule="validation"`` a binary
+    task's positive class where its probability reaches the validation threshold.
+
+    Returns:
+        The classes and the threshold applied: None for argmax, which is also what a validation
+        split without a threshold (one class only: ``val_threshold`` NaN) leaves.
+
+    Raises:
+        ValueError: an unknown rule, or "validation" for a task that is not binary.
+    """
+    if rule is None:
+        return y_prob.argmax(axis=1), None
+    if rule != "validation":
+        raise ValueError(f"decision_threshold must be None or 'validation', received decision_threshold={rule!r}.")
+    check_binary_threshold(rule, y_prob.shape[1])
+    if val_threshold is None or not np.isfinite(val_threshold):
+        return y_prob.argmax(axis=1), None
+    return (y_prob[:, 1] >= val_threshold).astype(np.int64), float(val_threshold)
+
+
+def check_binary_threshold(rule: str | None, num_classes: int) -> None:
+    """Refuses ``decision_threshold="validation"`` for a task that is not binary (before training)."""
+    if rule is not None and num_classes != 2:
+        raise ValueError(f"decision_threshold={rule!r} applies to binary tasks; this one has {num_classes} classes. "
+                         "Leave decision_threshold=None.")
+
+
 def _plot(config: RunConfig, data: Dataset, history: pd.DataFrame, fit_info: dict, run_path: Path,
-          y_prob: np.ndarray | None) -> None:
+          y_prob: np.ndarray | None, y_pred: np.ndarray | None = None) -> None:
     title = f"{config.name or config.model} on {data.name}"
     plot_dir = run_path / "plots"
     plots.save(plots.learning_curves(history, title=title, best_epoch=fit_info.get("best_epoch")),
                plot_dir / "learning_curves.png")
     if y_prob is not None:
-        y_pred = y_prob.argmax(axis=1)
+        y_pred = y_prob.argmax(axis=1) if y_pred is None else y_pred
         matrix = confusion_matrix(data.y_test, y_pred, data.num_classes)
         plots.save(plots.confusion_matrix(matrix, data.class_names, title=f"Test confusion matrix: {title}"),
                    plot_dir / "confusion_matrix.png")
@@ -307,8 +347,8 @@ def _plot(config: RunConfig, data: Dataset, history: pd.DataFrame, fit_info: dic
 
 def compile_model(model: keras.Model, config: RunConfig, *, learning_rate: float | None = None) -> keras.Model:
     """Compiles a model as every classification run does: the config's optimizer, the
-    (smoothed) sparse cross-entropy, accuracy, XLA and steps per call. Call it inside the
-    strategy scope.
+    (smoothed) sparse cross-entropy, accuracy, XLA and steps per call; the optimizer keeps an
+    average of the weights with ``config.ema``. Call it inside the strategy scope.
 
     A transfer model's backbone gets ``config.backbone_lr_factor`` times the learning rate;
     ``learning_rate`` overrides the config's (a progressive-unfreezing phase)."""
@@ -317,9 +357,13 @@ def compile_model(model: keras.Model, config: RunConfig, *, learning_rate: float
         backbone_variables = find_backbone(model)[0].trainable_weights
     optimizer = make_optimizer(config.optimizer, learning_rate or config.learning_rate, momentum=config.momentum,
                                weight_decay=config.weight_decay, scaled_variables=backbone_variables,
-                               factor=config.backbone_lr_factor)
+                               factor=config.backbone_lr_factor, ema=config.ema, ema_momentum=config.ema_momentum)
+    # Keras resolves "accuracy" once, from the training labels' shape: mixed (soft) training
+    # labels would make it the categorical accuracy, wrong on validation's integer labels.
+    metric = keras.metrics.MeanMetricWrapper(accuracy, name="accuracy") if config.mixup or config.cutmix \
+        else "accuracy"
     model.compile(optimizer=optimizer, loss=SparseCategoricalCrossentropy(label_smoothing=config.label_smoothing),
-                  metrics=["accuracy"], **compile_options(config))
+                  metrics=[metric], **compile_options(config))
     return model
 
 
@@ -414,6 +458,10 @@ def feature_cache_decision(config: RunConfig, *, streamed: bool | None = None) -
         return "off: backbone stages train, so their features change every step"
     if config.distribute:
         return "off: distributed runs pass images through the backbone"
+    if config.mixup or config.cutmix:
+        return "off: mixup/cutmix mix the images of every batch"
+    if config.balanced_sampling:
+        return "off: balanced_sampling draws the training images by class"
     if config.augment and config.feature_cache_passes == 1:
         return ("off: augmentation changes the images every epoch (set feature_cache_passes > 1 to cache "
                 "that many augmented passes)")
@@ -472,12 +520,16 @@ def _image_pipelines(config: RunConfig, data: Dataset, augmenter):
     common = dict(batch_size=config.batch_size, pipeline_size=config.pipeline_size, input_scaling=config.input_scaling,
                   seed=config.seed, deterministic=config.deterministic)
     if isinstance(data, StreamedDataset):
+        if config.balanced_sampling:  # data_path="auto" chose to stream this data
+            raise ValueError(f"balanced_sampling draws in-memory images by class, but this data is streamed from "
+                             f"TFRecords ({data.access.get('reason', 'data_path')}). Use class_weighting='balanced', "
+                             "or data_path='memory' if it fits in memory.")
         # Streamed from the shards (verified once here, by sha256); no cache: the shards are it.
         return (data.pipeline("train", training=True, augmenter=augmenter, **common),
                 data.pipeline("val", training=False, **common))
     cache = config.cache if config.cache in (True, False) else str(Path(config.cache) / "train")
     train_ds = make_pipeline(data.x_train, data.y_train, training=True, augmenter=augmenter, cache=cache,
-                             **common)
+                             balance_classes=config.balanced_sampling, **common)
     val_ds = make_pipeline(data.x_val, data.y_val, training=False, cache=bool(config.cache), **common)
     return train_ds, val_ds
 

@@ -18,6 +18,9 @@ class SparseCategoricalCrossentropy(keras.losses.Loss):
     the loss of a perfect prediction is no longer 0: a smoothed run reports a higher loss even
     when it is more accurate (E4's lesson).
 
+    Labels of the predictions' shape are taken as class probabilities (mixup's and cutmix's
+    soft labels, ``lab.pipeline.mix_batches``), smoothed alike.
+
     Args:
         label_smoothing: ``s`` in [0, 1).
         from_logits: whether predictions are logits rather than probabilities.
@@ -32,6 +35,10 @@ class SparseCategoricalCrossentropy(keras.losses.Loss):
         self.from_logits = from_logits
 
     def call(self, y_true, y_pred):
+        if is_soft(y_true, y_pred):
+            return keras.losses.categorical_crossentropy(
+                ops.cast(y_true, y_pred.dtype), y_pred, from_logits=self.from_logits,
+                label_smoothing=self.label_smoothing)
         num_classes = ops.shape(y_pred)[-1]
         labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
         if self.label_smoothing == 0.0:
@@ -43,3 +50,18 @@ class SparseCategoricalCrossentropy(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "label_smoothing": self.label_smoothing, "from_logits": self.from_logits}
+
+
+def is_soft(y_true, y_pred) -> bool:
+    """Whether labels are class probabilities (one row per example, one column per class) rather
+    than integer ids: decided from the static shapes, which a compiled step knows."""
+    return len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] not in (None, 1) \
+        and y_true.shape[-1] == y_pred.shape[-1]
+
+
+def accuracy(y_true, y_pred):
+    """Accuracy for integer or soft labels: a soft label's class is its largest share (the
+    larger image of a mixup or cutmix pair)."""
+    if is_soft(y_true, y_pred):
+        y_true = ops.argmax(y_true, axis=-1)
+    return keras.metrics.sparse_categorical_accuracy(y_true, y_pred)

@@ -13,7 +13,8 @@ OPTIMIZERS = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop", "adamw": "Adam
 
 
 def make_optimizer(name: str, learning_rate: float, *, momentum: float = 0.0, weight_decay: float = 4e-3,
-                   scaled_variables: Iterable | None = None, factor: float = 1.0) -> Any:
+                   scaled_variables: Iterable | None = None, factor: float = 1.0, ema: bool = False,
+                   ema_momentum: float = 0.99) -> Any:
     """Returns a fresh Keras optimizer.
 
     Args:
@@ -23,6 +24,8 @@ def make_optimizer(name: str, learning_rate: float, *, momentum: float = 0.0, we
         weight_decay: for adamw.
         scaled_variables, factor: these variables train at ``factor`` times the learning rate
             (a pretrained backbone under a new head, E12); see ``with_learning_rate_factor``.
+        ema, ema_momentum: keep an exponential moving average of the weights (Keras'
+            ``use_ema``); the runner evaluates with it (``keras.callbacks.SwapEMAWeights``).
 
     Raises:
         ValueError: an unknown name, listing the valid ones.
@@ -31,7 +34,7 @@ def make_optimizer(name: str, learning_rate: float, *, momentum: float = 0.0, we
 
     if name not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {name!r}. Available optimizers: {', '.join(OPTIMIZERS)}.")
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"use_ema": True, "ema_momentum": ema_momentum} if ema else {}
     if name in ("sgd", "rmsprop"):
         options["momentum"] = momentum
     if name == "adamw":

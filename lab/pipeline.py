@@ -96,6 +96,7 @@ def make_pipeline(
     seed: int = 0,
     deterministic: bool = True,
     drop_remainder: bool = False,
+    balance_classes: bool = False,
 ) -> tf.data.Dataset:
     """Turns in-memory images (and labels) into a batched, prefetched tf.data pipeline.
 
@@ -115,6 +116,8 @@ def make_pipeline(
         seed: seeds the shuffle and the augmentation.
         deterministic: keep the element order fixed across runs.
         drop_remainder: drop the last, smaller batch.
+        balance_classes: when training, draw every class equally often instead of shuffling
+            (``balanced_classes``); an epoch stays as long as the data.
 
     Returns:
         A ``tf.data.Dataset`` of ``(images, labels)`` batches (or images alone).
@@ -138,12 +141,37 @@ def make_pipeline(
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
         ds = ds.cache(str(cache))
     # 3. Shuffle the training split only; reshuffled every epoch, repeatably from the seed.
-    if training:
+    if training and balance_classes:
+        if labels is None:
+            raise ValueError("balance_classes=True needs labels: it draws the images by class.")
+        ds = balanced_classes(ds, labels, seed=seed)
+    elif training:
         ds = ds.shuffle(shuffle_buffer or len(images), seed=seed, reshuffle_each_iteration=True)
     # 4.-7. Batch, scale, augment, prefetch.
     return batch_and_finish(ds, training=training, batch_size=batch_size, input_scaling=input_scaling,
                             uint8_input=uint8_input, augmenter=augmenter, deterministic=deterministic,
                             drop_remainder=drop_remainder, seed=seed)
+
+
+def balanced_classes(ds: tf.data.Dataset, labels: np.ndarray, *, seed: int = 0) -> tf.data.Dataset:
+    """Class-balanced sampling: each element is drawn from a class chosen uniformly at random.
+
+    Args:
+        ds: elements ``(image, label)``, in the order of ``labels``.
+        labels: the integer labels (to find the classes and the epoch's length).
+        seed: seeds the class draws and each class's shuffle (afresh every epoch).
+
+    Returns:
+        An epoch of ``len(labels)`` elements in which every present class is equally likely:
+        minority images repeat within an epoch, majority images are left out of it.
+    """
+    classes = np.unique(np.asarray(labels))
+    per_class = [ds.filter(lambda _image, label, c=int(c): tf.equal(tf.cast(label, tf.int64), c))
+                 .shuffle(int(np.sum(labels == c)), seed=seed + int(c), reshuffle_each_iteration=True).repeat()
+                 for c in classes]
+    mixed = tf.data.Dataset.sample_from_datasets(per_class, weights=[1.0 / len(classes)] * len(classes), seed=seed,
+                                                 rerandomize_each_iteration=True)
+    return mixed.take(len(labels))
 
 
 def check_batching(batch_size: int, input_scaling: str) -> None:
@@ -219,6 +247,92 @@ def _scaler(input_scaling: str, uint8_input: bool):
         return images
 
     return scale
+
+
+# -- mixup and cutmix -----------------------------------------------------------------------------------------------
+
+# A constant folded into the run's seed for the mixing draws, so that they never share a stream
+# with the augmentation's (which uses the run's seed itself).
+MIX_SEED_OFFSET = 7919
+
+
+def mix_batches(ds: tf.data.Dataset, *, num_classes: int, mixup: float = 0.0, cutmix: float = 0.0, seed: int = 0,
+                deterministic: bool = True, num_parallel_calls: int = AUTOTUNE) -> tf.data.Dataset:
+    """Mixup and cutmix on training batches: labels become the same blend of one-hot labels.
+
+    Args:
+        ds: batches of ``(float images, integer labels)`` (a finished training pipeline).
+        num_classes: the width of the one-hot labels.
+        mixup: the Beta(alpha, alpha) alpha of mixup's ratio (0: off).
+        cutmix: the Beta(alpha, alpha) alpha of cutmix's ratio (0: off).
+        seed: the run's seed; with the epoch and the batch's index it fixes each batch's draws
+            (``batch_seeds``, as the augmentation), so batches mix in parallel and repeatably.
+        deterministic, num_parallel_calls: as for the other maps.
+
+    Returns:
+        Batches of ``(images, soft labels)``, labels of shape (batch, num_classes) summing to 1.
+
+    Each batch draws one ratio and is mixed with itself reversed (image i with image n-1-i), as
+    timm does. With both methods on, each batch uses one of them, chosen with probability 0.5.
+    """
+    if mixup <= 0 and cutmix <= 0:
+        raise ValueError(f"mix_batches needs mixup > 0 or cutmix > 0, received mixup={mixup}, cutmix={cutmix}.")
+
+    def apply(batch, batch_seed):
+        images, labels = batch
+        return mix_batch(images, labels, num_classes=num_classes, mixup=mixup, cutmix=cutmix, seed=batch_seed)
+
+    ds = tf.data.Dataset.zip((ds, batch_seeds(seed + MIX_SEED_OFFSET)))
+    return ds.map(apply, num_parallel_calls=num_parallel_calls, deterministic=deterministic).prefetch(AUTOTUNE)
+
+
+def mix_batch(images: Any, labels: Any, *, num_classes: int, mixup: float = 0.0, cutmix: float = 0.0,
+              seed: Any) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mixes one batch (see ``mix_batches``) from a stateless seed (shape [2] integers).
+
+    Returns:
+        ``(images, soft labels)``. Mixup: ``lam * x + (1 - lam) * x_reversed``; cutmix: a box of
+        about ``1 - lam`` of the image comes from the partner, and the labels' share is the box's
+        exact area after clipping at the borders.
+    """
+    images = tf.convert_to_tensor(images)
+    one_hot = tf.one_hot(tf.reshape(tf.cast(labels, tf.int32), [-1]), num_classes, dtype=images.dtype)
+    partner_images, partner_labels = tf.reverse(images, [0]), tf.reverse(one_hot, [0])
+    seeds = [tf.random.experimental.stateless_fold_in(seed, index) for index in range(4)]
+
+    def beta(alpha, draw_seed):
+        # Beta(a, a) as a ratio of two Gamma(a) draws, from stateless seeds.
+        gammas = tf.random.stateless_gamma([2], draw_seed, alpha=alpha)
+        return gammas[0] / tf.reduce_sum(gammas)
+
+    def mixed_up():
+        lam = tf.cast(beta(mixup, seeds[0]), images.dtype)
+        return lam * images + (1 - lam) * partner_images, lam
+
+    def cut_mixed():
+        shape = tf.shape(images)
+        height, width = shape[1], shape[2]
+        lam = beta(cutmix, seeds[1])
+        side = tf.sqrt(1.0 - lam)
+        cut_h = tf.cast(tf.round(side * tf.cast(height, tf.float32)), tf.int32)
+        cut_w = tf.cast(tf.round(side * tf.cast(width, tf.float32)), tf.int32)
+        centre = tf.random.stateless_uniform([2], seeds[2], maxval=1.0)
+        cy = tf.cast(centre[0] * tf.cast(height, tf.float32), tf.int32)
+        cx = tf.cast(centre[1] * tf.cast(width, tf.float32), tf.int32)
+        top, bottom = tf.clip_by_value(cy - cut_h // 2, 0, height), tf.clip_by_value(cy + cut_h - cut_h // 2, 0, height)
+        left, right = tf.clip_by_value(cx - cut_w // 2, 0, width), tf.clip_by_value(cx + cut_w - cut_w // 2, 0, width)
+        rows, columns = tf.range(height), tf.range(width)
+        inside = (((rows >= top) & (rows < bottom))[:, None] & ((columns >= left) & (columns < right))[None, :])
+        box = tf.cast(inside, images.dtype)[None, :, :, None]
+        area = tf.cast((bottom - top) * (right - left), images.dtype) / tf.cast(height * width, images.dtype)
+        return images * (1 - box) + partner_images * box, 1 - area
+
+    if mixup > 0 and cutmix > 0:
+        use_cutmix = tf.random.stateless_uniform([], seeds[3]) < 0.5
+        mixed, lam = tf.cond(use_cutmix, cut_mixed, mixed_up)
+    else:
+        mixed, lam = cut_mixed() if cutmix > 0 else mixed_up()
+    return mixed, lam * one_hot + (1 - lam) * partner_labels
 
 
 # -- stateless augmentation ----------------------------------------------------------------------------------------

@@ -401,7 +401,8 @@ def _run_phases(plan: FitPlan, watch: _Watch, callbacks: list, strategy, run_pat
                                          steps_per_epoch=schedules.steps_per_epoch(plan.train, phase.steps_per_epoch))
         csv = keras.callbacks.CSVLogger(str(run_path / "history.csv"), append=index > 0)
         fit = phase.fitted.fit(plan.train, validation_data=plan.val, initial_epoch=epoch, epochs=epoch + phase.epochs,
-                               callbacks=[*callbacks, *schedules.schedule_callbacks(config, schedule), csv], verbose=0,
+                               callbacks=[*ema_callbacks(phase.fitted), *callbacks,
+                                          *schedules.schedule_callbacks(config, schedule), csv], verbose=0,
                                shuffle=False, class_weight=plan.class_weight, steps_per_epoch=phase.steps_per_epoch)
         history = pd.DataFrame(fit.history)
         if phased:
@@ -417,6 +418,22 @@ def _run_phases(plan: FitPlan, watch: _Watch, callbacks: list, strategy, run_pat
     watch.divergence.finish(best_accuracy, epoch)  # "never learned" is judged over the whole run
     overall.restore(watch.best, plan.phases[-1].fitted if phased else None)
     return (pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()), phases
+
+
+def ema_callbacks(model: keras.Model) -> list[keras.callbacks.Callback]:
+    """Keras' ``SwapEMAWeights`` for a model whose optimizer averages its weights (``use_ema``),
+    else none: a fresh one per fit, as each phase has a fresh optimizer.
+
+    It goes before every other callback: with ``swap_on_epoch`` the averaged weights are in the
+    model from validation through the end of the epoch, so the validation scores, the best
+    epoch's weights (``RestoreBestWeights``), early stopping and the checkpoint are all the
+    average's. When the fit ends, Keras' ``finalize_variable_values`` writes the averages into
+    the model and ``RestoreBestWeights`` then loads the best epoch's averaged weights.
+    """
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # under a loss scale
+    if not getattr(optimizer, "use_ema", False):
+        return []
+    return [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)]
 
 
 class _Best:

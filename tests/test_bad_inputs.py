@@ -361,6 +361,8 @@ CONFIG_NAMES = [
                  r"Unknown dataset 'cifar_10'\. Did you mean 'cifar10'\?", id="names-unknown-dataset"),
     pytest.param(call(train, **tiny(dataset="bloodmnst")), ValueError,
                  r"Unknown dataset 'bloodmnst'\. Did you mean 'bloodmnist'\?", id="names-misspelt-medmnist-flag"),
+    pytest.param(call(train, **tiny(recipe="strongest")), ValueError,
+                 r"Unknown recipe 'strongest'\. Available recipes: strong", id="names-unknown-recipe"),
 ]
 
 VALUES = [
@@ -415,6 +417,16 @@ VALUES = [
     # Today scikit-learn's random_state check answers, without naming seed.
     pytest.param(call(train, **tiny(seed="0")), ValueError,
                  r"seed.*received seed='0'", id="values-seed-a-string"),
+    pytest.param(call(train, **tiny(mixup=-1)), ValueError,
+                 r"mixup is the Beta distribution's alpha.*received mixup=-1", id="values-mixup-negative"),
+    pytest.param(call(train, **tiny(ema_momentum=1.5)), ValueError,
+                 r"ema_momentum must be in \(0, 1\), received ema_momentum=1\.5", id="values-ema_momentum-above-1"),
+    pytest.param(call(train, **tiny(balanced_sampling=True, class_weighting="balanced")), ValueError,
+                 r"balanced_sampling and class_weighting='balanced' both correct", id="values-balanced-twice"),
+    # Refused when the data says the task has 10 classes, before a run folder exists.
+    pytest.param(call(train, **tiny(decision_threshold="validation")), ValueError,
+                 r"decision_threshold='validation' applies to binary tasks; this one has 10 classes",
+                 id="values-decision-threshold-multiclass"),
 ]
 
 FILES = [

@@ -74,7 +74,7 @@ class _CheckedKeys(type):
         if args:
             raise TypeError(f"{cls.__name__} takes keyword arguments only (received {len(args)} positional).")
         cls.check_keys(values)
-        return super().__call__(**values)
+        return super().__call__(**cls.expand(values))
 
 
 @dataclasses.dataclass
@@ -210,6 +210,12 @@ class BaseConfig(metaclass=_CheckedKeys):
         if problems:
             raise ValueError(f"Unknown configuration key(s) {unknown}: {'; '.join(problems)}. Valid keys "
                              f"of {cls.__name__}: {', '.join(sorted(known))}.")
+
+    @classmethod
+    def expand(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """The values a configuration is built from, given those passed: these same ones here;
+        a task's configuration may fill in fields that a named setting implies (a recipe)."""
+        return values
 
     @classmethod
     def field_names(cls) -> list[str]:

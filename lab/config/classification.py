@@ -12,6 +12,21 @@ FEATURE_CACHES = (None, "memory", "disk")
 TTA_MODES = (None, "horizontal", "vertical", "horizontal_and_vertical")
 # How a classification run reads its data (RunConfig.data_path).
 DATA_PATHS = ("auto", "memory", "stream")
+# decision_threshold's values: None decides by the largest probability; "validation" applies a
+# binary task's threshold chosen on the validation split (lab.evaluation.binary_threshold_metrics).
+DECISION_THRESHOLDS = (None, "validation")
+# Named recipes: the fields each one sets (RunConfig.recipe). Fields given explicitly win, and the
+# record's config holds the expanded values, so it says what ran. "strong" is what the best
+# small-data image classifiers combine (timm's and DeiT's training recipes, scaled down): AdamW
+# with decoupled weight decay and a cosine schedule after a short warm-up, label smoothing, mixup
+# and cutmix, an exponential moving average of the weights for evaluation, and augmentation. It
+# sets no flip: whether a mirrored image keeps its class depends on the data (set aug_flip).
+RECIPES: dict[str, dict[str, Any]] = {
+    "strong": {"optimizer": "adamw", "learning_rate": 1e-3, "weight_decay": 0.05, "lr_schedule": "cosine",
+               "warmup_epochs": 2, "label_smoothing": 0.1, "mixup": 0.2, "cutmix": 1.0, "ema": True,
+               "ema_momentum": 0.99, "augment": True, "aug_flip": None, "aug_rotation": 0.1,
+               "aug_translation": 0.1, "aug_zoom": 0.1},
+}
 
 
 @dataclasses.dataclass
@@ -55,7 +70,23 @@ class RunConfig(BaseConfig):
             at phase_lr_factor times the previous learning rate.
     Training:
         label_smoothing (E4).
+        recipe: a named set of training fields (``RECIPES``: "strong"), filled in where not
+            given explicitly; None: none. The configuration holds the expanded values.
+        ema: evaluate and keep an exponential moving average of the weights (Keras' optimizer
+            ``use_ema``): validation, the best epoch, the saved model and the test scores all use
+            the averaged weights; ema_momentum is the average's decay per step.
+        mixup, cutmix: the alpha of the Beta distribution that draws each training batch's
+            mixing ratio (0: off). Mixup blends every image with another of the batch, cutmix
+            pastes a box of it; the labels become the same blend of one-hot labels. With both
+            set, each batch uses one of them, half the time each. Validation and test are never
+            mixed; the training accuracy is then against each mixed image's larger share.
+        balanced_sampling: draw training images class-balanced (``lab.pipeline.balanced_classes``):
+            every class equally often, epochs as long as the data. The alternative to
+            class_weighting (both at once would correct twice); in-memory data only.
     Evaluation:
+        decision_threshold: None (the class of largest probability) or "validation": a binary
+            task's test confusion matrix and prediction grid use the threshold chosen on the
+            validation split (Youden's J, recorded as ``val_threshold``).
         tta: test-time augmentation: test and validation predictions are the mean over the
             image and its flips: "horizontal", "vertical", "horizontal_and_vertical" or None.
             It is never chosen for you: use flips the class survives and the model saw in
@@ -94,6 +125,23 @@ class RunConfig(BaseConfig):
     phase_lr_factor: float = 0.1
     label_smoothing: float = 0.0
     tta: str | None = None
+    recipe: str | None = None
+    ema: bool = False
+    ema_momentum: float = 0.99
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    decision_threshold: str | None = None
+    balanced_sampling: bool = False
+
+    @classmethod
+    def expand(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """Fills in the fields of the named ``recipe`` that ``values`` do not give."""
+        name = values.get("recipe")
+        if name is None:
+            return values
+        if name not in RECIPES:
+            raise ValueError(f"Unknown recipe {name!r}. Available recipes: {', '.join(RECIPES)} (or None).")
+        return {**RECIPES[name], **values}
 
     @classmethod
     def unused_fields(cls, values: dict[str, Any]) -> list[str]:
@@ -107,6 +155,7 @@ class RunConfig(BaseConfig):
         if self.l2 is not None and self.l2 < 0:
             raise ValueError(f"l2 must be >= 0, received l2={self.l2}.")
         check_rate("label_smoothing", self.label_smoothing)
+        self._validate_recipe_options()
         if self.class_weighting not in (None, "balanced"):
             raise ValueError(f"class_weighting must be None or 'balanced', received {self.class_weighting!r}.")
         if isinstance(self.cache, str) and not self.cache:
@@ -123,6 +172,29 @@ class RunConfig(BaseConfig):
                 _positive_int(key, getattr(self, key))
         self._validate_init_from()
         self._validate_transfer()
+
+    def _validate_recipe_options(self) -> None:
+        """ema, mixup, cutmix, decision_threshold and balanced_sampling."""
+        if not isinstance(self.ema, bool):
+            raise ValueError(f"ema must be True or False, received ema={self.ema!r}.")
+        if isinstance(self.ema_momentum, bool) or not isinstance(self.ema_momentum, (int, float)) \
+                or not 0.0 < self.ema_momentum < 1.0:
+            raise ValueError(f"ema_momentum must be in (0, 1), received ema_momentum={self.ema_momentum!r}.")
+        for key in ("mixup", "cutmix"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{key} is the Beta distribution's alpha (0: off, e.g. 0.2 or 1.0), received "
+                                 f"{key}={value!r}.")
+        _one_of("decision_threshold", self.decision_threshold, DECISION_THRESHOLDS)
+        if not isinstance(self.balanced_sampling, bool):
+            raise ValueError(f"balanced_sampling must be True or False, received balanced_sampling="
+                             f"{self.balanced_sampling!r}.")
+        if self.balanced_sampling and self.class_weighting is not None:
+            raise ValueError(f"balanced_sampling and class_weighting={self.class_weighting!r} both correct for class "
+                             "imbalance, and together they would correct twice: choose one.")
+        if self.balanced_sampling and (self.data_path == "stream" or self.tfrecord_dir):
+            raise ValueError("balanced_sampling draws in-memory images by class; streamed data (data_path='stream' "
+                             "or tfrecord_dir) is not supported. Use class_weighting='balanced' instead.")
 
     def _validate_init_from(self) -> None:
         if not self.init_from:
