@@ -234,7 +234,9 @@ def test_keras_application_weights_come_through_fetch_into_keras_cache(quick_dow
     started = time.monotonic()
     with pytest.raises(WeightsNotAvailableError, match=r"no answer within 0\.3 s") as refused:
         build_backbone("mobilenetv2", 96, weights="imagenet")
-    assert time.monotonic() - started < 10
+    # Seconds, not forever: the bound leaves room for building the model on a loaded machine (13 s
+    # seen on 2 shared cores), far under a wait without a timeout.
+    assert time.monotonic() - started < 30
     name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5"
     assert f"put it at {keras_cache / 'models' / name}" in str(refused.value)
     from keras.src.utils import file_utils
