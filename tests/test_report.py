@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from lab import atomic, plots
+from lab.confidence import column_decimals
 from lab.records import RunWriter, load_run, load_runs
 from lab.report import UnknownSourceError, build_report, main, number, resolve_source
 
@@ -143,8 +144,8 @@ def _markdown_table(text, caption):
     return [dict(zip(header, row)) for row in rows]
 
 
-def _shown(value):
-    return "" if value is None else (str(value) if isinstance(value, (int, str)) else number(value))
+def _shown(value, digits=4):
+    return "" if value is None else (str(value) if isinstance(value, (int, str)) else number(value, digits))
 
 
 def test_report_tables_equal_the_records_and_embed_the_figures(demo_sweep):
@@ -402,8 +403,12 @@ def test_a_report_of_a_real_sweep(isolated_dirs):
     _, rows = _table(_html(report), "Results")
     for row, run in zip(rows, runs):
         assert row["run_id"] == run.run_id and row["status"] == run.status
-        for column in ("train_accuracy", "val_accuracy", "val_loss", "test_accuracy", "test_macro_auc"):
-            assert row[column] == _shown(run.metrics[column])
+        columns = ("train_accuracy", "val_accuracy", "val_loss", "test_accuracy", "test_macro_auc")
+        # each split's scores with the digits its size supports (40 test images: two decimals)
+        digits = column_decimals(columns, [r.config["data"]["sizes"] for r in runs])
+        assert digits["test_accuracy"] < 4
+        for column in columns:
+            assert row[column] == _shown(run.metrics[column], digits[column])
     assert report.best.name == "learns"
     names = {path.name for path in report.figures}
     assert {"curves.png", "best-confusion_matrix.png", "best-sample_predictions.png"} <= names
