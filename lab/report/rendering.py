@@ -100,9 +100,10 @@ def _table_markdown(table: Table) -> str:
     if table.marked and "status" in frame:
         frame["status"] = [f"**{status}**" if i in table.marked else status
                            for i, status in enumerate(frame["status"])]
-    # The numbers are already formatted: tabulate must not parse and reformat them.
-    return frame.to_markdown(index=False, disable_numparse=True, missingval="",
-                             colalign=["right" if c in numeric else "left" for c in frame.columns])
+    # The numbers are already formatted: tabulate must not parse and reformat them. A table without
+    # rows gets no alignments: tabulate 0.9 (Colab's) fails on one per column there.
+    align = ["right" if c in numeric else "left" for c in frame.columns] if len(frame) else None
+    return frame.to_markdown(index=False, disable_numparse=True, missingval="", colalign=align)
 
 
 def render(sections: list[Section], *, title: str, subtitle: str, figure_dir: Path) -> tuple[str, str]:
