@@ -4,12 +4,13 @@
     python benchmarks/instance_segmentation.py --quick            # notebook 07's quick setting (~3 CPU minutes)
     python benchmarks/instance_segmentation.py --limit 100 --epochs 10
     python benchmarks/instance_segmentation.py --dataset shapes_easy --epochs 2 --lr-schedule cosine
+    python benchmarks/instance_segmentation.py --dataset shapes_easy --epochs 3 --light-rpn --optimizer adam --learning-rate 1e-3
 
 Needs the instance-segmentation extra (``make setup-instance``).
 
 **What it measures:** ``lab.instance.train_instance`` fine-tunes the quick setting's Mask R-CNN
 (Model Garden's, ResNet-18-FPN, FPN and heads 64 wide, one head convolution, fc 256, 64 sampled
-proposals, 128 px, batch 2, SGD at 1e-2, BatchNorm momentum 0.9, random weights: offline, no
+proposals, 128 px, batch 2, SGD at 1e-2 or ``--optimizer adam``, BatchNorm momentum 0.9, random weights: offline, no
 checkpoint) on a generated instance set (``--dataset``: ``"shapes"``, 300/50/50 images, by default, or
 its easy difficulty ``"shapes_easy"``, 240/16/16 images). It prints,
 per epoch, the wall seconds, the cumulative CPU minutes of the process and the validation box and
@@ -35,8 +36,10 @@ from common import QUIET_HELP, LoadMeter, wait_until_quiet  # noqa: E402
 
 LIGHT = dict(backbone="resnet18", pipeline_size=128, fpn_filters=64, head_convs=1, head_filters=64, fc_dims=256,
              sampled_rois=64, norm_momentum=0.9, weights=None, batch_size=2)
+# A lighter RPN for square boxes (``--light-rpn``): one anchor shape and 200 proposals, not 3 and 1000.
+LIGHT_RPN = dict(aspect_ratios=(1.0,), proposals=200)
 # Notebook 07's quick run (its ``if quick:`` cell) on top of LIGHT.
-QUICK = dict(dataset="shapes_easy", limit=None, epochs=2, learning_rate=2e-2, lr_schedule=None)
+QUICK = dict(dataset="shapes_easy", limit=None, epochs=2, optimizer="sgd", learning_rate=2e-2, lr_schedule=None)
 
 
 def main() -> int:
@@ -47,12 +50,15 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--learning-rate", type=float, default=1e-2)
     parser.add_argument("--lr-schedule", default=None, choices=("cosine", "step"), help="default: constant")
+    parser.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"), help="SGD with momentum 0.9, or Adam")
+    parser.add_argument("--light-rpn", action="store_true", help=f"a lighter RPN for square boxes: {LIGHT_RPN}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-other-load", type=float, default=0.5, help=QUIET_HELP)
     parser.add_argument("--wait-quiet", type=float, default=120.0, help="seconds to wait for a quiet machine")
     args = parser.parse_args()
     run = QUICK if args.quick else dict(dataset=args.dataset, limit=args.limit, epochs=args.epochs,
-                                        learning_rate=args.learning_rate, lr_schedule=args.lr_schedule)
+                                        optimizer=args.optimizer, learning_rate=args.learning_rate,
+                                        lr_schedule=args.lr_schedule, **(LIGHT_RPN if args.light_rpn else {}))
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["LAB_REPORTS_DIR"] = str(Path(tmp) / "reports")

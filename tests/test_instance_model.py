@@ -16,7 +16,7 @@ from lab.instance import extra
 
 # The quick setting (E7 on a CPU): a ResNet-18-FPN at 128 px with light heads builds in seconds.
 QUICK = dict(backbone="resnet18", pipeline_size=128, fpn_filters=64, head_convs=1, head_filters=64, fc_dims=256,
-             sampled_rois=64, norm_momentum=0.9)
+             sampled_rois=64, norm_momentum=0.9, aspect_ratios=(1.0,), proposals=200)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -69,6 +69,7 @@ def test_instance_config_hash_follows_the_model_options_only():
     (dict(depth=3), "Model 'maskrcnn' has no option 'depth'"),
     # Mask R-CNN's input side was input_size: an old batch names the new field, not a transfer model's.
     (dict(input_size=128), "'input_size' is now called pipeline_size (Mask R-CNN's square input side"),
+    (dict(proposals=0), "proposals must be a positive integer, received proposals=0"),
 ])
 def test_instance_config_refuses_bad_values_by_name(values, message):
     with pytest.raises(ValueError) as refused:
@@ -111,6 +112,20 @@ def test_the_builder_refuses_a_stage_count_as_its_configuration_does():
         maskrcnn_experiment(3, backbone="resnet18", weights=None, unfreeze=2)
 
 
+def test_the_builder_refuses_bad_anchors_and_too_few_proposals():
+    from lab.instance.model import maskrcnn_experiment
+
+    with pytest.raises(ValueError, match=r"aspect_ratios must be one or more positive numbers, received "
+                                         r"aspect_ratios=\(1.0, -2.0\)"):
+        maskrcnn_experiment(3, backbone="resnet18", weights=None, aspect_ratios=(1.0, -2.0))
+    with pytest.raises(ValueError, match=r"aspect_ratios must be one or more positive numbers, received aspect_ratios=\(\)"):
+        maskrcnn_experiment(3, backbone="resnet18", weights=None, aspect_ratios=())
+    # The heads train on sampled_rois of the proposals: fewer proposals than that would starve them.
+    with pytest.raises(ValueError, match=r"proposals must be an integer of at least sampled_rois \(64\).*received "
+                                         r"proposals=32"):
+        maskrcnn_experiment(3, **{**QUICK, "proposals": 32}, weights=None)
+
+
 def test_experiment_receives_every_flat_value():
     pytest.importorskip("official")
     from lab.instance.model import maskrcnn_experiment
@@ -127,6 +142,10 @@ def test_experiment_receives_every_flat_value():
     assert model.roi_sampler.num_sampled_rois == 64
     assert model.mask_sampler.num_sampled_masks == 16  # at most a quarter of the sampled proposals
     assert model.norm_activation.norm_momentum == pytest.approx(0.9)
+    assert list(model.anchor.aspect_ratios) == [1.0]
+    proposer = model.roi_generator  # Model Garden's 2000 and 1000 boxes into the suppression, scaled to 200 kept
+    assert (proposer.num_proposals, proposer.test_num_proposals) == (200, 200)
+    assert (proposer.pre_nms_top_k, proposer.test_pre_nms_top_k) == (400, 200)
     assert model.norm_activation.use_sync_bn is False
     assert task.freeze_backbone is True  # unfreeze=0
     assert task.init_checkpoint is None and task.use_coco_metrics is False
@@ -138,6 +157,10 @@ def test_experiment_receives_every_flat_value():
     assert (model.detection_head.num_convs, model.detection_head.fc_dims, model.mask_head.num_filters) == (4, 1024, 256)
     assert model.roi_sampler.num_sampled_rois == 512 and model.mask_sampler.num_sampled_masks == 128
     assert model.norm_activation.norm_momentum == pytest.approx(0.99)
+    assert list(model.anchor.aspect_ratios) == [0.5, 1.0, 2.0]
+    proposer = model.roi_generator
+    assert (proposer.pre_nms_top_k, proposer.num_proposals, proposer.test_pre_nms_top_k, proposer.test_num_proposals) == (
+        2000, 1000, 1000, 1000)
     assert defaults.task.freeze_backbone is False  # unfreeze="all"
 
 

@@ -36,6 +36,9 @@ class InstanceConfig(BaseConfig):
             quick setting are small values here).
         norm_momentum: the BatchNorm moving statistics' momentum (default 0.99; 0.9 for a quick
             run of a few dozen steps, whose statistics must settle within them).
+        aspect_ratios, proposals: the anchors' aspect ratios (default 0.5, 1 and 2; (1.0,) for
+            square boxes) and the RPN proposals kept for the heads (default 1000): fewer make a
+            CPU step cheaper (the quick setting's light RPN).
         weights: "imagenet" (Model Garden's ResNet-50 ImageNet checkpoint, downloaded once into
             the data folder, loaded into the backbone), None (random initialisation), or the
             path of a TensorFlow checkpoint (prefix) holding a backbone.
@@ -66,6 +69,8 @@ class InstanceConfig(BaseConfig):
     fc_dims: int | None = model_option()
     sampled_rois: int | None = model_option()
     norm_momentum: float | None = model_option()
+    aspect_ratios: tuple[float, ...] | None = model_option()
+    proposals: int | None = model_option()
 
     def validate(self) -> None:
         super().validate()
@@ -80,7 +85,7 @@ class InstanceConfig(BaseConfig):
         if self.color_mode is not None:
             raise ValueError(f"color_mode does not apply to instance data (images are read as RGB), received "
                              f"color_mode={self.color_mode!r}. Leave it unset (None).")
-        for key in ("pipeline_size", "fpn_filters", "head_convs", "head_filters", "fc_dims", "sampled_rois"):
+        for key in ("pipeline_size", "fpn_filters", "head_convs", "head_filters", "fc_dims", "sampled_rois", "proposals"):
             if getattr(self, key) is not None:
                 _positive_int(key, getattr(self, key))
         if self.pipeline_size is not None and self.pipeline_size % 64:

@@ -31,7 +31,8 @@ CHECKPOINT_FILES = (".index", ".data-00000-of-00001")
 
 def maskrcnn_experiment(num_classes: int, *, backbone: str = "resnet50", pipeline_size: int = 512,
                         fpn_filters: int = 256, head_convs: int = 4, head_filters: int = 256, fc_dims: int = 1024,
-                        sampled_rois: int = 512, norm_momentum: float = 0.99, weights: str | None = "imagenet", unfreeze: int | str = "all") -> Any:
+                        sampled_rois: int = 512, norm_momentum: float = 0.99, weights: str | None = "imagenet", unfreeze: int | str = "all",
+                        aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0), proposals: int = 1000) -> Any:
     """Model Garden's Mask R-CNN experiment for ``num_classes`` foreground classes.
 
     Args:
@@ -52,13 +53,21 @@ def maskrcnn_experiment(num_classes: int, *, backbone: str = "resnet50", pipelin
         weights: "imagenet", None or a checkpoint path (see the module docstring); checked here,
             loaded by ``build``.
         unfreeze: "all" or 0 (the backbone frozen).
+        aspect_ratios: the anchors' aspect ratios at every location of every FPN level (Model
+            Garden's 0.5, 1 and 2); (1.0,) for objects whose boxes are square, as the easy
+            generated set's are: a third of the anchors, each one a better match.
+        proposals: the RPN's proposals kept after its non-maximum suppression for the heads,
+            in training and in evaluation (Model Garden's 1000); the boxes that enter the
+            suppression scale with it (Model Garden's 2000 in training, 1000 in evaluation).
+            A 128 px image with a few objects needs far fewer, and each costs time on a CPU.
 
     Returns:
         An ``official.core.config_definitions.ExperimentConfig`` without data paths (the task
         sets them).
 
     Raises:
-        ValueError: an unknown backbone, or ImageNet weights for a backbone without a checkpoint.
+        ValueError: an unknown backbone, ImageNet weights for a backbone without a checkpoint,
+            no or a non-positive aspect ratio, or fewer proposals than sampled_rois.
         ImportError: Model Garden is not installed (with how to install it).
     """
     if backbone not in BACKBONES:
@@ -68,6 +77,11 @@ def maskrcnn_experiment(num_classes: int, *, backbone: str = "resnet50", pipelin
         raise ValueError(f"Model Garden publishes no ImageNet checkpoint for {backbone}; received weights='imagenet' "
                          f"with backbone={backbone!r}. Use backbone='resnet50' for ImageNet weights, or weights=None "
                          f"(random initialisation) or a checkpoint path.")
+    if not aspect_ratios or any(isinstance(r, bool) or not isinstance(r, (int, float)) or r <= 0 for r in aspect_ratios):
+        raise ValueError(f"aspect_ratios must be one or more positive numbers, received aspect_ratios={aspect_ratios!r}.")
+    if isinstance(proposals, bool) or not isinstance(proposals, int) or proposals < sampled_rois:
+        raise ValueError(f"proposals must be an integer of at least sampled_rois ({sampled_rois}): the heads train "
+                         f"on sampled_rois of them; received proposals={proposals!r}.")
     require_model_garden()
     from official.core import exp_factory
     from official.vision import registry_imports  # noqa: F401  (registers the experiments)
@@ -84,6 +98,11 @@ def maskrcnn_experiment(num_classes: int, *, backbone: str = "resnet50", pipelin
     model.detection_head.fc_dims = fc_dims
     model.mask_head.num_convs = head_convs
     model.mask_head.num_filters = head_filters
+    model.anchor.aspect_ratios = [float(ratio) for ratio in aspect_ratios]
+    proposer = model.roi_generator
+    proposer.pre_nms_top_k = round(proposer.pre_nms_top_k * proposals / proposer.num_proposals)
+    proposer.test_pre_nms_top_k = round(proposer.test_pre_nms_top_k * proposals / proposer.test_num_proposals)
+    proposer.num_proposals = proposer.test_num_proposals = proposals
     model.roi_sampler.num_sampled_rois = sampled_rois
     model.mask_sampler.num_sampled_masks = min(model.mask_sampler.num_sampled_masks, max(1, sampled_rois // 4))
     # Synchronised BatchNorm is for TPU pods; on one device it is plain BatchNorm, slower.
