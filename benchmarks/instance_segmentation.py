@@ -4,7 +4,8 @@
     python benchmarks/instance_segmentation.py --quick            # notebook 07's quick setting (~3 CPU minutes)
     python benchmarks/instance_segmentation.py --limit 100 --epochs 10
     python benchmarks/instance_segmentation.py --dataset shapes_easy --epochs 2 --lr-schedule cosine
-    python benchmarks/instance_segmentation.py --dataset shapes_easy --epochs 3 --light-rpn --optimizer adam --learning-rate 1e-3
+    python benchmarks/instance_segmentation.py --dataset shapes_easy --epochs 3 --light-rpn --optimizer adam \
+        --learning-rate 1e-3
 
 Needs the instance-segmentation extra (``make setup-instance``).
 

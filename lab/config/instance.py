@@ -85,7 +85,8 @@ class InstanceConfig(BaseConfig):
         if self.color_mode is not None:
             raise ValueError(f"color_mode does not apply to instance data (images are read as RGB), received "
                              f"color_mode={self.color_mode!r}. Leave it unset (None).")
-        for key in ("pipeline_size", "fpn_filters", "head_convs", "head_filters", "fc_dims", "sampled_rois", "proposals"):
+        for key in ("pipeline_size", "fpn_filters", "head_convs", "head_filters", "fc_dims", "sampled_rois",
+                    "proposals"):
             if getattr(self, key) is not None:
                 _positive_int(key, getattr(self, key))
         if self.pipeline_size is not None and self.pipeline_size % 64:

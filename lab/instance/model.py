@@ -77,8 +77,10 @@ def maskrcnn_experiment(num_classes: int, *, backbone: str = "resnet50", pipelin
         raise ValueError(f"Model Garden publishes no ImageNet checkpoint for {backbone}; received weights='imagenet' "
                          f"with backbone={backbone!r}. Use backbone='resnet50' for ImageNet weights, or weights=None "
                          f"(random initialisation) or a checkpoint path.")
-    if not aspect_ratios or any(isinstance(r, bool) or not isinstance(r, (int, float)) or r <= 0 for r in aspect_ratios):
-        raise ValueError(f"aspect_ratios must be one or more positive numbers, received aspect_ratios={aspect_ratios!r}.")
+    if not aspect_ratios or any(isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio <= 0
+                                for ratio in aspect_ratios):
+        raise ValueError(f"aspect_ratios must be one or more positive numbers, received "
+                         f"aspect_ratios={aspect_ratios!r}.")
     if isinstance(proposals, bool) or not isinstance(proposals, int) or proposals < sampled_rois:
         raise ValueError(f"proposals must be an integer of at least sampled_rois ({sampled_rois}): the heads train "
                          f"on sampled_rois of them; received proposals={proposals!r}.")
