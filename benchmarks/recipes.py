@@ -144,6 +144,16 @@ def across_seeds_table(table):
     return pd.DataFrame(summary)
 
 
+def comparison(run_dirs: list) -> str:
+    """``lab.comparison.compare`` of one dataset's runs against the first recipe's, as Markdown:
+    across seeds a paired t test, over the test images McNemar's exact test (accuracy) and a
+    paired bootstrap (AUC); "better" or "worse" only when both find it."""
+    from lab.comparison import compare
+    from lab.records import load_run
+
+    return compare([load_run(path) for path in run_dirs]).markdown()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 epochs, 200 images per split")
@@ -159,7 +169,8 @@ def main() -> int:
                         help="run each recipe once per seed: a count from --seed (3) or a list (0,4,9)")
     parser.add_argument("--reports-dir", default=None, help="keep the run records here (default: a temporary folder)")
     parser.add_argument("--max-other-load", type=float, default=0.5, help=QUIET_HELP)
-    parser.add_argument("--wait-quiet", type=float, default=60.0, help="seconds to wait for a quiet machine")
+    parser.add_argument("--wait-quiet", type=float, default=60.0,
+                        help="seconds to wait for a quiet machine before each run (0: do not wait)")
     args = parser.parse_args()
     if args.quick:
         args.epochs, args.limit = 2, args.limit or 200
@@ -173,9 +184,10 @@ def main() -> int:
         import pandas as pd
 
         print(f"device: {hardware.device_summary()}, {os.cpu_count()} cores; {args.epochs} epochs per recipe")
-        rows = []
+        rows, run_dirs = [], {}
         seeds = seed_list(args.seeds, base_seed=args.seed)
         for dataset in args.datasets.split(","):
+            run_dirs[dataset] = []
             for seed in seeds:
                 data = digits_imbalanced(args.limit, seed) if dataset == "digits_imbalanced" else None
                 for name in args.recipes.split(","):
@@ -184,10 +196,13 @@ def main() -> int:
                               "reports_dir": reports, "name": f"{name}-{dataset}", "tags": ["benchmark-recipes"]}
                     wait_until_quiet(args.max_other_load, args.wait_quiet)
                     with LoadMeter([os.getpid()]) as meter:
-                        metrics = train(config, data=data).metrics
+                        result = train(config, data=data)
+                    metrics = result.metrics
+                    run_dirs[dataset].append(result.run_dir)
                     common = {"dataset": dataset, "seed": seed, "epochs": metrics["epochs_run"],
                               "best_epoch": metrics["best_epoch"], "params": metrics["params"],
-                              "train_seconds": round(metrics["train_seconds"], 1), "others": round(meter.others, 2),
+                              "train_seconds": round(metrics["train_seconds"], 1), "wall_seconds": round(meter.seconds, 1),
+                              "cpu_seconds": round(meter.own * meter.seconds, 1), "others": round(meter.others, 2),
                               "test_accuracy_at_val_threshold": metrics.get("test_accuracy_at_val_threshold",
                                                                             math.nan)}
                     if config.get("tta"):
@@ -204,10 +219,15 @@ def main() -> int:
                     print(f"  {name} on {dataset}: test accuracy {metrics['test_accuracy']:.4f}, "
                           f"{metrics['train_seconds']:.1f} s", flush=True)
         columns = ["dataset", "recipe", "seed", "epochs", "best_epoch", "test_accuracy", "test_macro_auc",
-                   "test_accuracy_at_val_threshold", "train_seconds", "params", "others"]
+                   "test_accuracy_at_val_threshold", "train_seconds", "wall_seconds", "cpu_seconds", "params", "others"]
         table = pd.DataFrame(rows)
         print(to_markdown(table[columns]))
         print(to_markdown(across_seeds_table(table)))
+        print(f"cost: {table['wall_seconds'].sum():.0f} s wall, {table['cpu_seconds'].sum():.0f} CPU seconds in "
+              f"{len(table)} runs; other processes kept {table['others'].mean():.2f} cores busy on average")
+        for dataset, paths in run_dirs.items():
+            print(f"\n# {dataset}\n")
+            print(comparison(paths))
     return 0
 
 
