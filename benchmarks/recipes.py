@@ -208,7 +208,8 @@ def main() -> int:
                     run_dirs[dataset].append(result.run_dir)
                     common = {"dataset": dataset, "seed": seed, "epochs": metrics["epochs_run"],
                               "best_epoch": metrics["best_epoch"], "params": metrics["params"],
-                              "train_seconds": round(metrics["train_seconds"], 1), "wall_seconds": round(meter.seconds, 1),
+                              "train_seconds": round(metrics["train_seconds"], 1),
+                              "wall_seconds": round(meter.seconds, 1),
                               "cpu_seconds": round(meter.own * meter.seconds, 1), "others": round(meter.others, 2),
                               "test_accuracy_at_val_threshold": metrics.get("test_accuracy_at_val_threshold",
                                                                             math.nan)}

@@ -1,4 +1,4 @@
-"""Optimizers by name, and a smaller learning rate for part of a model.
+"""Optimizers by name, a warm-up for the average of the weights, and a smaller learning rate for part of a model.
 
 Keras is imported when an optimizer is made, not when this module is: the configuration reads
 ``OPTIMIZERS`` to check a name without loading TensorFlow.
@@ -54,12 +54,11 @@ def ema_decay(step: Any, momentum: float) -> Any:
     ``min(momentum, (1 + step) / (10 + step))``, the warm-up of timm's and TensorFlow's
     ``ExponentialMovingAverage(num_updates=...)``; 0 at the first step, where Keras copies the
     weights. Without a warm-up (Keras' own ``use_ema``: the full momentum from the second step)
-    the average keeps ``momentum ** steps`` of the random initial weights: 0.99 ** 60 = 55% after
-    the 60 steps of 20 epochs on 138 images, which made the strong recipe's averaged model
-    predict the majority class of an imbalanced binary task for every image (benchmarks/README.md,
-    "Training recipes"). With it the initial weights' share after n steps is at most 9 / (9 + n)
-    times what remains of later weights, and from about step 900 (momentum 0.99) the decay is
-    ``momentum``, as without it.
+    the first step's (nearly random) weights keep ``momentum ** (steps - 1)`` of the average:
+    0.99 ** 59 = 55% after the 60 steps of 20 epochs on 138 images, which left the strong
+    recipe's averaged model answering the majority class of an imbalanced binary task for every
+    image (benchmarks/README.md, recipes.py). With the warm-up their share after 60 steps is
+    about 2e-10; from step 890 on (momentum 0.99) the decay is ``momentum``, as without it.
 
     Args:
         step: the number of optimizer steps already applied (a tensor or a number).
