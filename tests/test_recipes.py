@@ -13,7 +13,7 @@ from lab.classification import decide
 from lab.config import RunConfig
 from lab.config.classification import RECIPES
 from lab.losses import SparseCategoricalCrossentropy, accuracy
-from lab.optimizers import make_optimizer
+from lab.optimizers import ema_decay, make_optimizer
 from lab.pipeline import make_pipeline, mix_batch, mix_batches
 from lab.records import load_run
 from lab.runner import ema_callbacks
@@ -69,6 +69,25 @@ def test_an_ema_run_evaluates_its_best_epochs_averaged_weights():
     result = train(**TINY, ema=True, ema_momentum=0.5)
     assert result.config.ema and result.model.optimizer.use_ema
     assert result.metrics["val_loss"] == pytest.approx(result.metrics["best_epoch_val_loss"], rel=1e-5)
+
+
+def test_the_average_warms_up_so_the_initial_weights_fade_within_a_few_steps():
+    """A weight that moves by -1 per step (SGD at 1 on a constant gradient) averaged with the
+    warm-up: after 30 steps the average is near the recent weights, where Keras' own average
+    at 0.99 would still be about -5 (three quarters of it the initial weight, 0)."""
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
+    model.compile(optimizer=make_optimizer("sgd", 1.0, ema=True, ema_momentum=0.99),
+                  loss=lambda y_true, y_pred: keras.ops.mean(y_pred))
+    steps = 30
+    model.fit(np.ones((steps, 1), "float32"), np.zeros(steps, "float32"), batch_size=1, epochs=1, verbose=0,
+              shuffle=False)  # the fit ends by writing the average into the model
+    expected = 0.0
+    for step in range(steps):
+        decay = 0.0 if step == 0 else min(0.99, (1 + step) / (10 + step))
+        expected = decay * expected + (1 - decay) * -(step + 1.0)
+    assert float(model.get_weights()[0][0, 0]) == pytest.approx(expected, rel=1e-5)
+    assert expected < -20  # the last weight is -30; without the warm-up the average is about -5
+    assert [float(ema_decay(step, 0.99)) for step in (0, 1, 90, 5000)] == pytest.approx([0.0, 2 / 11, 0.91, 0.99])
 
 
 # -- mixup and cutmix ------------------------------------------------------------------------------------------------

@@ -74,7 +74,8 @@ class RunConfig(BaseConfig):
             given explicitly; None: none. The configuration holds the expanded values.
         ema: evaluate and keep an exponential moving average of the weights (Keras' optimizer
             ``use_ema``): validation, the best epoch, the saved model and the test scores all use
-            the averaged weights; ema_momentum is the average's decay per step.
+            the averaged weights; ema_momentum is the average's decay per step, reached after a
+            warm-up (``lab.optimizers.ema_decay``).
         mixup, cutmix: the alpha of the Beta distribution that draws each training batch's
             mixing ratio (0: off). Mixup blends every image with another of the batch, cutmix
             pastes a box of it; the labels become the same blend of one-hot labels. With both
