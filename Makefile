@@ -12,15 +12,17 @@ STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 # The kit's Jupyter kernel, registered inside the venv by `make setup`: JupyterLab, papermill
-# batches (lab.batch's default kernel) and nbval all run notebooks in it, by this name.
+# batches (lab.studies.batch's default kernel) and nbval all run notebooks in it, by this name.
 KERNEL := lab
 KERNEL_SPEC := $(VENV)/share/jupyter/kernels/$(KERNEL)/kernel.json
 
 # Tests run in two processes (pytest-xdist); --dist loadscope keeps each test module, and so each
 # notebook's cells, in order in one process.
 XDIST := -n 2 --dist loadscope
+# The slowest tests and notebook cells are listed at the end of a run: where make test's time goes.
+DURATIONS := --durations=25
 NBVAL := --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg --nbval-cell-timeout 600
-# The notebooks nbval runs open no TensorBoard (their %tensorboard cells: see lab.colab).
+# The notebooks nbval runs open no TensorBoard (their %tensorboard cells: see lab.system.colab).
 NO_TENSORBOARD := LAB_TENSORBOARD_INLINE=0
 
 .PHONY: setup setup-instance run test test-seed test-fast test-colab notebook docs docs-build dist clean-reports
@@ -52,34 +54,34 @@ $(KERNEL_SPEC): $(STAMP)
 # The E1 ablation as a papermill batch of notebooks/01-cnn-regularisation.ipynb, offline, every
 # configuration with 3 seeds (one notebook each; benchmarks/make_run.py times it).
 run: setup
-	$(PY) -m lab.ablation --workers 2 --seeds 3 --epochs 15
+	$(PY) -m lab.studies.ablation --workers 2 --seeds 3 --epochs 15
 
 # Unit tests, then every notebook in its quick setting under nbval (checked cells compared with
 # their stored outputs), with the instance-segmentation extra (E7). Notebook run records go to
 # build/, not to reports/.
 test: setup setup-instance docs-build
 	rm -rf build/nbval build/nbval-reports
-	$(PY) -m lab.notebooks prepare build/nbval
+	$(PY) -m lab.studies.notebooks prepare build/nbval
 	$(NO_TENSORBOARD) LAB_REPORTS_DIR=$(CURDIR)/build/nbval-reports $(PY) -m pytest tests build/nbval $(XDIST) \
-		$(NBVAL) --nbval-kernel-name $(KERNEL)
+		$(NBVAL) --nbval-kernel-name $(KERNEL) $(DURATIONS)
 	# Every status the notebooks' quick runs recorded must hold by a wide margin, or another CPU,
-	# thread count or seed could flip it (lab.notebooks.unclear_outcome names the run and why).
-	$(PY) -m lab.notebooks check-runs build/nbval-reports
+	# thread count or seed could flip it (lab.studies.notebooks.unclear_outcome names the run and why).
+	$(PY) -m lab.studies.notebooks check-runs build/nbval-reports
 
 # The quick notebooks once more with another seed (CI runs it after make test): their checked
 # outputs must not depend on the seed, and every run's status must again be clear-cut.
 SEED ?= 1
 test-seed: setup setup-instance
 	rm -rf build/nbval-seed build/nbval-seed-reports
-	$(PY) -m lab.notebooks prepare build/nbval-seed --seed $(SEED)
+	$(PY) -m lab.studies.notebooks prepare build/nbval-seed --seed $(SEED)
 	$(NO_TENSORBOARD) LAB_REPORTS_DIR=$(CURDIR)/build/nbval-seed-reports $(PY) -m pytest build/nbval-seed $(XDIST) \
 		$(NBVAL) --nbval-kernel-name $(KERNEL)
-	$(PY) -m lab.notebooks check-runs build/nbval-seed-reports
+	$(PY) -m lab.studies.notebooks check-runs build/nbval-seed-reports
 
 # While working: every module of lab touched in a few minutes; the heavy checks (the backbone
 # table, subprocess batches and workers, kill-and-resume, the notebooks) are left to `make test`.
 test-fast: setup
-	$(PY) -m pytest tests -m "not slow" $(XDIST)
+	$(PY) -m pytest tests -m "not slow" $(XDIST) $(DURATIONS)
 
 # JupyterLab (requirements-notebook.txt, kept out of `make test`'s setup) on notebooks/; the
 # notebooks' "Python (lab)" kernel is the kit's venv. JUPYTER_ARGS passes options (--no-browser...).
@@ -154,7 +156,7 @@ $(COLAB_KIT): $(COLAB_BASE) pyproject.toml requirements.txt ci/install_cell.py c
 
 test-colab: $(COLAB_KIT)
 	rm -rf $(COLAB_DIR)/nbval
-	$(COLAB_PY) -m lab.notebooks prepare $(COLAB_DIR)/nbval
+	$(COLAB_PY) -m lab.studies.notebooks prepare $(COLAB_DIR)/nbval
 	$(NO_TENSORBOARD) LAB_REPORTS_DIR=$(CURDIR)/$(COLAB_DIR)/nbval-reports $(COLAB_PY) -m pytest tests \
 		$(addprefix $(COLAB_DIR)/nbval/,$(COLAB_NOTEBOOKS)) -m "not slow" $(XDIST) $(NBVAL) \
 		--nbval-kernel-name python3
@@ -168,4 +170,4 @@ dist: setup
 
 # Folders of runs killed before they finished, whose process is gone (a live run's is kept).
 clean-reports: setup
-	$(PY) -c "from lab.records import clean_partial; print(clean_partial(), 'interrupted run folder(s) removed')"
+	$(PY) -c "from lab.runs.records import clean_partial; print(clean_partial(), 'interrupted run folder(s) removed')"

@@ -2,9 +2,9 @@
 
 A transfer model with a frozen backbone (``unfreeze=0``) trains only its head. With
 ``feature_cache=None`` every epoch still pushes every image through the unchanging backbone; with
-``feature_cache="memory"`` (or ``"disk"``) ``lab.training`` computes the pooled backbone features
-once (``lab.features``) and trains the head on them. Both are measured here in one run, through
-``lab.training.train`` as a course run calls it: same data, same model, same head initialisation,
+``feature_cache="memory"`` (or ``"disk"``) ``lab.runs.training`` computes the pooled backbone features
+once (``lab.models.features``) and trains the head on them. Both are measured here in one run, through
+``lab.runs.training.train`` as a course run calls it: same data, same model, same head initialisation,
 same seed, same shuffling.
 
 Three runs per backbone:
@@ -21,7 +21,7 @@ for itself; the validation and test accuracy of both sides and their difference 
 most 0.5).
 
 Without network there are no ImageNet weights: by default each backbone is pretrained here with
-``lab.pretraining.pretrain_offline`` (shapes, 32 px; kept under ``data/pretrained/`` and reused), then
+``lab.tasks.pretraining.pretrain_offline`` (shapes, 32 px; kept under ``data/pretrained/`` and reused), then
 transferred to the target data. ``--weights none`` uses a random backbone (same speed, lower accuracy).
 
 Run: ``python benchmarks/feature_cache.py`` (about 3-5 minutes on 2 cores, the first time a minute more for
@@ -56,10 +56,10 @@ def main() -> None:
     limit = args.limit if args.limit is not None else (400 if args.quick else None)
     backbones = [name.strip() for name in args.backbones.split(",") if name.strip()]
 
-    from lab.datasets import load_dataset
-    from lab.features import clear_memory_cache, feature_cache_dir
-    from lab.training import train
-    from lab.pretraining import pretrain_offline
+    from lab.data.datasets import load_dataset
+    from lab.models.features import clear_memory_cache, feature_cache_dir
+    from lab.runs.training import train
+    from lab.tasks.pretraining import pretrain_offline
 
     data = load_dataset(args.dataset, size=args.dataset_size, limit=limit, seed=args.seed)
     load_before = os.getloadavg()

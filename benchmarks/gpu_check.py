@@ -7,7 +7,7 @@ checks that the work ran on the GPU, not only that TensorFlow lists one:
 * the trained model's weights live on a GPU device (``variable.value.device``);
 * the GPU's memory peaked during training (``tf.config.experimental.get_memory_info``);
 * the run record names the dtype policy ``"auto"`` chose (``mixed_float16`` on a GPU with tensor
-  cores, compute capability 7.0 or more: ``lab.hardware.use_mixed_precision``).
+  cores, compute capability 7.0 or more: ``lab.system.hardware.use_mixed_precision``).
 
 Then it trains the same two in a child process that sees no GPU (``CUDA_VISIBLE_DEVICES=-1``) and
 prints the epoch times side by side: the median of the epochs after the first (which traces and
@@ -53,10 +53,10 @@ def measure(epochs: int) -> list[dict]:
     """Trains each configuration on this process's devices; one row per run."""
     import tensorflow as tf
 
-    from lab import hardware
-    from lab.datasets import load_dataset
-    from lab.records import load_run
-    from lab.training import train
+    from lab.system import hardware
+    from lab.data.datasets import load_dataset
+    from lab.runs.records import load_run
+    from lab.runs.training import train
 
     on_gpu = bool(hardware.gpus())
     rows = []
@@ -91,7 +91,7 @@ def on_cpu(epochs: int) -> list[dict]:
 
 def problems(rows: list[dict]) -> list[str]:
     """What shows that a GPU run did not use the GPU (or its tensor cores)."""
-    from lab import hardware
+    from lab.system import hardware
 
     wanted = hardware.policy_name("auto")
     found = []
@@ -121,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         import pandas as pd
 
-        from lab.colab import device_report
-        from lab.hardware import gpus
+        from lab.system.colab import device_report
+        from lab.system.hardware import gpus
 
         print(device_report())
         if not gpus():

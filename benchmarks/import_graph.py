@@ -134,8 +134,33 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return sorted(cycles)
 
 
+# The rooms of lab/, bottom first (docs/architecture.md): a module may import from its own room and
+# the rooms below it (tests/test_imports.py). The two registries belong with the configurations
+# that check names against them, though their packages sit higher.
+ROOMS = ["config", "system", "data", "models", "runs", "tasks", "studies", "report"]
+REGISTRIES = {"lab.tasks", "lab.models"}
+
+
+def room_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The graph of lab's rooms (its top-level folders): which rooms each room imports from. The
+    registries (``lab.tasks``, ``lab.models``: their packages' ``__init__``) are shown apart from
+    their folders, since they sit with the configurations (docs/architecture.md)."""
+    def room(module: str) -> str:
+        return f"{module} (registry)" if module in REGISTRIES else ".".join(module.split(".")[:2])
+    rooms: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        if module != "lab":
+            rooms.setdefault(room(module), set()).update(room(t) for t in targets if room(t) not in {"lab", room(module)})
+    return rooms
+
+
 def main() -> int:
     graph = import_graph(Path(__file__).resolve().parents[1] / "lab", lazy="--import-time" not in sys.argv)
+    rooms = room_graph(graph)
+    print("rooms:")
+    for name in sorted(rooms, key=lambda r: (len(rooms[r]), r), reverse=True):
+        print(f"  {name} -> {', '.join(sorted(rooms[name]))}".rstrip())
+    print("modules:")
     for module in sorted(graph):
         print(f"{module} -> {', '.join(sorted(graph[module]))}".rstrip())
     cycles = find_cycles(graph)

@@ -9,7 +9,7 @@
 
 Needs the instance-segmentation extra (``make setup-instance``).
 
-**What it measures:** ``lab.instance.train_instance`` fine-tunes the quick setting's Mask R-CNN
+**What it measures:** ``lab.tasks.instance.train_instance`` fine-tunes the quick setting's Mask R-CNN
 (Model Garden's, ResNet-18-FPN, FPN and heads 64 wide, one head convolution, fc 256, 64 sampled
 proposals, 128 px, batch 2, SGD at 1e-2 or ``--optimizer adam``, BatchNorm momentum 0.9, random weights: offline, no
 checkpoint) on a generated instance set (``--dataset``: ``"shapes"``, 300/50/50 images, by default, or
@@ -64,8 +64,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["LAB_REPORTS_DIR"] = str(Path(tmp) / "reports")
         os.environ["LAB_DATA_DIR"] = str(Path(tmp) / "data")
-        from lab import hardware  # first: the kit keeps TensorFlow's start-up lines out of the output
-        from lab.instance import train_instance
+        from lab.system import hardware  # first: the kit keeps TensorFlow's start-up lines out of the output
+        from lab.tasks.instance import train_instance
 
         import keras
 
@@ -81,7 +81,7 @@ def main() -> int:
         print(f"device: {hardware.device_summary()}, {os.cpu_count()} cores")
         waited = wait_until_quiet(args.max_other_load, args.wait_quiet)
         clock = CpuClock()
-        from lab.instance import task as instance_task
+        from lab.tasks.instance import task as instance_task
 
         log_line = instance_task.InstanceTask.log_line
         instance_task.InstanceTask.log_line = lambda self, n: keras.callbacks.CallbackList([log_line(self, n), clock])

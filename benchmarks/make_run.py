@@ -2,7 +2,7 @@
 
     python benchmarks/make_run.py                    # the job as the Makefile's `run` target runs it
     python benchmarks/make_run.py --quick            # two configurations (a smoke run)
-    python benchmarks/make_run.py --args "--workers 2 --seeds 1"   # other arguments of lab.ablation
+    python benchmarks/make_run.py --args "--workers 2 --seeds 1"   # other arguments of lab.studies.ablation
 
 Target: at most 300 s from the command's start to its exit on the 2-core machine (the job time
 of `make run`, without `make setup`). It prints the wall time, the CPU seconds of the job (the
@@ -40,10 +40,10 @@ TARGET_SECONDS = 300.0
 
 
 def make_run_arguments() -> list[str]:
-    """The arguments the Makefile's ``run`` target gives ``lab.ablation`` (read, not repeated here)."""
+    """The arguments the Makefile's ``run`` target gives ``lab.studies.ablation`` (read, not repeated here)."""
     recipe = re.search(r"^run:.*\n\t.*-m lab\.ablation(.*)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
     if recipe is None:
-        raise SystemExit("The Makefile has no `run` target running `python -m lab.ablation`; pass --args.")
+        raise SystemExit("The Makefile has no `run` target running `python -m lab.studies.ablation`; pass --args.")
     return shlex.split(recipe.group(1))
 
 
@@ -53,16 +53,16 @@ def children_cpu_seconds() -> float:
 
 
 def time_job(arguments: list[str], reports: Path) -> dict[str, float]:
-    """Runs ``python -m lab.ablation ARGUMENTS`` once; its wall and CPU seconds, and the cores others used."""
+    """Runs ``python -m lab.studies.ablation ARGUMENTS`` once; its wall and CPU seconds, and the cores others used."""
     env = {**os.environ, "LAB_REPORTS_DIR": str(reports), "PYTHONPATH": str(ROOT)}
     cpu, busy, begin = children_cpu_seconds(), busy_seconds(), time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "lab.ablation", *arguments], env=env, cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "lab.studies.ablation", *arguments], env=env, cwd=ROOT,
                           capture_output=True, text=True)
     wall = time.perf_counter() - begin
     own = children_cpu_seconds() - cpu  # the command and every descendant it waited for
     if done.returncode != 0:
         print(done.stdout[-3000:], done.stderr[-3000:], sep="\n")
-        raise SystemExit(f"lab.ablation {' '.join(arguments)} exited with {done.returncode}")
+        raise SystemExit(f"lab.studies.ablation {' '.join(arguments)} exited with {done.returncode}")
     others = max(busy_seconds() - busy - own, 0.0)
     return {"wall": wall, "cpu": own, "own_cores": own / wall, "other_cores": others / wall}
 
@@ -97,7 +97,7 @@ def breakdown(reports: Path) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--args", help="lab.ablation's arguments (default: the Makefile's `run` target's)")
+    parser.add_argument("--args", help="lab.studies.ablation's arguments (default: the Makefile's `run` target's)")
     parser.add_argument("--quick", action="store_true",
                         help="only two configurations (adds --only 1-plain 2-batchnorm)")
     parser.add_argument("--max-other-load", type=float, default=0.3, help=QUIET_HELP)
@@ -107,7 +107,7 @@ def main() -> int:
     if args.quick:
         arguments += ["--only", "1-plain", "2-batchnorm"]
     waited = wait_until_quiet(args.max_other_load, args.wait_quiet)
-    print(f"python -m lab.ablation {' '.join(arguments)}  (waited {waited:.0f} s for a quiet machine)", flush=True)
+    print(f"python -m lab.studies.ablation {' '.join(arguments)}  (waited {waited:.0f} s for a quiet machine)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         timing = time_job(arguments, Path(tmp) / "reports")
         parts = breakdown(Path(tmp) / "reports")

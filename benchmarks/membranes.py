@@ -6,7 +6,7 @@ training.
     python benchmarks/membranes.py --quick                # smoke run: 3 epochs per run
     python benchmarks/membranes.py --recipes baseline,published --epochs 80
 
-**What it checks:** ``lab.segmentation.train_segmentation`` trains a U-Net on ``membranes`` (20
+**What it checks:** ``lab.tasks.segmentation.train_segmentation`` trains a U-Net on ``membranes`` (20
 training images of 128x128, EM-like; the membrane holds about a fifth of the pixels) with the
 combined loss (Dice + cross-entropy) and horizontal and vertical flips, then adds U-Net's elastic
 deformation (``aug_elastic``, 3x3 grid), its weight map (``weight_map``, w0 = 10, sigma = 5), and
@@ -67,9 +67,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["LAB_REPORTS_DIR"] = str(Path(tmp) / "reports")
-        from lab import hardware
-        from lab.datasets.segmentation import load_segmentation_dataset
-        from lab.segmentation import train_segmentation
+        from lab.system import hardware
+        from lab.data.datasets.segmentation import load_segmentation_dataset
+        from lab.tasks.segmentation import train_segmentation
 
         print(f"device: {hardware.device_summary()}, {os.cpu_count()} cores")
         data = load_segmentation_dataset("membranes", seed=args.seed, num_train=args.num_train)
@@ -119,9 +119,9 @@ def throughput(data, args) -> None:
     import tensorflow as tf
 
     from lab.models import build_model
-    from lab.segmentation.losses import make_loss
-    from lab.segmentation.pipeline import make_joint_augmenter, make_segmentation_pipeline
-    from lab.segmentation.weight_map import dataset_weight_maps
+    from lab.tasks.segmentation.losses import make_loss
+    from lab.tasks.segmentation.pipeline import make_joint_augmenter, make_segmentation_pipeline
+    from lab.tasks.segmentation.weight_map import dataset_weight_maps
 
     # Enough images for several timed passes: the training images repeated.
     repeats = 2 if args.quick else 10

@@ -30,8 +30,8 @@ from nbformat.v4 import new_code_cell, new_notebook
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lab.batch import run_batch, spec_from_dict  # noqa: E402
-from lab.notebooks import QUICK, notebooks  # noqa: E402
+from lab.studies.batch import run_batch, spec_from_dict  # noqa: E402
+from lab.studies.notebooks import QUICK, notebooks  # noqa: E402
 
 
 def papermill(source: Path, output: Path, parameters: dict | None = None) -> float:
@@ -82,7 +82,7 @@ def main() -> int:
         print("\n3. Batch throughput: 4 runs of a small training notebook (digits, MLP, 5 epochs)")
         train_nb = notebook(tmp / "train.ipynb", [
             "hidden = [32]\nseed = 0",
-            "from lab.training import train\n"
+            "from lab.runs.training import train\n"
             "r = train(dataset='digits', model='mlp', hidden_units=hidden, epochs=5, seed=seed, verbose=0, save_model=False)\n"
             "print(r.status)"])
         rates = {}

@@ -1,13 +1,13 @@
-"""Does the kit's input pipeline keep up? Batches/s of lab.pipeline alone against training steps/s.
+"""Does the kit's input pipeline keep up? Batches/s of lab.data.pipeline alone against training steps/s.
 
-The pipeline is ``lab.pipeline.make_pipeline(training=True, batch_size=64)`` over BloodMNIST-shaped
+The pipeline is ``lab.data.pipeline.make_pipeline(training=True, batch_size=64)`` over BloodMNIST-shaped
 random arrays (11,959 images, 28x28x3 uint8, 8 classes), without augmentation and with
 ``make_augmenter(flip="horizontal", rotation=0.1)`` (the course's default augmentation). It is
 iterated from Python, batch after batch, with nothing else to do: the rate at which it can deliver.
-"pipeline+augment, before" is the augmentation as lab.pipeline applied it before it became
+"pipeline+augment, before" is the augmentation as lab.data.pipeline applied it before it became
 stateless: the Keras layers called on one batch at a time, drawing from their own seed state.
 
-Training is the E1 CNN (``lab.models.cnn`` defaults) compiled as ``lab.training`` compiles it,
+Training is the E1 CNN (``lab.models.cnn`` defaults) compiled as ``lab.runs.training`` compiles it,
 trained with no input pipeline in the way: ``model.fit`` on batches made once and cached as float
 tensors, and a loop of ``model.train_on_batch`` over the same tensors. The faster of the two is the
 rate the pipeline must beat; the target is a pipeline at least 10 times faster than training, so
@@ -41,11 +41,11 @@ def main() -> None:
     import tensorflow as tf
 
     from lab.config import RunConfig
-    from lab.losses import SparseCategoricalCrossentropy
+    from lab.models.losses import SparseCategoricalCrossentropy
     from lab.models import build_model
-    from lab.pipeline import make_augmenter, make_pipeline
-    from lab.optimizers import make_optimizer
-    from lab.runner import seed_everything
+    from lab.data.pipeline import make_augmenter, make_pipeline
+    from lab.config.optimizers import make_optimizer
+    from lab.runs.runner import seed_everything
 
     config = RunConfig(model="cnn", batch_size=args.batch_size)
     seed_everything(config.seed, config.deterministic)
@@ -59,12 +59,12 @@ def main() -> None:
     pipelines = {
         "pipeline": make_pipeline(images, labels, **common),
         "pipeline+augment": make_pipeline(images, labels, augmenter=augmenter, **common),
-        # lab.pipeline before its augmentation became stateless: the Keras layers called one batch at
+        # lab.data.pipeline before its augmentation became stateless: the Keras layers called one batch at
         # a time, drawing from their own seed state (the same stages, then that map, then prefetch).
         "pipeline+augment, before": make_pipeline(images, labels, **common).map(
             lambda x, y: (stateful(x, training=True), y), num_parallel_calls=1, deterministic=True
         ).prefetch(tf.data.AUTOTUNE),
-        # lab.pipeline turns tf.data's autotuner off (see training_speed.py); what it would deliver with it on.
+        # lab.data.pipeline turns tf.data's autotuner off (see training_speed.py); what it would deliver with it on.
         "pipeline, autotune on": make_pipeline(images, labels, **common).with_options(autotune_on),
         "pipeline+augment, autotune on": make_pipeline(images, labels, augmenter=augmenter,
                                                        **common).with_options(autotune_on),

@@ -7,7 +7,7 @@
     python benchmarks/recipes.py --datasets digits_imbalanced --recipes default,strong --epochs 100 --seeds 5
 
 Every recipe trains for the same number of epochs (early stopping off; the best epoch by
-validation loss is restored and tested, as in every run) with ``lab.training.train``, on
+validation loss is restored and tested, as in every run) with ``lab.runs.training.train``, on
 
 * ``digits``: scikit-learn's real handwritten digits, enlarged to 28x28 in the pipeline (as
   notebook 01's quick setting), 10 classes;
@@ -37,12 +37,12 @@ The recipes:
   validation threshold beside the 0.5 one.
 
 With ``--seeds 3`` (or a list, ``0,4,9``) every recipe runs once per seed and a second table gives each score's
-mean across the seeds with its 95% t interval (``lab.confidence.across_seeds``).
+mean across the seeds with its 95% t interval (``lab.runs.confidence.across_seeds``).
 
 It prints one table: test accuracy, test macro AUC (one-vs-rest), the best epoch, training
 seconds (the fit, without evaluation), the run's wall and CPU seconds (with its evaluation) and
 how many cores other processes kept busy meanwhile (``others``: rows taken while that is high are
-not comparable), then the total cost and, per dataset, ``lab.comparison.compare``'s verdict of
+not comparable), then the total cost and, per dataset, ``lab.runs.comparison.compare``'s verdict of
 every recipe against the first (across seeds a paired t test; over the test images McNemar's
 exact test and a paired bootstrap). Runs are recorded in a temporary reports folder, deleted at
 the end (``--reports-dir`` keeps them).
@@ -72,7 +72,7 @@ import numpy as np  # noqa: E402
 
 from common import QUIET_HELP, LoadMeter, wait_until_quiet  # noqa: E402
 
-from lab.seeds import parse_argument, seed_list  # noqa: E402
+from lab.studies.seeds import parse_argument, seed_list  # noqa: E402
 
 # E1's best configuration (notebook 01's parameters), without early stopping.
 E1 = dict(model="cnn", normalization="batch", dropout_rate=0.5, augment=True, learning_rate=1e-4, optimizer="adam",
@@ -92,7 +92,7 @@ IMBALANCED_CLASSES, MINORITY_SHARE = (3, 8), 0.10
 
 def digits_imbalanced(limit: int | None = None, seed: int = 0):
     """``digits_imbalanced``: 3 against 8, MINORITY_SHARE eights in train and validation, balanced test."""
-    from lab.datasets import from_arrays, load_dataset
+    from lab.data.datasets import from_arrays, load_dataset
 
     data = load_dataset("digits")
     rng = np.random.default_rng(seed)
@@ -138,7 +138,7 @@ def across_seeds_table(table):
     """Each (dataset, recipe)'s scores as the mean across seeds with its 95% t interval."""
     import pandas as pd
 
-    from lab.confidence import across_seeds, format_estimate
+    from lab.runs.confidence import across_seeds, format_estimate
 
     summary = []
     for (dataset, name), group in table.groupby(["dataset", "recipe"], sort=False):
@@ -152,11 +152,11 @@ def across_seeds_table(table):
 
 
 def comparison(run_dirs: list) -> str:
-    """``lab.comparison.compare`` of one dataset's runs against the first recipe's, as Markdown:
+    """``lab.runs.comparison.compare`` of one dataset's runs against the first recipe's, as Markdown:
     across seeds a paired t test, over the test images McNemar's exact test (accuracy) and a
     paired bootstrap (AUC); "better" or "worse" only when both find it."""
-    from lab.comparison import compare
-    from lab.records import load_run
+    from lab.runs.comparison import compare
+    from lab.runs.records import load_run
 
     return compare([load_run(path) for path in run_dirs]).markdown()
 
@@ -184,9 +184,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         reports = args.reports_dir or str(Path(tmp) / "reports")
-        from lab import hardware
-        from lab.records import to_markdown
-        from lab.training import train
+        from lab.system import hardware
+        from lab.runs.records import to_markdown
+        from lab.runs.training import train
 
         import pandas as pd
 

@@ -4,7 +4,7 @@
     python benchmarks/segmentation.py --quick             # smoke run: 300 images, 3 epochs
     python benchmarks/segmentation.py --losses crossentropy,dice,combined
 
-**What it checks:** ``lab.segmentation.train_segmentation`` trains a U-Net (depth 3, 16 base
+**What it checks:** ``lab.tasks.segmentation.train_segmentation`` trains a U-Net (depth 3, 16 base
 filters, ~0.5 M parameters) on ``shapes`` (1,200 training images of 32x32, 7 classes with the
 background, 78% of the pixels background) and reaches a test mean IoU of **at least 0.9 within
 5 minutes** on the 2-core machine, everything included (generating the data, building,
@@ -50,10 +50,10 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["LAB_REPORTS_DIR"] = str(Path(tmp) / "reports")
-        from lab import hardware
-        from lab.datasets.segmentation import load_segmentation_dataset
-        from lab.segmentation import train_segmentation
-        from lab.evaluation import metric_key
+        from lab.system import hardware
+        from lab.data.datasets.segmentation import load_segmentation_dataset
+        from lab.tasks.segmentation import train_segmentation
+        from lab.runs.evaluation import metric_key
 
         print(f"device: {hardware.device_summary()}, {os.cpu_count()} cores")
         rows = []

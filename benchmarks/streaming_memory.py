@@ -4,7 +4,7 @@ Generates a MedMNIST-format npz (random uint8 images, PathMNIST's split shares a
 at 1x and 8x size in a temporary directory, written a chunk at a time (the generator never
 holds the data either). Then, in a fresh Python process per measurement:
 
-1. Memory: ``lab.training.train`` with ``dataset="npz:<file>"``, ``data_path="stream"`` on each
+1. Memory: ``lab.runs.training.train`` with ``dataset="npz:<file>"``, ``data_path="stream"`` on each
    size: the conversion to TFRecords (the npz read a chunk at a time), one training epoch from
    the shards and the run's whole evaluation (loss and accuracy of every split, predictions,
    confusion matrix, sample grid). Peak memory is the child's peak resident set size
@@ -145,8 +145,8 @@ def _run_child(job: dict) -> dict:
 def _child(job: dict) -> int:
     """Child process: one run (conversion if needed, epochs, evaluation); prints one JSON line."""
     from lab.config import RunConfig
-    from lab.datasets.streaming import load_streamed
-    from lab.training import train
+    from lab.data.datasets.streaming import load_streamed
+    from lab.runs.training import train
 
     start_mb = _current_rss_mb()
     phases = _PhaseSampler()

@@ -33,8 +33,8 @@ def main() -> None:
     args = parse_args()
     samples = args.samples or (600 if args.quick else 12_000)
     epochs = args.epochs or (3 if args.quick else 5)
-    from lab.datasets import from_arrays
-    from lab.training import train
+    from lab.data.datasets import from_arrays
+    from lab.runs.training import train
 
     images, labels = make_data(samples + samples // 5)
     data = from_arrays(images[:samples], labels[:samples], images[samples:], labels[samples:], name="bloodmnist-shaped")
@@ -81,7 +81,7 @@ def callback_cpu_ms(temporary: str) -> float:
     """CPU milliseconds of the epoch callback's ``on_epoch_end`` with a classifier's five values."""
     import keras
 
-    from lab import tensorboard
+    from lab.runs import tensorboard
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
@@ -99,11 +99,11 @@ def callback_cpu_ms(temporary: str) -> float:
 
 
 def write_run_end_seconds(run_dir: Path, metrics: dict) -> float:
-    """Wall seconds of ``lab.tensorboard.write_run_end`` on a finished run (written again aside)."""
+    """Wall seconds of ``lab.runs.tensorboard.write_run_end`` on a finished run (written again aside)."""
     import shutil
 
-    from lab import tensorboard
-    from lab.records import load_run
+    from lab.runs import tensorboard
+    from lab.runs.records import load_run
 
     config = load_run(run_dir).config
     times = []

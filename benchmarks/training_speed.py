@@ -3,11 +3,11 @@
 Data: BloodMNIST-shaped random arrays (11,959 training images, 28x28x3 uint8, 8 classes). Random
 pixels are fine for speed: nothing in either framework's step depends on the values.
 
-Kit side: ``lab.models.cnn`` with its defaults, compiled by ``lab.training.compile_model`` as every
+Kit side: ``lab.models.cnn`` with its defaults, compiled by ``lab.runs.training.compile_model`` as every
 run is (optimizer, smoothed sparse cross-entropy, accuracy, ``jit_compile`` and
 ``steps_per_execution`` from ``RunConfig``), seeded by ``seed_everything``, fed by
-``lab.pipeline.make_pipeline(training=True)`` and trained by ``model.fit`` with the callbacks
-``lab.training`` installs that matter for speed (``EpochTimer``, and ``DivergenceMonitor``, whose
+``lab.data.pipeline.make_pipeline(training=True)`` and trained by ``model.fit`` with the callbacks
+``lab.runs.training`` installs that matter for speed (``EpochTimer``, and ``DivergenceMonitor``, whose
 per-batch check makes Keras run the callbacks synchronously). Every value a configuration below
 does not name is ``RunConfig()``'s default, so the "default" row follows the kit when its defaults
 change. Only training is timed: no validation pass.
@@ -29,7 +29,7 @@ epoch's end to its own, so an epoch includes making its iterator and tearing dow
 
 "outside s" is the part of an epoch spent outside its batches: mostly making the epoch's tf.data
 iterator and tearing down the previous one. With tf.data autotuning on (TensorFlow's default, which
-lab.pipeline has turned off since it was measured here: see "kit_before" and "autotune_on") that
+lab.data.pipeline has turned off since it was measured here: see "kit_before" and "autotune_on") that
 teardown sometimes blocks until the autotuner's next wake-up, 10 * (2**k - 1) ms after the iterator
 was made (0.63 s, 1.27 s, ..., 5.11 s, 10.23 s, ...), which can add most of an epoch; "stalls"
 counts the epochs where the outside part took over 0.25 s. Because of them a configuration's epoch
@@ -63,7 +63,7 @@ PROTOCOL = "@@"  # prefix of the lines a worker writes for the parent; anything 
 # commit 7ba1f40 (tf.data autotuning on, steps_per_execution=1), the defaults this benchmark first
 # measured. "kind" picks the worker; the other keys are read by it.
 CONFIGS: dict[str, dict] = {
-    "default": {"kind": "kit", "about": "the kit as lab.training runs it (RunConfig defaults, model.fit)"},
+    "default": {"kind": "kit", "about": "the kit as lab.runs.training runs it (RunConfig defaults, model.fit)"},
     "kit_before": {"kind": "kit", "tfdata": "autotune_on", "steps_per_execution": 1,
                    "about": "the kit before 7ba1f40: tf.data autotune on, steps_per_execution=1"},
     "autotune_on": {"kind": "kit", "tfdata": "autotune_on",
@@ -136,7 +136,7 @@ def main() -> None:
     if unknown:
         sys.exit(f"Unknown configuration(s) {unknown}; --list shows them.")
     if any(CONFIGS[n].get("needs") == "bf16" for n in names):
-        from lab.hardware import cpu_supports_bfloat16
+        from lab.system.hardware import cpu_supports_bfloat16
 
         if not cpu_supports_bfloat16():
             skipped = [n for n in names if CONFIGS[n].get("needs") == "bf16"]
@@ -337,13 +337,13 @@ def kit_worker(spec: dict) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(spec["inter_op_threads"])
     import keras
 
-    from lab import hardware
-    from lab.callbacks import DivergenceMonitor, EpochTimer
+    from lab.system import hardware
+    from lab.runs.callbacks import DivergenceMonitor, EpochTimer
     from lab.config import RunConfig
     from lab.models import build_model
-    from lab.pipeline import make_augmenter, make_pipeline
-    from lab.classification import compile_model
-    from lab.runner import seed_everything
+    from lab.data.pipeline import make_augmenter, make_pipeline
+    from lab.tasks.classification import compile_model
+    from lab.runs.runner import seed_everything
 
     overrides = {key: spec[key] for key in ("jit_compile", "deterministic", "normalization", "steps_per_execution",
                                             "mixed_precision") if key in spec}
@@ -404,7 +404,7 @@ def kit_worker(spec: dict) -> None:
         def on_epoch_end(self, epoch, logs=None):
             stamps.epoch_end()
 
-    # lab.training's callbacks that act during training (the others need validation data). The
+    # lab.runs.training's callbacks that act during training (the others need validation data). The
     # divergence check stays at NaN/inf: random labels would trip its chance-level test.
     callbacks = [Stamper(), EpochTimer(), DivergenceMonitor(baseline_loss=None)]
     for epochs in commands():

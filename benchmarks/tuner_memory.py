@@ -1,10 +1,10 @@
 """Shows that a keras-tuner search's memory stays flat across trials.
 
-Runs one ``lab.tuning.search`` of N trials (30 by default) in this process: the E1 CNN on the
+Runs one ``lab.studies.tuning.search`` of N trials (30 by default) in this process: the E1 CNN on the
 real digits, with filters, depth, normalisation, dropout, L2, learning rate and optimizer drawn
 by keras-tuner's RandomSearch, one epoch each, so every trial builds a different model. After
 every trial it prints the process's resident set size (RSS) and its peak so far
-(``ru_maxrss``). Each trial is a whole ``lab.training.train`` run (run record, plots, model file)
+(``ru_maxrss``). Each trial is a whole ``lab.runs.training.train`` run (run record, plots, model file)
 and ``train`` clears the Keras session first, so a long search should not accumulate graphs,
 layers or optimizer state.
 
@@ -13,7 +13,7 @@ times the RSS after the first trial. "start" is the RSS once TensorFlow is impor
 loaded; the first trial adds TensorFlow's and Keras' one-off state (kernels, thread pools). The
 growth over the second half of the search (least-squares slope, MB per trial) is printed too;
 it is noisy over 30 trials (the allocator settles over the first few dozen models of different
-sizes). ``--keep-graphs`` leaves out ``lab.tf_memory.released_graphs`` to show what it fixes.
+sizes). ``--keep-graphs`` leaves out ``lab.system.tf_memory.released_graphs`` to show what it fixes.
 
     python benchmarks/tuner_memory.py            # 30 trials, ~3 minutes on 2 cores
     python benchmarks/tuner_memory.py --quick    # 8 trials
@@ -76,7 +76,7 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=300, help="images per split")
     parser.add_argument("--tuner", default="random", choices=("random", "bayesian", "hyperband"))
     parser.add_argument("--keep-graphs", action="store_true",
-                        help="leave out lab.tf_memory.released_graphs around each trial (shows the leak it fixes)")
+                        help="leave out lab.system.tf_memory.released_graphs around each trial (shows the leak it fixes)")
     args = parser.parse_args()
     trials = 8 if args.quick else args.trials
 
@@ -84,10 +84,10 @@ def main() -> int:
     os.environ["LAB_REPORTS_DIR"] = str(workdir / "reports")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        from lab.datasets import load_dataset
-        from lab.tuning import search
-        from lab.tuning import tuner as tuner_module
-        from lab.tuning.tuner import RunTuner
+        from lab.data.datasets import load_dataset
+        from lab.studies.tuning import search
+        from lab.studies.tuning import tuner as tuner_module
+        from lab.studies.tuning.tuner import RunTuner
 
         if args.keep_graphs:
             import contextlib

@@ -20,7 +20,7 @@ def isolated_dirs(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def digits():
-    from lab.datasets import load_dataset
+    from lab.data.datasets import load_dataset
 
     return load_dataset("digits")
 
@@ -36,11 +36,11 @@ def tiny_images():
 def quick_downloads(monkeypatch):
     """Downloads that give up within a second (0.3 s waits, one retry, 10 ms pauses) and no proxy
     from the machine's environment."""
-    import lab.download
+    import lab.system.download
 
     monkeypatch.setenv("LAB_DOWNLOAD_TIMEOUT", "0.3")
     monkeypatch.setenv("LAB_DOWNLOAD_RETRIES", "1")
-    monkeypatch.setattr(lab.download, "BACKOFF_SECONDS", 0.01)
+    monkeypatch.setattr(lab.system.download, "BACKOFF_SECONDS", 0.01)
     for name in ("http_proxy", "https_proxy", "no_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.upper(), raising=False)

@@ -82,7 +82,7 @@ def test_unfreezing_more_stages_than_exist_says_how_many():
 
 
 def test_imagenet_weights_offline_give_a_clear_error(monkeypatch, quick_downloads, keras_cache, silent_url):
-    """Behind a proxy that never answers, Keras' download (routed to lab.download.fetch) gives up in seconds."""
+    """Behind a proxy that never answers, Keras' download (routed to lab.system.download.fetch) gives up in seconds."""
     monkeypatch.setenv("https_proxy", silent_url)
     with pytest.raises(WeightsNotAvailableError, match=r"ImageNet weights of 'vgg16'.*no answer within 0\.3 s.*"
                                                        r"put it at .*vgg16_weights_tf_dim_ordering_tf_kernels_notop\.h5"

@@ -15,7 +15,7 @@ no ``.tmp-*``, no search or batch folder), no changed file there, and the inputs
 Empty cache folders under the data directory (``data/keras/`` made before a refused download)
 are allowed: they hold nothing a later run could trust.
 
-Every case runs offline: the kit's downloads (``lab.download.fetch``, which Keras' ImageNet
+Every case runs offline: the kit's downloads (``lab.system.download.fetch``, which Keras' ImageNet
 weights and keras-hub's presets go through too) are refused by a proxy on the loopback, and
 Keras' cache is empty, so no case can reach the network and the offline cases see exactly what a
 student without network sees.
@@ -42,23 +42,23 @@ import pytest
 import tensorflow as tf
 from download_servers import fault_server, silent_server
 
-from lab import paths
-from lab.batch import load_spec, spec_from_dict
+from lab.system import paths
+from lab.studies.batch import load_spec, spec_from_dict
 from lab.config import RunConfig
-from lab.datasets import DATA_FIELDS, from_arrays, load_data, load_dataset
-from lab.datasets import medmnist as mm
-from lab.datasets.folders import write_image_folder
-from lab.datasets.segmentation import load_mask_folder
-from lab.download import ChecksumError, DatasetNotAvailableError, DownloadError
-from lab.lr_finder import find_learning_rate
+from lab.data.datasets import DATA_FIELDS, from_arrays, load_data, load_dataset
+from lab.data.datasets import medmnist as mm
+from lab.data.datasets.folders import write_image_folder
+from lab.data.datasets.segmentation import load_mask_folder
+from lab.system.download import ChecksumError, DatasetNotAvailableError, DownloadError
+from lab.runs.lr_finder import find_learning_rate
 from lab.models.backbones import WeightsNotAvailableError
-from lab.records import RESULT_STATUSES
+from lab.runs.records import RESULT_STATUSES
 from lab.report import build_report
 from lab.report.sources import UnknownSourceError
-from lab.segmentation import train_autoencoder, train_segmentation
-from lab.tfrecord import export_dataset, make_tfrecord_pipeline, manifest_path
-from lab.training import train
-from lab.tuning import search
+from lab.tasks.segmentation import train_autoencoder, train_segmentation
+from lab.data.tfrecord import export_dataset, make_tfrecord_pipeline, manifest_path
+from lab.runs.training import train
+from lab.studies.tuning import search
 
 # -- settings ---------------------------------------------------------------------------------
 
@@ -109,7 +109,7 @@ def behind_silent_proxy(fn: Callable, *args: Any, **kwargs: Any) -> Callable[[Pa
 
 def checkpoint_served_with(fault: str) -> Callable[[Path], Callable[[], Any]]:
     """The Model Garden checkpoint's download from a loopback server with ``fault`` (download_servers)."""
-    from lab.instance import model as garden
+    from lab.tasks.instance import model as garden
 
     def run():
         with fault_server() as server, mock.patch.object(garden, "CHECKPOINT_BUCKET", f"{server.base}/{fault}"), \
@@ -678,7 +678,7 @@ def offline(monkeypatch, keras_cache):
     """No network, as on a student's laptop on a train: every download is refused at once.
 
     The kit's downloads (datasets, the Model Garden checkpoint, Keras' ImageNet weights, all through
-    ``lab.download.fetch``) go to a proxy on a loopback port where nothing listens, with short waits
+    ``lab.system.download.fetch``) go to a proxy on a loopback port where nothing listens, with short waits
     and no retry; Keras' cache is an empty folder and its own ``get_file`` (never called by the kit,
     which routes it to ``fetch``) fails as it does without network.
     """
@@ -792,7 +792,7 @@ def test_the_advice_of_a_refused_export_works(tmp_path):
     """tfrecords-another-seed says: point tfrecord_dir at an empty folder, or re-export the folder
     with export_dataset. Both then train."""
     directory = exported(tmp_path, seed=0)
-    with pytest.raises(ValueError, match="re-export it with lab.tfrecord.export_dataset"):
+    with pytest.raises(ValueError, match="re-export it with lab.data.tfrecord.export_dataset"):
         train(**tiny(seed=1, tfrecord_dir=str(directory)))
     assert recorded(train(**tiny(seed=1, tfrecord_dir=str(tmp_path / "empty"))))
     export_dataset(load_data(RunConfig(**tiny(seed=1))), directory)

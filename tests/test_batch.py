@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from lab.batch import committed_jobs, load_spec, main, run_batch, spec_from_dict
-from lab.records import read_index
+from lab.studies.batch import committed_jobs, load_spec, main, run_batch, spec_from_dict
+from lab.runs.records import read_index
 
 PARAMETERS = '''
 learning_rate = 1e-2
@@ -30,7 +30,7 @@ fail_after = False
 BODY = '''
 import json, time
 import keras
-from lab.training import train
+from lab.runs.training import train
 assert isinstance(hidden_units, list) and isinstance(extra, dict), (type(hidden_units), type(extra))
 time.sleep(sleep)
 if fail:
@@ -64,7 +64,7 @@ def _write_notebook(path, parameters, body):
 @pytest.fixture
 def tiny_notebook(tmp_path):
     # All of digits, two epochs at 1e-2: clearly above chance, so "learns" is not read as
-    # "never learned" (lab.callbacks.DivergenceMonitor), and still a few seconds a notebook.
+    # "never learned" (lab.runs.callbacks.DivergenceMonitor), and still a few seconds a notebook.
     return _write_notebook(tmp_path / "tiny.ipynb", PARAMETERS, BODY)
 
 
@@ -155,7 +155,7 @@ def test_the_command_exits_1_when_a_job_failed_and_0_when_none_did(untrained_not
                       [{"name": "stops", "fail": True}, {"name": "passes", "note": "fine"}], name="exit")
     assert main([str(spec)]) == 1
     out = capsys.readouterr().out
-    assert "1 of 2 jobs failed (stops)" in out and f"python -m lab.batch {spec} --retry-failed" in out
+    assert "1 of 2 jobs failed (stops)" in out and f"python -m lab.studies.batch {spec} --retry-failed" in out
     folder = isolated_dirs / "reports" / "batches" / "exit"
     # No job trained anything, so there are no metrics: the status column must still be there.
     table = pd.read_csv(folder / "summary.csv").set_index("name")
@@ -175,7 +175,7 @@ def test_the_command_exits_1_when_a_job_failed_and_0_when_none_did(untrained_not
 
 @pytest.mark.parametrize("statuses,code", [(["failed", "completed"], 1), (["diverged", "completed"], 0)])
 def test_the_ablation_command_exits_1_when_a_configuration_failed(monkeypatch, tmp_path, capsys, statuses, code):
-    from lab import ablation, batch
+    from lab.studies import ablation, batch
 
     # The E1 notebook takes minutes a configuration, so the batch itself is replaced; the spec is
     # still built, and its parameters checked, against the real notebook.
@@ -261,7 +261,7 @@ def test_a_killed_batch_resumes_without_losing_or_duplicating(tiny_notebook, iso
                                      "parameters": {"sleep": 2.0},
                                      "grid": {"hidden_units": [[4], [6], [8], [10]]}}))
     folder = isolated_dirs / "reports" / "batches" / "kill"
-    command = [sys.executable, "-m", "lab.batch", str(spec_path)]
+    command = [sys.executable, "-m", "lab.studies.batch", str(spec_path)]
     batch = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
     deadline = time.time() + 180
     # Kill it while the second notebook is running: one record committed, one attempt in flight.
@@ -301,14 +301,14 @@ def test_unreadable_spec_is_a_clear_error(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="is not valid JSON"):
         load_spec(bad)
-    result = subprocess.run([sys.executable, "-m", "lab.batch", str(bad)], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "lab.studies.batch", str(bad)], capture_output=True, text=True)
     assert result.returncode == 2 and "is not valid JSON" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_a_batch_of_an_older_kit_resumes_from_its_batch_jsonl(untrained_notebook, isolated_dirs, capsys):
     """A batch folder from before collection records: its committed jobs are read from batch.jsonl,
     kept when the batch starts again, and written into its collection record from then on."""
-    from lab import atomic
+    from lab.system import atomic
 
     spec = spec_from_dict({"notebook": str(untrained_notebook), "name": "old",
                            "runs": [{"name": "done", "note": "a"}, {"name": "todo", "note": "b"}]})
@@ -335,7 +335,7 @@ def test_a_batch_of_an_older_kit_resumes_from_its_batch_jsonl(untrained_notebook
 SEEDED_PARAMETERS = "seed = 0\nseeds = None\nname = 'x'\nlearning_rate = 1e-2"
 
 SEEDED_BODY = '''
-from lab.training import train
+from lab.runs.training import train
 # As notebook 01 does it: one run per seed, in one kernel.
 for run_seed in seeds or [seed]:
     result = train(dataset="digits", limit=300, model="mlp", hidden_units=[8], epochs=1, learning_rate=learning_rate,
@@ -409,13 +409,13 @@ def test_the_seeds_of_a_configuration_run_in_one_notebook_and_resume_per_seed(tm
 
 
 def load_collection_members(folder):
-    from lab.records import load_collection
+    from lab.runs.records import load_collection
 
     return load_collection(folder).members
 
 
 RECORDING_BODY = '''
-from lab.records import RunWriter
+from lab.runs.records import RunWriter
 # A run record written by hand per seed (no training): what the batch reads back.
 for run_seed in ([seed] if ignore_seeds else seeds or [seed]):
     RunWriter({"seed": run_seed, "config_hash": f"{name}-{run_seed}"}, name=name).publish(

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from lab.callbacks import (DivergenceMonitor, EpochLogLine, EpochTimer, RestoreBestWeights, can_judge,
+from lab.runs.callbacks import (DivergenceMonitor, EpochLogLine, EpochTimer, RestoreBestWeights, can_judge,
                            format_epoch_line)
 
 

@@ -17,7 +17,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from lab.notebooks import notebooks
+from lab.studies.notebooks import notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -175,7 +175,7 @@ def test_install_cell_mounts_drive_in_colab_to_find_the_archive(monkeypatch, tmp
 
 
 def test_install_cell_uses_the_repository_url_by_default_and_lab_repo_overrides_it(monkeypatch, tmp_path):
-    from lab.notebooks import canonical
+    from lab.studies.notebooks import canonical
 
     monkeypatch.chdir(tmp_path)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(CELL)])
@@ -190,9 +190,9 @@ def test_install_cell_uses_the_repository_url_by_default_and_lab_repo_overrides_
 
 
 def test_every_install_cell_carries_the_repository_url_of_pyproject():
-    from lab.notebooks import repository_url
+    from lab.studies.notebooks import repository_url
 
-    assert f"\nLAB_URL = {repository_url()!r}\n" in CELL, "run `python -m lab.notebooks format`"
+    assert f"\nLAB_URL = {repository_url()!r}\n" in CELL, "run `python -m lab.studies.notebooks format`"
 
 
 def _colab_versions() -> dict[str, Version]:
@@ -220,7 +220,7 @@ def test_keras_bound_is_one_the_kits_training_works_with():
 
 
 def test_make_nbval_and_batches_use_the_same_kernel():
-    from lab.batch import DEFAULT_KERNEL
+    from lab.studies.batch import DEFAULT_KERNEL
 
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(rf"^KERNEL := {DEFAULT_KERNEL}$", makefile, re.M)
@@ -236,7 +236,7 @@ def _register(tmp_path: Path, name: str) -> None:
 
 
 def test_batches_use_the_kits_kernel_where_registered(tmp_path, monkeypatch):
-    from lab.batch import resolve_kernel
+    from lab.studies.batch import resolve_kernel
 
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
     _register(tmp_path, "lab")
@@ -247,7 +247,7 @@ def test_batches_use_the_kits_kernel_where_registered(tmp_path, monkeypatch):
 def test_batches_fall_back_to_python3_with_a_note(monkeypatch, capsys):
     from jupyter_client.kernelspec import KernelSpecManager
 
-    from lab.batch import resolve_kernel
+    from lab.studies.batch import resolve_kernel
 
     # As in Colab: only Python's own kernel (`make setup` has registered 'lab' for this venv).
     monkeypatch.setattr(KernelSpecManager, "find_kernel_specs", lambda self: {"python3": "/somewhere"})
@@ -256,7 +256,7 @@ def test_batches_fall_back_to_python3_with_a_note(monkeypatch, capsys):
 
 
 def test_batches_refuse_an_unregistered_kernel(tmp_path, monkeypatch):
-    from lab.batch import resolve_kernel
+    from lab.studies.batch import resolve_kernel
 
     with pytest.raises(ValueError, match=r"No Jupyter kernel named 'nope'; registered: .*python3"):
         resolve_kernel("nope")

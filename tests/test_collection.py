@@ -1,4 +1,4 @@
-"""Collection records (``lab.collection``): the four writers (sweep, batch, search, ablation) write
+"""Collection records (``lab.runs.collection``): the four writers (sweep, batch, search, ablation) write
 one schema, and the reader opens folders written before the record existed."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from lab import atomic
-from lab.collection import COLLECTION_NAME, COLLECTION_VERSION, MEMBER_KEYS, write_collection
-from lab.records import RunWriter, list_collections, load_collection, load_run
+from lab.system import atomic
+from lab.runs.collection import COLLECTION_NAME, COLLECTION_VERSION, MEMBER_KEYS, write_collection
+from lab.runs.records import RunWriter, list_collections, load_collection, load_run
 
 
 def _run(name, *, status="completed", learning_rate=1e-3, tags=(), val_accuracy=0.5):
@@ -130,12 +130,12 @@ def test_collections_are_listed_and_looked_up_by_name_with_clear_errors(isolated
 # -- one schema ----------------------------------------------------------------------------------
 
 def test_the_four_writers_write_the_same_schema(isolated_dirs, tmp_path):
-    from lab.ablation import notebook_batch_spec
-    from lab.batch import _Commits, spec_from_dict, summarise
+    from lab.studies.ablation import notebook_batch_spec
+    from lab.studies.batch import _Commits, spec_from_dict, summarise
     from lab.config import RunConfig
-    from lab.datasets import load_dataset
-    from lab.sweep import write_summary
-    from lab.tuning import search
+    from lab.data.datasets import load_dataset
+    from lab.studies.sweep import write_summary
+    from lab.studies.tuning import search
 
     runs = [_run("a", learning_rate=1e-2), _run("b")]
     folders = {"sweep": write_summary("s", runs, varied=["learning_rate"]),
@@ -176,8 +176,8 @@ def test_the_four_writers_write_the_same_schema(isolated_dirs, tmp_path):
 # -- seeds ---------------------------------------------------------------------------------------
 
 def test_members_carry_their_seed_and_the_configuration_they_repeat(isolated_dirs):
-    from lab.collection import member
-    from lab.sweep import write_summary
+    from lab.runs.collection import member
+    from lab.studies.sweep import write_summary
 
     runs = [_run("plain"), _run("plain", learning_rate=1e-2), _run("other")]
     for run, seed in zip(runs, (0, 1, 0)):  # the runs of a sweep with seeds=2 keep their configuration's name

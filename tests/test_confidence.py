@@ -1,4 +1,4 @@
-"""``lab.confidence`` and ``lab.comparison``: the statistics against scipy and hand-worked cases,
+"""``lab.runs.confidence`` and ``lab.runs.comparison``: the statistics against scipy and hand-worked cases,
 the grouping of seeds into configurations, verdicts and warnings, and the summaries and report
 that show them (their numbers equal to the records')."""
 
@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from lab.comparison import compare, configuration, group_runs
-from lab.confidence import (NO_SPREAD, Estimate, across_seeds, bootstrap_items, decimals, format_estimate, holm,
+from lab.runs.comparison import compare, configuration, group_runs
+from lab.runs.confidence import (NO_SPREAD, Estimate, across_seeds, bootstrap_items, decimals, format_estimate, holm,
                             mcnemar, proportion_interval, seed_difference)
-from lab.evaluation import classification_metrics, macro_auc, segmentation_metrics
-from lab.records import RunWriter, load_run
+from lab.runs.evaluation import classification_metrics, macro_auc, segmentation_metrics
+from lab.runs.records import RunWriter, load_run
 
 CLASSES = ["a", "b", "c"]
 
@@ -119,8 +119,8 @@ def test_item_scores_equal_the_recorded_metrics_on_every_item_and_on_resamples()
     """The bootstrap's scorers (of how often each item is drawn) give the run's own numbers on all
     its items and scikit-learn's on a resample: macro AUC (binary, multi-class with ties, a class
     absent) and segmentation IoU, Dice and pixel accuracy."""
-    from lab.comparison import _counts, _macro_auc, _segmentation
-    from lab.evaluation import pixel_confusion_matrix
+    from lab.runs.comparison import _counts, _macro_auc, _segmentation
+    from lab.runs.evaluation import pixel_confusion_matrix
 
     rng = np.random.default_rng(3)
     for k in (2, 4):
@@ -211,7 +211,7 @@ def test_splits_too_small_for_the_differences_shown_are_flagged(isolated_dirs):
 # -- summaries and the report --------------------------------------------------------------------
 
 def test_the_sweep_summary_ends_with_the_comparisons_and_a_wrong_baseline_is_refused(isolated_dirs):
-    from lab.sweep import write_summary
+    from lab.studies.sweep import write_summary
 
     runs = [_run("base", seed=s) for s in range(2)] + [_run("wider", seed=s, dense_units=64) for s in range(2)]
     folder = write_summary("seeds", runs, varied=["dense_units"])
@@ -221,8 +221,8 @@ def test_the_sweep_summary_ends_with_the_comparisons_and_a_wrong_baseline_is_ref
     assert differences["configuration"].tolist() == ["wider", "wider"]
     assert differences["metric"].tolist() == ["test_accuracy", "test_macro_auc"]
     # A sweep refuses a wrong baseline before it trains anything...
-    from lab.records import read_index
-    from lab.sweep import run_sweep
+    from lab.runs.records import read_index
+    from lab.studies.sweep import run_sweep
 
     with pytest.raises(ValueError, match="Unknown baseline 'widr'; the configurations are: base, wider"):
         run_sweep({"dataset": "digits", "model": "cnn", "epochs": 1}, [{"name": "base"}, {"name": "wider"}],
@@ -234,7 +234,7 @@ def test_the_sweep_summary_ends_with_the_comparisons_and_a_wrong_baseline_is_ref
 
 
 def test_an_ablation_or_batch_baseline_must_name_one_of_its_configurations():
-    from lab.ablation import E1_VARIANTS, main, notebook_batch_spec
+    from lab.studies.ablation import E1_VARIANTS, main, notebook_batch_spec
     from lab.config import RunConfig
 
     base = RunConfig(dataset="digits", pipeline_size=16, epochs=2)
@@ -248,7 +248,7 @@ def test_an_ablation_or_batch_baseline_must_name_one_of_its_configurations():
 
 def test_the_reports_comparison_numbers_equal_the_records(isolated_dirs):
     from lab.report import build_report
-    from lab.sweep import write_summary
+    from lab.studies.sweep import write_summary
 
     runs = [_run("base", seed=s, right=0.6) for s in range(3)] + [_run("better", seed=s, right=0.9, l2=1e-4)
                                                                  for s in range(3)]
@@ -287,7 +287,7 @@ def test_a_bootstrap_p_value_is_never_zero_and_one_for_no_difference():
 
 def _segmentation_run(name, *, seed=0, wrong=0.1, **settings):
     """A segmentation record whose predicted masks get a share ``wrong`` of the pixels wrong."""
-    from lab.segmentation.tasks import save_predictions
+    from lab.tasks.segmentation.tasks import save_predictions
 
     masks = np.random.default_rng(0).integers(0, 3, (12, 8, 8))  # one test set
     rng = np.random.default_rng(seed + int(wrong * 1000))
@@ -310,7 +310,7 @@ def test_segmentation_runs_are_compared_by_a_paired_bootstrap_over_images(isolat
     # Runs on different test images are not paired over images, and say so.
     other = _segmentation_run("elsewhere", wrong=0.05, filters=32)
     other.path.joinpath("predictions.npz").unlink()
-    from lab.segmentation.tasks import save_predictions
+    from lab.tasks.segmentation.tasks import save_predictions
 
     masks = np.random.default_rng(1).integers(0, 3, (12, 8, 8))
     save_predictions(other.path / "predictions.npz", list(masks), list(masks), ["bg", "x", "y"], 0)
@@ -319,9 +319,9 @@ def test_segmentation_runs_are_compared_by_a_paired_bootstrap_over_images(isolat
 
 
 def test_an_auc_too_costly_to_bootstrap_rests_on_the_seeds(isolated_dirs, monkeypatch):
-    import lab.comparison
+    import lab.runs.comparison
 
-    monkeypatch.setattr(lab.comparison, "AUC_BOOTSTRAP_LIMIT", 0)
+    monkeypatch.setattr(lab.runs.comparison, "AUC_BOOTSTRAP_LIMIT", 0)
     runs = [_run("base", seed=s, n=60) for s in range(2)] + [_run("other", seed=s, n=60, l2=0.1) for s in range(2)]
     differences = compare(runs, n_resamples=100).differences.set_index("metric")
     assert differences.loc["test_macro_auc", "tests"] == "paired t across 2 seeds"
@@ -331,7 +331,7 @@ def test_an_auc_too_costly_to_bootstrap_rests_on_the_seeds(isolated_dirs, monkey
 @pytest.mark.slow
 def test_the_python_ablation_summary_compares_with_its_baseline_and_prints_the_digits_its_split_supports(
         isolated_dirs):
-    from lab.ablation import run_ablation
+    from lab.studies.ablation import run_ablation
     from lab.config import RunConfig
 
     base = RunConfig(dataset="digits", limit=200, pipeline_size=16, model="cnn", depth=2, filters=8, dense_units=16,
@@ -349,8 +349,8 @@ def test_the_python_ablation_summary_compares_with_its_baseline_and_prints_the_d
 
 
 def test_results_tables_print_each_split_with_the_digits_it_supports():
-    from lab.records import to_markdown
-    from lab.confidence import column_decimals
+    from lab.runs.records import to_markdown
+    from lab.runs.confidence import column_decimals
 
     sizes = [{"train": 1200, "val": 216, "test": 360}, {"train": 1200, "val": 216, "test": 12000}]
     digits = column_decimals(["name", "train_accuracy", "val_loss", "best_epoch_val_accuracy", "test_accuracy",

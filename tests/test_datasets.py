@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lab.datasets import Dataset, from_arrays, list_datasets, load_data, load_dataset, load_image_folder, load_shapes
-from lab.datasets import medmnist as mm
-from lab.datasets import registry
-from lab.datasets.folders import write_image_folder
-from lab.download import ChecksumError, DatasetNotAvailableError
+from lab.data.datasets import Dataset, from_arrays, list_datasets, load_data, load_dataset, load_image_folder, load_shapes
+from lab.data.datasets import medmnist as mm
+from lab.data.datasets import registry
+from lab.data.datasets.folders import write_image_folder
+from lab.system.download import ChecksumError, DatasetNotAvailableError
 
 
 # -- embedded ---------------------------------------------------------------------------------
@@ -258,7 +258,7 @@ def _fake_cifar100(path):
 
 @pytest.mark.parametrize("name,classes", [("cifar100", 100), ("cifar100_coarse", 20)])
 def test_cifar100_fine_and_coarse(name, classes, monkeypatch, tmp_path):
-    from lab import paths
+    from lab.system import paths
     sha = _fake_cifar100(paths.data_dir() / "keras" / "cifar-100-python.tar.gz")
     row = registry.SOURCES["cifar100"]
     monkeypatch.setitem(registry.SOURCES, "cifar100",
@@ -270,7 +270,7 @@ def test_cifar100_fine_and_coarse(name, classes, monkeypatch, tmp_path):
 
 
 def test_fashion_mnist_idx_parsing(monkeypatch):
-    from lab import paths
+    from lab.system import paths
     rng = np.random.default_rng(0)
     root = paths.data_dir() / "keras"
     root.mkdir(parents=True)
@@ -433,8 +433,8 @@ def test_a_run_configuration_reaches_every_image_folder_option(tmp_path):
     """split_fractions and color_mode are run fields: they reach the loader (in memory and
     streamed), change the data key, and are refused for data that is not a folder."""
     from lab.config import RunConfig
-    from lab.datasets import data_key, load_data
-    from lab.datasets.streaming import open_stream
+    from lab.data.datasets import data_key, load_data
+    from lab.data.datasets.streaming import open_stream
 
     _write_images(tmp_path / "flowers")
     folder = f"folder:{tmp_path / 'flowers'}"

@@ -1,13 +1,13 @@
-"""The registry's table (lab.datasets.registry): one row per name, one lookup, estimates from the rows."""
+"""The registry's table (lab.data.datasets.registry): one row per name, one lookup, estimates from the rows."""
 
 import numpy as np
 import pytest
 
-import lab.datasets as datasets
-from lab.datasets import estimate_nbytes, load_dataset, registry
-from lab.datasets.registry import SOURCES, TASKS, find_source, list_sources, sources
-from lab.datasets.sources import StreamSource
-from lab.datasets.streaming import open_stream
+import lab.data.datasets as datasets
+from lab.data.datasets import estimate_nbytes, load_dataset, registry
+from lab.data.datasets.registry import SOURCES, TASKS, find_source, list_sources, sources
+from lab.data.datasets.sources import StreamSource
+from lab.data.datasets.streaming import open_stream
 
 
 def test_every_download_has_a_url_and_a_checksum():
@@ -100,7 +100,7 @@ def test_loading_collects_the_stream_of_the_same_name(tmp_path):
 
 
 def test_the_rows_say_what_the_offline_sets_hold():
-    from lab.datasets.segmentation import load_segmentation_dataset
+    from lab.data.datasets.segmentation import load_segmentation_dataset
 
     digits, shapes = load_dataset("digits"), load_dataset("shapes", limit=20)
     assert digits.num_classes == SOURCES["digits"].classes and digits.input_shape[-1] == SOURCES["digits"].channels

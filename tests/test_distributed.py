@@ -19,8 +19,8 @@ import keras
 import numpy as np
 import pytest
 
-from lab import hardware
-from lab.records import load_runs, read_index
+from lab.system import hardware
+from lab.runs.records import load_runs, read_index
 
 # The E1 CNN, two narrow blocks, on 200 real digits per split.
 TINY = dict(dataset="digits", limit=200, model="cnn", depth=2, filters=8, dense_units=16, batch_size=32,
@@ -98,7 +98,7 @@ def test_two_multiworker_workers_train_like_one(tmp_path):
     # step per call (keras-team/keras#19246); the one-worker reference keeps 16.
     config = {**TINY, "epochs": 2, "distribute": "multiworker", "name": "mwms"}
     (tmp_path / "run.json").write_text(json.dumps(config))
-    command = [sys.executable, "-m", "lab.distributed", str(tmp_path / "run.json")]
+    command = [sys.executable, "-m", "lab.studies.distributed", str(tmp_path / "run.json")]
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     two, one = tmp_path / "two-workers", tmp_path / "one-worker"
@@ -138,7 +138,7 @@ def test_chief_and_two_workers_finish_one_search(tmp_path):
             "tuner": "random", "max_trials": max_trials, "name": "together", "verbose": 0}
     (tmp_path / "search.json").write_text(json.dumps(spec))
     [port] = free_ports(1)
-    command = [sys.executable, "-m", "lab.tuning", str(tmp_path / "search.json")]
+    command = [sys.executable, "-m", "lab.studies.tuning", str(tmp_path / "search.json")]
     common = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port),
               "LAB_REPORTS_DIR": str(tmp_path / "reports")}
     jobs = [(command, {**common, "KERASTUNER_TUNER_ID": tuner_id}, tmp_path / f"{tuner_id}.log")
@@ -163,7 +163,7 @@ def _tag(run, prefix: str) -> str | None:
 
 
 def test_the_worker_entry_point_refuses_a_run_that_is_not_multiworker(tmp_path, capsys):
-    from lab.distributed import main, train_worker
+    from lab.studies.distributed import main, train_worker
 
     with pytest.raises(ValueError, match="distribute='multiworker'"):
         train_worker({**TINY, "epochs": 1})

@@ -6,7 +6,7 @@ from unittest import mock
 import pytest
 from download_servers import CONTENT, FAULTS, OTHER
 
-from lab.download import (ChecksumError, DatasetNotAvailableError, DownloadError, download_settings, fetch,
+from lab.system.download import (ChecksumError, DatasetNotAvailableError, DownloadError, download_settings, fetch,
                           recorded_sha256, verify)
 
 
@@ -69,7 +69,7 @@ def _keras_weights(base, tmp_path, monkeypatch, server):
     """keras.applications' weights: Keras' get_file (as the applications call it), routed to fetch."""
     from keras.src.utils import file_utils
 
-    from lab.download import keras_downloads_through_fetch
+    from lab.system.download import keras_downloads_through_fetch
 
     target = tmp_path / "keras_home" / "models" / "file_notop.h5"
 
@@ -82,7 +82,7 @@ def _keras_weights(base, tmp_path, monkeypatch, server):
 
 def _checkpoint(base, tmp_path, monkeypatch, server):
     """Model Garden's ImageNet checkpoint (no published checksum): its .index and .data files."""
-    import lab.instance.model as garden
+    import lab.tasks.instance.model as garden
 
     monkeypatch.setattr(garden, "CHECKPOINT_BUCKET", base)
     prefix = tmp_path / "data" / "weights" / "model-garden" / garden.IMAGENET_CHECKPOINTS["resnet50"]
@@ -111,7 +111,7 @@ def _preset_file(name="file.bin"):
     """A file of the resnet_18_imagenet preset, asked for as keras-hub's from_preset asks for each."""
     from keras_hub.src.utils import preset_utils
 
-    from lab.hub_download import keras_hub_downloads_through_fetch
+    from lab.system.hub_download import keras_hub_downloads_through_fetch
 
     with keras_hub_downloads_through_fetch():
         return Path(preset_utils.get_file("kaggle://keras/resnetv1/keras/resnet_18_imagenet/3", name))
@@ -287,7 +287,7 @@ def test_tfds_preparation_waits_at_most_the_timeout(quick_downloads, silent_url,
     import requests
     from tensorflow_datasets.core.download import downloader
 
-    from lab.datasets.tfds import bounded_downloads, prepared_builder
+    from lab.data.datasets.tfds import bounded_downloads, prepared_builder
 
     monkeypatch.setattr(downloader, "MAX_RETRIES", 1)  # TFDS's own retries (10, with backoff) are kept
     started = time.monotonic()
@@ -329,7 +329,7 @@ def test_tfds_downloads_meet_each_fault_within_seconds(fault, quick_downloads, f
     pytest.importorskip("tensorflow_datasets")
     from tensorflow_datasets.core.download import downloader
 
-    from lab.datasets.tfds import bounded_downloads
+    from lab.data.datasets.tfds import bounded_downloads
 
     monkeypatch.setattr(downloader, "MAX_RETRIES", 1)  # TFDS's own retries (10, with backoff) are kept
     base = silent_url if fault == "silent" else f"{fault_server.base}/{fault}"
@@ -350,7 +350,7 @@ def test_tfds_downloads_meet_each_fault_within_seconds(fault, quick_downloads, f
             assert type(refused.value).__name__ == error_name
     assert time.monotonic() - started < 5, "a download test must end on its own within seconds"
 
-# -- keras-hub presets: kagglehub's API requests and the file's transfer (lab/hub_download.py) --------
+# -- keras-hub presets: kagglehub's API requests and the file's transfer (lab/system/hub_download.py) --------
 
 
 def test_a_kaggle_api_that_never_answers_fails_within_seconds(quick_downloads, silent_url, tmp_path, monkeypatch):
@@ -381,7 +381,7 @@ def test_a_preset_file_kaggle_does_not_have_stays_keras_hubs_missing_file(quick_
     """Kaggle's 404 is how keras-hub learns an optional preset file is absent: that answer is left to it."""
     from keras_hub.src.utils import preset_utils
 
-    from lab.hub_download import keras_hub_downloads_through_fetch
+    from lab.system.hub_download import keras_hub_downloads_through_fetch
 
     _point_kagglehub_at(f"{fault_server.base}/api-404", tmp_path, monkeypatch)
     with keras_hub_downloads_through_fetch():
@@ -393,7 +393,7 @@ def test_a_failed_transfer_is_never_taken_for_a_missing_optional_file(quick_down
     """The kit's DownloadError is a FileNotFoundError, which keras-hub reads as "no such optional file"."""
     from keras_hub.src.utils import preset_utils
 
-    from lab.hub_download import keras_hub_downloads_through_fetch
+    from lab.system.hub_download import keras_hub_downloads_through_fetch
 
     _point_kagglehub_at(f"{fault_server.base}/kaggle-api", tmp_path, monkeypatch)
     fault_server.redirect_to = f"{fault_server.base}/404"
@@ -428,7 +428,7 @@ def test_a_kagglehub_that_moved_what_is_patched_fails_loudly(monkeypatch):
     pytest.importorskip("keras_hub")
     from kagglehub import http_resolver
 
-    from lab.hub_download import keras_hub_downloads_through_fetch
+    from lab.system.hub_download import keras_hub_downloads_through_fetch
 
     monkeypatch.delattr(http_resolver, "download_file")
     with pytest.raises(RuntimeError, match=r"kagglehub \S+ no longer has kagglehub\.http_resolver\.download_file.*"
@@ -440,7 +440,7 @@ def test_a_kagglehub_that_moved_what_is_patched_fails_loudly(monkeypatch):
 def test_storage_md5_reads_the_x_goog_hash_header():
     import email.message
 
-    from lab.hub_download import storage_md5
+    from lab.system.hub_download import storage_md5
 
     headers = email.message.Message()
     headers["x-goog-hash"] = "crc32c=n03x6A==,md5=Ojk9c3dhfxgoKVVHYwFbHQ=="
@@ -509,7 +509,7 @@ def test_a_preset_file_the_storage_serves_zipped_is_unzipped_to_its_name(quick_d
     from kagglehub import http_resolver
 
     from download_servers import serve_file
-    from lab.hub_download import _download_through_fetch
+    from lab.system.hub_download import _download_through_fetch
 
     zipped = io.BytesIO()
     with zipfile.ZipFile(zipped, "w") as archive:
@@ -525,11 +525,11 @@ def test_a_preset_file_the_storage_serves_zipped_is_unzipped_to_its_name(quick_d
 
 
 def test_exclusive_lets_one_holder_at_a_time_and_leaves_no_lock_file(tmp_path):
-    """lab.atomic.exclusive, which fetch holds: the holder removes <file>.lock; a waiter that wakes on
+    """lab.system.atomic.exclusive, which fetch holds: the holder removes <file>.lock; a waiter that wakes on
     the removed file locks the new one, so removing it never lets two hold the lock at once."""
     import threading
 
-    from lab.atomic import exclusive
+    from lab.system.atomic import exclusive
 
     target, count, overlaps, inside = tmp_path / "file.bin", tmp_path / "count", [], threading.Event()
 

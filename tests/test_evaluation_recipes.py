@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from lab.classification import tta_flips
+from lab.tasks.classification import tta_flips
 from lab.config import RunConfig
-from lab.datasets import load_dataset
-from lab.evaluation import binary_threshold_metrics, per_class_metrics, youden_threshold
-from lab.pipeline import make_pipeline
-from lab.records import load_run
-from lab.training import train
+from lab.data.datasets import load_dataset
+from lab.runs.evaluation import binary_threshold_metrics, per_class_metrics, youden_threshold
+from lab.data.pipeline import make_pipeline
+from lab.runs.records import load_run
+from lab.runs.training import train
 
 TINY = dict(dataset="digits", limit=120, model="mlp", hidden_units=[8], batch_size=16, epochs=2,
             early_stopping_patience=None, verbose=0, save_model=False, learning_rate=0.01)

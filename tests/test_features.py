@@ -14,9 +14,9 @@ import keras
 import numpy as np
 import pytest
 
-from lab.datasets import Dataset
-from lab.download import DatasetNotAvailableError
-from lab.features import (cache_key, clear_memory_cache, compute_features, content_sha256,
+from lab.data.datasets import Dataset
+from lab.system.download import DatasetNotAvailableError
+from lab.models.features import (cache_key, clear_memory_cache, compute_features, content_sha256,
                           feature_cache_dir, read_cache_file)
 from lab.models.transfer import feature_extractor, transfer_model
 
@@ -185,7 +185,7 @@ def _prepare_fake(tfds, root, folder: str, version: str) -> None:
 
 def test_a_prepared_tfds_dataset_of_the_version_asked_for_is_used_and_recorded(tfds_dir):
     tfds = pytest.importorskip("tensorflow_datasets")
-    from lab.datasets.tfds import load_tfds
+    from lab.data.datasets.tfds import load_tfds
 
     asked = str(tfds.builder_cls("mnist").VERSION)
     _prepare_fake(tfds, tfds_dir, asked, asked)
@@ -198,7 +198,7 @@ def test_a_prepared_tfds_dataset_of_the_version_asked_for_is_used_and_recorded(t
 
 def test_another_prepared_tfds_version_is_never_used_in_its_place(tfds_dir):
     tfds = pytest.importorskip("tensorflow_datasets")
-    from lab.datasets.tfds import load_tfds, prepared_builder
+    from lab.data.datasets.tfds import load_tfds, prepared_builder
 
     asked = str(tfds.builder_cls("mnist").VERSION)
     old = "2.0.0"
@@ -220,7 +220,7 @@ def test_another_prepared_tfds_version_is_never_used_in_its_place(tfds_dir):
 
 def test_a_prepared_folder_holding_another_version_is_refused(tfds_dir):
     tfds = pytest.importorskip("tensorflow_datasets")
-    from lab.datasets.tfds import load_tfds
+    from lab.data.datasets.tfds import load_tfds
 
     asked = str(tfds.builder_cls("mnist").VERSION)
     _prepare_fake(tfds, tfds_dir, asked, "2.0.0")  # a 2.0.0 folder renamed to the version asked for
@@ -235,7 +235,7 @@ def test_a_prepared_folder_holding_another_version_is_refused(tfds_dir):
 
 def test_a_pinned_tfds_version_is_asked_for_and_checked(tfds_dir):
     tfds = pytest.importorskip("tensorflow_datasets")
-    from lab.datasets.tfds import load_tfds
+    from lab.data.datasets.tfds import load_tfds
 
     asked = str(tfds.builder_cls("mnist").VERSION)
     _prepare_fake(tfds, tfds_dir, asked, asked)
@@ -249,7 +249,7 @@ def test_a_pinned_older_version_is_read_from_its_folder_only_when_the_folder_hol
     # A pinned version is read from the prepared files by TFDS's read-only builder, which takes its
     # version from dataset_info.json and never compares it with the folder's name: the kit does.
     tfds = pytest.importorskip("tensorflow_datasets")
-    from lab.datasets.tfds import load_tfds
+    from lab.data.datasets.tfds import load_tfds
 
     _prepare_fake(tfds, tfds_dir, "2.0.0", "2.0.0")
     with tfds.testing.mock_data(num_examples=12, data_dir=str(tfds_dir)):

@@ -1,8 +1,8 @@
-"""lab.hardware: what the CPU can do."""
+"""lab.system.hardware: what the CPU can do."""
 
 import pytest
 
-from lab.hardware import cpu_supports_bfloat16
+from lab.system.hardware import cpu_supports_bfloat16
 
 
 @pytest.mark.parametrize("flags,expected", [
@@ -22,7 +22,7 @@ def test_no_cpuinfo_means_no_bfloat16(tmp_path):
 
 def test_the_cpu_summary_names_the_kernel_instruction_sets(tmp_path):
     """Two records that disagree in their last digits say why: the CPUs' instruction sets differ."""
-    from lab.hardware import cpu_summary
+    from lab.system.hardware import cpu_summary
 
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nmodel name\t: Intel Xeon\nflags\t\t: fpu avx2 fma avx512f amx_tile amx_bf16 ht\n\n"
@@ -43,7 +43,7 @@ def test_the_cpu_summary_names_the_kernel_instruction_sets(tmp_path):
     ([(8, 0), (6, 1)], False),    # mixed machines: the slowest GPU decides
 ])
 def test_auto_mixed_precision_is_on_only_for_gpus_with_tensor_cores(monkeypatch, capabilities, expected):
-    from lab import hardware
+    from lab.system import hardware
 
     monkeypatch.setattr(hardware, "gpu_capabilities", lambda: capabilities)
     monkeypatch.setattr(hardware, "gpus", lambda: ["GPU"] * len(capabilities))
@@ -55,7 +55,7 @@ def test_auto_mixed_precision_is_on_only_for_gpus_with_tensor_cores(monkeypatch,
 def test_gpu_capabilities_are_read_from_tensorflows_device_details(monkeypatch):
     import tensorflow as tf
 
-    from lab import hardware
+    from lab.system import hardware
 
     monkeypatch.setattr(hardware, "gpus", lambda: ["gpu0", "gpu1"])
     details = {"gpu0": {"compute_capability": (7, 5), "device_name": "Tesla T4"}, "gpu1": {}}
@@ -64,7 +64,7 @@ def test_gpu_capabilities_are_read_from_tensorflows_device_details(monkeypatch):
 
 
 def test_a_bad_mixed_precision_value_is_refused_with_the_valid_ones():
-    from lab import hardware
+    from lab.system import hardware
     from lab.config import RunConfig
 
     with pytest.raises(ValueError, match=r"mixed_precision must be one of False, True, 'auto', received "
@@ -78,9 +78,9 @@ def test_a_bad_mixed_precision_value_is_refused_with_the_valid_ones():
 
 def test_the_record_says_which_precision_auto_meant_on_this_cpu(tmp_path):
     from lab.config import RunConfig
-    from lab.datasets import load_dataset
-    from lab.records import load_run
-    from lab.training import train
+    from lab.data.datasets import load_dataset
+    from lab.runs.records import load_run
+    from lab.runs.training import train
 
     config = RunConfig(dataset="digits", model="cnn", depth=1, filters=[4], dense_units=8, epochs=1, batch_size=64,
                        mixed_precision="auto", reports_dir=str(tmp_path), verbose=0, tensorboard=False,

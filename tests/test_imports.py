@@ -64,3 +64,39 @@ def test_config_imports_without_tensorflow():
     code = "import sys, lab.config; print(sorted({'tensorflow', 'keras'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", f"importing lab.config also imported {result.stdout.strip()}"
+
+
+# Imports inside a function that point up, each one name looked up when it is needed:
+UPWARD_LAZY = {
+    # a mask folder's colour modes and options, listed by the folder loader that reads them
+    ("lab.config.base", "lab.data.datasets.segmentation.mask_folders"),
+    ("lab.config.segmentation", "lab.data.datasets.segmentation.mask_folders"),
+    # a transfer model's backbone name, checked against the table that lives with its builder
+    ("lab.config.classification", "lab.models.backbones"),
+    # a segmentation run's test masks, read the way its task reads them
+    ("lab.runs.comparison", "lab.tasks.segmentation.tasks"),
+}
+
+
+def allowed_upward(importer: str, imported: str) -> bool:
+    """An import in UPWARD_LAZY, or of a package on its way (``from a.b.c import x`` imports a.b)."""
+    return any(importer == a and (b == imported or b.startswith(imported + ".")) for a, b in UPWARD_LAZY)
+
+
+def room_of(module: str) -> int:
+    """The room's rank, bottom first (``checker.ROOMS``; a registry: the configurations')."""
+    if module in checker.REGISTRIES:
+        return 0
+    parts = module.split(".")
+    return checker.ROOMS.index(parts[1]) if len(parts) > 1 else len(checker.ROOMS)
+
+
+def test_every_import_points_down_the_rooms():
+    assert sorted(p.name for p in (REPO / "lab").iterdir() if p.is_dir() and p.name != "__pycache__") == \
+        sorted(checker.ROOMS), "a folder of lab/ that is no room (or a room with no folder): update ROOMS and the docs"
+    graph = checker.import_graph(REPO / "lab", lazy=True)
+    eager = checker.import_graph(REPO / "lab", lazy=False)
+    upward = sorted((a, b) for a, targets in graph.items() for b in targets
+                    if a != "lab" and room_of(b) > room_of(a)
+                    and (b in eager.get(a, ()) or not allowed_upward(a, b)))
+    assert not upward, "imports that point up the rooms:\n" + "\n".join(f"  {a} -> {b}" for a, b in upward)

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lab.instance import missing_extra
-from lab.instance.data import (
+from lab.tasks.instance import missing_extra
+from lab.tasks.instance.data import (
     INSTANCE_SHAPE_CLASSES, MIN_VISIBLE_PIXELS, InstanceDataset, load_instance_dataset, load_instance_shapes,
 )
-from lab.instance.types import Instances
+from lab.tasks.instance.types import Instances
 
 
 def small_shapes(**options) -> InstanceDataset:
@@ -138,9 +138,9 @@ def test_the_difficulty_is_checked_and_recorded():
         small_shapes(difficulty="hard")
     assert small_shapes().source["difficulty"] == "standard"
     # The registry's name implies the difficulty and its own noise and instance count; the run
-    # record's data section (lab.runner.data_record) says which set was drawn, and how.
-    from lab.datasets.registry import SOURCES
-    from lab.runner import data_record
+    # record's data section (lab.runs.runner.data_record) says which set was drawn, and how.
+    from lab.data.datasets.registry import SOURCES
+    from lab.runs.runner import data_record
 
     easy = load_instance_dataset("shapes_easy", dataset_size=48)
     record = json.loads(json.dumps(data_record(easy)))
@@ -157,7 +157,7 @@ def test_the_difficulty_is_checked_and_recorded():
 
 
 def test_a_run_loads_the_easy_set_at_its_dataset_size():
-    from lab.instance import load_data
+    from lab.tasks.instance import load_data
 
     data = load_data({"dataset": "shapes_easy", "dataset_size": 64, "limit": 3})
     assert data.name == "shapes_easy" and data.images["train"][0].shape == (64, 64, 3)
@@ -225,7 +225,7 @@ def write_coco(folder: Path, *, in_images_folder: bool = False) -> dict:
 
 def test_coco_decodes_polygons_and_rle_and_remaps_categories(tmp_path):
     skip_without_extra()
-    from lab.instance.data import load_coco
+    from lab.tasks.instance.data import load_coco
 
     write_coco(tmp_path, in_images_folder=True)
     data = load_coco(tmp_path / "all.json", split_fractions=(1.0, 0.0, 0.0))
@@ -253,7 +253,7 @@ def test_coco_decodes_polygons_and_rle_and_remaps_categories(tmp_path):
 
 def test_coco_single_file_splits_by_seeded_fractions_and_folder_splits_as_given(tmp_path):
     skip_without_extra()
-    from lab.instance.data import load_coco
+    from lab.tasks.instance.data import load_coco
 
     coco = write_coco(tmp_path / "one")
     split = load_coco(tmp_path / "one" / "all.json", split_fractions=(0.5, 0.25, 0.25), seed=0)
@@ -278,7 +278,7 @@ def test_coco_single_file_splits_by_seeded_fractions_and_folder_splits_as_given(
 
 def test_coco_bad_inputs_say_what_is_wrong(tmp_path):
     skip_without_extra()
-    from lab.instance.data import load_coco
+    from lab.tasks.instance.data import load_coco
 
     coco = write_coco(tmp_path)
     path = tmp_path / "bad.json"
@@ -322,7 +322,7 @@ def test_export_decodes_back_with_model_gardens_decoder(tmp_path):
     pytest.importorskip("official")
     import tensorflow as tf
     from official.vision.dataloaders.tf_example_decoder import TfExampleDecoder
-    from lab.instance.tfrecords import export_instances
+    from lab.tasks.instance.tfrecords import export_instances
 
     data = small_shapes(num_train=7, num_val=2, num_test=0)
     # An image without instances is written too (COCO sets have them).
@@ -353,7 +353,7 @@ def test_export_decodes_back_with_model_gardens_decoder(tmp_path):
 
 def test_export_is_reused_checked_and_refused_for_other_content(tmp_path):
     import tensorflow as tf
-    from lab.instance.tfrecords import export_instances
+    from lab.tasks.instance.tfrecords import export_instances
 
     data = small_shapes(num_train=4, num_val=2, num_test=1)
     first = export_instances(data, tmp_path / "export")
@@ -383,7 +383,7 @@ def test_export_is_reused_checked_and_refused_for_other_content(tmp_path):
 
 
 def test_a_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
-    from lab.instance import tfrecords
+    from lab.tasks.instance import tfrecords
 
     real = tfrecords.serialize_example
     calls = []

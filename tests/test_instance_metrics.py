@@ -1,4 +1,4 @@
-"""COCO box/mask AP through pycocotools (lab.instance.metrics) and E7's plots (lab.instance.plots).
+"""COCO box/mask AP through pycocotools (lab.tasks.instance.metrics) and E7's plots (lab.tasks.instance.plots).
 
 The metric tests need pycocotools (the instance-segmentation extra) and skip without it, through
 the ``coco`` fixture; the plot tests need nothing from the extra and always run.
@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from lab.instance.plots import ap_table, instance_predictions
-from lab.instance.types import Instances
+from lab.tasks.instance.plots import ap_table, instance_predictions
+from lab.tasks.instance.types import Instances
 
 NAMES = ["circle", "square", "triangle"]
 H, W = 48, 64
@@ -23,7 +23,7 @@ H, W = 48, 64
 def coco():
     """pycocotools (skips without the extra) and the module under test."""
     pytest.importorskip("pycocotools")
-    from lab.instance import metrics
+    from lab.tasks.instance import metrics
 
     return metrics
 
@@ -190,7 +190,7 @@ def test_ap_table_has_one_row_per_class():
 
 
 def test_per_class_ap_marks_a_class_without_ground_truth_instead_of_a_zero_bar():
-    from lab.instance.plots import per_class_ap
+    from lab.tasks.instance.plots import per_class_ap
 
     scores = {"box_ap_per_class": {"circle": 0.5, "square": 0.0, "triangle": None},
               "mask_ap_per_class": {"circle": 0.25, "square": 0.0, "triangle": None}}

@@ -1,5 +1,5 @@
 """E7's configuration, Model Garden's Mask R-CNN builder, its weights, the optional extra and the
-fit adapter's optimizer view: everything short of training (lab.instance, lab.config)."""
+fit adapter's optimizer view: everything short of training (lab.tasks.instance, lab.config)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lab.config import InstanceConfig
-from lab.instance import extra
+from lab.tasks.instance import extra
 
 # The quick setting (E7 on a CPU) with the light RPN: a ResNet-18-FPN at 128 px with light heads builds in seconds.
 QUICK = dict(backbone="resnet18", pipeline_size=128, fpn_filters=64, head_convs=1, head_filters=64, fc_dims=256,
@@ -65,7 +65,7 @@ def test_instance_config_hash_follows_the_model_options_only():
     (dict(color_mode="rgb"), "dataset='coco:<path>'); received dataset='shapes'"),
     (dict(dataset="coco:/x", color_mode="rgb"), "color_mode does not apply to instance data"),
     (dict(dataset="coco:/x", split_fractions=[0.5, 0.5]), "split_fractions must be three positive shares"),
-    (dict(model="unet"), "'unet' is a segmentation model: train it with lab.segmentation.train_segmentation"),
+    (dict(model="unet"), "'unet' is a segmentation model: train it with lab.tasks.segmentation.train_segmentation"),
     (dict(depth=3), "Model 'maskrcnn' has no option 'depth'"),
     # Mask R-CNN's input side was input_size: an old batch names the new field, not a transfer model's.
     (dict(input_size=128), "'input_size' is now called pipeline_size (Mask R-CNN's square input side"),
@@ -87,7 +87,7 @@ def test_instance_config_takes_split_fractions_for_coco_files():
 
 
 def test_unknown_backbone_passes_the_config_and_is_refused_by_the_builder():
-    from lab.instance.model import maskrcnn_experiment
+    from lab.tasks.instance.model import maskrcnn_experiment
 
     config = InstanceConfig(backbone="vgg16")  # only the builder knows Model Garden's backbones
     with pytest.raises(ValueError, match=r"Unknown backbone 'vgg16' .*Available: resnet18, resnet34, resnet50, "
@@ -96,7 +96,7 @@ def test_unknown_backbone_passes_the_config_and_is_refused_by_the_builder():
 
 
 def test_imagenet_weights_need_a_backbone_with_a_published_checkpoint():
-    from lab.instance.model import maskrcnn_experiment
+    from lab.tasks.instance.model import maskrcnn_experiment
 
     with pytest.raises(ValueError, match=r"no ImageNet checkpoint for resnet18; received weights='imagenet'.*"
                                          r"backbone='resnet50'.*weights=None"):
@@ -104,7 +104,7 @@ def test_imagenet_weights_need_a_backbone_with_a_published_checkpoint():
 
 
 def test_the_builder_refuses_a_stage_count_as_its_configuration_does():
-    from lab.instance.model import maskrcnn_experiment
+    from lab.tasks.instance.model import maskrcnn_experiment
 
     # Mask R-CNN's backbone trains whole or not at all: unfreeze=2 must not train it all silently.
     with pytest.raises(ValueError, match=r"unfreeze must be 0 \(the backbone stays frozen\) or 'all'.*received "
@@ -113,7 +113,7 @@ def test_the_builder_refuses_a_stage_count_as_its_configuration_does():
 
 
 def test_the_builder_refuses_bad_anchors_and_too_few_proposals():
-    from lab.instance.model import maskrcnn_experiment
+    from lab.tasks.instance.model import maskrcnn_experiment
 
     with pytest.raises(ValueError, match=r"aspect_ratios must be one or more positive numbers, received "
                                          r"aspect_ratios=\(1.0, -2.0\)"):
@@ -128,7 +128,7 @@ def test_the_builder_refuses_bad_anchors_and_too_few_proposals():
 
 def test_experiment_receives_every_flat_value():
     pytest.importorskip("official")
-    from lab.instance.model import maskrcnn_experiment
+    from lab.tasks.instance.model import maskrcnn_experiment
 
     experiment = maskrcnn_experiment(5, **QUICK, weights=None, unfreeze=0)
     model, task = experiment.task.model, experiment.task
@@ -171,7 +171,7 @@ def test_experiment_receives_every_flat_value():
 def quick_model():
     """One Mask R-CNN of the quick setting, built with random weights."""
     pytest.importorskip("official")
-    from lab.instance.model import build, maskrcnn_experiment
+    from lab.tasks.instance.model import build, maskrcnn_experiment
 
     task, model, facts = build(maskrcnn_experiment(3, **QUICK, weights=None), None)
     return model, facts, task
@@ -191,7 +191,7 @@ def test_build_without_weights_loads_nothing(quick_model):
 def test_build_loads_a_backbone_checkpoint(quick_model, tmp_path):
     import tensorflow as tf
 
-    from lab.instance.model import build, maskrcnn_experiment
+    from lab.tasks.instance.model import build, maskrcnn_experiment
 
     source, _, _ = quick_model
     prefix = tf.train.Checkpoint(backbone=source.backbone).write(str(tmp_path / "ckpt" / "backbone"))
@@ -208,7 +208,7 @@ def test_load_backbone_takes_a_folder_and_refuses_other_backbones(quick_model, t
     import tf_keras
     from official.vision.modeling.backbones import resnet
 
-    from lab.instance.model import _checkpoint_prefix, load_backbone
+    from lab.tasks.instance.model import _checkpoint_prefix, load_backbone
 
     model, _, _ = quick_model
     # A folder holding checkpoints: its latest one.
@@ -233,7 +233,7 @@ def test_load_backbone_takes_a_folder_and_refuses_other_backbones(quick_model, t
 
 def test_build_refuses_a_path_that_is_no_checkpoint(tmp_path):
     pytest.importorskip("official")
-    from lab.instance.model import _checkpoint_prefix
+    from lab.tasks.instance.model import _checkpoint_prefix
 
     with pytest.raises(FileNotFoundError, match=r"is not a TensorFlow checkpoint .*Give a checkpoint prefix"):
         _checkpoint_prefix(str(tmp_path / "missing" / "ckpt"))
@@ -244,7 +244,7 @@ def test_build_refuses_a_path_that_is_no_checkpoint(tmp_path):
 
 def test_build_with_a_missing_checkpoint_raises_file_not_found(tmp_path):
     pytest.importorskip("official")
-    from lab.instance.model import build, maskrcnn_experiment
+    from lab.tasks.instance.model import build, maskrcnn_experiment
 
     # The error names the path given.
     experiment = maskrcnn_experiment(3, **QUICK, weights=None)
@@ -255,8 +255,8 @@ def test_build_with_a_missing_checkpoint_raises_file_not_found(tmp_path):
 def test_saved_weights_load_back_whole(quick_model, tmp_path):
     import tf_keras
 
-    from lab.instance.model import build, maskrcnn_experiment
-    from lab.instance.training import GardenModel
+    from lab.tasks.instance.model import build, maskrcnn_experiment
+    from lab.tasks.instance.training import GardenModel
 
     model, _, task = quick_model
     # Random values everywhere, so that a variable the file leaves out cannot match by chance
@@ -280,15 +280,15 @@ def test_saved_weights_load_back_whole(quick_model, tmp_path):
 
 
 def _checkpoint_files(data_dir: Path) -> list[Path]:
-    from lab.instance.model import CHECKPOINT_FILES, IMAGENET_CHECKPOINTS
+    from lab.tasks.instance.model import CHECKPOINT_FILES, IMAGENET_CHECKPOINTS
 
     prefix = data_dir / "weights" / "model-garden" / IMAGENET_CHECKPOINTS["resnet50"]
     return [prefix.with_name(prefix.name + suffix) for suffix in CHECKPOINT_FILES]
 
 
 def test_imagenet_checkpoint_offline_says_where_to_put_it(isolated_dirs):
-    from lab.download import DatasetNotAvailableError
-    from lab.instance.model import imagenet_checkpoint
+    from lab.system.download import DatasetNotAvailableError
+    from lab.tasks.instance.model import imagenet_checkpoint
 
     with pytest.raises(DatasetNotAvailableError) as refused:
         imagenet_checkpoint("resnet50", download=False)
@@ -299,8 +299,8 @@ def test_imagenet_checkpoint_offline_says_where_to_put_it(isolated_dirs):
 
 
 def test_imagenet_checkpoint_records_then_checks_each_files_sha256(isolated_dirs):
-    from lab.download import ChecksumError
-    from lab.instance.model import imagenet_checkpoint
+    from lab.system.download import ChecksumError
+    from lab.tasks.instance.model import imagenet_checkpoint
 
     files = _checkpoint_files(isolated_dirs / "data")
     files[0].parent.mkdir(parents=True)
@@ -328,17 +328,17 @@ def _without(monkeypatch, *modules: str) -> None:
                         lambda name, *args, **kwargs: None if name in modules else real(name, *args, **kwargs))
 
 
-@pytest.mark.skipif(bool(__import__("lab.instance.extra", fromlist=["missing_extra"]).missing_extra()),
+@pytest.mark.skipif(bool(__import__("lab.tasks.instance.extra", fromlist=["missing_extra"]).missing_extra()),
                     reason="the instance-segmentation extra is not installed (the Colab lane)")
 def test_extra_is_complete_here():
     assert extra.missing_extra() == []
     extra.require_model_garden()  # does not raise
 
 
-@pytest.mark.skipif(bool(__import__("lab.instance.extra", fromlist=["missing_extra"]).missing_extra()),
+@pytest.mark.skipif(bool(__import__("lab.tasks.instance.extra", fromlist=["missing_extra"]).missing_extra()),
                     reason="the instance-segmentation extra is not installed (the Colab lane)")
 def test_missing_model_garden_is_refused_with_how_to_install(monkeypatch, isolated_dirs):
-    from lab.instance import train_instance
+    from lab.tasks.instance import train_instance
 
     _without(monkeypatch, "official")
     assert extra.missing_extra() == ["tf-models-official"]
@@ -365,7 +365,7 @@ def test_extra_pins_are_requirements_instance_txt():
     assert set(extra._EXTRA_MODULES.values()) == set(extra.EXTRA_PINS)
 
 
-@pytest.mark.skipif(bool(__import__("lab.instance.extra", fromlist=["missing_extra"]).missing_extra()),
+@pytest.mark.skipif(bool(__import__("lab.tasks.instance.extra", fromlist=["missing_extra"]).missing_extra()),
                     reason="the instance-segmentation extra is not installed (the Colab lane)")
 def test_install_extra_with_nothing_missing_does_not_call_pip(monkeypatch):
     def no_pip(*args, **kwargs):
@@ -375,7 +375,7 @@ def test_install_extra_with_nothing_missing_does_not_call_pip(monkeypatch):
     assert extra.install_extra() == []
 
 
-@pytest.mark.skipif(bool(__import__("lab.instance.extra", fromlist=["missing_extra"]).missing_extra()),
+@pytest.mark.skipif(bool(__import__("lab.tasks.instance.extra", fromlist=["missing_extra"]).missing_extra()),
                     reason="the instance-segmentation extra is not installed (the Colab lane)")
 def test_install_extra_installs_what_is_missing_without_dependencies(monkeypatch):
     calls = []
@@ -394,7 +394,7 @@ def test_install_extra_installs_what_is_missing_without_dependencies(monkeypatch
     assert not any("tf-models-official" in part for part in command)
 
 
-@pytest.mark.skipif(bool(__import__("lab.instance.extra", fromlist=["missing_extra"]).missing_extra()),
+@pytest.mark.skipif(bool(__import__("lab.tasks.instance.extra", fromlist=["missing_extra"]).missing_extra()),
                     reason="the instance-segmentation extra is not installed (the Colab lane)")
 def test_install_extra_reports_a_pip_failure(monkeypatch):
     _without(monkeypatch, "gin")
@@ -412,7 +412,7 @@ def test_optimizer_view_reads_and_sets_floats_and_schedules():
     import keras
     import tf_keras
 
-    from lab.instance.training import _OptimizerView
+    from lab.tasks.instance.training import _OptimizerView
 
     inner = tf_keras.optimizers.SGD(learning_rate=0.1, momentum=0.9)
     view = _OptimizerView(inner)
@@ -428,7 +428,7 @@ def test_optimizer_view_reads_and_sets_floats_and_schedules():
     view.apply_schedule()
     assert view.learning_rate == pytest.approx(0.025)
 
-    # A Keras 3 schedule (what lab.schedules installs) returns a tensor: read as a float.
+    # A Keras 3 schedule (what lab.config.schedules installs) returns a tensor: read as a float.
     view.learning_rate = keras.optimizers.schedules.PiecewiseConstantDecay([5], [0.2, 0.02])
     assert view.learning_rate == pytest.approx(0.2)
     inner.iterations.assign_add(3)

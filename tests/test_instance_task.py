@@ -1,6 +1,6 @@
 """E7's run task end to end: a tiny Mask R-CNN run on the generated shapes, its record, its
 honesty (the saved predictions re-score to the recorded AP, the saved weights predict the recorded
-detections), its reproducibility, and a refused configuration writing nothing (lab.instance.task)."""
+detections), its reproducibility, and a refused configuration writing nothing (lab.tasks.instance.task)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ pytest.importorskip("official")
 pytest.importorskip("pycocotools")
 
 from lab.config import InstanceConfig  # noqa: E402
-from lab.instance import load_data, train_instance  # noqa: E402
+from lab.tasks.instance import load_data, train_instance  # noqa: E402
 
 # The quick setting at its smallest: 8 images per split, 2 epochs of 4 steps (about 30 s a run on
 # two cores, most of it tracing). A cosine schedule, so that the per-step schedule is exercised.
@@ -44,7 +44,7 @@ def runs(tmp_path_factory):
     env = {**os.environ, "LAB_DATA_DIR": str(root / "data"), "LAB_REPORTS_DIR": str(root / "reports")}
     folders = []
     for name in ("first", "second"):
-        script = (f"from lab.instance import train_instance\n"
+        script = (f"from lab.tasks.instance import train_instance\n"
                   f"print(train_instance(**{TINY!r}, reports_dir={str(root / name)!r}).run_dir)\n")
         done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stderr[-3000:]
@@ -135,7 +135,7 @@ def test_saved_predictions_rescore_to_the_recorded_ap(runs):
         assert len(detections) == metrics[f"{split}_num_detections"] > 0
         assert len(truth.dataset["annotations"]) == metrics[f"{split}_num_instances"]
         for iou_type, drop, prefix in (("segm", "bbox", "mask"), ("bbox", "segmentation", "box")):
-            # As lab.instance.metrics (and detectron2) score: a mask's area is its own, not its box's.
+            # As lab.tasks.instance.metrics (and detectron2) score: a mask's area is its own, not its box's.
             results = _quiet(truth.loadRes, [{k: v for k, v in d.items() if k != drop} for d in detections])
             evaluator = COCOeval(truth, results, iouType=iou_type)
             _quiet(evaluator.evaluate)
@@ -178,10 +178,10 @@ def test_same_seed_same_run_and_the_records_are_reused(runs):
 def test_saved_weights_predict_the_recorded_detections(runs):
     import tf_keras
 
-    from lab.instance.model import build, maskrcnn_experiment
-    from lab.instance.task import _set_inputs
-    from lab.instance.tfrecords import export_instances
-    from lab.instance.training import GardenModel
+    from lab.tasks.instance.model import build, maskrcnn_experiment
+    from lab.tasks.instance.task import _set_inputs
+    from lab.tasks.instance.tfrecords import export_instances
+    from lab.tasks.instance.training import GardenModel
 
     first, _, _ = runs
     recorded = json.loads((first.run_dir / "config.json").read_text())

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from lab.evaluation import classification_metrics, confusion_matrix, macro_auc, per_class_accuracy
-from lab.losses import SparseCategoricalCrossentropy
+from lab.runs.evaluation import classification_metrics, confusion_matrix, macro_auc, per_class_accuracy
+from lab.models.losses import SparseCategoricalCrossentropy
 
 
 def test_loss_without_smoothing_is_cross_entropy():

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import lab.runner as runner
+import lab.runs.runner as runner
 from lab.config import SegmentationConfig
-from lab.lr_finder import LRRamp, find_learning_rate, suggest_valley
-from lab.records import load_run, load_runs
-from lab.sweep import run_sweep
+from lab.runs.lr_finder import LRRamp, find_learning_rate, suggest_valley
+from lab.runs.records import load_run, load_runs
+from lab.studies.sweep import run_sweep
 
 TINY = dict(dataset="digits", limit=60, model="mlp", hidden_units=[8], batch_size=16, verbose=0)
 
@@ -136,7 +136,7 @@ def test_the_finder_ramps_every_keras_task(config):
                                       dict(feature_cache=None, unfreeze_schedule=[0, 1], phase_epochs=[1, 1])],
                          ids=["feature-cache", "unfreezing"])
 def test_the_finder_ramps_what_a_transfer_run_would_fit(settings):
-    from lab.datasets import load_dataset
+    from lab.data.datasets import load_dataset
 
     data = load_dataset("digits", limit=120)
     config = dict(model="transfer", backbone="resnet18", weights=None, backbone_input_size=32, batch_size=32,
@@ -198,9 +198,9 @@ def test_the_finder_has_no_record_logic_of_its_own():
     import ast
     import inspect
 
-    import lab.lr_finder
+    import lab.runs.lr_finder
 
-    tree = ast.parse(inspect.getsource(lab.lr_finder))
+    tree = ast.parse(inspect.getsource(lab.runs.lr_finder))
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
                 for alias in node.names if node.module and node.module.startswith("lab")}
     assert not {name for name in imported if name.startswith("_")}, "no private names of other modules"

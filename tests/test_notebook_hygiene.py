@@ -1,5 +1,5 @@
 """Clean notebooks: parameters papermill reads, references to files that exist, each figure shown
-once, and no TensorFlow start-up lines in outputs (lab.plots, lab.tf_logging, the notebooks)."""
+once, and no TensorFlow start-up lines in outputs (lab.runs.plots, lab.system.tf_logging, the notebooks)."""
 
 import ast
 import json
@@ -15,8 +15,8 @@ import papermill
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from lab.notebooks import NOTEBOOK_DIR, notebooks, parameter_names
-from lab.tf_logging import filter_native_log, filtered_native_stderr
+from lab.studies.notebooks import NOTEBOOK_DIR, notebooks, parameter_names
+from lab.system.tf_logging import filter_native_log, filtered_native_stderr
 
 ROOT = NOTEBOOK_DIR.parent
 # The TensorFlow/absl lines the issue names, and the other start-up notices of a CPU machine.
@@ -80,7 +80,7 @@ def test_every_repository_file_the_notebooks_and_docs_name_exists():
 
 def test_the_reference_check_finds_a_missing_file():
     """The check above must be able to fail: a notebook naming a batch spec that is not there."""
-    text = "The whole ablation: `python -m lab.batch notebooks/batches/no-such-spec.json`."
+    text = "The whole ablation: `python -m lab.studies.batch notebooks/batches/no-such-spec.json`."
     assert _PATH.findall(text) == ["notebooks/batches/no-such-spec.json"]
     assert not (ROOT / "notebooks/batches/no-such-spec.json").exists()
 
@@ -107,7 +107,7 @@ def test_plot_functions_leave_no_figure_open_in_pyplot():
     import numpy as np
     import pandas as pd
 
-    from lab import plots
+    from lab.runs import plots
 
     plt.close("all")
     history = pd.DataFrame({"loss": [1.0, 0.6], "val_loss": [1.1, 0.8], "accuracy": [0.5, 0.7],
@@ -134,7 +134,7 @@ def test_each_figure_of_a_plot_cell_is_shown_once(tmp_path, monkeypatch):
         "figure = plots.learning_curves(history)\nplots.save(figure, 'curves.png')",
         "import matplotlib.pyplot as plt\nplt.plot([1, 2]);",
         # A kernel without ipywidgets (the kit's venv: papermill, nbval) writes no bar at all.
-        "from lab.progress import progress\nfor _ in progress(range(3), desc='work'):\n    pass",
+        "from lab.system.progress import progress\nfor _ in progress(range(3), desc='work'):\n    pass",
     ], tmp_path)
     assert [_images(cell) for cell in nb.cells] == [0, 1, 2, 0, 1, 0]
     assert (tmp_path / "curves.png").exists()
@@ -172,7 +172,7 @@ def test_a_logging_handler_made_while_held_writes_to_the_real_stderr_afterwards(
     # not keep the stand-in stream, whose descriptor is closed after the block ("Bad file
     # descriptor" on every later TensorFlow warning). A fresh process: stderr is descriptor 2 there.
     code = ("import logging\n"
-            "from lab.tf_logging import filtered_native_stderr\n"
+            "from lab.system.tf_logging import filtered_native_stderr\n"
             "logger = logging.getLogger('held')\n"
             "with filtered_native_stderr(3):\n"
             "    logger.addHandler(logging.StreamHandler())\n"
@@ -207,7 +207,7 @@ def test_importing_tensorflow_through_the_kit_prints_no_start_up_lines(tmp_path)
 @pytest.mark.slow
 def test_a_batch_notebook_holds_no_tensorflow_start_up_lines(tmp_path, monkeypatch, capfd):
     """Through the kit's batch path (papermill in a subprocess, its own kernel), as the issue saw."""
-    from lab.batch import load_spec, run_batch
+    from lab.studies.batch import load_spec, run_batch
 
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)  # the kit's own default, not the tests'
     notebook = tmp_path / "tiny.ipynb"
@@ -239,7 +239,7 @@ def test_checked_cells_are_tagged_and_students_see_no_marker(path):
     """nbval reads the tag as it reads the comment (--nbval-lax compares only these cells)."""
     from nbval.plugin import find_metadata_tags
 
-    from lab.notebooks import CHECK_MARKER, CHECK_TAG, is_checked
+    from lab.studies.notebooks import CHECK_MARKER, CHECK_TAG, is_checked
 
     cells = nbformat.read(path, as_version=4).cells
     assert not [c for c in cells if "NBVAL" in c.source], f"{path.name}: an nbval comment in a cell's code"
@@ -250,7 +250,7 @@ def test_checked_cells_are_tagged_and_students_see_no_marker(path):
 
 @pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.name)
 def test_parameters_cells_hold_at_most_a_dozen_values_and_batches_reach_the_advanced_ones(path):
-    from lab.notebooks import INJECTION_CELL
+    from lab.studies.notebooks import INJECTION_CELL
 
     cells = nbformat.read(path, as_version=4).cells
     tagged = [i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", [])]
@@ -264,8 +264,8 @@ def test_parameters_cells_hold_at_most_a_dozen_values_and_batches_reach_the_adva
 
 
 def test_a_batch_sets_a_value_of_the_advanced_cell(tmp_path):
-    """Through papermill itself, as lab.batch runs it: both cells' values reach the notebook."""
-    from lab.notebooks import INJECTION_CELL
+    """Through papermill itself, as lab.studies.batch runs it: both cells' values reach the notebook."""
+    from lab.studies.notebooks import INJECTION_CELL
 
     main = new_code_cell("epochs = 60\nquick = False")
     advanced = new_code_cell("# Advanced\nlimit = None\nname = 'default'")
@@ -290,7 +290,7 @@ def _docs_references(path: Path) -> list[str]:
 
 @pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.name)
 def test_badges_and_docs_links_follow_the_repository_url(path):
-    from lab.notebooks import colab_url, repository_url
+    from lab.studies.notebooks import colab_url, repository_url
 
     url = repository_url()
     first = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
@@ -301,20 +301,20 @@ def test_badges_and_docs_links_follow_the_repository_url(path):
     for reference in references:
         assert not reference.startswith("../"), f"{path.name}: {reference} breaks in Colab"
         if url and reference.startswith("docs/"):
-            pytest.fail(f"{path.name}: {reference} is not a link; run `python -m lab.notebooks format`")
+            pytest.fail(f"{path.name}: {reference} is not a link; run `python -m lab.studies.notebooks format`")
         if not url:
             assert reference.startswith("docs/") or not reference.startswith("https://github.com"), reference
 
 
 def test_the_readme_badge_follows_the_repository_url():
-    from lab.notebooks import readme_with_badge, repository_url
+    from lab.studies.notebooks import readme_with_badge, repository_url
 
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert text == readme_with_badge(text, repository_url()), "run `python -m lab.notebooks format`"
+    assert text == readme_with_badge(text, repository_url()), "run `python -m lab.studies.notebooks format`"
 
 
 def test_format_writes_badges_links_and_the_url_and_takes_them_out_again(tmp_path):
-    from lab.notebooks import canonical, readme_with_badge
+    from lab.studies.notebooks import canonical, readme_with_badge
 
     url = "https://github.com/someone/lab"
     intro = "# E1. A title\n\nExperiment described in [docs/experiments.md](../docs/experiments.md#e1-a-cnn)."
@@ -340,7 +340,7 @@ def test_format_writes_badges_links_and_the_url_and_takes_them_out_again(tmp_pat
 
 
 def test_only_a_github_address_makes_badges(tmp_path):
-    from lab.notebooks import repository_url
+    from lab.studies.notebooks import repository_url
 
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text('[project]\nname = "lab"\n[project.urls]\nRepository = "https://gitlab.com/a/lab"\n')
@@ -354,7 +354,7 @@ def test_only_a_github_address_makes_badges(tmp_path):
 
 def test_format_turns_an_nbval_comment_into_the_tag_and_keeps_the_outputs():
     """A notebook written with the comment (an older branch, a contributor) keeps its check."""
-    from lab.notebooks import CHECK_TAG, canonical, is_checked
+    from lab.studies.notebooks import CHECK_TAG, canonical, is_checked
 
     cell = new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(data.shape)")
     cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="(8, 8)\n")]

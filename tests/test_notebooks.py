@@ -5,7 +5,7 @@ import ast
 import nbformat
 import pytest
 
-from lab.notebooks import canonical, dumps, is_checked, notebooks, repository_url
+from lab.studies.notebooks import canonical, dumps, is_checked, notebooks, repository_url
 
 NOTEBOOKS = notebooks()
 
@@ -33,10 +33,10 @@ def test_first_code_cell_is_flat_parameters_with_a_quick_switch(path):
 def test_notebooks_are_canonical_and_carry_only_checked_outputs(path):
     text = path.read_text(encoding="utf-8")
     nb = nbformat.reads(text, as_version=4)
-    assert text == dumps(canonical(nb, path.name, repository_url())), f"run `python -m lab.notebooks format` on {path.name}"
+    assert text == dumps(canonical(nb, path.name, repository_url())), f"run `python -m lab.studies.notebooks format` on {path.name}"
     checked = [c for c in nb.cells if is_checked(c)]
     assert checked, "nbval has something to compare"
-    assert all(c.outputs for c in checked), "run `python -m lab.notebooks record` to store expected outputs"
+    assert all(c.outputs for c in checked), "run `python -m lab.studies.notebooks record` to store expected outputs"
     assert not any(c.outputs for c in nb.cells if c.cell_type == "code" and not is_checked(c))
 
 
@@ -50,7 +50,7 @@ def _record(reports_dir, name, status, *, best=None, threshold=0.16, trained=(0.
 
     import pandas as pd
 
-    from lab.records import RECORD_VERSION, RunWriter
+    from lab.runs.records import RECORD_VERSION, RunWriter
 
     writer = RunWriter({"name": name, "tags": ["test"], "background_flag_ratio": 0.1,
                         "record_version": version or RECORD_VERSION}, name=name, reports_dir=str(reports_dir))
@@ -62,7 +62,7 @@ def _record(reports_dir, name, status, *, best=None, threshold=0.16, trained=(0.
 
 
 def test_check_runs_names_every_status_a_float_difference_could_flip(tmp_path):
-    from lab.notebooks import check_runs, main
+    from lab.studies.notebooks import check_runs, main
 
     _record(tmp_path, "learns-clearly", "completed", best=0.5)
     _record(tmp_path, "nan-loss", "diverged", reason="training loss became nan at batch 3")
@@ -85,13 +85,13 @@ def test_check_runs_names_every_status_a_float_difference_could_flip(tmp_path):
 
 
 def test_check_runs_fails_where_the_notebooks_wrote_nothing(tmp_path):
-    from lab.notebooks import main
+    from lab.studies.notebooks import main
 
     assert main(["check-runs", str(tmp_path)]) == 1
 
 
 def test_prepare_injects_another_seed(tmp_path):
-    from lab.notebooks import main
+    from lab.studies.notebooks import main
 
     assert main(["prepare", str(tmp_path), "--seed", "7"]) == 0
     nb = nbformat.read(tmp_path / NOTEBOOKS[0].name, as_version=4)
@@ -100,7 +100,7 @@ def test_prepare_injects_another_seed(tmp_path):
 
 
 def test_check_runs_judges_an_old_never_learned_run_as_stalled_and_a_tiny_split_as_clear(tmp_path):
-    from lab.notebooks import check_runs
+    from lab.studies.notebooks import check_runs
 
     # Before record version 4 a run that never learned was recorded "diverged": it is judged as the
     # stalled run it is (this one was learning: its status could flip).

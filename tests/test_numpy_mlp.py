@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from lab.evaluation import macro_auc
-from lab.numpy_mlp import NumpyMLP, gradient_check, softmax, train_numpy_mlp
+from lab.runs.evaluation import macro_auc
+from lab.models.numpy_mlp import NumpyMLP, gradient_check, softmax, train_numpy_mlp
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "relu", "tanh"])

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lab.pipeline import IMAGENET_MEAN, IMAGENET_STD, augment_batch, augment_batches, make_augmenter, make_pipeline
+from lab.data.pipeline import IMAGENET_MEAN, IMAGENET_STD, augment_batch, augment_batches, make_augmenter, make_pipeline
 
 
 def _labels_in_order(ds):

@@ -2,7 +2,7 @@ import matplotlib.colors as mcolors
 import numpy as np
 import pandas as pd
 
-from lab import plots
+from lab.runs import plots
 
 
 def test_every_plot_renders_to_png(tmp_path, digits):

@@ -1,4 +1,4 @@
-"""``lab.classification.predict_probabilities``: Keras' ``Model.predict``, bit for bit, in less memory."""
+"""``lab.tasks.classification.predict_probabilities``: Keras' ``Model.predict``, bit for bit, in less memory."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lab.classification import predict_probabilities
+from lab.tasks.classification import predict_probabilities
 
 
 def _model(*, run_eagerly: bool = False, steps_per_execution: int = 1) -> keras.Model:

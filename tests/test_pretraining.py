@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import keras
 import pytest
 
-from lab import pretraining
+from lab.tasks import pretraining
 from lab.config import RunConfig
-from lab.download import file_hash
-from lab.pretraining import (check_pretrained, pretrain_offline, pretrained_path, pretraining_config,
+from lab.system.download import file_hash
+from lab.tasks.pretraining import (check_pretrained, pretrain_offline, pretrained_path, pretraining_config,
                              resolve_weights, sidecar_path)
 
 # Cheap arguments for the fake run below (the real pretraining test uses its own).

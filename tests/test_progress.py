@@ -1,4 +1,4 @@
-"""Progress bars (lab.progress) where work is long: downloads, feature extraction, batches.
+"""Progress bars (lab.system.progress) where work is long: downloads, feature extraction, batches.
 
 A bar is drawn on a terminal only: these tests give ``sys.stderr`` a terminal's face (``isatty``)
 to see it, and check that nothing is written where no terminal is (logs, notebooks, pytest).
@@ -12,11 +12,11 @@ import types
 import numpy as np
 import pytest
 
-import lab.download
-import lab.features
-from lab import progress as progress_module
-from lab.download import DatasetNotAvailableError, fetch
-from lab.progress import progress, write
+import lab.system.download
+import lab.models.features
+from lab.system import progress as progress_module
+from lab.system.download import DatasetNotAvailableError, fetch
+from lab.system.progress import progress, write
 
 
 class _Terminal(io.StringIO):
@@ -37,15 +37,15 @@ def _terminal(monkeypatch) -> _Terminal:
 
 @pytest.fixture
 def recorded_bars(monkeypatch):
-    """Keeps every bar lab.download and lab.features make, to read its count and total."""
+    """Keeps every bar lab.system.download and lab.models.features make, to read its count and total."""
     bars = []
 
     def recording(*args, **kwargs):
         bars.append(progress(*args, **kwargs))
         return bars[-1]
 
-    monkeypatch.setattr(lab.download, "progress", recording)
-    monkeypatch.setattr(lab.features, "progress", recording)
+    monkeypatch.setattr(lab.system.download, "progress", recording)
+    monkeypatch.setattr(lab.models.features, "progress", recording)
     return bars
 
 
@@ -103,8 +103,8 @@ def test_feature_extraction_counts_every_image_of_every_split_and_pass(monkeypat
     terminal = _terminal(monkeypatch)
     import keras
 
-    from lab.datasets import Dataset
-    from lab.features import clear_memory_cache, compute_features
+    from lab.data.datasets import Dataset
+    from lab.models.features import clear_memory_cache, compute_features
     from lab.models.transfer import transfer_model
 
     rng = np.random.default_rng(0)
@@ -131,7 +131,7 @@ def test_feature_extraction_counts_every_image_of_every_split_and_pass(monkeypat
 
 def test_a_batch_prints_a_line_per_start_and_finish_and_counts_done_over_total(monkeypatch, capsys):
     terminal = _terminal(monkeypatch)
-    from lab.batch import _Progress
+    from lab.studies.batch import _Progress
 
     tracker = _Progress(total=3, skipped=1, name="grid")
     job = types.SimpleNamespace(label="lr=0.01")
@@ -150,7 +150,7 @@ def test_a_batch_job_reports_each_epoch_while_its_notebook_runs(tmp_path, monkey
     import subprocess
     import sys
 
-    from lab import progress as progress_module
+    from lab.system import progress as progress_module
 
     monkeypatch.setattr(progress_module, "POLL_SECONDS", 0.05)
     stdout = tmp_path / "stdout.txt"
@@ -172,7 +172,7 @@ def test_a_job_past_its_timeout_is_left_to_the_caller(tmp_path):
     import subprocess
     import sys
 
-    from lab.progress import wait_reporting_epochs
+    from lab.system.progress import wait_reporting_epochs
 
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:

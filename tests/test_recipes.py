@@ -7,17 +7,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import lab.classification
-from lab.callbacks import RestoreBestWeights
-from lab.classification import decide
+import lab.tasks.classification
+from lab.runs.callbacks import RestoreBestWeights
+from lab.tasks.classification import decide
 from lab.config import RunConfig
 from lab.config.classification import RECIPES
-from lab.losses import SparseCategoricalCrossentropy, accuracy
-from lab.optimizers import ema_decay, make_optimizer
-from lab.pipeline import make_pipeline, mix_batch, mix_batches
-from lab.records import load_run
-from lab.runner import ema_callbacks
-from lab.training import train
+from lab.models.losses import SparseCategoricalCrossentropy, accuracy
+from lab.config.optimizers import ema_decay, make_optimizer
+from lab.data.pipeline import make_pipeline, mix_batch, mix_batches
+from lab.runs.records import load_run
+from lab.runs.runner import ema_callbacks
+from lab.runs.training import train
 
 TINY = dict(dataset="digits", limit=120, model="mlp", hidden_units=[8], batch_size=16, epochs=2,
             early_stopping_patience=None, verbose=0, save_model=False, learning_rate=0.01)
@@ -196,8 +196,8 @@ def test_decide_applies_the_validation_threshold_to_binary_probabilities():
 
 def test_a_binary_run_applies_its_validation_threshold_to_the_confusion_matrix(monkeypatch):
     matrices = []
-    original = lab.classification.confusion_matrix
-    monkeypatch.setattr(lab.classification, "confusion_matrix",
+    original = lab.tasks.classification.confusion_matrix
+    monkeypatch.setattr(lab.tasks.classification, "confusion_matrix",
                         lambda y_true, y_pred, k: matrices.append((y_true, y_pred)) or original(y_true, y_pred, k))
     result = train(**{**TINY, "num_classes": 2, "limit": 60}, decision_threshold="validation")
     metrics, predictions = result.metrics, load_run(result.run_dir).predictions()

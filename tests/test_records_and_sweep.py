@@ -5,13 +5,13 @@ import sys
 import pandas as pd
 import pytest
 
-from lab import atomic
+from lab.system import atomic
 from lab.config import RunConfig
-from lab.collection import write_collection
-from lab.records import (INDEX_NAME, RECORD_VERSION, RESULT_STATUSES, STATUSES, RunWriter, clean_partial,
+from lab.runs.collection import write_collection
+from lab.runs.records import (INDEX_NAME, RECORD_VERSION, RESULT_STATUSES, STATUSES, RunWriter, clean_partial,
                          load_collection, load_run, load_runs, read_index, rebuild_index, results_table, to_markdown,
                          upgrade_config, worst_status)
-from lab.sweep import grid, run_sweep
+from lab.studies.sweep import grid, run_sweep
 
 FAST = dict(dataset="digits", limit=200, model="cnn", depth=2, filters=8, dense_units=16, epochs=2, verbose=0)
 
@@ -108,7 +108,7 @@ def test_sweep_goes_on_after_a_divergence_and_resumes(isolated_dirs, capsys):
     assert set(record.varied) == {"divergence_patience", "learning_rate"}
     assert record.varied["learning_rate"] == [50.0, 3e-3]
     assert record.fixed["model"] == "cnn" and "learning_rate" not in record.fixed
-    assert record.command["call"] == "lab.sweep.run_sweep" and record.command["lab_version"]
+    assert record.command["call"] == "lab.studies.sweep.run_sweep" and record.command["lab_version"]
 
     again = run_sweep(FAST, variants, name="lr", resume=True)
     assert [r.run_id for r in again.runs] == [r.run_id for r in result.runs]
@@ -125,8 +125,8 @@ def test_sweep_validates_every_variant_before_training(isolated_dirs):
 
 
 def test_the_e1_notebook_batch_names_each_run_after_its_configuration():
-    from lab.ablation import E1_VARIANTS, notebook_batch_spec
-    from lab.notebooks import parameter_names
+    from lab.studies.ablation import E1_VARIANTS, notebook_batch_spec
+    from lab.studies.notebooks import parameter_names
 
     spec = notebook_batch_spec(RunConfig(dataset="digits", pipeline_size=16, epochs=2), E1_VARIANTS[:3], name="e1")
     assert "name" in parameter_names(spec.notebook), "the notebook takes its run's name as a parameter"
@@ -208,7 +208,7 @@ def test_a_sweep_runs_each_variant_once_per_seed_and_resumes_the_missing_seeds(i
 
 
 def test_a_collection_written_before_seeds_reads_with_no_seed_and_its_name_as_configuration(isolated_dirs):
-    from lab.collection import write_collection
+    from lab.runs.collection import write_collection
 
     folder = write_collection(isolated_dirs / "reports" / "sweeps" / "old", kind="sweep", name="old", varied={},
                               fixed={}, members=[{"run_id": "r1", "name": "a", "status": "completed"}],
@@ -222,9 +222,9 @@ def test_a_collection_written_before_seeds_reads_with_no_seed_and_its_name_as_co
 
 
 def test_the_e1_notebook_batch_runs_all_seeds_of_a_configuration_in_one_notebook(capsys):
-    from lab.ablation import E1_VARIANTS, main, notebook_batch_spec
-    from lab.batch import _executions
-    from lab.notebooks import parameter_names
+    from lab.studies.ablation import E1_VARIANTS, main, notebook_batch_spec
+    from lab.studies.batch import _executions
+    from lab.studies.notebooks import parameter_names
 
     spec = notebook_batch_spec(RunConfig(dataset="digits", pipeline_size=16, epochs=2, seed=5), E1_VARIANTS[:2],
                                name="e1", seeds=3)

@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lab import atomic, plots
-from lab.confidence import column_decimals
-from lab.records import RunWriter, load_run, load_runs
+from lab.system import atomic
+from lab.runs import plots
+from lab.runs.confidence import column_decimals
+from lab.runs.records import RunWriter, load_run, load_runs
 from lab.report import UnknownSourceError, build_report, main, number, resolve_source
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,8 +68,8 @@ def _record(name, *, model="cnn", learning_rate=1e-3, status="completed", val_lo
 
 @pytest.fixture
 def demo_sweep(isolated_dirs):
-    """Three records (one diverged, two models) and the sweep folder lab.sweep writes for them."""
-    from lab.sweep import write_summary
+    """Three records (one diverged, two models) and the sweep folder lab.studies.sweep writes for them."""
+    from lab.studies.sweep import write_summary
 
     runs = [_record("adam-lr0.01", learning_rate=1e-2, status="diverged", val_loss=3.8e8, seed=1),
             _record("adam-lr0.001", val_loss=0.41, seed=2, per_class=True, plot=True),
@@ -298,7 +299,7 @@ def test_python_m_lab_report_writes_the_report_and_the_templates_ship_in_the_whe
 
 def test_an_ablation_is_a_source_by_name_wherever_its_engine_wrote_it(demo_sweep, isolated_dirs):
     """The runs come from the collection record's members, in its order, and its kind names it."""
-    from lab.sweep import write_summary
+    from lab.studies.sweep import write_summary
 
     _, runs = demo_sweep
     write_summary("e1", [runs[2], runs[0]], varied=["model"], kind="ablation")  # the python engine's folder
@@ -392,7 +393,7 @@ def test_the_screenshot_shows_the_figures(demo_sweep, tmp_path):
 @pytest.mark.slow
 def test_a_report_of_a_real_sweep(isolated_dirs):
     """Two tiny trainings on digits (one diverges), then the report: its numbers are the records'."""
-    from lab.sweep import run_sweep
+    from lab.studies.sweep import run_sweep
 
     base = dict(dataset="digits", limit=200, model="cnn", depth=2, filters=8, dense_units=16, epochs=2, verbose=0,
                 save_model=False)
@@ -424,8 +425,8 @@ SUMMARY_METRICS = {"val_macro_auc": 0.9784, "test_macro_auc": 0.9697}  # every c
 def e1_ablation(isolated_dirs):
     """The ten E1 configurations as records of CNNs built from scratch, and the ablation's folder
     (the python engine's: a sweep folder whose collection record says what varied)."""
-    from lab.ablation import E1_VARIANTS
-    from lab.sweep import write_summary
+    from lab.studies.ablation import E1_VARIANTS
+    from lab.studies.sweep import write_summary
 
     base = {"normalization": "none", "dropout_rate": 0.0, "l2": 0.0, "augment": False, "weights": "imagenet",
             "unfreeze": None, "backbone": None, "feature_cache": "memory", "params": 159626}
@@ -510,7 +511,7 @@ def test_report_files_are_readable_by_others(e1_ablation):
 
 
 def test_the_best_runs_worst_predictions_are_shown(demo_sweep):
-    """The run's own highest-loss grid (lab.plots.top_losses, drawn where the test images are at
+    """The run's own highest-loss grid (lab.runs.plots.top_losses, drawn where the test images are at
     hand) is shown beside its random sample of predictions."""
     folder, runs = demo_sweep
     best = runs[1]
@@ -556,7 +557,7 @@ def test_the_page_does_not_scroll_sideways_at_1200_px(e1_ablation):
 def test_a_batch_whose_notebook_makes_several_runs_shows_what_differs_between_them(isolated_dirs):
     """A batch's record names the notebooks' parameters; the runs one notebook makes may differ
     in more (a learning-rate sweep inside the notebook), which the report shows after them."""
-    from lab.collection import write_collection
+    from lab.runs.collection import write_collection
 
     runs = [_record(f"lr{rate}", learning_rate=rate, seed=i) for i, rate in enumerate((1e-2, 1e-3))]
     members = [{"run_id": run.run_id, "name": run.name, "status": run.status, "job": "sweep-lr",

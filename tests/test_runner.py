@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import lab.runner as runner
+import lab.runs.runner as runner
 from lab.config import RunConfig, SegmentationConfig
-from lab.datasets import DATA_FIELDS, data_key, load_dataset
-from lab.datasets.folders import write_image_folder
-from lab.records import load_run, load_runs, read_index
-from lab.segmentation import train_autoencoder, train_segmentation
-from lab.sweep import run_sweep
-from lab.training import train
+from lab.data.datasets import DATA_FIELDS, data_key, load_dataset
+from lab.data.datasets.folders import write_image_folder
+from lab.runs.records import load_run, load_runs, read_index
+from lab.tasks.segmentation import train_autoencoder, train_segmentation
+from lab.studies.sweep import run_sweep
+from lab.runs.training import train
 
 MLP = dict(model="mlp", hidden_units=[8], epochs=1, batch_size=16, early_stopping_patience=None, verbose=0,
            save_model=False)
@@ -126,7 +126,7 @@ def test_old_records_are_read_under_the_new_names(tmp_path):
 
 
 def test_the_record_names_the_data_the_run_trained_on_and_its_hash_covers_it():
-    from lab.datasets import from_arrays
+    from lab.data.datasets import from_arrays
 
     rng = np.random.default_rng(0)
 
@@ -158,7 +158,7 @@ def test_a_run_killed_with_sigkill_is_swept_by_the_next_run(isolated_dirs):
     import time
 
     runs = isolated_dirs / "reports" / "runs"
-    code = ("from lab.training import train; train(dataset='digits', model='mlp', hidden_units=[8], epochs=200, "
+    code = ("from lab.runs.training import train; train(dataset='digits', model='mlp', hidden_units=[8], epochs=200, "
             "early_stopping_patience=None, verbose=0)")
     process = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     try:
@@ -176,11 +176,11 @@ def test_a_run_killed_with_sigkill_is_swept_by_the_next_run(isolated_dirs):
     assert [run.run_id for run in load_runs()] == [result.run_dir.name]
 
 
-# -- how a run ended: its status, recorded whatever happened (lab.records.STATUSES) --------------
+# -- how a run ended: its status, recorded whatever happened (lab.runs.records.STATUSES) --------------
 
 def _blank(digits, val_images=None):
     """Digits with every image blank: no model can tell the classes apart, so none beats chance."""
-    from lab.datasets import from_arrays
+    from lab.data.datasets import from_arrays
 
     blank = np.zeros_like(digits.x_train)
     x_val, y_val = np.zeros_like(digits.x_val), digits.y_val

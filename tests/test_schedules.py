@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from lab.config import RunConfig
-from lab.records import load_run
-from lab.schedules import cosine_rate, decay_epochs, epoch_multiplier
-from lab.training import train
+from lab.runs.records import load_run
+from lab.config.schedules import cosine_rate, decay_epochs, epoch_multiplier
+from lab.runs.training import train
 
 # 120 training images in batches of 16: 8 steps per epoch.
 TINY = dict(dataset="digits", limit=120, model="mlp", hidden_units=[8], batch_size=16, early_stopping_patience=None,
@@ -61,8 +61,8 @@ def test_plateau_lowers_the_rate_when_the_monitor_stalls():
 def test_a_phased_run_continues_the_schedule_across_phases(monkeypatch, schedule):
     # Two phases of 2 epochs: the second phase's fresh optimizer carries on the run-long
     # schedule at its own base rate (a tenth of the first's, as progressive unfreezing does).
-    from lab import classification
-    from lab.runner import Phase
+    from lab.tasks import classification
+    from lab.runs.runner import Phase
 
     original = classification.Classification.plan
 
@@ -92,7 +92,7 @@ def test_a_phased_run_continues_the_schedule_across_phases(monkeypatch, schedule
     # The checkpoint (saved with its optimizer) loads again.
     import keras
 
-    from lab.schedules import register
+    from lab.config.schedules import register
 
     register()
     assert keras.models.load_model(result.run_dir / "model.keras").optimizer is not None

@@ -2,7 +2,7 @@ import argparse
 
 import pytest
 
-from lab.seeds import parse_argument, per_seed, seed_list
+from lab.studies.seeds import parse_argument, per_seed, seed_list
 
 
 def test_a_count_starts_at_the_base_seed_and_a_list_is_kept():

@@ -5,9 +5,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from lab.datasets.segmentation import (SegmentationDataset, load_mask_folder, load_segmentation_dataset,
+from lab.data.datasets.segmentation import (SegmentationDataset, load_mask_folder, load_segmentation_dataset,
                                        trimap_to_classes)
-from lab.segmentation.pipeline import augment_pair, make_joint_augmenter, make_segmentation_pipeline
+from lab.tasks.segmentation.pipeline import augment_pair, make_joint_augmenter, make_segmentation_pipeline
 
 
 def test_shapes_masks_become_segmentation_classes():

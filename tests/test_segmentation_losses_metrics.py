@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from lab.segmentation.losses import CombinedLoss, DiceLoss, WeightedCrossentropy, make_loss, soft_dice_per_class
-from lab.evaluation import background_flag, per_class_table, pixel_confusion_matrix, segmentation_metrics
-from lab.segmentation.metrics import MeanDice, MeanIoU, PixelAccuracy
+from lab.tasks.segmentation.losses import CombinedLoss, DiceLoss, WeightedCrossentropy, make_loss, soft_dice_per_class
+from lab.runs.evaluation import background_flag, per_class_table, pixel_confusion_matrix, segmentation_metrics
+from lab.tasks.segmentation.metrics import MeanDice, MeanIoU, PixelAccuracy
 
 # One 2x2 image, two classes: truth [[0, 1], [1, 1]], foreground probabilities [[.2, .6], [.9, .5]].
 TRUTH = np.array([[[0, 1], [1, 1]]])

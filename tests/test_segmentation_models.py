@@ -156,7 +156,7 @@ def test_registry_refuses_unknown_models_and_options():
 
 
 def test_vae_latent_grid_plot():
-    from lab import plots
+    from lab.runs import plots
 
     decoder = build_model("vae", (8, 8, 1), filters=(4,), latent_dim=2).get_layer("decoder")
     figure = plots.latent_grid(decoder, steps=3)
@@ -166,7 +166,7 @@ def test_vae_latent_grid_plot():
 
 
 def test_mixed_precision_keeps_float32_outputs():
-    from lab import hardware
+    from lab.system import hardware
 
     x = np.random.default_rng(0).random((2, 16, 16, 3)).astype(np.float32)
     with hardware.precision(True):

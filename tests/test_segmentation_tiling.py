@@ -8,10 +8,10 @@ from PIL import Image
 from scipy import ndimage
 
 from lab.config import SegmentationConfig
-from lab.datasets import SEGMENTATION_DATA_FIELDS, data_key, load_data
-from lab.datasets.segmentation import FOLDER_OPTIONS, load_mask_folder, load_segmentation_dataset, tile_starts
-from lab.evaluation import segmentation_metrics
-from lab.segmentation.tiling import overlap_tile_windows, predict_whole_images, stitch, tile_layout
+from lab.data.datasets import SEGMENTATION_DATA_FIELDS, data_key, load_data
+from lab.data.datasets.segmentation import FOLDER_OPTIONS, load_mask_folder, load_segmentation_dataset, tile_starts
+from lab.runs.evaluation import segmentation_metrics
+from lab.tasks.segmentation.tiling import overlap_tile_windows, predict_whole_images, stitch, tile_layout
 
 
 @pytest.mark.parametrize("height,width", [(37, 53), (16, 16), (5, 3), (1, 7), (100, 33)])
@@ -192,7 +192,7 @@ def test_folder_options_are_refused_for_other_datasets():
 
 
 def test_a_tiled_model_predicts_and_saves_each_original_image(tmp_path):
-    from lab.segmentation.tasks import SEGMENTATION, masks_per_image, save_predictions
+    from lab.tasks.segmentation.tasks import SEGMENTATION, masks_per_image, save_predictions
 
     sizes = [(40, 30), (33, 47), (50, 50), (36, 40), (45, 33), (40, 41), (38, 39), (44, 36)]
     _write_folder(tmp_path / "set", sizes)
@@ -214,7 +214,7 @@ def test_a_tiled_model_predicts_and_saves_each_original_image(tmp_path):
 
 
 def test_data_passed_in_must_be_tiled_and_have_the_background_the_configuration_states(tmp_path):
-    from lab.segmentation.tasks import SEGMENTATION
+    from lab.tasks.segmentation.tasks import SEGMENTATION
 
     _write_folder(tmp_path / "set", [(32, 32)] * 6)
     config = SegmentationConfig(dataset=f"folder:{tmp_path / 'set'}", tile_size=16, tile_margin=2, model="unet",
@@ -232,8 +232,8 @@ def test_data_passed_in_must_be_tiled_and_have_the_background_the_configuration_
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:ALL BACKGROUND")  # one epoch of a tiny U-Net: the flag is expected
 def test_a_tiled_run_scores_and_saves_every_original_image(tmp_path):
-    from lab.records import load_run
-    from lab.segmentation import train_segmentation
+    from lab.runs.records import load_run
+    from lab.tasks.segmentation import train_segmentation
 
     sizes = [(40, 30), (33, 47), (50, 50), (36, 40), (45, 33), (40, 41), (38, 39), (44, 36)]
     _write_folder(tmp_path / "set", sizes)

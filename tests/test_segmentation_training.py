@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from lab.datasets.segmentation import load_segmentation_dataset
-from lab.records import load_run, load_runs, results_table
-from lab.segmentation import SegmentationConfig, train_autoencoder, train_segmentation
+from lab.data.datasets.segmentation import load_segmentation_dataset
+from lab.runs.records import load_run, load_runs, results_table
+from lab.tasks.segmentation import SegmentationConfig, train_autoencoder, train_segmentation
 
 TINY = dict(model="unet", depth=2, filters=4, batch_size=8, epochs=2, verbose=0)
 
@@ -97,7 +97,7 @@ def test_configuration_errors_are_clear():
         SegmentationConfig(model="pretrained_unet", depth=3)
     with pytest.raises(ValueError, match="loss must be one of"):
         SegmentationConfig(model="vae", loss="dice")
-    with pytest.raises(ValueError, match="train it with lab.segmentation.train_autoencoder"):
+    with pytest.raises(ValueError, match="train it with lab.tasks.segmentation.train_autoencoder"):
         train_segmentation(model="vae")
     with pytest.raises(ValueError, match="monitor must be one of"):
         SegmentationConfig(monitor="val_iou")
@@ -117,7 +117,7 @@ def test_configuration_errors_are_clear():
 
 
 def test_balanced_class_weights_reach_the_loss(shapes):
-    from lab.segmentation.tasks import SEGMENTATION
+    from lab.tasks.segmentation.tasks import SEGMENTATION
 
     config = SegmentationConfig(class_weighting="balanced", loss="crossentropy", **TINY)
     model = SEGMENTATION.plan(config, shapes).model

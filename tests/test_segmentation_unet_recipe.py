@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lab.datasets.segmentation import list_segmentation_datasets, load_membranes, load_segmentation_dataset
-from lab.segmentation.elastic import RandomElasticDeformation, deform
-from lab.segmentation import SegmentationConfig, train_segmentation
-from lab.segmentation.losses import CombinedLoss, DiceLoss, WeightedCrossentropy, split_targets
-from lab.segmentation.metrics import MeanIoU, PixelAccuracy
-from lab.segmentation.pipeline import augment_pair, make_joint_augmenter, make_segmentation_pipeline
-from lab.segmentation.weight_map import dataset_weight_maps, unet_weight_map, weight_maps
+from lab.data.datasets.segmentation import list_segmentation_datasets, load_membranes, load_segmentation_dataset
+from lab.tasks.segmentation.elastic import RandomElasticDeformation, deform
+from lab.tasks.segmentation import SegmentationConfig, train_segmentation
+from lab.tasks.segmentation.losses import CombinedLoss, DiceLoss, WeightedCrossentropy, split_targets
+from lab.tasks.segmentation.metrics import MeanIoU, PixelAccuracy
+from lab.tasks.segmentation.pipeline import augment_pair, make_joint_augmenter, make_segmentation_pipeline
+from lab.tasks.segmentation.weight_map import dataset_weight_maps, unet_weight_map, weight_maps
 
 SEED = tf.constant([3, 7], tf.int64)
 

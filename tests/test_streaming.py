@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lab import tfrecord
+from lab.data import tfrecord
 from lab.config import RunConfig
-from lab.datasets import load_dataset, load_npz
-from lab.datasets import medmnist as mm
-from lab.datasets import sources, streaming
-from lab.datasets.folders import load_image_folder, stream_image_folder, write_image_folder
-from lab.download import ChecksumError
+from lab.data.datasets import load_dataset, load_npz
+from lab.data.datasets import medmnist as mm
+from lab.data.datasets import sources, streaming
+from lab.data.datasets.folders import load_image_folder, stream_image_folder, write_image_folder
+from lab.system.download import ChecksumError
 
 SPLITS = ("train", "val", "test")
 
@@ -108,9 +108,9 @@ def test_a_streamed_export_never_loads_the_data_eagerly(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the streamed export called an eager loader")
 
-    import lab.datasets
+    import lab.data.datasets
 
-    for module, name in ((lab.datasets, "load_dataset"), (lab.datasets, "load_data"), (mm, "load_npz"),
+    for module, name in ((lab.data.datasets, "load_dataset"), (lab.data.datasets, "load_data"), (mm, "load_npz"),
                          (mm, "load_medmnist")):
         monkeypatch.setattr(module, name, refuse)
     requested = []
@@ -290,7 +290,7 @@ FAST = dict(model="cnn", depth=2, filters=8, dense_units=16, epochs=2, batch_siz
 
 @pytest.mark.slow  # two short training runs: about 45 s on two shared cores
 def test_a_run_records_which_path_it_used_and_streams_evaluation(tmp_path):
-    from lab.training import train
+    from lab.runs.training import train
 
     path = tmp_path / "mine.npz"
     _write_npz(path, n=(96, 24, 24), channels=1, classes=3, class_names=["x", "y", "z"], learnable=True)
@@ -313,21 +313,21 @@ def test_a_run_records_which_path_it_used_and_streams_evaluation(tmp_path):
 
 
 def test_auto_streams_above_the_documented_size(tmp_path, monkeypatch):
-    import lab.datasets
+    import lab.data.datasets
 
     path = tmp_path / "mine.npz"
     _write_npz(path)
     config = RunConfig(dataset=f"npz:{path}")
     assert config.data_path == "auto"
     assert streaming.choose_data_path(config)[0] == "memory"
-    nbytes = lab.datasets.estimate_nbytes(f"npz:{path}")
+    nbytes = lab.data.datasets.estimate_nbytes(f"npz:{path}")
     assert nbytes == 68 * 10 * 10 * 3
-    monkeypatch.setattr(lab.datasets, "STREAM_ABOVE_BYTES", nbytes - 1)
+    monkeypatch.setattr(lab.data.datasets, "STREAM_ABOVE_BYTES", nbytes - 1)
     path_used, reason = streaming.choose_data_path(config)
     assert path_used == "stream" and "above" in reason
     assert streaming.choose_data_path(config.replace(data_path="memory"))[0] == "memory"
     # The registry's metadata alone: PathMNIST at 224 px is about 16 GB.
-    assert lab.datasets.estimate_nbytes("pathmnist", size=224) == 107_180 * 224 * 224 * 3
+    assert lab.data.datasets.estimate_nbytes("pathmnist", size=224) == 107_180 * 224 * 224 * 3
 
 
 def test_data_path_is_checked():
@@ -341,8 +341,8 @@ def test_data_path_is_checked():
 def test_a_sweep_streams_its_data_without_loading_it(tmp_path, monkeypatch):
     """A sweep (and so the ablation, searches and transfer studies, which load the same way)
     reads a streamed configuration's data from the shards: the eager loader is never called."""
-    import lab.datasets
-    from lab.sweep import run_sweep
+    import lab.data.datasets
+    from lab.studies.sweep import run_sweep
 
     path = tmp_path / "mine.npz"
     _write_npz(path, n=(96, 24, 24), channels=1, classes=3, learnable=True)
@@ -350,7 +350,7 @@ def test_a_sweep_streams_its_data_without_loading_it(tmp_path, monkeypatch):
     def eager(*args, **kwargs):
         raise AssertionError("the eager loader was called for a streamed sweep")
 
-    monkeypatch.setattr(lab.datasets, "load_dataset", eager)
+    monkeypatch.setattr(lab.data.datasets, "load_dataset", eager)
     base = RunConfig(**FAST, dataset=f"npz:{path}", data_path="stream")
     result = run_sweep(base, [{"name": "a", "learning_rate": 1e-3}, {"name": "b", "learning_rate": 3e-3}], name="s")
     assert [run.config["data"]["access"]["path"] for run in result.runs] == ["stream", "stream"]

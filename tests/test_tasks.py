@@ -11,8 +11,8 @@ import pytest
 import lab
 from lab.config import BaseConfig, InstanceConfig, RunConfig, SegmentationConfig, config_for
 from lab.models import MODELS
-from lab.records import RESULT_STATUSES
-from lab.runner import Task
+from lab.runs.records import RESULT_STATUSES
+from lab.runs.runner import Task
 from lab.tasks import TASKS, task_entry, tasks_of
 
 HAS_INSTANCE_EXTRA = all(importlib.util.find_spec(name) for name in ("official", "pycocotools"))
@@ -62,14 +62,14 @@ def test_a_configuration_takes_its_class_and_monitor_from_its_models_task():
     assert type(instance) is InstanceConfig and instance.monitor == "val_mask_ap"  # it has no val_loss
     assert config_for(None, task="reconstruction").model == "autoencoder"  # the task's own default
     with pytest.raises(ValueError, match="'unet' is a segmentation model: train it with "
-                                         "lab.segmentation.train_segmentation"):
+                                         "lab.tasks.segmentation.train_segmentation"):
         config_for({"model": "unet"}, task="reconstruction")
     with pytest.raises(ValueError, match="monitor must be one of 'val_loss', received monitor='val_accuracy'"):
         config_for({"model": "autoencoder", "monitor": "val_accuracy"})
 
 
 def test_a_refused_configuration_writes_nothing_whatever_its_task(isolated_dirs):
-    from lab.records import read_index
+    from lab.runs.records import read_index
 
     with pytest.raises(ValueError, match="Unknown model 'unet3d'"):
         lab.run({"model": "unet3d"})
@@ -81,8 +81,8 @@ def test_a_refused_configuration_writes_nothing_whatever_its_task(isolated_dirs)
 @pytest.mark.parametrize("task", PARAMS)
 def test_every_task_runs_a_sweep_a_search_and_a_report(task, isolated_dirs):
     from lab.report import build_report
-    from lab.sweep import run_sweep
-    from lab.tuning import search
+    from lab.studies.sweep import run_sweep
+    from lab.studies.tuning import search
 
     entry = TASKS[task]
     base = config_for(TINY[task])

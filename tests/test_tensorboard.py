@@ -17,12 +17,12 @@ from tensorboard.backend.event_processing import plugin_event_multiplexer as eve
 from tensorboard.plugins import base_plugin
 from tensorboard.plugins.hparams import api_pb2, backend_context, get_experiment, list_session_groups, metadata
 
-import lab.runner as runner
-from lab import tensorboard
+import lab.runs.runner as runner
+from lab.runs import tensorboard
 from lab.config import RunConfig
-from lab.records import Run, load_run
-from lab.sweep import run_sweep
-from lab.training import train
+from lab.runs.records import Run, load_run
+from lab.studies.sweep import run_sweep
+from lab.runs.training import train
 
 MLP = dict(dataset="digits", limit=60, model="mlp", hidden_units=[8], batch_size=16, early_stopping_patience=None,
            verbose=0, save_model=False)
@@ -268,8 +268,8 @@ def test_runs_without_tensorboard_logs_make_no_experiment(tmp_path):
 def test_a_collections_experiment_is_read_from_its_record(tmp_path):
     """``write_hparams`` takes what varied (a search's ranges as intervals), a batch job's own
     parameters and a search's objective from the collection record, and its runs from its members."""
-    from lab.collection import write_collection
-    from lab.records import load_collection
+    from lab.runs.collection import write_collection
+    from lab.runs.records import load_collection
 
     runs = [_fake_run(tmp_path, "a", {"learning_rate": 0.05}, {"name": "a", "val_accuracy": 0.5, "val_loss": 1.0}),
             _fake_run(tmp_path, "b", {"learning_rate": 0.001}, {"name": "b", "val_accuracy": 0.7, "val_loss": 0.9})]

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 from tensorflow.python.framework import func_graph
 
-from lab.tf_memory import _registry, released_graphs
+from lab.system.tf_memory import _registry, released_graphs
 
 
 def _fit_a_tiny_model() -> keras.Model:
@@ -23,7 +23,7 @@ def _train_step_graphs() -> int:
 
 def test_a_fitted_models_graphs_are_freed_with_it():
     registry = _registry()
-    assert registry is not None, "TensorFlow's gradient registry moved: lab.tf_memory needs updating"
+    assert registry is not None, "TensorFlow's gradient registry moved: lab.system.tf_memory needs updating"
     _fit_a_tiny_model()
     leaked = _train_step_graphs()
     assert leaked >= 1, "without released_graphs the train step's graph outlives its model (TensorFlow keeps it)"

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lab.datasets import from_arrays, load_dataset
-from lab.pipeline import make_augmenter, make_pipeline
-from lab.tfrecord import (
+from lab.data.datasets import from_arrays, load_dataset
+from lab.data.pipeline import make_augmenter, make_pipeline
+from lab.data.tfrecord import (
     check_provenance, dataset_fingerprint, export_dataset, make_tfrecord_pipeline, manifest_path,
     read_manifest, read_tfrecords, verify_tfrecords, write_tfrecords, write_tfrecords_from_batches,
 )
-from lab.tfrecord import provenance, writing
+from lab.data.tfrecord import provenance, writing
 
 
 def _images(channels=3, count=50, seed=0):

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from lab.config import RunConfig
-from lab.datasets import from_arrays
-from lab.records import INDEX_NAME, load_run, read_index
-from lab.training import train
+from lab.data.datasets import from_arrays
+from lab.runs.records import INDEX_NAME, load_run, read_index
+from lab.runs.training import train
 
 # A small, fast configuration: the real digits data, the E1 CNN with two narrow blocks.
 FAST = dict(dataset="digits", model="cnn", depth=2, filters=8, dense_units=32, epochs=3,
@@ -19,7 +19,7 @@ FAST = dict(dataset="digits", model="cnn", depth=2, filters=8, dense_units=32, e
 
 @pytest.fixture(scope="module")
 def small_digits():
-    from lab.datasets import load_dataset
+    from lab.data.datasets import load_dataset
 
     return load_dataset("digits", limit=300)
 
@@ -99,7 +99,7 @@ class _Boom(keras.callbacks.Callback):
 
 
 def test_failure_is_recorded_then_raised_or_returned(small_digits, monkeypatch):
-    import lab.runner as runner
+    import lab.runs.runner as runner
 
     monkeypatch.setattr(runner, "EpochTimer", lambda: _Boom(RuntimeError("disk full")))
     with pytest.raises(RuntimeError, match="disk full"):
@@ -110,7 +110,7 @@ def test_failure_is_recorded_then_raised_or_returned(small_digits, monkeypatch):
 
 
 def test_interrupted_run_leaves_nothing_to_trust(small_digits, monkeypatch, isolated_dirs):
-    import lab.runner as runner
+    import lab.runs.runner as runner
 
     monkeypatch.setattr(runner, "EpochTimer", lambda: _Boom(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):

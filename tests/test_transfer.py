@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from lab.config import RunConfig
-from lab.datasets import load_dataset
-from lab.features import clear_memory_cache, feature_cache_dir
+from lab.data.datasets import load_dataset
+from lab.models.features import clear_memory_cache, feature_cache_dir
 from lab.models.backbones import find_backbone
 from lab.models.transfer import set_trainable, stage_names, transfer_model
-from lab.records import load_runs
-from lab.classification import compile_model
-from lab.training import train
-from lab.transfer_studies import compare_unfreezing, efficiency_table
+from lab.runs.records import load_runs
+from lab.tasks.classification import compile_model
+from lab.runs.training import train
+from lab.studies.transfer_studies import compare_unfreezing, efficiency_table
 
 # ResNet-18 (keras-hub) at 32 px: small enough for CPU tests, deep enough to have real stages.
 TRANSFER = dict(model="transfer", backbone="resnet18", weights=None, backbone_input_size=32, epochs=3, batch_size=64,
@@ -106,7 +106,7 @@ def test_feature_cache_trains_the_same_head_much_faster(small_digits, isolated_d
 
 
 def test_memory_cache_drops_the_oldest_features_beyond_its_budget(monkeypatch):
-    from lab import features
+    from lab.models import features
 
     clear_memory_cache()
     monkeypatch.setattr(features, "_MEMORY_BYTES", 1000)

@@ -15,12 +15,12 @@ import time
 import keras_tuner
 import pytest
 
-from lab.callbacks import LOSS_GREW, NON_FINITE_LOSS
+from lab.runs.callbacks import LOSS_GREW, NON_FINITE_LOSS
 from lab.config import RunConfig
-from lab.records import PARTIAL_PREFIX, load_collection, load_run, load_runs, read_index
-from lab.tuning import cnn_space, make_objective, parse_space, record_metrics, search, transfer_space
-from lab.tuning.space import declare, space_values
-from lab.tuning.tuner import RunTuner
+from lab.runs.records import PARTIAL_PREFIX, load_collection, load_run, load_runs, read_index
+from lab.studies.tuning import cnn_space, make_objective, parse_space, record_metrics, search, transfer_space
+from lab.studies.tuning.space import declare, space_values
+from lab.studies.tuning.tuner import RunTuner
 
 # The E1 CNN with two narrow blocks, one or two epochs on a few real digits: seconds per trial.
 BASE = dict(dataset="digits", model="cnn", depth=2, filters=8, dense_units=16, epochs=1, batch_size=64,
@@ -30,7 +30,7 @@ SPACE = {"learning_rate": {"log": [1e-3, 1e-2]}, "filters": [4, 8]}
 
 @pytest.fixture(scope="module")
 def digits_small():
-    from lab.datasets import load_dataset
+    from lab.data.datasets import load_dataset
 
     return load_dataset("digits", limit=100)
 
@@ -40,7 +40,7 @@ def no_plots(monkeypatch):
     """Skips writing the run records' PNGs (a second per trial) where a test does not read them."""
     import matplotlib.pyplot as plt
 
-    monkeypatch.setattr("lab.plots.save", lambda figure, path: plt.close(figure))
+    monkeypatch.setattr("lab.runs.plots.save", lambda figure, path: plt.close(figure))
 
 
 def _tag(run, prefix: str) -> str | None:
@@ -145,7 +145,7 @@ def test_a_failed_run_is_a_failed_trial_not_a_crash():
 
 
 def test_a_worker_with_another_space_than_the_chiefs_stops():
-    from lab.tuning.tuner import RunHyperModel
+    from lab.studies.tuning.tuner import RunHyperModel
 
     tuner = RunTuner.__new__(RunTuner)
     tuner.hypermodel = RunHyperModel(RunConfig(**BASE), parse_space(SPACE))
@@ -243,7 +243,7 @@ def test_a_search_killed_mid_trial_resumes_without_losing_or_repeating_trials(tm
     spec = {"base": {**BASE, "limit": 60, "save_model": False}, "space": SPACE, "max_trials": 3, "name": "killed",
             "verbose": 0}
     (tmp_path / "search.json").write_text(json.dumps(spec))
-    command = [sys.executable, "-m", "lab.tuning", str(tmp_path / "search.json")]
+    command = [sys.executable, "-m", "lab.studies.tuning", str(tmp_path / "search.json")]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     runs_dir = isolated_dirs / "reports" / "runs"
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -289,7 +289,7 @@ def test_a_transfer_search_runs_a_trial(digits_small, no_plots):
 
 
 def test_the_command_line_refuses_a_bad_spec_before_any_trial(tmp_path, capsys, isolated_dirs):
-    from lab.tuning.__main__ import main
+    from lab.studies.tuning.__main__ import main
 
     spec = tmp_path / "search.json"
     spec.write_text(json.dumps({"base": {"dataset": "digits"}, "space": {"learning_rate": [1e-3]}, "trials": 3}))
@@ -319,7 +319,7 @@ def test_the_final_retraining_runs_the_best_configuration_once_per_seed_and_resu
 
 
 def test_the_command_line_refuses_bad_seeds_or_retrain_before_any_trial(tmp_path, capsys, isolated_dirs):
-    from lab.tuning.__main__ import main
+    from lab.studies.tuning.__main__ import main
 
     spec = tmp_path / "search.json"
     spec.write_text(json.dumps({"base": {"dataset": "digits"}, "space": {"learning_rate": [1e-3]}, "retrain": 60}))

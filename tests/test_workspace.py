@@ -1,4 +1,4 @@
-"""lab.colab: Colab's workspace on Google Drive, tested offline with a stand-in for google.colab.drive."""
+"""lab.system.colab: Colab's workspace on Google Drive, tested offline with a stand-in for google.colab.drive."""
 
 import importlib.util
 import os
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import colab, paths
+from lab.system import colab, paths
 
 
 class _Drive:
@@ -81,7 +81,7 @@ def test_after_a_reset_the_existing_folder_is_reused(colab_session, tmp_path, ca
 
 def test_a_batch_started_again_on_drive_resumes(colab_session, tmp_path):
     """What resuming rests on: a batch's committed jobs are read from the Drive folder."""
-    from lab.batch import batch_dir, committed_jobs
+    from lab.studies.batch import batch_dir, committed_jobs
 
     colab.workspace(mount_point=tmp_path / "drive")
     folder = batch_dir("e1-ablation")
@@ -114,7 +114,7 @@ def test_a_folder_outside_mydrive_is_refused(colab_session, folder):
 
 
 def test_the_device_report_says_how_to_get_a_gpu_in_colab_only(colab_session, monkeypatch):
-    from lab import hardware
+    from lab.system import hardware
 
     monkeypatch.setattr(hardware, "gpus", lambda: [])
     assert colab.device_report() == f"device: cpu. {colab.NO_GPU_HINT}"
@@ -126,7 +126,7 @@ def test_the_device_report_says_how_to_get_a_gpu_in_colab_only(colab_session, mo
 def test_the_device_report_names_the_gpu_and_its_precision(monkeypatch):
     import tensorflow as tf
 
-    from lab import hardware
+    from lab.system import hardware
 
     gpu = types.SimpleNamespace(name="/physical_device:GPU:0")
     monkeypatch.setattr(hardware, "gpus", lambda: [gpu])
@@ -137,7 +137,7 @@ def test_the_device_report_names_the_gpu_and_its_precision(monkeypatch):
 
 
 def test_the_tensorboard_cell_is_skipped_where_nobody_looks_and_finds_the_program(monkeypatch, tmp_path):
-    monkeypatch.setenv(colab.TENSORBOARD_INLINE_ENV, "0")  # batches, nbval, lab.notebooks record
+    monkeypatch.setenv(colab.TENSORBOARD_INLINE_ENV, "0")  # batches, nbval, lab.studies.notebooks record
     assert colab.tensorboard_inline() is False
     monkeypatch.delenv(colab.TENSORBOARD_INLINE_ENV)
     monkeypatch.delenv("TENSORBOARD_BINARY", raising=False)

@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 from lab.models import model_entry, model_options
-from lab.optimizers import OPTIMIZERS
-from lab.schedules import DEFAULT_DECAY_FACTOR, DEFAULT_PLATEAU_PATIENCE, check_schedule
+from lab.config.optimizers import OPTIMIZERS
+from lab.config.schedules import DEFAULT_DECAY_FACTOR, DEFAULT_PLATEAU_PATIENCE, check_schedule
 from lab.tasks import TASKS, task_entry, tasks_of
 
 DISTRIBUTE = (None, "mirrored", "multiworker", "tpu")
 INPUT_SCALINGS = ("unit", "imagenet", "none")
 # Old names, refused with the new one, so that an old notebook or batch fails clearly, and read
-# under the new one from an older run record (``lab.records.upgrade_config``):
+# under the new one from an older run record (``lab.runs.records.upgrade_config``):
 # {old name: (new name, what it is)}.
 RENAMED = {
     "image_size": ("pipeline_size", "resized in the tf.data pipeline"),
@@ -48,7 +48,7 @@ RENAMED_IN_TASK = {
 }
 # Not part of what a run computes, so not part of its hash.
 NOT_HASHED = ("name", "tags", "reports_dir", "verbose", "tensorboard")
-# mixed_precision's values; "auto" is resolved on the machine that runs (lab.hardware).
+# mixed_precision's values; "auto" is resolved on the machine that runs (lab.system.hardware).
 MIXED_PRECISION = (False, True, "auto")
 
 
@@ -82,7 +82,7 @@ class BaseConfig(metaclass=_CheckedKeys):
     """The fields every run has. Fields left at None take the task's default (``DEFAULTS``).
 
     Data:
-        dataset: registry name (see ``lab.datasets``).
+        dataset: registry name (see ``lab.data.datasets``).
         dataset_size: the side the data is loaded at (see ``lab.config``).
         limit: at most this many images per split (quick runs).
         val_fraction: validation share carved from train where a dataset has no val split.
@@ -102,7 +102,7 @@ class BaseConfig(metaclass=_CheckedKeys):
             default when None.
         weights: pretrained weights of a transfer or pretrained_unet backbone:
             "imagenet", None (random), a kit-saved run folder / .keras file, or (transfer)
-            "pretrain-offline": a backbone pretrained here on embedded data (``lab.pretraining``).
+            "pretrain-offline": a backbone pretrained here on embedded data (``lab.tasks.pretraining``).
         unfreeze: what trains (see ``lab.config``); freeze_batchnorm keeps BatchNorm in
             inference mode in the stages that train.
     Training:
@@ -116,10 +116,10 @@ class BaseConfig(metaclass=_CheckedKeys):
         lr_schedule: None (constant), "cosine" (per-step, after warmup_epochs of linear
             warm-up), "step" (times lr_decay_factor at the fractions lr_decay_at of the epochs;
             None: MedMNIST's [0.5, 0.75]) or "plateau" (times lr_decay_factor after
-            plateau_patience epochs without a better monitor); see ``lab.schedules``.
+            plateau_patience epochs without a better monitor); see ``lab.config.schedules``.
     Hardware (off by default; for a GPU or TPU in Colab):
         mixed_precision (True, False, or "auto": on for GPUs with tensor cores, off on a CPU;
-            ``lab.hardware.use_mixed_precision``), jit_compile (XLA), distribute (None,
+            ``lab.system.hardware.use_mixed_precision``), jit_compile (XLA), distribute (None,
             "mirrored", "multiworker", "tpu").
         steps_per_execution: training steps per compiled call (the callbacks' batch hooks run
             once per call); runs with several replicas use 1 (keras-team/keras#19246).
@@ -127,7 +127,7 @@ class BaseConfig(metaclass=_CheckedKeys):
         name: a readable run name; tags: free labels; reports_dir: where runs are written;
         save_model: keep the best model file; verbose: print the epoch line.
         tensorboard: write TensorBoard logs into the run folder (per-epoch scalars, the final
-            figures, the HParams session; ``lab.tensorboard``); False writes none.
+            figures, the HParams session; ``lab.runs.tensorboard``); False writes none.
     """
 
     DEFAULTS: ClassVar[dict[str, Any]] = {}
@@ -339,7 +339,7 @@ class BaseConfig(metaclass=_CheckedKeys):
                                  f"received split_fractions={fractions!r}.")
             self.split_fractions = [float(f) for f in fractions]
         if self.color_mode is not None:
-            from lab.datasets.segmentation.mask_folders import COLOR_MODES  # the folder loaders' own list
+            from lab.data.datasets.segmentation.mask_folders import COLOR_MODES  # the folder loaders' own list
 
             _one_of("color_mode", self.color_mode, COLOR_MODES)
 

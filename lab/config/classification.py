@@ -13,7 +13,7 @@ TTA_MODES = (None, "horizontal", "vertical", "horizontal_and_vertical")
 # How a classification run reads its data (RunConfig.data_path).
 DATA_PATHS = ("auto", "memory", "stream")
 # decision_threshold's values: None decides by the largest probability; "validation" applies a
-# binary task's threshold chosen on the validation split (lab.evaluation.binary_threshold_metrics).
+# binary task's threshold chosen on the validation split (lab.runs.evaluation.binary_threshold_metrics).
 DECISION_THRESHOLDS = (None, "validation")
 # Named recipes: the fields each one sets (RunConfig.recipe). Fields given explicitly win, and the
 # record's config holds the expanded values, so it says what ran. "strong" is what the best
@@ -41,7 +41,7 @@ class RunConfig(BaseConfig):
             converts the dataset once to sharded TFRecords (reading its source a chunk at a
             time, never all of it) and trains, evaluates and predicts from the shards with
             bounded memory; "auto" (default) streams when tfrecord_dir is set or the images
-            would take more than ``lab.datasets.STREAM_ABOVE_BYTES`` (2 GiB), estimated from
+            would take more than ``lab.data.datasets.STREAM_ABOVE_BYTES`` (2 GiB), estimated from
             the registry's metadata without loading. The record's ``data.access`` says which.
         tfrecord_dir: where the streamed data's shards are (exported there first if missing;
             default: a folder under ``<data dir>/tfrecords`` named by the data fields), for data
@@ -75,13 +75,13 @@ class RunConfig(BaseConfig):
         ema: evaluate and keep an exponential moving average of the weights (Keras' optimizer
             ``use_ema``): validation, the best epoch, the saved model and the test scores all use
             the averaged weights; ema_momentum is the average's decay per step, reached after a
-            warm-up (``lab.optimizers.ema_decay``).
+            warm-up (``lab.config.optimizers.ema_decay``).
         mixup, cutmix: the alpha of the Beta distribution that draws each training batch's
             mixing ratio (0: off). Mixup blends every image with another of the batch, cutmix
             pastes a box of it; the labels become the same blend of one-hot labels. With both
             set, each batch uses one of them, half the time each. Validation and test are never
             mixed; the training accuracy is then against each mixed image's larger share.
-        balanced_sampling: draw training images class-balanced (``lab.pipeline.balanced_classes``):
+        balanced_sampling: draw training images class-balanced (``lab.data.pipeline.balanced_classes``):
             every class equally often, epochs as long as the data. The alternative to
             class_weighting (both at once would correct twice); in-memory data only.
     Evaluation:

@@ -1,6 +1,6 @@
-"""The configuration of an instance-segmentation run: ``InstanceConfig`` (E7, ``lab.instance``).
+"""The configuration of an instance-segmentation run: ``InstanceConfig`` (E7, ``lab.tasks.instance``).
 
-It lives here, not in ``lab.instance``, so that a batch can check it without the optional
+It lives here, not in ``lab.tasks.instance``, so that a batch can check it without the optional
 extra (Model Garden) or TensorFlow.
 """
 
@@ -14,7 +14,7 @@ from lab.config.base import BaseConfig, _positive_int, check_frozen_or_all, mode
 
 @dataclasses.dataclass
 class InstanceConfig(BaseConfig):
-    """An instance-segmentation run (E7): TensorFlow Model Garden's Mask R-CNN (``lab.instance``).
+    """An instance-segmentation run (E7): TensorFlow Model Garden's Mask R-CNN (``lab.tasks.instance``).
 
     The defaults are E7's real setting (a ResNet-50-FPN Mask R-CNN on an ImageNet backbone, SGD
     with momentum, 15 epochs), meant for a GPU; a CPU needs the quick setting (a small
@@ -24,7 +24,7 @@ class InstanceConfig(BaseConfig):
         default; dataset_size is its image side, default 128) or "coco:<path>" (a COCO
         instance-annotation JSON with its images, or a folder with train.json and val.json;
         split_fractions splits a single JSON). limit keeps that many images per split.
-    Model ("maskrcnn"; None takes the builder's default, ``lab.instance.model``):
+    Model ("maskrcnn"; None takes the builder's default, ``lab.tasks.instance.model``):
         backbone: "resnet18", "resnet34", "resnet50" or "resnet101" (Model Garden's ResNet).
         pipeline_size: the side of the square model input: Model Garden's parser resizes each
             image in the tf.data pipeline, keeping its aspect ratio, and pads it to this side (a

@@ -30,7 +30,7 @@ def check_backbone_weights(weights: str | None) -> None:
 
 def check_elastic(stddev: float, grid: int) -> None:
     """The one check of an elastic deformation's settings, which the configuration and
-    ``lab.segmentation.elastic.RandomElasticDeformation`` call.
+    ``lab.tasks.segmentation.elastic.RandomElasticDeformation`` call.
 
     Raises:
         ValueError: a negative or non-finite stddev, or a grid of fewer than 2 points a side.
@@ -47,7 +47,7 @@ def check_elastic(stddev: float, grid: int) -> None:
 
 def check_weight_map(w0: float, sigma: float) -> None:
     """The one check of U-Net's weight-map parameters, which the configuration and
-    ``lab.segmentation.weight_map`` call.
+    ``lab.tasks.segmentation.weight_map`` call.
 
     Raises:
         ValueError: w0 negative or sigma not positive (or either not a finite number).
@@ -61,8 +61,8 @@ def check_weight_map(w0: float, sigma: float) -> None:
 
 def check_tiles(tile_size: int | None, tile_margin: int | None) -> None:
     """The one check of ``tile_size`` and ``tile_margin``, which the configuration and the
-    overlap-tile prediction (``lab.segmentation.tiling``) call (the mask-folder loader of
-    ``lab.datasets`` still restates it: it should call this one).
+    overlap-tile prediction (``lab.tasks.segmentation.tiling``) call (the mask-folder loader of
+    ``lab.data.datasets`` still restates it: it should call this one).
 
     Args:
         tile_size: the tile side (None: untiled), a positive integer.
@@ -96,10 +96,10 @@ class SegmentationConfig(BaseConfig):
         background_class: the class id that is background (None: the data's own, 0). The
             foreground shares, the foreground IoU and the all_background flag are computed
             against it (EM membranes: the membrane may be class 0 and the foreground).
-    Mask folders only (``lab.datasets.segmentation.load_mask_folder``; None: its default):
+    Mask folders only (``lab.data.datasets.segmentation.load_mask_folder``; None: its default):
         tile_size: cut the images (after the dataset_size resize, if any) into tiles of this
             side to train on; the validation and test images are predicted whole by
-            overlap-tile and scored per image (``lab.segmentation.tiling``).
+            overlap-tile and scored per image (``lab.tasks.segmentation.tiling``).
         tile_margin: the context each predicted tile keeps around its centre, 0 <= 2 *
             tile_margin < tile_size (None: tile_size // 8; 0: naive tiling, seams). Both are
             checked by ``check_tiles``, the one check of both (the tiling calls it too).
@@ -120,10 +120,10 @@ class SegmentationConfig(BaseConfig):
             list of one weight per class, background first (E6's "weight the background down").
         aug_elastic: with augment=True, U-Net's elastic deformation of the training batches:
             the standard deviation in pixels of the displacements on a coarse grid (0: off; the
-            paper: 10), one field per image, masks by nearest neighbour (``lab.segmentation.elastic``).
+            paper: 10), one field per image, masks by nearest neighbour (``lab.tasks.segmentation.elastic``).
         aug_elastic_grid: displacement vectors on each side of that grid (the paper: 3).
         weight_map: train with U-Net's weight map, w(x) = w_c(x) + w0 * exp(-(d1 + d2)^2 /
-            (2 sigma^2)), multiplying each pixel's cross-entropy (``lab.segmentation.weight_map``;
+            (2 sigma^2)), multiplying each pixel's cross-entropy (``lab.tasks.segmentation.weight_map``;
             the cells are the background class's regions). Computed once per training mask and
             kept with the data. It shapes the training loss only: validation and test losses
             are the unweighted ones, so runs with and without it compare. Not with
@@ -230,7 +230,7 @@ class SegmentationConfig(BaseConfig):
     def _validate_mask_folder_options(self) -> None:
         """The background class and the mask-folder options, each refused by name; class_values
         is normalised to int keys (a JSON record gives them back as strings)."""
-        from lab.datasets.segmentation.mask_folders import FOLDER_OPTIONS
+        from lab.data.datasets.segmentation.mask_folders import FOLDER_OPTIONS
 
         if self.background_class is not None and (isinstance(self.background_class, bool) or
                                                   not isinstance(self.background_class, int) or

@@ -57,8 +57,8 @@ MODELS: dict[str, ModelEntry] = {
     "autoencoder": ModelEntry("reconstruction", "lab.models.autoencoder", "conv_autoencoder"),
     "denoising_autoencoder": ModelEntry("reconstruction", "lab.models.autoencoder", "denoising_autoencoder"),
     "vae": ModelEntry("reconstruction", "lab.models.autoencoder", "vae"),
-    # Instance segmentation: TensorFlow Model Garden's Mask R-CNN, an optional extra (lab.instance).
-    "maskrcnn": ModelEntry("instance", "lab.instance.model", "maskrcnn_experiment"),
+    # Instance segmentation: TensorFlow Model Garden's Mask R-CNN, an optional extra (lab.tasks.instance).
+    "maskrcnn": ModelEntry("instance", "lab.tasks.instance.model", "maskrcnn_experiment"),
 }
 
 __all__ = ["MODELS", "ModelEntry", "build_model", "model_entry", "model_options", "models_for"]

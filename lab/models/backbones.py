@@ -25,8 +25,8 @@ import keras
 from keras import layers
 
 import lab.models.layers  # noqa: F401  (registers the kit's layers: loading a saved model needs them)
-from lab.download import DatasetNotAvailableError, keras_downloads_through_fetch
-from lab.hub_download import keras_hub_downloads_through_fetch
+from lab.system.download import DatasetNotAvailableError, keras_downloads_through_fetch
+from lab.system.hub_download import keras_hub_downloads_through_fetch
 
 
 _LAST = "<last>"  # a layer that belongs to the stage before it (ResNetV2's post_bn, DenseNet's bn)
@@ -180,12 +180,12 @@ def build_backbone(name: str, backbone_input_size: int, *, weights: str | None =
     saved = None if weights in (None, "imagenet") else Path(weights)
     try:
         # Keras' weight files and keras-hub's preset files both come through the kit's bounded
-        # fetch (lab.download, lab.hub_download).
+        # fetch (lab.system.download, lab.system.hub_download).
         hub = keras_hub_downloads_through_fetch() if spec.source == "keras-hub" else contextlib.nullcontext()
         with keras_downloads_through_fetch(), hub:
             backbone = spec.build((backbone_input_size, backbone_input_size, 3),
                                   "imagenet" if weights == "imagenet" else None)
-    except DatasetNotAvailableError as error:  # lab.download's: already says URL, cause and path
+    except DatasetNotAvailableError as error:  # lab.system.download's: already says URL, cause and path
         raise WeightsNotAvailableError(_offline_message(spec, error)) from error
     except Exception as error:  # kagglehub raises plain Exceptions for what Kaggle refuses (401, 403)
         if weights == "imagenet" and _looks_like_download_failure(error):

@@ -24,7 +24,7 @@ from keras import layers
 # The configuration's own checks of these fields: one check for every layer.
 from lab.config.base import check_frozen_or_all, check_rate
 from lab.config.segmentation import check_backbone_weights
-from lab.download import keras_downloads_through_fetch
+from lab.system.download import keras_downloads_through_fetch
 from lab.models.layers import EncoderPreprocessing
 
 NORMALIZATIONS = (None, "none", "batch", "layer")
@@ -215,7 +215,7 @@ def _load_application(application: str, input_shape: tuple, weights: str | None)
     """Builds a keras.applications network without its classifier; explains offline failures."""
     constructor = getattr(keras.applications, application)
     try:
-        with keras_downloads_through_fetch():  # bounded waits and retries (lab.download)
+        with keras_downloads_through_fetch():  # bounded waits and retries (lab.system.download)
             return constructor(include_top=False, weights=weights, input_shape=input_shape)
     except ValueError:
         raise  # Keras' own argument errors say what is wrong; a wrong checksum says what to do

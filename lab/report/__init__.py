@@ -9,7 +9,7 @@ One module per step, read in this order:
   fixed, best run, per-class scores, environments).
 - ``lab.report.figures``: the overlaid learning curves and figures drawn from predictions.
 - ``lab.report.comparisons``: how sure the results are (intervals, verdicts against a baseline,
-  warnings), from ``lab.comparison``.
+  warnings), from ``lab.runs.comparison``.
 - ``lab.report.sections``: the sections of text, tables and figures (``build_sections``), made of
   the blocks of ``lab.report.document``.
 - ``lab.report.rendering``: the sections as HTML and Markdown, through the Jinja2 templates in

@@ -13,8 +13,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from lab import atomic
-from lab.records import Run
+from lab.system import atomic
+from lab.runs.records import Run
 from lab.report.document import FIGURES, HTML_NAME, MARKDOWN_NAME, Section
 from lab.report.rendering import render
 from lab.report.sections import build_sections
@@ -71,7 +71,7 @@ def build_report(source: str | os.PathLike | Sequence[str | os.PathLike] | Sourc
         >>> report = build_report("e4-adam-learning-rate")
         >>> report.html   # reports/sweeps/e4-adam-learning-rate/report/report.html
     """
-    from lab import plots
+    from lab.runs import plots
 
     resolved = source if isinstance(source, Source) else resolve_source(source, reports_dir=reports_dir)
     folder = Path(out).expanduser().resolve() if out else _default_out(resolved)

@@ -15,7 +15,7 @@ The report holds what a course report holds, results first: the results table (e
 varied as a column, status with stalled, diverged and failed runs marked, best epoch, train/val/test metrics
 of the runs' tasks), how sure the results are (each configuration's mean and 95% interval across
 seeds or test images, its difference from the baseline, ``--baseline``, with a verdict, and the
-warnings: ``lab.comparison``), what varied between the runs and what was fixed (a collection's as its record
+warnings: ``lab.runs.comparison``), what varied between the runs and what was fixed (a collection's as its record
 declares them; shared settings that no run's model uses are named, not listed), the overlaid
 learning curves, the best run (by the metric the runs monitor, or a search's objective) with its
 confusion matrix, green/red sample predictions (or masks), its highest-loss test images and

@@ -1,6 +1,6 @@
 """The report's comparison section: each configuration's mean with its 95% interval, its
 difference from the baseline with the tests behind the verdict, and the warnings, all from
-``lab.comparison.compare`` (the same tables a sweep's ``results.md`` and a batch's ``summary.md``
+``lab.runs.comparison.compare`` (the same tables a sweep's ``results.md`` and a batch's ``summary.md``
 end with). It follows the results, so that the warnings sit next to the numbers they qualify.
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from lab.comparison import SHOWN_DIFFERENCES, compare
-from lab.records import Run
+from lab.runs.comparison import SHOWN_DIFFERENCES, compare
+from lab.runs.records import Run
 from lab.report.document import Section, Table, Text
 
 

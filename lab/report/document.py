@@ -11,7 +11,7 @@ import dataclasses
 import pandas as pd
 
 HTML_NAME, MARKDOWN_NAME, FIGURES = "report.html", "report.md", "figures"
-# The statuses (lab.records.STATUSES) whose table rows are shaded, and how (the HTML; the Markdown
+# The statuses (lab.runs.records.STATUSES) whose table rows are shaded, and how (the HTML; the Markdown
 # sets the status in bold).
 MARKED = {"diverged": "background-color: #ffebe9;", "failed": "background-color: #eaeef2;",
           "stalled": "background-color: #fff8c5;"}

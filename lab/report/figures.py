@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from lab.records import Run
+from lab.runs.records import Run
 from lab.tasks import TASKS
 
 
@@ -71,8 +71,8 @@ def _confusion_from_predictions(run: Run):
     predictions = run.predictions()
     if "y_prob" not in predictions or not np.isfinite(predictions["y_prob"]).all():
         return None
-    from lab import plots
-    from lab.evaluation import confusion_matrix
+    from lab.runs import plots
+    from lab.runs.evaluation import confusion_matrix
 
     y_prob = predictions["y_prob"]
     names = [str(n) for n in predictions.get("class_names", range(y_prob.shape[1]))]

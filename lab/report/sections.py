@@ -11,8 +11,8 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from lab.confidence import column_decimals
-from lab.records import Run
+from lab.runs.confidence import column_decimals
+from lab.runs.records import Run
 from lab.report.comparisons import comparison_section
 from lab.report.document import MARKED, Figure, Section, Table, Text
 from lab.report.figures import _confusion_from_predictions, _fit_axes_to_completed, _histories
@@ -31,7 +31,7 @@ def build_sections(source: Source, *, baseline: str | None = None
         (sections, figures to write as ``(file name, matplotlib figure or record PNG path)``,
         the best run, the results table).
     """
-    from lab import plots
+    from lab.runs import plots
 
     runs = source.runs
     figures: list[tuple[str, Any]] = []
@@ -46,7 +46,7 @@ def build_sections(source: Source, *, baseline: str | None = None
     blocks = [Text(f"{len(runs)} runs: " + ", ".join(f"{n} {status}" for status, n in counts.items())
                    + ". Metrics at each run's best epoch (its restored weights); diverged runs shaded red, "
                    "stalled runs yellow and failed runs grey, with their status in bold.")]
-    # Each split's scores with the digits that split supports (lab.confidence.column_decimals).
+    # Each split's scores with the digits that split supports (lab.runs.confidence.column_decimals).
     digits = column_decimals(list(table.columns), [(run.config.get("data") or {}).get("sizes") or {} for run in runs])
     blocks.append(Table(table, "Results (from each run's metrics.json)", marked, digits=digits))
     problems = [{"run_id": run.run_id, "name": run.name, "status": run.status,
@@ -120,14 +120,14 @@ def build_sections(source: Source, *, baseline: str | None = None
     # Efficiency, when several models are compared (E8).
     classified = [run for run in runs if TASKS[run.task].compares_efficiency]
     if len(_models(classified)) > 1:
-        from lab.transfer_studies import efficiency_table
+        from lab.studies.transfer_studies import efficiency_table
 
         frame = efficiency_table(classified)
         frame.insert(1, "status", [run.status for run in classified])
         frame["run_id"] = [run.run_id for run in classified]
         sections.append(Section("Efficiency", "efficiency", [
             Text("Seconds of training per 1% of validation accuracy (best epoch), from each record's train_seconds "
-                 "and best_epoch_val_accuracy (lab.transfer_studies.efficiency_table)."),
+                 "and best_epoch_val_accuracy (lab.studies.transfer_studies.efficiency_table)."),
             Table(_integers(frame), "Efficiency of the models compared",
                   {i: run.status for i, run in enumerate(classified) if run.status in MARKED})]))
 

@@ -1,6 +1,6 @@
 """What a report's SOURCE names: a batch, sweep, search or ablation (by folder or name), a run
 folder, run ids, or ``tag:NAME``, resolved to the run records it holds. A group of runs is read
-from its collection record (``lab.records.load_collection``), older kits' folders included.
+from its collection record (``lab.runs.records.load_collection``), older kits' folders included.
 
 An unknown source is refused with ``UnknownSourceError``, whose message lists what exists.
 """
@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from lab import paths
-from lab.collection import FOLDERS
-from lab.records import (Collection, Run, is_collection, list_collections, load_collection, load_run, load_runs,
+from lab.system import paths
+from lab.runs.collection import FOLDERS
+from lab.runs.records import (Collection, Run, is_collection, list_collections, load_collection, load_run, load_runs,
                          read_index)
 
 # What a SOURCE may start with: a folder kind (``batch:``, ``sweep:``, ``search:``: the folder of

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from lab.records import Collection, Run, results_table, summary_columns
+from lab.runs.records import Collection, Run, results_table, summary_columns
 from lab.tasks import TASKS
 
 # Bookkeeping that is no setting of the run (or has its own section): left out of "what varied".
@@ -51,7 +51,7 @@ def varied_and_fixed(runs: Sequence[Run], collection: Collection | None = None) 
 
     Args:
         runs: the runs, in order.
-        collection: their collection record (``lab.records.load_collection``), when they are a
+        collection: their collection record (``lab.runs.records.load_collection``), when they are a
             sweep's, batch's, search's or ablation's: what it varied (in its order) and what it
             fixed are then the record's, as the study declared them, not guessed from the runs.
             A batch's record names the notebooks' parameters, and one notebook may make several
@@ -146,7 +146,7 @@ def per_class_scores(run: Run) -> tuple[pd.DataFrame | None, str]:
 
 def segmentation_per_class(run: Run) -> tuple[pd.DataFrame | None, str]:
     """IoU and Dice per class from a segmentation record's metrics (``test_iou_<class>``...)."""
-    from lab.evaluation import metric_key
+    from lab.runs.evaluation import metric_key
 
     names = run.metrics.get("class_names") or (run.config.get("data") or {}).get("class_names") or []
     rows = [{"class": name, "iou": run.metrics.get(f"test_iou_{metric_key(name)}"),

@@ -1,0 +1,1 @@
+"""Files, folders, downloads, devices: what every room stands on."""
