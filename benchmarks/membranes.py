@@ -161,23 +161,25 @@ def summarize(rows: list[tuple], target: float) -> None:
                    else "UNDECIDED (the interval holds the target)")
         print(f"published recipe: membrane Dice {format_estimate(dice)}: {verdict} (target >= {target})")
     baseline = by_recipe.get("baseline")
-    others_recipes = [r for r in by_recipe if r != "baseline"]
-    if not baseline or not others_recipes:
+    compared = [r for r in by_recipe if r != "baseline"]
+    if not baseline or not compared:
         return
     print("\ngain over the baseline (mean per-seed difference [95% paired t interval], p adjusted by Holm over "
           "the recipes)")
     print(f"{'recipe':<12}{'score':<17}{'gain':>26}{'p':>8}{'p (Holm)':>10}  verdict")
     for key, label in SCORES.items():
         found = []
-        for recipe in others_recipes:
+        for recipe in compared:
             common_seeds = [s for s in baseline if s in by_recipe[recipe]]
             found.append(seed_difference([baseline[s][key] for s in common_seeds],
                                          [by_recipe[recipe][s][key] for s in common_seeds], paired=True))
-        for recipe, gain, adjusted in zip(others_recipes, found, holm([g.p_value for g in found])):
+        for recipe, gain, adjusted in zip(compared, found, holm([g.p_value for g in found])):
             if adjusted is None:
                 verdict, p_text = "one seed: no test", ("", "")
             else:
-                verdict = ("better" if gain.value > 0 else "worse") if adjusted < ALPHA and gain.value else "within noise"
+                verdict = "within noise"
+                if adjusted < ALPHA and gain.value:
+                    verdict = "better" if gain.value > 0 else "worse"
                 p_text = (f"{gain.p_value:.2g}", f"{adjusted:.2g}")
             print(f"{recipe:<12}{label:<17}{format_estimate(gain, signed=True):>26}{p_text[0]:>8}{p_text[1]:>10}"
                   f"  {verdict}")
