@@ -3,7 +3,7 @@ of the weight map, each alone and together, and whether the elastic augmentation
 training.
 
     python benchmarks/membranes.py                        # 4 runs + throughput (~8 CPU minutes)
-    python benchmarks/membranes.py --seeds 3 --elastic 2.5 --no-throughput   # 12 runs (~22 CPU minutes)
+    python benchmarks/membranes.py --seeds 3 --elastic 2.5 --no-throughput   # 12 runs (~20 CPU minutes)
     python benchmarks/membranes.py --quick                # smoke run: 3 epochs per run
     python benchmarks/membranes.py --recipes baseline,published --epochs 80
 
