@@ -351,7 +351,7 @@ CONFIG_NAMES = [
     pytest.param(call(train, **tiny(model="resnet")), ValueError,
                  r"Unknown model 'resnet'\. Available models: .*mlp", id="names-unknown-model"),
     pytest.param(call(train, **tiny(model="unet")), ValueError,
-                 r"'unet' is a segmentation model: train it with lab\.segmentation\.train_segmentation",
+                 r"'unet' is a segmentation model: train it with lab\.tasks\.segmentation\.train_segmentation",
                  id="names-segmentation-model-in-train"),
     pytest.param(call(train, **tiny(optimizer="adamax")), ValueError,
                  r"Unknown optimizer 'adamax'\. Available optimizers: adam, sgd", id="names-unknown-optimizer"),
@@ -541,7 +541,7 @@ TFRECORDS = [
                  id="tfrecords-corrupted-shard"),
     pytest.param(lambda inputs: later(make_tfrecord_pipeline, without_manifest(inputs), "train", training=True),
                  FileNotFoundError, r"No TFRecord manifest .*train\.manifest\.json.*Splits found: test, val.*"
-                                    r"Export with lab\.tfrecord", id="tfrecords-missing-manifest"),
+                                    r"Export with lab\.data\.tfrecord", id="tfrecords-missing-manifest"),
     # Today TensorFlow fails inside the pipeline with a reshape error naming neither split nor field.
     pytest.param(lambda inputs: later(make_tfrecord_pipeline, with_edited_manifest(inputs), "train", training=True),
                  ValueError, r"train\.manifest\.json \(split 'train'\): its field 'shape' is \[8, 8, 3\] but the "

@@ -73,7 +73,7 @@ def test_a_refused_configuration_writes_nothing_whatever_its_task(isolated_dirs)
 
     with pytest.raises(ValueError, match="Unknown model 'unet3d'"):
         lab.run({"model": "unet3d"})
-    with pytest.raises(ValueError, match="'cnn' is a classification model: train it with lab.train"):
+    with pytest.raises(ValueError, match=r"'cnn' is a classification model: train it with lab\.runs\.training\.train"):
         lab.run({"model": "cnn"}, task="segmentation")
     assert read_index() == []
 
