@@ -69,6 +69,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--elastic", type=float, default=10.0, help="aug_elastic of the elastic recipes (pixels)")
+    parser.add_argument("--weight-map-sigma", type=float, default=5.0,
+                        help="weight_map_sigma of the weight-map recipes (pixels; the paper's 5 is for 512-px images)")
     parser.add_argument("--num-train", type=int, default=20)
     parser.add_argument("--target", type=float, default=0.9, help="test membrane Dice to reach (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="the seed of the generated images, and the first "
@@ -105,6 +107,8 @@ def main() -> int:
             for recipe in args.recipes.split(","):
                 options = {key: (args.elastic if key == "aug_elastic" else value)
                            for key, value in RECIPES[recipe].items()}
+                if options.get("weight_map"):
+                    options["weight_map_sigma"] = args.weight_map_sigma
                 waited = wait_until_quiet(args.max_other_load, args.wait_quiet)
                 with LoadMeter([os.getpid()]) as meter:
                     cpu_start, wall_start = time.process_time(), time.perf_counter()

@@ -126,7 +126,7 @@ def test_each_figure_of_a_plot_cell_is_shown_once(tmp_path, monkeypatch):
     # The kernel picks Jupyter's inline backend only where MPLBACKEND does not name another.
     monkeypatch.delenv("MPLBACKEND", raising=False)
     nb = _execute([
-        "from lab import plots\nimport pandas as pd\n"
+        "from lab.runs import plots\nimport pandas as pd\n"
         "history = pd.DataFrame({'loss': [1.0, 0.6], 'val_loss': [1.1, 0.8], 'accuracy': [0.5, 0.7],"
         " 'val_accuracy': [0.4, 0.6]})",
         "plots.learning_curves(history, title='returned')",
@@ -214,7 +214,7 @@ def test_a_batch_notebook_holds_no_tensorflow_start_up_lines(tmp_path, monkeypat
     parameters = new_code_cell("scale = 2.0")
     parameters.metadata["tags"] = ["parameters"]
     nb = new_notebook(cells=[parameters, new_code_cell(
-        "from lab import hardware\nimport numpy as np, tensorflow as tf\nprint('device:', hardware.device_summary())\n"
+        "from lab.system import hardware\nimport numpy as np, tensorflow as tf\nprint('device:', hardware.device_summary())\n"
         "data = tf.data.Dataset.from_tensor_slices(np.ones((8, 2), np.float32))\n"
         "data = data.map(lambda x: x * scale, num_parallel_calls=tf.data.AUTOTUNE).batch(4)\n"
         "print(float(sum(float(tf.reduce_sum(b)) for b in data)))")])
