@@ -361,7 +361,7 @@ def test_results_tables_print_each_split_with_the_digits_it_supports():
     assert column_decimals(["test_accuracy"], [{}]) == {}, "no sizes recorded: the table's own format"
 
     class _Run:  # what to_markdown reads of a run: its data summary's split sizes
-        config = {"data": {"sizes": {"val": 216, "test": 360}}}
+        split_sizes = {"val": 216, "test": 360}
 
     frame = pd.DataFrame({"name": ["a"], "test_accuracy": [0.912345], "seconds_per_epoch": [1.23456]})
     text = to_markdown(frame, runs=[_Run()])

@@ -47,7 +47,7 @@ def build_sections(source: Source, *, baseline: str | None = None
                    + ". Metrics at each run's best epoch (its restored weights); diverged runs shaded red, "
                    "stalled runs yellow and failed runs grey, with their status in bold.")]
     # Each split's scores with the digits that split supports (lab.runs.confidence.column_decimals).
-    digits = column_decimals(list(table.columns), [(run.config.get("data") or {}).get("sizes") or {} for run in runs])
+    digits = column_decimals(list(table.columns), [run.split_sizes for run in runs])
     blocks.append(Table(table, "Results (from each run's metrics.json)", marked, digits=digits))
     problems = [{"run_id": run.run_id, "name": run.name, "status": run.status,
                  "reason": _shorten(run.metrics.get("divergence_reason") or run.metrics.get("error") or "not recorded")}

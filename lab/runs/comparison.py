@@ -491,7 +491,7 @@ def _n_items(group: Configuration, items) -> int | None:
         found = items(run)
         if found is not None:
             return found.n
-        sizes = (run.config.get("data") or {}).get("sizes") or {}
+        sizes = run.split_sizes
         if sizes.get("test"):
             return int(sizes["test"])
     return None
@@ -591,7 +591,7 @@ def small_splits(configurations: Sequence[Configuration], base: Configuration, d
             found.append(f"The test split ({items(run).n} images) is too small for the {metric} differences shown: "
                          f"the baseline's {metric} is known to about ±{half:.2g} (95%), more than the largest "
                          f"difference ({max(shown):.2g}).")
-    sizes = [((run.config.get("data") or {}).get("sizes") or {}).get("val") for run in base.completed]
+    sizes = [run.split_sizes.get("val") for run in base.completed]
     values = {group.label: np.mean([r.metrics["val_accuracy"] for r in group.completed])
               for group in configurations if any(_finite(r.metrics.get("val_accuracy")) for r in group.completed)
               and all(_finite(r.metrics.get("val_accuracy")) for r in group.completed)}

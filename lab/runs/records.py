@@ -92,6 +92,11 @@ class Run:
     def task(self) -> str:
         return self.config.get("task", "classification")  # version-1 classification records had none
 
+    @property
+    def split_sizes(self) -> dict[str, int]:
+        """The images in each split of the run's data (``config.json``'s ``data.sizes``; {} in older records)."""
+        return (self.config.get("data") or {}).get("sizes") or {}
+
     def history(self) -> pd.DataFrame:
         """The per-epoch history (empty if the run failed before its first epoch)."""
         return read_history(self.path)
@@ -367,8 +372,7 @@ def to_markdown(frame: pd.DataFrame, floatfmt: str = ".4f", runs: Iterable[Run] 
     if runs is not None:
         from lab.runs.confidence import column_decimals  # scipy: only where a table of runs is written
 
-        digits = column_decimals(list(frame.columns), [(run.config.get("data") or {}).get("sizes") or {}
-                                                       for run in runs])
+        digits = column_decimals(list(frame.columns), [run.split_sizes for run in runs])
         floatfmt = tuple(f".{digits[c]}f" if c in digits else floatfmt for c in frame.columns)
     return frame.to_markdown(index=False, floatfmt=floatfmt)
 
